@@ -1,0 +1,532 @@
+//! `config.toml`: its schema, defaults and validation.
+//!
+//! Parsing refuses unknown keys (a typo must not pass silently) and every
+//! error names the file, the key and the reason. The `[[sites]]` part becomes
+//! a `model::State` (the seed of the control plane); the rest configures the
+//! process (listeners, cookie names, health checks, demo apps).
+
+use crate::model::{self, Deployment, Problem, Site, Slot, State, Warmup};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A config that cannot be used, with everything found wrong in it.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config {}:", self.file.display())?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
+    pub state: StateSection,
+    #[serde(default)]
+    pub routing: RoutingSection,
+    #[serde(default)]
+    pub health: HealthSection,
+    #[serde(default)]
+    pub demo: DemoSection,
+    #[serde(default)]
+    pub sites: Vec<SiteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: Vec<String>,
+    pub threads: usize,
+    /// SIGTERM: how long to keep serving in-flight requests before exit.
+    pub grace_period_secs: u64,
+    pub graceful_shutdown_timeout_secs: u64,
+    /// Unix socket the listening sockets pass over on `serve --upgrade`.
+    pub upgrade_sock: String,
+    pub pid_file: String,
+    /// Connect timeout to an app instance before its next instance is tried.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: vec!["0.0.0.0:8080".into()],
+            threads: 2,
+            grace_period_secs: 5,
+            graceful_shutdown_timeout_secs: 5,
+            upgrade_sock: "/tmp/slotproxy_upgrade.sock".into(),
+            pid_file: "/tmp/slotproxy.pid".into(),
+            connect_timeout_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub listen: String,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:9080".into(),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: "127.0.0.1:9091".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSection {
+    pub dir: PathBuf,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            dir: PathBuf::from("./state"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSection {
+    pub cookie_name: String,
+    pub query_param: String,
+    pub cookie_max_age_secs: u64,
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        RoutingSection {
+            cookie_name: "x-ms-routing-name".into(),
+            query_param: "x-ms-routing-name".into(),
+            cookie_max_age_secs: 3600,
+        }
+    }
+}
+
+/// Active health checks of every instance.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub path: String,
+    /// Consecutive failures before an instance is marked down.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes before a down instance is marked up.
+    pub healthy_threshold: u32,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            path: "/".into(),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+        }
+    }
+}
+
+/// Built-in demo app servers, so the shipped config shows slots at once.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoSection {
+    pub apps: Vec<DemoApp>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoApp {
+    pub listen: String,
+    /// The build this demo app reports it runs.
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub name: String,
+    pub hostnames: Vec<String>,
+    #[serde(default)]
+    pub slot_domain: Option<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub slots: Vec<SlotConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotConfig {
+    pub name: String,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    pub traffic_percent: Option<f64>,
+    pub auto_swap_target: Option<String>,
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    pub build_version: Option<String>,
+    pub target_build_version: Option<String>,
+    pub instances: Option<Vec<String>>,
+    pub warmup_path: Option<String>,
+    pub warmup_statuses: Option<Vec<u16>>,
+    pub warmup_timeout_secs: Option<u64>,
+    pub warmup_retries: Option<u32>,
+    pub settings_hook_path: Option<String>,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    #[serde(default)]
+    pub sticky_settings: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<(Config, State), ConfigError> {
+        let fail = |key: &str, reason: String| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem {
+                key: key.into(),
+                reason,
+            }],
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate config text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<(Config, State), ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![toml_problem(&e, text)],
+        })?;
+        let mut problems = config.validate_process();
+        let state = config.to_state(&mut problems);
+        problems.extend(state.validate());
+        if problems.is_empty() {
+            Ok((config, state))
+        } else {
+            Err(ConfigError {
+                file: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    fn validate_process(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut addr = |key: String, v: &str| {
+            if v.parse::<SocketAddr>().is_err() {
+                out.push(Problem {
+                    key,
+                    reason: format!("{v:?} is not a socket address (write e.g. 0.0.0.0:8080)"),
+                });
+            }
+        };
+        if self.server.listen.is_empty() {
+            addr("server.listen".into(), "");
+        }
+        for (i, l) in self.server.listen.iter().enumerate() {
+            addr(format!("server.listen[{i}]"), l);
+        }
+        addr("admin.listen".into(), &self.admin.listen);
+        addr("metrics.listen".into(), &self.metrics.listen);
+        for (i, app) in self.demo.apps.iter().enumerate() {
+            addr(format!("demo.apps[{i}].listen"), &app.listen);
+        }
+        let mut bad = |key: &str, reason: &str| {
+            out.push(Problem {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.server.threads == 0 {
+            bad("server.threads", "must be at least 1");
+        }
+        if self.health.interval_ms == 0 {
+            bad("health.interval_ms", "must be at least 1");
+        }
+        if self.health.timeout_ms == 0 {
+            bad("health.timeout_ms", "must be at least 1");
+        }
+        if !self.health.path.starts_with('/') {
+            bad("health.path", "must start with /");
+        }
+        if self.health.unhealthy_threshold == 0 || self.health.healthy_threshold == 0 {
+            bad("health", "thresholds must be at least 1");
+        }
+        let token_ok = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic());
+        if !token_ok(&self.routing.cookie_name)
+            || self.routing.cookie_name.contains([';', '=', ',', '"'])
+        {
+            bad(
+                "routing.cookie_name",
+                "must be a non-empty cookie name without ; = , or quotes",
+            );
+        }
+        if !token_ok(&self.routing.query_param) || self.routing.query_param.contains(['&', '=']) {
+            bad(
+                "routing.query_param",
+                "must be a non-empty parameter name without & or =",
+            );
+        }
+        if let Some(t) = &self.admin.token {
+            if t.trim().is_empty() {
+                bad("admin.token", "must not be empty (leave it out instead)");
+            }
+        }
+        out
+    }
+
+    /// The `[[sites]]` part as a control-plane state. Problems that the
+    /// schema cannot express (CIDRs, case of host names, keys that need a
+    /// deployment) are added to `problems`.
+    fn to_state(&self, problems: &mut Vec<Problem>) -> State {
+        let mut state = State::default();
+        for (si, sc) in self.sites.iter().enumerate() {
+            let sk = format!("sites[{si}]");
+            let mut trusted = Vec::new();
+            for (i, c) in sc.trusted_proxies.iter().enumerate() {
+                match model::parse_cidr(c) {
+                    Ok(n) => trusted.push(n),
+                    Err(e) => problems.push(Problem {
+                        key: format!("{sk}.trusted_proxies[{i}]"),
+                        reason: e,
+                    }),
+                }
+            }
+            let mut site = Site {
+                name: sc.name.clone(),
+                hostnames: sc
+                    .hostnames
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                slot_domain: sc.slot_domain.as_ref().map(|d| d.to_ascii_lowercase()),
+                trusted_proxies: trusted,
+                slots: BTreeMap::new(),
+            };
+            for (li, slc) in sc.slots.iter().enumerate() {
+                let k = format!("{sk}.slots[{li}]");
+                let slot = slot_from_config(slc, &k, problems);
+                if site.slots.insert(slot.name.clone(), slot).is_some() {
+                    problems.push(Problem {
+                        key: format!("{k}.name"),
+                        reason: format!(
+                            "slot {:?} is listed twice in site {:?}",
+                            slc.name, sc.name
+                        ),
+                    });
+                }
+            }
+            if state.sites.contains_key(&site.name) {
+                problems.push(Problem {
+                    key: format!("{sk}.name"),
+                    reason: format!("site {:?} is listed twice", sc.name),
+                });
+            }
+            state.sites.insert(site.name.clone(), site);
+        }
+        state
+    }
+}
+
+fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> Slot {
+    let mut ip_allow = Vec::new();
+    for (i, cidr) in c.ip_allow.iter().enumerate() {
+        match model::parse_cidr(cidr) {
+            Ok(n) => ip_allow.push(n),
+            Err(e) => problems.push(Problem {
+                key: format!("{key}.ip_allow[{i}]"),
+                reason: e,
+            }),
+        }
+    }
+    let deployment = match &c.instances {
+        Some(instances) => {
+            let d = Warmup::default();
+            Some(Deployment {
+                build_version: c
+                    .build_version
+                    .clone()
+                    .unwrap_or_else(|| "unversioned".into()),
+                instances: instances.clone(),
+                warmup: Warmup {
+                    path: c.warmup_path.clone().unwrap_or(d.path),
+                    statuses: c.warmup_statuses.clone().unwrap_or(d.statuses),
+                    timeout_secs: c.warmup_timeout_secs.unwrap_or(d.timeout_secs),
+                    retries: c.warmup_retries.unwrap_or(d.retries),
+                },
+                settings_hook_path: c.settings_hook_path.clone(),
+            })
+        }
+        None => {
+            let deployment_keys = [
+                ("build_version", c.build_version.is_some()),
+                ("warmup_path", c.warmup_path.is_some()),
+                ("warmup_statuses", c.warmup_statuses.is_some()),
+                ("warmup_timeout_secs", c.warmup_timeout_secs.is_some()),
+                ("warmup_retries", c.warmup_retries.is_some()),
+                ("settings_hook_path", c.settings_hook_path.is_some()),
+            ];
+            for (name, set) in deployment_keys {
+                if set {
+                    problems.push(Problem {
+                        key: format!("{key}.{name}"),
+                        reason: format!(
+                            "slot {:?} has no instances, so it has no deployment to apply this to; add instances or remove it",
+                            c.name
+                        ),
+                    });
+                }
+            }
+            None
+        }
+    };
+    Slot {
+        name: c.name.clone(),
+        hostnames: c.hostnames.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        traffic_percent: c.traffic_percent,
+        auto_swap_target: c.auto_swap_target.clone(),
+        ip_allow,
+        target_build_version: c.target_build_version.clone(),
+        settings: c.settings.clone(),
+        sticky_settings: c.sticky_settings.clone(),
+        deployment,
+    }
+}
+
+/// Turn a TOML/serde error into a problem naming the line and the key.
+fn toml_problem(e: &toml::de::Error, text: &str) -> Problem {
+    let key = match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let snippet = text[span.clone()].lines().next().unwrap_or("").trim();
+            format!("line {line} ({snippet})")
+        }
+        None => "(document)".into(),
+    };
+    Problem {
+        key,
+        reason: e.message().trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = ["127.0.0.1:0"]
+[[sites]]
+name = "shop"
+hostnames = ["Shop.Example.com"]
+slot_domain = "slots.local"
+[[sites.slots]]
+name = "production"
+build_version = "v1"
+instances = ["127.0.0.1:3001"]
+target_build_version = "v1"
+[[sites.slots]]
+name = "staging"
+traffic_percent = 10
+ip_allow = ["10.0.0.0/8", "127.0.0.1"]
+"#;
+
+    fn parse(t: &str) -> Result<(Config, State), ConfigError> {
+        Config::parse(t, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let (_, state) = parse(GOOD).unwrap();
+        let site = &state.sites["shop"];
+        assert_eq!(site.hostnames, vec!["shop.example.com"]);
+        assert_eq!(site.slots["staging"].traffic_percent, Some(10.0));
+        assert!(site.slots["staging"].deployment.is_none());
+        assert_eq!(site.slots["staging"].ip_allow.len(), 2);
+    }
+
+    fn error_of(t: &str) -> String {
+        parse(t).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_line() {
+        let e = error_of(&GOOD.replace("traffic_percent = 10", "trafic_percent = 10"));
+        assert!(e.contains("test.toml"), "{e}");
+        assert!(e.contains("unknown field `trafic_percent`"), "{e}");
+        assert!(e.contains("line "), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let e = error_of(&GOOD.replace("traffic_percent = 10", "traffic_percent = 150"));
+        assert!(
+            e.contains("sites[shop].slots[staging].traffic_percent: 150 is out of range"),
+            "{e}"
+        );
+        let e = error_of(&GOOD.replace("10.0.0.0/8", "10.0.0.0/40"));
+        assert!(e.contains("sites[0].slots[1].ip_allow[0]"), "{e}");
+        let e = error_of(&GOOD.replace("127.0.0.1:0", "localhost"));
+        assert!(e.contains("server.listen[0]"), "{e}");
+        let e = error_of(&GOOD.replace(
+            "target_build_version = \"v1\"",
+            "target_build_version = \"v7\"",
+        ));
+        assert!(
+            e.contains("no slot of site \"shop\" runs build \"v7\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn deployment_keys_without_instances_are_errors() {
+        let e = error_of(&format!("{GOOD}warmup_path = \"/ready\"\n"));
+        assert!(e.contains("sites[0].slots[1].warmup_path"), "{e}");
+    }
+}

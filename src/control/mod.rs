@@ -1,0 +1,167 @@
+//! The control plane: the only writer of routing state.
+//!
+//! Every change — config applied at start or reload, an API call, a swap, a
+//! health flip — goes through here: it is validated, persisted durably, and
+//! then a new `RouteTable` is compiled and published with one
+//! `ArcSwap::store`. When a method returns, the next request sees the change.
+
+pub mod merge;
+
+use crate::config::{Config, RoutingSection};
+use crate::model::{Problem, State};
+use crate::routing::{Health, RouteTable};
+use crate::store::{Persisted, StateStore, StoreError};
+use arc_swap::ArcSwap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{}", problems_text(.0))]
+    Invalid(Vec<Problem>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn problems_text(p: &[Problem]) -> String {
+    p.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+struct Inner {
+    doc: Persisted,
+    health: Health,
+    routing: RoutingSection,
+    table_version: u64,
+}
+
+pub struct ControlPlane {
+    inner: Mutex<Inner>,
+    table: Arc<ArcSwap<RouteTable>>,
+    store: Box<dyn StateStore>,
+}
+
+impl ControlPlane {
+    /// Load the persisted state (or start empty), apply `seed` from the
+    /// config on top of it, persist, and publish the first table.
+    pub fn open(
+        config: &Config,
+        seed: State,
+        store: Box<dyn StateStore>,
+    ) -> Result<ControlPlane, ControlError> {
+        let doc = store.load()?.unwrap_or_default();
+        let routing = config.routing.clone();
+        let table = RouteTable::compile(&doc.state, &routing, &Health::new(), 0);
+        let cp = ControlPlane {
+            inner: Mutex::new(Inner {
+                doc,
+                health: Health::new(),
+                routing,
+                table_version: 0,
+            }),
+            table: Arc::new(ArcSwap::from_pointee(table)),
+            store,
+        };
+        cp.apply_config(config, seed)?;
+        Ok(cp)
+    }
+
+    /// The published table, shared with the proxy.
+    pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
+        self.table.clone()
+    }
+
+    pub fn state(&self) -> State {
+        self.lock().doc.state.clone()
+    }
+
+    pub fn store_description(&self) -> String {
+        self.store.describe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the last good state in
+        // place (it is only replaced after validation), so go on with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply a change: `f` edits a copy of the state; the result must
+    /// validate, is persisted, then published. Nothing changes on error.
+    pub fn update<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
+        let mut inner = self.lock();
+        let mut state = inner.doc.state.clone();
+        let out = f(&mut state)?;
+        let problems = state.validate();
+        if !problems.is_empty() {
+            return Err(ControlError::Invalid(problems));
+        }
+        if state != inner.doc.state {
+            let mut doc = inner.doc.clone();
+            doc.state = state;
+            self.commit(&mut inner, doc)?;
+        }
+        Ok(out)
+    }
+
+    /// Apply a (re)loaded config: the three-way merge of `merge`, validated
+    /// as a whole; on error the running state is kept.
+    pub fn apply_config(&self, config: &Config, seed: State) -> Result<(), ControlError> {
+        let mut inner = self.lock();
+        let merged = merge::apply_config(&inner.doc.state, &inner.doc.applied_config, &seed);
+        let problems = merged.validate();
+        if !problems.is_empty() {
+            return Err(ControlError::Invalid(problems));
+        }
+        let routing_changed = inner.routing != config.routing;
+        inner.routing = config.routing.clone();
+        let mut doc = inner.doc.clone();
+        doc.state = merged;
+        doc.applied_config = seed;
+        if doc != inner.doc {
+            self.commit(&mut inner, doc)?;
+        } else if routing_changed || inner.table_version == 0 {
+            self.publish(&mut inner);
+        }
+        Ok(())
+    }
+
+    /// Record health results; a flip publishes a new table.
+    pub fn set_health(&self, results: &[(String, bool)]) {
+        let mut inner = self.lock();
+        let mut changed = false;
+        for (label, up) in results {
+            let was = inner.health.insert(label.clone(), *up);
+            changed |= was.unwrap_or(true) != *up;
+        }
+        if changed {
+            self.publish(&mut inner);
+        }
+    }
+
+    fn commit(&self, inner: &mut Inner, mut doc: Persisted) -> Result<(), ControlError> {
+        doc.revision = inner.doc.revision + 1;
+        self.store.save(&doc)?;
+        inner.doc = doc;
+        self.publish(inner);
+        Ok(())
+    }
+
+    fn publish(&self, inner: &mut Inner) {
+        inner.table_version += 1;
+        let table = RouteTable::compile(
+            &inner.doc.state,
+            &inner.routing,
+            &inner.health,
+            inner.table_version,
+        );
+        self.table.store(Arc::new(table));
+    }
+}

@@ -1,0 +1,80 @@
+//! Built-in demo app: a tiny real HTTP server standing in for an app
+//! instance, so the shipped `config.toml` shows slots working at once and
+//! tests have real upstreams to kill and restart.
+//!
+//! Every answer is plain text, one `key: value` per line: the slot that
+//! routed the request (`X-Slot-Name`), the build this instance runs, its
+//! address, the forwarded headers it saw and the settings last POSTed to its
+//! settings hook (`/settings`).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::routing::post;
+use axum::Router;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone)]
+struct App {
+    version: Arc<str>,
+    instance: Arc<str>,
+    settings: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+/// Serve the demo app on `listener` until the runtime stops.
+pub async fn serve(listener: tokio::net::TcpListener, version: &str) -> std::io::Result<()> {
+    let instance = listener.local_addr()?.to_string();
+    let app = App {
+        version: version.into(),
+        instance: instance.into(),
+        settings: Default::default(),
+    };
+    let router = Router::new()
+        .route("/settings", post(set_settings))
+        .fallback(answer)
+        .with_state(app);
+    axum::serve(listener, router).await
+}
+
+async fn set_settings(State(app): State<App>, body: Bytes) -> (StatusCode, String) {
+    match serde_json::from_slice::<BTreeMap<String, String>>(&body) {
+        Ok(s) => {
+            *app.settings.lock().unwrap_or_else(|p| p.into_inner()) = s;
+            (StatusCode::OK, "settings applied\n".into())
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("settings must be a JSON object of strings: {e}\n"),
+        ),
+    }
+}
+
+async fn answer(
+    State(app): State<App>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> String {
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let settings = serde_json::to_string(&*app.settings.lock().unwrap_or_else(|p| p.into_inner()))
+        .unwrap_or_default();
+    format!(
+        "slot: {}\nversion: {}\ninstance: {}\nmethod: {method}\npath: {uri}\nbody-bytes: {}\nhost: {}\nx-forwarded-for: {}\nx-forwarded-proto: {}\nx-forwarded-host: {}\nsettings: {settings}\n",
+        h("x-slot-name"),
+        app.version,
+        app.instance,
+        body.len(),
+        h("host"),
+        h("x-forwarded-for"),
+        h("x-forwarded-proto"),
+        h("x-forwarded-host"),
+    )
+}

@@ -1,0 +1,126 @@
+//! Active health checks: every instance in the published table is probed
+//! with `GET <health.path>` each interval. An instance goes down after
+//! `unhealthy_threshold` failures in a row and up again after
+//! `healthy_threshold` successes; each flip publishes a new table through
+//! the control plane, so routing (and stale-pin detection) follows at once.
+
+use crate::config::HealthSection;
+use crate::control::ControlPlane;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Consecutive results for one instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Tracker {
+    pub up: bool,
+    streak: u32,
+}
+
+impl Default for Tracker {
+    /// Unchecked instances count as up, so a fresh start serves at once.
+    fn default() -> Self {
+        Tracker {
+            up: true,
+            streak: 0,
+        }
+    }
+}
+
+impl Tracker {
+    /// Record one probe; returns the new state when it flips.
+    pub fn observe(&mut self, ok: bool, cfg: &HealthSection) -> Option<bool> {
+        if ok == self.up {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if ok {
+            cfg.healthy_threshold
+        } else {
+            cfg.unhealthy_threshold
+        };
+        if self.streak >= needed {
+            self.up = ok;
+            self.streak = 0;
+            Some(ok)
+        } else {
+            None
+        }
+    }
+}
+
+/// One probe: any HTTP answer below 500 within the timeout is healthy.
+pub async fn probe(client: &reqwest::Client, label: &str, path: &str) -> bool {
+    match client.get(format!("http://{label}{path}")).send().await {
+        Ok(resp) => resp.status().as_u16() < 500,
+        Err(_) => false,
+    }
+}
+
+/// Probe forever (until the runtime stops).
+pub async fn run(control: Arc<ControlPlane>, cfg: HealthSection) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_millis(cfg.timeout_ms))
+        .pool_max_idle_per_host(0)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("health checks disabled: cannot build HTTP client: {e}");
+            return;
+        }
+    };
+    let table = control.table();
+    let mut trackers: HashMap<String, Tracker> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let labels = table.load().instance_labels();
+        trackers.retain(|l, _| labels.contains(l));
+        let mut probes = tokio::task::JoinSet::new();
+        for label in labels {
+            let client = client.clone();
+            let path = cfg.path.clone();
+            probes.spawn(async move {
+                let ok = probe(&client, &label, &path).await;
+                (label, ok)
+            });
+        }
+        let mut flips = Vec::new();
+        while let Some(Ok((label, ok))) = probes.join_next().await {
+            let tracker = trackers.entry(label.clone()).or_default();
+            if let Some(up) = tracker.observe(ok, &cfg) {
+                log::info!("instance {label} is {}", if up { "up" } else { "down" });
+                flips.push((label, up));
+            }
+        }
+        if !flips.is_empty() {
+            control.set_health(&flips);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds() {
+        let cfg = HealthSection {
+            unhealthy_threshold: 2,
+            healthy_threshold: 2,
+            ..Default::default()
+        };
+        let mut t = Tracker::default();
+        assert_eq!(t.observe(false, &cfg), None);
+        assert_eq!(t.observe(true, &cfg), None, "a success resets the streak");
+        assert_eq!(t.observe(false, &cfg), None);
+        assert_eq!(t.observe(false, &cfg), Some(false));
+        assert_eq!(t.observe(false, &cfg), None);
+        assert_eq!(t.observe(true, &cfg), None);
+        assert_eq!(t.observe(true, &cfg), Some(true));
+        assert!(t.up);
+    }
+}

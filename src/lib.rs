@@ -1,0 +1,15 @@
+//! slotproxy: Azure App Service deployment slots for self-hosted apps.
+//!
+//! Data flows one way: config/API → [`control::ControlPlane`] → [`store`] →
+//! [`routing::RouteTable`] → [`proxy::SlotProxy`]. The proxy never writes
+//! state; the routing table is immutable and replaced whole.
+
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod health;
+pub mod model;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod store;

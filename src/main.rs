@@ -1,0 +1,63 @@
+//! The `slotproxy` binary: `serve` runs the proxy; `demo-app` runs one demo
+//! app instance on its own.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "slotproxy",
+    version,
+    about = "Deployment slots for self-hosted apps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// Take over the listening sockets of a running slotproxy (then
+        /// send it SIGQUIT).
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Run one demo app instance (what the shipped config.toml starts).
+    DemoApp {
+        #[arg(long)]
+        listen: String,
+        #[arg(long, default_value = "v1")]
+        version: String,
+    },
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, upgrade } => {
+            slotproxy::server::serve(slotproxy::server::ServeArgs { config, upgrade })
+        }
+        Command::DemoApp { listen, version } => demo_app(&listen, &version),
+    };
+    if let Err(e) = result {
+        eprintln!("slotproxy: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn demo_app(listen: &str, version: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!("demo app {version} listening on {}", listener.local_addr()?);
+        slotproxy::demo::serve(listener, version).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,516 @@
+//! Plain data of the control plane: sites, slots, deployments, rules and
+//! settings, plus the validation rules every change must pass.
+//!
+//! `State` is what `config.toml` seeds, what the state directory persists and
+//! what `RouteTable::compile` reads. It holds no runtime handles, so it can be
+//! cloned, compared, serialized and validated freely off the hot path.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The name of the slot every site has and that weighted routing falls back to.
+pub const PRODUCTION: &str = "production";
+
+/// Key/value settings handed to the app (like App Service application settings).
+pub type Settings = BTreeMap<String, String>;
+
+/// Everything the control plane knows; the state directory holds one of these.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub sites: BTreeMap<String, Site>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub name: String,
+    /// Production host names, lower case, no port.
+    pub hostnames: Vec<String>,
+    /// Slot host names are `<site>-<slot>.<slot_domain>` when this is set.
+    #[serde(default)]
+    pub slot_domain: Option<String>,
+    /// Peers whose `X-Forwarded-*` headers are trusted and extended.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    pub slots: BTreeMap<String, Slot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slot {
+    pub name: String,
+    /// Extra host names that always reach this slot (sticky).
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Share of production-host traffic, 0–100. `None` = no rule, which is
+    /// different from an explicit `Some(0.0)` (opt-in only).
+    #[serde(default)]
+    pub traffic_percent: Option<f64>,
+    #[serde(default)]
+    pub auto_swap_target: Option<String>,
+    /// Allowed client networks; empty = everyone (sticky).
+    #[serde(default)]
+    pub ip_allow: Vec<IpNet>,
+    /// Declarative swap: the build the production slot should run.
+    #[serde(default)]
+    pub target_build_version: Option<String>,
+    /// Swappable settings: they travel with the deployment on a swap.
+    #[serde(default)]
+    pub settings: Settings,
+    /// Sticky settings: they stay with the slot on a swap.
+    #[serde(default)]
+    pub sticky_settings: Settings,
+    /// What the slot runs now; `None` answers 503.
+    #[serde(default)]
+    pub deployment: Option<Deployment>,
+}
+
+/// What a slot runs: the content a swap exchanges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    pub build_version: String,
+    /// `host:port` of the app servers.
+    pub instances: Vec<String>,
+    #[serde(default)]
+    pub warmup: Warmup,
+    /// When set, a swap POSTs the effective settings to this path on every
+    /// instance.
+    #[serde(default)]
+    pub settings_hook_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Warmup {
+    pub path: String,
+    /// Statuses that pass; empty = any response.
+    pub statuses: Vec<u16>,
+    pub timeout_secs: u64,
+    pub retries: u32,
+}
+
+impl Default for Warmup {
+    fn default() -> Self {
+        Warmup {
+            path: "/".into(),
+            statuses: Vec::new(),
+            timeout_secs: 90,
+            retries: 5,
+        }
+    }
+}
+
+impl Slot {
+    /// A slot with nothing in it but its name.
+    pub fn empty(name: &str) -> Slot {
+        Slot {
+            name: name.to_string(),
+            hostnames: Vec::new(),
+            traffic_percent: None,
+            auto_swap_target: None,
+            ip_allow: Vec::new(),
+            target_build_version: None,
+            settings: Settings::new(),
+            sticky_settings: Settings::new(),
+            deployment: None,
+        }
+    }
+
+    /// The settings the app in this slot should see: swappable settings with
+    /// the slot's sticky settings on top.
+    pub fn effective_settings(&self) -> Settings {
+        let mut s = self.settings.clone();
+        s.extend(self.sticky_settings.clone());
+        s
+    }
+}
+
+impl Site {
+    /// All host names that reach `slot` directly, generated one first.
+    pub fn slot_hostnames(&self, slot: &Slot) -> Vec<String> {
+        let mut out = Vec::with_capacity(slot.hostnames.len() + 1);
+        if let Some(domain) = &self.slot_domain {
+            out.push(format!("{}-{}.{}", self.name, slot.name, domain));
+        }
+        out.extend(slot.hostnames.iter().cloned());
+        out
+    }
+}
+
+/// One thing wrong with a state or config: the key it concerns and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+fn problem(key: String, reason: impl Into<String>) -> Problem {
+    Problem {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// Site and slot names: what Azure allows, and what fits in a host label.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 59
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !ok {
+        return Err(format!(
+            "{name:?} is not a valid name: use 1-59 lower-case letters, digits and inner dashes"
+        ));
+    }
+    if name == "self" {
+        return Err("\"self\" is reserved for the production opt-out cookie".into());
+    }
+    Ok(())
+}
+
+/// Host names: lower case, no port, no scheme.
+pub fn check_hostname(host: &str) -> Result<(), String> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !host.starts_with('.')
+        && !host.ends_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{host:?} is not a host name (lower-case letters, digits, dots and dashes; no port or scheme)"
+        ))
+    }
+}
+
+/// `host:port` of an app instance.
+pub fn check_instance(addr: &str) -> Result<(), String> {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && !host.contains(['/', ' '])
+                && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{addr:?} is not a socket address: write host:port, e.g. 127.0.0.1:3000"
+        )),
+    }
+}
+
+/// Parse a CIDR, accepting a bare address as a single-host network.
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(format!(
+        "{s:?} is not a CIDR: write e.g. 10.0.0.0/8, 2001:db8::/32 or a single address"
+    ))
+}
+
+impl Deployment {
+    fn validate(&self, key: &str, out: &mut Vec<Problem>) {
+        if self.build_version.trim().is_empty() {
+            out.push(problem(format!("{key}.build_version"), "must not be empty"));
+        }
+        if self.instances.is_empty() {
+            out.push(problem(
+                format!("{key}.instances"),
+                "a deployment needs at least one instance",
+            ));
+        }
+        for (i, inst) in self.instances.iter().enumerate() {
+            if let Err(e) = check_instance(inst) {
+                out.push(problem(format!("{key}.instances[{i}]"), e));
+            }
+        }
+        if !self.warmup.path.starts_with('/') {
+            out.push(problem(
+                format!("{key}.warmup_path"),
+                format!("{:?} must start with /", self.warmup.path),
+            ));
+        }
+        for s in &self.warmup.statuses {
+            if !(100..=599).contains(s) {
+                out.push(problem(
+                    format!("{key}.warmup_statuses"),
+                    format!("{s} is not an HTTP status"),
+                ));
+            }
+        }
+        if self.warmup.timeout_secs == 0 {
+            out.push(problem(
+                format!("{key}.warmup_timeout_secs"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(p) = &self.settings_hook_path {
+            if !p.starts_with('/') {
+                out.push(problem(
+                    format!("{key}.settings_hook_path"),
+                    format!("{p:?} must start with /"),
+                ));
+            }
+        }
+    }
+}
+
+impl State {
+    /// Every rule a state must satisfy, reported all at once so a user can
+    /// fix a config file in one go. Keys read like `sites[shop].slots[staging].traffic_percent`.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        // host name -> who owns it, to find duplicates across sites and slots
+        let mut owners: BTreeMap<String, String> = BTreeMap::new();
+        let mut claim = |host: &str, owner: String, key: String, out: &mut Vec<Problem>| {
+            if let Some(prev) = owners.get(host) {
+                out.push(problem(
+                    key,
+                    format!("host name {host:?} is already used by {prev}"),
+                ));
+            } else {
+                owners.insert(host.to_string(), owner);
+            }
+        };
+
+        for (site_key, site) in &self.sites {
+            let sk = format!("sites[{site_key}]");
+            if site_key != &site.name {
+                out.push(problem(format!("{sk}.name"), "does not match its key"));
+            }
+            if let Err(e) = check_name(&site.name) {
+                out.push(problem(format!("{sk}.name"), e));
+            }
+            if site.hostnames.is_empty() {
+                out.push(problem(
+                    format!("{sk}.hostnames"),
+                    "a site needs at least one production host name",
+                ));
+            }
+            for (i, h) in site.hostnames.iter().enumerate() {
+                let key = format!("{sk}.hostnames[{i}]");
+                match check_hostname(h) {
+                    Ok(()) => claim(h, format!("site {:?}", site.name), key, &mut out),
+                    Err(e) => out.push(problem(key, e)),
+                }
+            }
+            if let Some(d) = &site.slot_domain {
+                if let Err(e) = check_hostname(d) {
+                    out.push(problem(format!("{sk}.slot_domain"), e));
+                }
+            }
+            if !site.slots.contains_key(PRODUCTION) {
+                out.push(problem(
+                    format!("{sk}.slots"),
+                    "every site needs a slot named \"production\"",
+                ));
+            }
+
+            let mut sum = 0.0;
+            for (slot_key, slot) in &site.slots {
+                let k = format!("{sk}.slots[{slot_key}]");
+                if slot_key != &slot.name {
+                    out.push(problem(format!("{k}.name"), "does not match its key"));
+                }
+                if let Err(e) = check_name(&slot.name) {
+                    out.push(problem(format!("{k}.name"), e));
+                }
+                for (i, h) in site.slot_hostnames(slot).iter().enumerate() {
+                    let key = if site.slot_domain.is_some() && i == 0 {
+                        format!("{sk}.slot_domain")
+                    } else {
+                        let listed = i - usize::from(site.slot_domain.is_some());
+                        format!("{k}.hostnames[{listed}]")
+                    };
+                    match check_hostname(h) {
+                        Ok(()) => claim(
+                            h,
+                            format!("slot {:?} of site {:?}", slot.name, site.name),
+                            key,
+                            &mut out,
+                        ),
+                        Err(e) => out.push(problem(key, e)),
+                    }
+                }
+                if let Some(p) = slot.traffic_percent {
+                    if slot.name == PRODUCTION {
+                        out.push(problem(
+                            format!("{k}.traffic_percent"),
+                            "production takes the rest of the traffic; a rule on it is not allowed",
+                        ));
+                    } else if !(0.0..=100.0).contains(&p) {
+                        out.push(problem(
+                            format!("{k}.traffic_percent"),
+                            format!("{p} is out of range 0-100"),
+                        ));
+                    } else {
+                        sum += p;
+                    }
+                }
+                if let Some(t) = &slot.auto_swap_target {
+                    if t == &slot.name {
+                        out.push(problem(
+                            format!("{k}.auto_swap_target"),
+                            "a slot cannot auto-swap into itself",
+                        ));
+                    } else if !site.slots.contains_key(t) {
+                        out.push(problem(
+                            format!("{k}.auto_swap_target"),
+                            format!("names slot {t:?}, which site {:?} does not have", site.name),
+                        ));
+                    }
+                }
+                if let Some(v) = &slot.target_build_version {
+                    if slot.name != PRODUCTION {
+                        out.push(problem(
+                            format!("{k}.target_build_version"),
+                            "only the production slot can have a target build version",
+                        ));
+                    } else if !site
+                        .slots
+                        .values()
+                        .any(|s| s.deployment.as_ref().is_some_and(|d| &d.build_version == v))
+                    {
+                        out.push(problem(
+                            format!("{k}.target_build_version"),
+                            format!("no slot of site {:?} runs build {v:?}", site.name),
+                        ));
+                    }
+                }
+                if let Some(d) = &slot.deployment {
+                    d.validate(&k, &mut out);
+                }
+            }
+            if sum > 100.0 + 1e-9 {
+                out.push(problem(
+                    format!("{sk}.slots"),
+                    format!("traffic_percent of the slots sums to {sum}, over 100"),
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site() -> Site {
+        let mut slots = BTreeMap::new();
+        let mut prod = Slot::empty("production");
+        prod.deployment = Some(Deployment {
+            build_version: "v1".into(),
+            instances: vec!["127.0.0.1:3000".into()],
+            warmup: Warmup::default(),
+            settings_hook_path: None,
+        });
+        slots.insert("production".into(), prod);
+        let mut staging = Slot::empty("staging");
+        staging.traffic_percent = Some(20.0);
+        slots.insert("staging".into(), staging);
+        Site {
+            name: "shop".into(),
+            hostnames: vec!["shop.example.com".into()],
+            slot_domain: Some("slots.example.com".into()),
+            trusted_proxies: vec![],
+            slots,
+        }
+    }
+
+    fn state(site: Site) -> State {
+        State {
+            sites: [(site.name.clone(), site)].into(),
+        }
+    }
+
+    #[test]
+    fn valid_state_has_no_problems() {
+        assert_eq!(state(site()).validate(), vec![]);
+    }
+
+    #[test]
+    fn rules_are_checked() {
+        let mut s = site();
+        s.slots.get_mut("staging").unwrap().traffic_percent = Some(101.0);
+        s.slots.get_mut("production").unwrap().traffic_percent = Some(1.0);
+        let p = state(s).validate();
+        assert!(p
+            .iter()
+            .any(|p| p.key == "sites[shop].slots[staging].traffic_percent"
+                && p.reason.contains("out of range")));
+        assert!(p
+            .iter()
+            .any(|p| p.key == "sites[shop].slots[production].traffic_percent"));
+    }
+
+    #[test]
+    fn sum_over_100_is_refused() {
+        let mut s = site();
+        let mut qa = Slot::empty("qa");
+        qa.traffic_percent = Some(90.5);
+        s.slots.insert("qa".into(), qa);
+        let p = state(s).validate();
+        assert!(
+            p.iter().any(|p| p.reason.contains("sums to 110.5")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_hosts_are_refused() {
+        let mut s = site();
+        s.slots.get_mut("staging").unwrap().hostnames = vec!["shop.example.com".into()];
+        let p = state(s).validate();
+        assert!(p
+            .iter()
+            .any(|p| p.key == "sites[shop].slots[staging].hostnames[0]"
+                && p.reason.contains("already used by site \"shop\"")));
+    }
+
+    #[test]
+    fn dangling_references_are_refused() {
+        let mut s = site();
+        s.slots.get_mut("staging").unwrap().auto_swap_target = Some("nope".into());
+        s.slots.get_mut("production").unwrap().target_build_version = Some("v9".into());
+        let p = state(s).validate();
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn names_and_addresses() {
+        assert!(check_name("staging-2").is_ok());
+        assert!(check_name("Staging").is_err());
+        assert!(check_name("self").is_err());
+        assert!(check_instance("app.internal:8080").is_ok());
+        assert!(check_instance("[::1]:80").is_ok());
+        assert!(check_instance("127.0.0.1").is_err());
+        assert!(check_instance("host:99999").is_err());
+        assert_eq!(parse_cidr("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_cidr("::1").unwrap().to_string(), "::1/128");
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+    }
+}

@@ -1,0 +1,353 @@
+//! The per-request routing decision on a production host name (SPEC §2):
+//! query parameter, then cookie, then a weighted random pick.
+//!
+//! Everything here is pure and allocation-free: the caller passes the raw
+//! query string, the raw `Cookie` header values and a random roll, and gets
+//! back which slot serves the request and whether to (re)set the pin cookie.
+
+use super::table::{SiteRoutes, WEIGHT_SCALE};
+
+/// Longest routing value we look at; anything longer is treated as absent.
+pub const MAX_VALUE_LEN: usize = 64;
+
+/// Why a request went where it went (for the access log and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The Host was a slot host name.
+    SlotHost,
+    /// `?x-ms-routing-name=` opted in or out.
+    Query,
+    /// A valid pin cookie.
+    Cookie,
+    /// No usable pin: weighted random pick.
+    Weighted,
+    /// A stale or unusable pin cookie: picked again and overwritten.
+    Rebucketed,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::SlotHost => "slot-host",
+            Reason::Query => "query",
+            Reason::Cookie => "cookie",
+            Reason::Weighted => "weighted",
+            Reason::Rebucketed => "re-bucketed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Index into `SiteRoutes::slots`.
+    pub slot: u16,
+    pub reason: Reason,
+    /// The response must set the pin cookie for `slot`.
+    pub set_cookie: bool,
+}
+
+/// Route a request on a production host name.
+///
+/// `query` and `cookie` are the routing values already extracted (see
+/// [`query_value`] and [`cookie_value`]); `roll` is uniform in
+/// `0..WEIGHT_SCALE`.
+pub fn decide(
+    site: &SiteRoutes,
+    query: Option<&[u8]>,
+    cookie: Option<&[u8]>,
+    roll: u32,
+) -> Decision {
+    if let Some(v) = query {
+        let target = if v.eq_ignore_ascii_case(b"self") {
+            Some(0)
+        } else {
+            // production by name, or any slot with a rule (explicit 0 counts)
+            find_slot(site, v).filter(|&i| i == 0 || site.slots[i as usize].has_rule)
+        };
+        if let Some(slot) = target {
+            return Decision {
+                slot,
+                reason: Reason::Query,
+                set_cookie: true,
+            };
+        }
+    }
+    let mut reason = Reason::Weighted;
+    if let Some(v) = cookie {
+        if v.eq_ignore_ascii_case(b"self") {
+            return Decision {
+                slot: 0,
+                reason: Reason::Cookie,
+                set_cookie: false,
+            };
+        }
+        if let Some(i) = find_slot(site, v) {
+            let slot = &site.slots[i as usize];
+            if i != 0 && slot.has_rule && slot.pool.as_ref().is_some_and(|p| p.is_live()) {
+                return Decision {
+                    slot: i,
+                    reason: Reason::Cookie,
+                    set_cookie: false,
+                };
+            }
+        }
+        reason = Reason::Rebucketed;
+    }
+    Decision {
+        slot: weighted(site, roll),
+        reason,
+        set_cookie: true,
+    }
+}
+
+/// The slot a roll in `0..WEIGHT_SCALE` lands on.
+pub fn weighted(site: &SiteRoutes, roll: u32) -> u16 {
+    debug_assert!(roll < WEIGHT_SCALE);
+    for &(upper, slot) in &site.weights {
+        if roll < upper {
+            return slot;
+        }
+    }
+    0
+}
+
+fn find_slot(site: &SiteRoutes, name: &[u8]) -> Option<u16> {
+    site.slots
+        .iter()
+        .position(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+        .map(|i| i as u16)
+}
+
+/// The value of `name` in a raw query string. Absent when missing, empty,
+/// repeated or over [`MAX_VALUE_LEN`]: a malformed parameter never fails a
+/// request, it is just not a routing instruction.
+pub fn query_value<'a>(query: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let mut found = None;
+    for pair in query.split(|&b| b == b'&') {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        if k == name {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(v);
+        }
+    }
+    found.filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
+}
+
+/// The value of cookie `name` across all `Cookie` header values. Absent when
+/// missing, empty, set more than once or over [`MAX_VALUE_LEN`].
+pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> Option<&'a [u8]> {
+    let mut found = None;
+    for header in headers {
+        for pair in header.split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if pair[..eq].trim_ascii() != name {
+                continue;
+            }
+            if found.is_some() {
+                return None;
+            }
+            let mut v = pair[eq + 1..].trim_ascii();
+            if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+                v = &v[1..v.len() - 1];
+            }
+            found = Some(v);
+        }
+    }
+    found.filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::routing::table::{Health, RouteTable};
+    use std::path::Path;
+
+    const CFG: &str = r#"
+[[sites]]
+name = "shop"
+hostnames = ["shop.example.com"]
+[[sites.slots]]
+name = "production"
+instances = ["127.0.0.1:3001"]
+[[sites.slots]]
+name = "staging"
+traffic_percent = 20
+instances = ["127.0.0.1:3002"]
+[[sites.slots]]
+name = "optin"
+traffic_percent = 0
+instances = ["127.0.0.1:3003"]
+[[sites.slots]]
+name = "norule"
+instances = ["127.0.0.1:3004"]
+"#;
+
+    fn table(cfg: &str, health: &Health) -> RouteTable {
+        let (c, s) = Config::parse(cfg, Path::new("t.toml")).unwrap();
+        RouteTable::compile(&s, &c.routing, health, 1)
+    }
+
+    fn idx(site: &SiteRoutes, name: &str) -> u16 {
+        find_slot(site, name.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn query_opt_in_and_out() {
+        let t = table(CFG, &Health::new());
+        let s = &t.sites[0];
+        let d = decide(s, Some(b"optin"), Some(b"staging"), 0);
+        assert_eq!(
+            (d.slot, d.reason, d.set_cookie),
+            (idx(s, "optin"), Reason::Query, true)
+        );
+        let d = decide(s, Some(b"self"), Some(b"staging"), 0);
+        assert_eq!((d.slot, d.reason), (0, Reason::Query));
+        let d = decide(s, Some(b"production"), None, 0);
+        assert_eq!((d.slot, d.reason), (0, Reason::Query));
+        // no rule: the parameter is ignored and the cookie decides
+        let d = decide(s, Some(b"norule"), Some(b"staging"), 0);
+        assert_eq!(
+            (d.slot, d.reason, d.set_cookie),
+            (idx(s, "staging"), Reason::Cookie, false)
+        );
+        let d = decide(s, Some(b"nosuchslot"), None, 9999);
+        assert_eq!((d.slot, d.reason), (0, Reason::Weighted));
+    }
+
+    #[test]
+    fn cookie_pins_and_stale_pins() {
+        let t = table(CFG, &Health::new());
+        let s = &t.sites[0];
+        let d = decide(s, None, Some(b"self"), 0);
+        assert_eq!((d.slot, d.reason, d.set_cookie), (0, Reason::Cookie, false));
+        let d = decide(s, None, Some(b"optin"), 9999);
+        assert_eq!((d.slot, d.reason), (idx(s, "optin"), Reason::Cookie));
+        for stale in [&b"norule"[..], b"gone", b"production", b"\xff\x00"] {
+            let d = decide(s, None, Some(stale), 9999);
+            assert_eq!(
+                (d.slot, d.reason, d.set_cookie),
+                (0, Reason::Rebucketed, true)
+            );
+        }
+    }
+
+    #[test]
+    fn pin_to_a_dead_slot_is_rebucketed() {
+        let health: Health = [("127.0.0.1:3002".to_string(), false)].into();
+        let t = table(CFG, &health);
+        let s = &t.sites[0];
+        let d = decide(s, None, Some(b"staging"), 0);
+        assert_eq!(
+            (d.slot, d.reason, d.set_cookie),
+            (0, Reason::Rebucketed, true)
+        );
+        // and it no longer takes part in the split
+        assert!(s.weights.is_empty());
+    }
+
+    #[test]
+    fn weights_cover_the_scale() {
+        let t = table(CFG, &Health::new());
+        let s = &t.sites[0];
+        assert_eq!(weighted(s, 0), idx(s, "staging"));
+        assert_eq!(weighted(s, 1999), idx(s, "staging"));
+        assert_eq!(weighted(s, 2000), 0);
+        assert_eq!(weighted(s, WEIGHT_SCALE - 1), 0);
+    }
+
+    #[test]
+    fn extracting_values() {
+        let n = b"x-ms-routing-name";
+        assert_eq!(
+            query_value(b"a=1&x-ms-routing-name=staging", n),
+            Some(&b"staging"[..])
+        );
+        assert_eq!(
+            query_value(b"x-ms-routing-name=a&x-ms-routing-name=b", n),
+            None
+        );
+        assert_eq!(query_value(b"x-ms-routing-name", n), None);
+        assert_eq!(query_value(b"x-ms-routing-name=", n), None);
+        assert_eq!(
+            query_value(&[b"x-ms-routing-name=".as_slice(), &[b'a'; 65]].concat(), n),
+            None
+        );
+        assert_eq!(query_value(b"&&=&", n), None);
+
+        let c = |h: &[&'static [u8]]| cookie_value(h.iter().copied(), n);
+        assert_eq!(
+            c(&[b"a=b; x-ms-routing-name=staging"]),
+            Some(&b"staging"[..])
+        );
+        assert_eq!(
+            c(&[b"x-ms-routing-name=\"staging\""]),
+            Some(&b"staging"[..])
+        );
+        assert_eq!(c(&[b"x-ms-routing-name=a", b"x-ms-routing-name=b"]), None);
+        assert_eq!(c(&[b"x-ms-routing-name=a; x-ms-routing-name=a"]), None);
+        assert_eq!(c(&[b";;;=;x-ms-routing-name"]), None);
+        assert_eq!(c(&[b"other=1"]), None);
+    }
+
+    /// Pearson's chi-squared statistic over 100,000 cookieless decisions
+    /// drawn with the real RNG must stay under the p = 0.001 critical value.
+    #[test]
+    fn weighted_split_passes_chi_squared() {
+        use rand::Rng;
+        // critical values of chi-squared at p = 0.001 by degrees of freedom
+        let critical = [0.0, 10.828, 13.816, 16.266, 18.467];
+        let cases: &[&[f64]] = &[
+            &[20.0],
+            &[50.0],
+            &[1.0, 2.5],
+            &[10.0, 30.0, 25.5],
+            &[33.0, 33.0, 34.0],
+        ];
+        let mut rng = rand::rng();
+        for weights in cases {
+            let mut cfg = String::from(
+                "[[sites]]\nname = \"s\"\nhostnames = [\"s.test\"]\n[[sites.slots]]\nname = \"production\"\ninstances = [\"127.0.0.1:1\"]\n",
+            );
+            for (i, w) in weights.iter().enumerate() {
+                cfg += &format!(
+                    "[[sites.slots]]\nname = \"slot{i}\"\ntraffic_percent = {w}\ninstances = [\"127.0.0.1:{}\"]\n",
+                    i + 2
+                );
+            }
+            let t = table(&cfg, &Health::new());
+            let site = &t.sites[0];
+            let n = 100_000u32;
+            let mut counts = vec![0u32; site.slots.len()];
+            for _ in 0..n {
+                let d = decide(site, None, None, rng.random_range(0..WEIGHT_SCALE));
+                counts[d.slot as usize] += 1;
+            }
+            let mut expected = vec![0.0f64; site.slots.len()];
+            for (i, w) in weights.iter().enumerate() {
+                expected[idx(site, &format!("slot{i}")) as usize] = w / 100.0 * n as f64;
+            }
+            expected[0] = n as f64 - expected.iter().sum::<f64>();
+            let chi2: f64 = counts
+                .iter()
+                .zip(&expected)
+                .filter(|(_, &e)| e > 0.0)
+                .map(|(&o, &e)| (o as f64 - e).powi(2) / e)
+                .sum();
+            let dof = expected.iter().filter(|&&e| e > 0.0).count() - 1;
+            assert!(
+                chi2 < critical[dof],
+                "weights {weights:?}: chi2 {chi2} ≥ {} (counts {counts:?})",
+                critical[dof]
+            );
+        }
+    }
+}

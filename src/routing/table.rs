@@ -1,0 +1,371 @@
+//! `RouteTable`: the whole routing view — host names, rules, slot → instances
+//! and instance health — compiled from a `State` into one immutable value.
+//!
+//! The control plane builds a new table off the hot path and publishes it with
+//! one `ArcSwap::store`; each request loads it once and only reads it. Anything
+//! a request would otherwise compute (cumulative weights, `Set-Cookie` header
+//! values, resolved socket addresses) is computed here.
+
+use crate::config::RoutingSection;
+use crate::model::{State, PRODUCTION};
+use http::HeaderValue;
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Weighted routing works in basis points so rules like 12.5% are exact.
+pub const WEIGHT_SCALE: u32 = 10_000;
+
+/// Health of instances by their `host:port` label; a label that is missing
+/// has not been checked yet and counts as up.
+pub type Health = HashMap<String, bool>;
+
+/// Where a host name leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostTarget {
+    pub site: u32,
+    /// `None`: a production host name, routed by query, cookie and weights.
+    /// `Some(slot)`: a slot host name, which always reaches that slot.
+    pub slot: Option<u16>,
+}
+
+#[derive(Debug)]
+pub struct RouteTable {
+    /// Bumped on every publish; shown in metrics and logs.
+    pub version: u64,
+    hosts: HashMap<Box<str>, HostTarget>,
+    pub sites: Vec<SiteRoutes>,
+    pub cookie_name: Box<str>,
+    pub query_param: Box<str>,
+}
+
+#[derive(Debug)]
+pub struct SiteRoutes {
+    pub name: Box<str>,
+    /// Index 0 is always production.
+    pub slots: Vec<SlotRoute>,
+    /// Cumulative upper bounds (exclusive, in basis points) of the slots that
+    /// take part in the weighted pick; a roll past the last goes to production.
+    pub weights: Vec<(u32, u16)>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug)]
+pub struct SlotRoute {
+    pub name: Box<str>,
+    /// The slot has a routing rule (an explicit 0 counts).
+    pub has_rule: bool,
+    pub ip_allow: Vec<IpNet>,
+    pub pool: Option<Pool>,
+    /// Ready-made `Set-Cookie` values pinning a client to this slot.
+    pub cookie: HeaderValue,
+    pub cookie_secure: HeaderValue,
+}
+
+/// The instances of the deployment a slot runs now.
+#[derive(Debug)]
+pub struct Pool {
+    pub build_version: Box<str>,
+    pub instances: Vec<Instance>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+pub struct Instance {
+    /// `host:port` as configured.
+    pub label: Box<str>,
+    /// `None` when the name did not resolve; such an instance is never tried.
+    pub addr: Option<SocketAddr>,
+    pub healthy: bool,
+}
+
+impl Pool {
+    /// The slot can serve: at least one instance is up.
+    pub fn is_live(&self) -> bool {
+        self.instances.iter().any(|i| i.healthy && i.addr.is_some())
+    }
+
+    /// Pick the next instance round robin, skipping those in `tried` (a
+    /// bitmask of indices). Healthy instances first; if every untried one is
+    /// marked down, try those anyway — the health view may be stale, and a
+    /// try is better than a certain 502.
+    pub fn pick(&self, tried: u64) -> Option<usize> {
+        let n = self.instances.len().min(64);
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidate = |want_healthy: bool| {
+            (0..n).map(|k| (start + k) % n).find(|&i| {
+                let inst = &self.instances[i];
+                tried & (1 << i) == 0 && inst.addr.is_some() && inst.healthy == want_healthy
+            })
+        };
+        candidate(true).or_else(|| candidate(false))
+    }
+}
+
+impl RouteTable {
+    /// Build the table for `state`. Never fails: `State::validate` has already
+    /// refused anything that could not be routed, and an instance whose name
+    /// does not resolve is kept as an unusable instance.
+    pub fn compile(state: &State, routing: &RoutingSection, health: &Health, version: u64) -> Self {
+        let mut hosts = HashMap::new();
+        let mut sites = Vec::with_capacity(state.sites.len());
+        for site in state.sites.values() {
+            let site_idx = sites.len() as u32;
+            for h in &site.hostnames {
+                hosts.insert(
+                    h.as_str().into(),
+                    HostTarget {
+                        site: site_idx,
+                        slot: None,
+                    },
+                );
+            }
+            // production first, then the others in name order
+            let ordered = site
+                .slots
+                .get(PRODUCTION)
+                .into_iter()
+                .chain(site.slots.values().filter(|s| s.name != PRODUCTION));
+            let mut slots = Vec::with_capacity(site.slots.len());
+            let mut weights = Vec::new();
+            let mut cumulative = 0u32;
+            for slot in ordered {
+                let slot_idx = slots.len() as u16;
+                for h in site.slot_hostnames(slot) {
+                    hosts.insert(
+                        h.into(),
+                        HostTarget {
+                            site: site_idx,
+                            slot: Some(slot_idx),
+                        },
+                    );
+                }
+                let pool = slot.deployment.as_ref().map(|d| Pool {
+                    build_version: d.build_version.as_str().into(),
+                    instances: d
+                        .instances
+                        .iter()
+                        .map(|label| Instance {
+                            label: label.as_str().into(),
+                            addr: resolve(label),
+                            healthy: health.get(label).copied().unwrap_or(true),
+                        })
+                        .collect(),
+                    next: AtomicUsize::new(0),
+                });
+                let live = pool.as_ref().is_some_and(Pool::is_live);
+                if let Some(p) = slot.traffic_percent {
+                    let bp = (p * 100.0).round() as u32;
+                    // A slot that cannot serve gives its share to production
+                    // rather than sending that share of users to an error.
+                    if slot.name != PRODUCTION && bp > 0 && live {
+                        cumulative = (cumulative + bp).min(WEIGHT_SCALE);
+                        weights.push((cumulative, slot_idx));
+                    }
+                }
+                let value = if slot.name == PRODUCTION {
+                    "self"
+                } else {
+                    slot.name.as_str()
+                };
+                let cookie = format!(
+                    "{}={}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
+                    routing.cookie_name, value, routing.cookie_max_age_secs
+                );
+                slots.push(SlotRoute {
+                    name: slot.name.as_str().into(),
+                    has_rule: slot.traffic_percent.is_some(),
+                    ip_allow: slot.ip_allow.clone(),
+                    pool,
+                    cookie_secure: header_value(format!("{cookie}; Secure")),
+                    cookie: header_value(cookie),
+                });
+            }
+            sites.push(SiteRoutes {
+                name: site.name.as_str().into(),
+                slots,
+                weights,
+                trusted_proxies: site.trusted_proxies.clone(),
+            });
+        }
+        RouteTable {
+            version,
+            hosts,
+            sites,
+            cookie_name: routing.cookie_name.as_str().into(),
+            query_param: routing.query_param.as_str().into(),
+        }
+    }
+
+    /// Look up a `Host` header value: case-insensitive, port ignored, no
+    /// allocation for names up to 255 bytes.
+    pub fn lookup_host(&self, host: &[u8]) -> Option<HostTarget> {
+        let host = strip_port(host);
+        let mut buf = [0u8; 255];
+        if host.is_empty() || host.len() > buf.len() {
+            return None;
+        }
+        let lower = &mut buf[..host.len()];
+        lower.copy_from_slice(host);
+        lower.make_ascii_lowercase();
+        let key = std::str::from_utf8(lower).ok()?;
+        self.hosts.get(key).copied()
+    }
+
+    /// Every instance label in the table, for the health checker.
+    pub fn instance_labels(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .sites
+            .iter()
+            .flat_map(|s| s.slots.iter())
+            .filter_map(|s| s.pool.as_ref())
+            .flat_map(|p| p.instances.iter().map(|i| i.label.to_string()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+fn header_value(s: String) -> HeaderValue {
+    // Names and cookie names are validated to visible ASCII, so this cannot fail.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn resolve(label: &str) -> Option<SocketAddr> {
+    if let Ok(a) = label.parse() {
+        return Some(a);
+    }
+    match label.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next(),
+        Err(e) => {
+            log::warn!("instance {label} does not resolve: {e}");
+            None
+        }
+    }
+}
+
+/// `host:port` → `host`, also for `[v6]:port`.
+fn strip_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    pub(crate) fn table(toml: &str, health: &Health) -> RouteTable {
+        let (cfg, state) = Config::parse(toml, Path::new("t.toml")).unwrap();
+        RouteTable::compile(&state, &cfg.routing, health, 1)
+    }
+
+    const CFG: &str = r#"
+[[sites]]
+name = "shop"
+hostnames = ["shop.example.com"]
+slot_domain = "slots.local"
+[[sites.slots]]
+name = "production"
+instances = ["127.0.0.1:3001", "127.0.0.1:3002"]
+[[sites.slots]]
+name = "staging"
+traffic_percent = 12.5
+instances = ["127.0.0.1:3003"]
+[[sites.slots]]
+name = "beta"
+traffic_percent = 30
+instances = ["127.0.0.1:3004"]
+[[sites.slots]]
+name = "empty"
+traffic_percent = 20
+"#;
+
+    #[test]
+    fn hosts_and_weights() {
+        let t = table(CFG, &Health::new());
+        let site = &t.sites[0];
+        assert_eq!(&*site.slots[0].name, "production");
+        assert_eq!(
+            t.lookup_host(b"SHOP.example.com:8080"),
+            Some(HostTarget {
+                site: 0,
+                slot: None
+            })
+        );
+        let staging = t.lookup_host(b"shop-staging.slots.local").unwrap();
+        assert_eq!(&*site.slots[staging.slot.unwrap() as usize].name, "staging");
+        assert_eq!(t.lookup_host(b"other.example.com"), None);
+        // beta (3000 bp) then staging (1250 bp); "empty" has no deployment so
+        // its share stays with production.
+        let names: Vec<_> = site
+            .weights
+            .iter()
+            .map(|(w, s)| (*w, &*site.slots[*s as usize].name))
+            .collect();
+        assert_eq!(names, vec![(3000, "beta"), (4250, "staging")]);
+        assert_eq!(
+            site.slots[1].cookie.to_str().unwrap(),
+            "x-ms-routing-name=beta; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert!(site.slots[0]
+            .cookie_secure
+            .to_str()
+            .unwrap()
+            .starts_with("x-ms-routing-name=self;"));
+        assert!(site.slots[0]
+            .cookie_secure
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure"));
+    }
+
+    #[test]
+    fn down_instances_are_skipped_and_dead_slots_lose_their_weight() {
+        let health: Health = [
+            ("127.0.0.1:3001".to_string(), false),
+            ("127.0.0.1:3004".to_string(), false),
+        ]
+        .into();
+        let t = table(CFG, &health);
+        let site = &t.sites[0];
+        let prod = site.slots[0].pool.as_ref().unwrap();
+        for _ in 0..4 {
+            assert_eq!(prod.pick(0), Some(1));
+        }
+        // the healthy one already tried: the down one is still worth a try
+        assert_eq!(prod.pick(0b10), Some(0));
+        assert_eq!(prod.pick(0b11), None);
+        assert_eq!(site.weights.len(), 1);
+    }
+
+    #[test]
+    fn round_robin_visits_every_instance() {
+        let t = table(CFG, &Health::new());
+        let prod = t.sites[0].slots[0].pool.as_ref().unwrap();
+        let picks: Vec<_> = (0..4).map(|_| prod.pick(0).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn strip_port_cases() {
+        assert_eq!(strip_port(b"a.b:80"), b"a.b");
+        assert_eq!(strip_port(b"a.b"), b"a.b");
+        assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
+    }
+}

@@ -1,0 +1,50 @@
+//! Where the control plane's state lives between restarts.
+//!
+//! `StateStore` is the seam: the embedded default is [`FileStore`] (one JSON
+//! document, replaced atomically), and a shared store (etcd, so a fleet of
+//! proxies follows one state) can be added behind the same trait without
+//! touching the `ControlPlane`.
+
+mod file;
+
+pub use file::FileStore;
+
+use crate::model::State;
+use serde::{Deserialize, Serialize};
+
+/// The whole persisted document. Fields added later must have serde
+/// defaults so older state directories keep loading.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Persisted {
+    /// Bumped on every save; a fleet store would use it for compare-and-set.
+    pub revision: u64,
+    pub state: State,
+    /// The `[[sites]]` of the config last applied, so a reload applies what
+    /// changed in the file and leaves run-time changes alone.
+    pub applied_config: State,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {op}: {source}")]
+    Io {
+        path: String,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not valid state ({source}); fix or move it away, slotproxy will not overwrite it")]
+    Corrupt {
+        path: String,
+        source: serde_json::Error,
+    },
+}
+
+pub trait StateStore: Send + Sync {
+    /// The last saved document, or `None` on first start.
+    fn load(&self) -> Result<Option<Persisted>, StoreError>;
+    /// Durably replace the document: when this returns `Ok`, a crash or
+    /// `kill -9` cannot lose it, and a crash during it leaves the old one.
+    fn save(&self, doc: &Persisted) -> Result<(), StoreError>;
+    /// Where the state lives, for messages.
+    fn describe(&self) -> String;
+}
