@@ -1,0 +1,344 @@
+//! Shared harness for the end-to-end tests: the real `slotproxy` binary,
+//! real demo-app processes as upstreams, real HTTP over loopback.
+//!
+//! Every process started here is killed when its handle drops, ports come
+//! from binding port 0, and waits poll with a deadline instead of sleeping.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_slotproxy");
+pub const TOKEN: &str = "test-token";
+
+/// A port that was free a moment ago (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// One demo app instance in its own process, so tests can kill it.
+pub struct App {
+    child: Option<Child>,
+    pub port: u16,
+    pub version: String,
+}
+
+impl App {
+    pub fn start(version: &str) -> App {
+        Self::start_on(free_port(), version)
+    }
+
+    pub fn start_on(port: u16, version: &str) -> App {
+        let child = Command::new(BIN)
+            .args([
+                "demo-app",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--version",
+                version,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start demo app");
+        wait_for(20, "demo app to listen", || port_open(port).then_some(()));
+        App {
+            child: Some(child),
+            port,
+            version: version.to_string(),
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `slotproxy serve` with its own ports and state directory.
+pub struct Proxy {
+    child: Option<Child>,
+    pub port: u16,
+    pub admin_port: u16,
+    pub metrics_port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+/// The process part of a test config; `sites` (TOML `[[sites]]` tables) is
+/// appended. Health checks run every 100 ms so dead instances show quickly.
+pub fn config_text(
+    port: u16,
+    admin: u16,
+    metrics: u16,
+    state: &std::path::Path,
+    sites: &str,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+threads = 1
+grace_period_secs = 1
+graceful_shutdown_timeout_secs = 1
+upgrade_sock = "{state}/upgrade.sock"
+pid_file = "{state}/slotproxy.pid"
+connect_timeout_ms = 1000
+[admin]
+listen = "127.0.0.1:{admin}"
+token = "{TOKEN}"
+[metrics]
+listen = "127.0.0.1:{metrics}"
+[state]
+dir = "{state}"
+[health]
+interval_ms = 100
+timeout_ms = 300
+unhealthy_threshold = 2
+healthy_threshold = 1
+{sites}
+"#,
+        state = state.display()
+    )
+}
+
+impl Proxy {
+    /// Start with `sites` and wait until the proxy port answers.
+    pub fn start(sites: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
+        let config_path = dir.path().join("config.toml");
+        let text = config_text(
+            port,
+            admin_port,
+            metrics_port,
+            &dir.path().join("state"),
+            sites,
+        );
+        std::fs::write(&config_path, text).unwrap();
+        let mut p = Proxy {
+            child: None,
+            port,
+            admin_port,
+            metrics_port,
+            dir,
+            config_path,
+        };
+        p.spawn();
+        p
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("slotproxy.log")
+    }
+
+    /// (Re)start the process on the same ports, config and state.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start slotproxy");
+        self.child = Some(child);
+        let port = self.port;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !port_open(port) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("slotproxy exited with {status}:\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                panic!("slotproxy did not listen within 30s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.log_path()) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Send a signal (e.g. libc::SIGHUP) to the process.
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid() as i32, sig);
+        }
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Replace the config's `[[sites]]` part (for reload tests).
+    pub fn rewrite_sites(&self, sites: &str) {
+        let text = config_text(
+            self.port,
+            self.admin_port,
+            self.metrics_port,
+            &self.dir.path().join("state"),
+            sites,
+        );
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path_and_query)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Run `slotproxy serve` on a config that should be refused; returns
+/// (exit code, stderr).
+pub fn refused(config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for(30, "slotproxy to refuse the config", || {
+        child.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code().unwrap_or(-1), err)
+}
+
+/// A client with no cookie jar and no redirects: tests set headers by hand.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// What a demo app answered, parsed from its `key: value` lines.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub set_cookie: Vec<String>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.body
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+    }
+
+    pub fn slot(&self) -> &str {
+        self.field("slot")
+            .unwrap_or_else(|| panic!("not a demo app answer: {self:?}"))
+    }
+
+    pub fn version(&self) -> &str {
+        self.field("version").unwrap_or("-")
+    }
+
+    /// The value of the routing cookie this response sets, if any.
+    pub fn pin(&self) -> Option<&str> {
+        self.set_cookie
+            .iter()
+            .find_map(|c| c.strip_prefix("x-ms-routing-name="))
+            .map(|rest| rest.split(';').next().unwrap_or(""))
+    }
+}
+
+/// GET `path` on the proxy with `Host: host` and extra headers.
+pub fn get(proxy: &Proxy, host: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = client().get(proxy.url(path)).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().expect("request through the proxy");
+    let status = resp.status().as_u16();
+    let set_cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let body = resp.text().unwrap();
+    Answer {
+        status,
+        set_cookie,
+        body,
+    }
+}
