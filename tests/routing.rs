@@ -3,14 +3,35 @@
 
 mod common;
 use common::*;
+use std::collections::HashMap;
 
-fn two_slots(prod: &App, staging: &App, staging_rule: &str) -> String {
-    format!(
-        r#"
+/// production (v1) and staging (v2), plus an opt-in slot `qa` (explicit 0)
+/// and `norule` (no rule), each on its own demo app.
+struct Shop {
+    prod: App,
+    staging: App,
+    qa: App,
+    norule: App,
+}
+
+impl Shop {
+    fn start() -> Shop {
+        Shop {
+            prod: App::start("v1"),
+            staging: App::start("v2"),
+            qa: App::start("v3"),
+            norule: App::start("v4"),
+        }
+    }
+
+    fn config(&self, staging_rule: &str) -> String {
+        format!(
+            r#"
 [[sites]]
 name = "shop"
 hostnames = ["shop.test"]
 slot_domain = "slots.test"
+trusted_proxies = ["10.9.9.9"]
 [[sites.slots]]
 name = "production"
 build_version = "v1"
@@ -20,16 +41,30 @@ name = "staging"
 {staging_rule}
 build_version = "v2"
 instances = ["{}"]
+[[sites.slots]]
+name = "qa"
+traffic_percent = 0
+build_version = "v3"
+instances = ["{}"]
+[[sites.slots]]
+name = "norule"
+build_version = "v4"
+instances = ["{}"]
 "#,
-        prod.addr(),
-        staging.addr()
-    )
+            self.prod.addr(),
+            self.staging.addr(),
+            self.qa.addr(),
+            self.norule.addr()
+        )
+    }
 }
+
+const PIN_STAGING: (&str, &str) = ("cookie", "x-ms-routing-name=staging");
 
 #[test]
 fn slot_host_reaches_its_slot_whatever_the_cookie() {
-    let (prod, staging) = (App::start("v1"), App::start("v2"));
-    let proxy = Proxy::start(&two_slots(&prod, &staging, "traffic_percent = 0"));
+    let shop = Shop::start();
+    let proxy = Proxy::start(&shop.config("traffic_percent = 0"));
     let a = get(
         &proxy,
         "shop-staging.slots.test",
@@ -42,7 +77,396 @@ fn slot_host_reaches_its_slot_whatever_the_cookie() {
         &proxy,
         "SHOP-PRODUCTION.slots.test:8080",
         "/",
-        &[("cookie", "x-ms-routing-name=staging")],
+        &[PIN_STAGING],
     );
     assert_eq!((a.slot(), a.version()), ("production", "v1"));
+    // a slot without a rule is still reachable on its own host name
+    let a = get(
+        &proxy,
+        "shop-norule.slots.test",
+        "/?x-ms-routing-name=self",
+        &[],
+    );
+    assert_eq!(a.slot(), "norule");
+}
+
+#[test]
+fn cookieless_split_matches_the_rule_and_pins() {
+    let shop = Shop::start();
+    let proxy = Proxy::start(&shop.config("traffic_percent = 20"));
+    let n = 1000;
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for _ in 0..n {
+        let a = get(&proxy, "shop.test", "/", &[]);
+        assert_eq!(a.status, 200);
+        let pin = a.pin().expect("a cookieless request is pinned").to_string();
+        let expected_pin = if a.slot() == "production" {
+            "self"
+        } else {
+            a.slot()
+        };
+        assert_eq!(pin, expected_pin, "the cookie names the slot that served");
+        *seen.entry(a.slot().to_string()).or_default() += 1;
+    }
+    // Binomial(1000, 0.2): sd ≈ 12.6; ±6 sd fails about once in 10^9 runs.
+    let staging = seen.get("staging").copied().unwrap_or(0);
+    assert!(
+        (124..=276).contains(&staging),
+        "staging got {staging} of {n}: {seen:?}"
+    );
+    assert_eq!(
+        staging + seen.get("production").copied().unwrap_or(0),
+        n,
+        "{seen:?}"
+    );
+
+    // a pin is honoured, without a new cookie
+    for _ in 0..20 {
+        let a = get(&proxy, "shop.test", "/", &[PIN_STAGING]);
+        assert_eq!((a.slot(), a.pin()), ("staging", None));
+        let a = get(
+            &proxy,
+            "shop.test",
+            "/",
+            &[("cookie", "x-ms-routing-name=self")],
+        );
+        assert_eq!((a.slot(), a.pin()), ("production", None));
+    }
+}
+
+#[test]
+fn query_parameter_opts_in_and_out() {
+    let shop = Shop::start();
+    let proxy = Proxy::start(&shop.config("traffic_percent = 0"));
+    // explicit 0: opt-in works and pins
+    let a = get(&proxy, "shop.test", "/cart?x-ms-routing-name=qa", &[]);
+    assert_eq!((a.slot(), a.pin()), ("qa", Some("qa")));
+    let a = get(
+        &proxy,
+        "shop.test",
+        "/",
+        &[("cookie", "x-ms-routing-name=qa")],
+    );
+    assert_eq!((a.slot(), a.pin()), ("qa", None));
+    // the query parameter beats a cookie
+    let a = get(
+        &proxy,
+        "shop.test",
+        "/?x-ms-routing-name=staging",
+        &[("cookie", "x-ms-routing-name=qa")],
+    );
+    assert_eq!((a.slot(), a.pin()), ("staging", Some("staging")));
+    // self opts out
+    let a = get(
+        &proxy,
+        "shop.test",
+        "/?a=1&x-ms-routing-name=self",
+        &[PIN_STAGING],
+    );
+    assert_eq!((a.slot(), a.pin()), ("production", Some("self")));
+    // no rule: the parameter is ignored (all-0 rules: production)
+    let a = get(&proxy, "shop.test", "/?x-ms-routing-name=norule", &[]);
+    assert_eq!((a.slot(), a.pin()), ("production", Some("self")));
+    let a = get(
+        &proxy,
+        "shop.test",
+        "/?x-ms-routing-name=norule",
+        &[PIN_STAGING],
+    );
+    assert_eq!(
+        (a.slot(), a.pin()),
+        ("staging", None),
+        "ignored parameter, cookie decides"
+    );
+}
+
+#[test]
+fn stale_pin_is_rebucketed_when_the_rule_is_removed() {
+    let shop = Shop::start();
+    let proxy = Proxy::start(&shop.config("traffic_percent = 0"));
+    let a = get(&proxy, "shop.test", "/", &[PIN_STAGING]);
+    assert_eq!((a.slot(), a.pin()), ("staging", None));
+    // remove staging's rule and reload (SIGHUP)
+    proxy.rewrite_sites(&shop.config(""));
+    proxy.signal(libc::SIGHUP);
+    let a = wait_for(10, "the reload to drop staging's rule", || {
+        let a = get(&proxy, "shop.test", "/", &[PIN_STAGING]);
+        (a.slot() == "production").then_some(a)
+    });
+    assert_eq!(a.pin(), Some("self"), "the stale cookie is overwritten");
+    // the slot itself is still there on its host name
+    assert_eq!(
+        get(&proxy, "shop-staging.slots.test", "/", &[]).slot(),
+        "staging"
+    );
+}
+
+#[test]
+fn stale_pin_is_rebucketed_when_its_instances_die() {
+    let mut shop = Shop::start();
+    let proxy = Proxy::start(&shop.config("traffic_percent = 0"));
+    assert_eq!(
+        get(&proxy, "shop.test", "/", &[PIN_STAGING]).slot(),
+        "staging"
+    );
+    shop.staging.kill();
+    let a = wait_for(10, "health checks to mark staging down", || {
+        let a = get(&proxy, "shop.test", "/", &[PIN_STAGING]);
+        (a.status == 200 && a.slot() == "production").then_some(a)
+    });
+    assert_eq!(a.pin(), Some("self"));
+    // and it comes back when the instance answers again
+    let _again = App::start_on(shop.staging.port, "v2");
+    wait_for(10, "health checks to mark staging up", || {
+        (get(&proxy, "shop.test", "/", &[PIN_STAGING]).slot() == "staging").then_some(())
+    });
+}
+
+#[test]
+fn dead_instance_is_skipped_and_round_robin_spreads_load() {
+    let (a1, mut a2) = (App::start("v1"), App::start("v1"));
+    let proxy = Proxy::start(&format!(
+        r#"
+[[sites]]
+name = "app"
+hostnames = ["app.test"]
+[[sites.slots]]
+name = "production"
+instances = ["{}", "{}"]
+"#,
+        a1.addr(),
+        a2.addr()
+    ));
+    let mut by_instance: HashMap<String, u32> = HashMap::new();
+    for _ in 0..10 {
+        let a = get(&proxy, "app.test", "/", &[]);
+        *by_instance
+            .entry(a.field("instance").unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        by_instance.len(),
+        2,
+        "both instances serve: {by_instance:?}"
+    );
+    // kill one: not a single request fails, before or after health checks notice
+    a2.kill();
+    for _ in 0..50 {
+        let a = get(&proxy, "app.test", "/", &[]);
+        assert_eq!(
+            (a.status, a.field("instance")),
+            (200, Some(a1.addr().as_str()))
+        );
+    }
+}
+
+#[test]
+fn local_answers_404_503_403_502() {
+    let dead_port = free_port();
+    let app = App::start("v1");
+    let proxy = Proxy::start(&format!(
+        r#"
+[[sites]]
+name = "app"
+hostnames = ["app.test"]
+slot_domain = "slots.test"
+[[sites.slots]]
+name = "production"
+instances = ["{app}"]
+[[sites.slots]]
+name = "empty"
+traffic_percent = 0
+[[sites.slots]]
+name = "private"
+ip_allow = ["192.0.2.0/24"]
+instances = ["{app}"]
+[[sites.slots]]
+name = "broken"
+traffic_percent = 0
+instances = ["127.0.0.1:{dead_port}"]
+"#,
+        app = app.addr()
+    ));
+    let a = get(&proxy, "unknown.test", "/", &[]);
+    assert_eq!(a.status, 404);
+    assert_eq!(
+        a.body,
+        "404 Not Found: no site is configured for host \"unknown.test\"\n"
+    );
+    let a = get(&proxy, "app.test", "/?x-ms-routing-name=empty", &[]);
+    assert_eq!(a.status, 503);
+    assert_eq!(
+        a.body,
+        "503 Service Unavailable: slot empty of site app has no deployment\n"
+    );
+    let a = get(&proxy, "app-private.slots.test", "/", &[]);
+    assert_eq!(a.status, 403);
+    assert_eq!(
+        a.body,
+        "403 Forbidden: client 127.0.0.1 is not allowed to reach slot private of site app\n"
+    );
+    // a spoofed X-Forwarded-For from an untrusted peer does not get in
+    let a = get(
+        &proxy,
+        "app-private.slots.test",
+        "/",
+        &[("x-forwarded-for", "192.0.2.7")],
+    );
+    assert_eq!(a.status, 403);
+    let a = get(&proxy, "app.test", "/?x-ms-routing-name=broken", &[]);
+    assert_eq!(a.status, 502);
+    assert_eq!(
+        a.body,
+        "502 Bad Gateway: no instance of slot broken of site app answered (1 tried)\n"
+    );
+    // a request is never sent to another slot
+    assert_eq!(a.field("slot"), None);
+}
+
+#[test]
+fn forwarded_headers_are_replaced_unless_the_peer_is_trusted() {
+    let shop = Shop::start();
+    let proxy = Proxy::start(&shop.config("traffic_percent = 0"));
+    let a = get(
+        &proxy,
+        "shop.test",
+        "/",
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.test"),
+            ("x-slot-name", "forged"),
+        ],
+    );
+    assert_eq!(a.field("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(a.field("x-forwarded-proto"), Some("http"));
+    assert_eq!(a.field("x-forwarded-host"), Some("shop.test"));
+    assert_eq!(a.slot(), "production");
+    assert!(!a.set_cookie[0].contains("Secure"), "{:?}", a.set_cookie);
+}
+
+#[test]
+fn trusted_proxy_headers_are_kept_and_secure_cookies_set() {
+    let shop = Shop::start();
+    // trust loopback for this site: the test client plays the load balancer
+    let config = shop
+        .config("traffic_percent = 0")
+        .replace("10.9.9.9", "127.0.0.0/8");
+    let proxy = Proxy::start(&config);
+    let a = get(
+        &proxy,
+        "shop.test",
+        "/",
+        &[
+            ("x-forwarded-for", "198.51.100.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "www.shop.example"),
+        ],
+    );
+    assert_eq!(a.field("x-forwarded-for"), Some("198.51.100.4, 127.0.0.1"));
+    assert_eq!(a.field("x-forwarded-proto"), Some("https"));
+    assert_eq!(a.field("x-forwarded-host"), Some("www.shop.example"));
+    assert_eq!(
+        a.set_cookie,
+        vec!["x-ms-routing-name=self; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax; Secure"]
+    );
+}
+
+#[test]
+fn garbage_routing_input_never_fails_a_request() {
+    let shop = Shop::start();
+    let proxy = Proxy::start(&shop.config("traffic_percent = 0"));
+    let long = "a".repeat(5000);
+    let cookies = [
+        "x-ms-routing-name=".to_string(),
+        "x-ms-routing-name".to_string(),
+        format!("x-ms-routing-name={long}"),
+        "x-ms-routing-name=staging; x-ms-routing-name=qa".to_string(),
+        "x-ms-routing-name=%00%ff\"';=;;".to_string(),
+        ";;;==;".to_string(),
+        "x-ms-routing-name=../../etc".to_string(),
+    ];
+    for c in &cookies {
+        let a = get(&proxy, "shop.test", "/", &[("cookie", c)]);
+        assert_eq!((a.status, a.slot()), (200, "production"), "cookie {c:?}");
+        assert_eq!(
+            a.pin(),
+            Some("self"),
+            "an unusable cookie is overwritten: {c:?}"
+        );
+    }
+    // the same cookie in two Cookie headers is ambiguous: treated as absent
+    let resp = client()
+        .get(proxy.url("/"))
+        .header("host", "shop.test")
+        .header("cookie", "x-ms-routing-name=qa")
+        .header("cookie", "x-ms-routing-name=staging")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.text().unwrap().contains("slot: production"));
+    let queries = [
+        "/?x-ms-routing-name=qa&x-ms-routing-name=staging".to_string(),
+        format!("/?x-ms-routing-name={long}"),
+        "/?x-ms-routing-name=%71a".to_string(),
+        "/?x-ms-routing-name&&==&".to_string(),
+    ];
+    for q in &queries {
+        let a = get(&proxy, "shop.test", q, &[]);
+        assert_eq!((a.status, a.slot()), (200, "production"), "query {q:?}");
+    }
+}
+
+#[test]
+fn invalid_config_is_refused_with_file_key_and_reason() {
+    let base = r#"
+[server]
+listen = ["127.0.0.1:0"]
+[[sites]]
+name = "shop"
+hostnames = ["shop.test"]
+[[sites.slots]]
+name = "production"
+instances = ["127.0.0.1:1"]
+[[sites.slots]]
+name = "staging"
+traffic_percent = 30
+"#;
+    let cases = [
+        (
+            "traffic_percent = 30",
+            "trafic_percent = 30",
+            "unknown field `trafic_percent`",
+        ),
+        (
+            "traffic_percent = 30",
+            "traffic_percent = 130",
+            "sites[shop].slots[staging].traffic_percent: 130 is out of range 0-100",
+        ),
+        (
+            "traffic_percent = 30",
+            "traffic_percent = 30\nip_allow = [\"10.0.0.0/99\"]",
+            "sites[0].slots[1].ip_allow[0]",
+        ),
+        (
+            "traffic_percent = 30",
+            "traffic_percent = 30\nauto_swap_target = \"prod\"",
+            "names slot \"prod\"",
+        ),
+        (
+            "traffic_percent = 30",
+            "traffic_percent = 30\nhostnames = [\"shop.test\"]",
+            "already used by site \"shop\"",
+        ),
+        ("127.0.0.1:0", "127.0.0.1", "server.listen[0]"),
+    ];
+    for (from, to, expected) in cases {
+        let (code, err) = refused(&base.replace(from, to));
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("invalid config") && err.contains("bad.toml"),
+            "{err}"
+        );
+        assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+    }
 }
