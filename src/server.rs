@@ -6,6 +6,7 @@
 //! off the hot path — health checks, demo apps, SIGHUP reloads.
 
 use crate::config::Config;
+use crate::control::swap::SwapEngine;
 use crate::control::ControlPlane;
 use crate::proxy::SlotProxy;
 use crate::store::FileStore;
@@ -25,6 +26,7 @@ pub struct ServeArgs {
 /// Everything started besides the proxy service.
 pub struct Runtime {
     pub control: Arc<ControlPlane>,
+    pub swaps: Arc<SwapEngine>,
     pub config: Config,
 }
 
@@ -51,7 +53,11 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
         .thread_name("slotproxy-control")
         .enable_all()
         .build()?;
+    let swaps = SwapEngine::new(control.clone(), rt.handle().clone());
+    // Declarative swap on start: production's target_build_version.
+    swaps.reconcile();
     let (c, health, path) = (control.clone(), config.health.clone(), args.config.clone());
+    let s = swaps.clone();
     std::thread::Builder::new()
         .name("slotproxy-control".into())
         .spawn(move || {
@@ -69,14 +75,18 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
                     });
                 }
                 tokio::spawn(crate::health::run(c.clone(), health));
-                reload_on_sighup(c, path).await;
+                reload_on_sighup(c, s, path).await;
             })
         })?;
-    Ok(Runtime { control, config })
+    Ok(Runtime {
+        control,
+        swaps,
+        config,
+    })
 }
 
 /// Re-read the config on every SIGHUP; an invalid one keeps the running state.
-async fn reload_on_sighup(control: Arc<ControlPlane>, path: PathBuf) {
+async fn reload_on_sighup(control: Arc<ControlPlane>, swaps: Arc<SwapEngine>, path: PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -87,17 +97,19 @@ async fn reload_on_sighup(control: Arc<ControlPlane>, path: PathBuf) {
         }
     };
     while hup.recv().await.is_some() {
-        match reload(&control, &path) {
+        match reload(&control, &swaps, &path) {
             Ok(()) => log::info!("reloaded {}", path.display()),
             Err(e) => log::error!("reload refused, running state kept: {e:#}"),
         }
     }
 }
 
-/// Apply the config file at `path` to the running control plane.
-pub fn reload(control: &ControlPlane, path: &Path) -> anyhow::Result<()> {
+/// Apply the config file at `path` to the running control plane, then run
+/// any declarative swap it asks for.
+pub fn reload(control: &ControlPlane, swaps: &Arc<SwapEngine>, path: &Path) -> anyhow::Result<()> {
     let (config, seed) = Config::load(path)?;
     control.apply_config(&config, seed)?;
+    swaps.reconcile();
     Ok(())
 }
 

@@ -6,13 +6,19 @@
 //! `ArcSwap::store`. When a method returns, the next request sees the change.
 
 pub mod merge;
+pub mod swap;
 
+use crate::activity::{Operation, Status};
 use crate::config::{Config, RoutingSection};
 use crate::model::{Problem, State};
 use crate::routing::{Health, RouteTable};
-use crate::store::{Persisted, StateStore, StoreError};
+use crate::store::{Persisted, Preview, StateStore, StoreError};
 use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How many operations the activity log keeps (oldest dropped first).
+pub const ACTIVITY_RETENTION: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -35,6 +41,8 @@ fn problems_text(p: &[Problem]) -> String {
 
 struct Inner {
     doc: Persisted,
+    /// The activity log by id; ids sort by creation time.
+    operations: BTreeMap<String, Operation>,
     health: Health,
     routing: RoutingSection,
     table_version: u64,
@@ -55,11 +63,31 @@ impl ControlPlane {
         store: Box<dyn StateStore>,
     ) -> Result<ControlPlane, ControlError> {
         let doc = store.load()?.unwrap_or_default();
+        let mut operations = BTreeMap::new();
+        for mut op in store.load_operations()? {
+            // A swap that was running when the process died: the routing is
+            // whatever its last atomic write left (pre- or post-switch).
+            if op.status == Status::Running {
+                let phase = op
+                    .phases
+                    .last()
+                    .map_or("start".to_string(), |p| p.name.clone());
+                op.finish(
+                    Status::Interrupted,
+                    Some(format!(
+                        "slotproxy stopped during phase {phase}; routing is as last persisted (the switch is one atomic write)"
+                    )),
+                );
+                store.save_operation(&op)?;
+            }
+            operations.insert(op.id.clone(), op);
+        }
         let routing = config.routing.clone();
         let table = RouteTable::compile(&doc.state, &routing, &Health::new(), 0);
         let cp = ControlPlane {
             inner: Mutex::new(Inner {
                 doc,
+                operations,
                 health: Health::new(),
                 routing,
                 table_version: 0,
@@ -129,6 +157,55 @@ impl ControlPlane {
             self.commit(&mut inner, doc)?;
         } else if routing_changed || inner.table_version == 0 {
             self.publish(&mut inner);
+        }
+        Ok(())
+    }
+
+    /// Durably record a new or changed operation of the activity log.
+    pub fn record(&self, op: &Operation) -> Result<(), ControlError> {
+        let mut inner = self.lock();
+        self.store.save_operation(op)?;
+        inner.operations.insert(op.id.clone(), op.clone());
+        while inner.operations.len() > ACTIVITY_RETENTION {
+            let Some((oldest, _)) = inner.operations.pop_first() else {
+                break;
+            };
+            self.store.delete_operation(&oldest)?;
+        }
+        Ok(())
+    }
+
+    pub fn operation(&self, id: &str) -> Option<Operation> {
+        self.lock().operations.get(id).cloned()
+    }
+
+    /// Operations of `site`, newest first.
+    pub fn activity(&self, site: &str) -> Vec<Operation> {
+        self.lock()
+            .operations
+            .values()
+            .rev()
+            .filter(|o| o.site == site)
+            .cloned()
+            .collect()
+    }
+
+    pub fn preview(&self, site: &str) -> Option<Preview> {
+        self.lock().doc.previews.get(site).cloned()
+    }
+
+    /// Persist (or clear) the pending preview of `site`.
+    pub fn set_preview(&self, site: &str, preview: Option<Preview>) -> Result<(), ControlError> {
+        let mut inner = self.lock();
+        let mut doc = inner.doc.clone();
+        match preview {
+            Some(p) => doc.previews.insert(site.to_string(), p),
+            None => doc.previews.remove(site),
+        };
+        if doc != inner.doc {
+            doc.revision = inner.doc.revision + 1;
+            self.store.save(&doc)?;
+            inner.doc = doc;
         }
         Ok(())
     }

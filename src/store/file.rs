@@ -1,8 +1,10 @@
-//! The embedded state store: `<dir>/state.json`, written to a temporary file,
-//! fsynced, renamed over the old one, and the directory fsynced, so the file
-//! on disk is always one whole document, old or new.
+//! The embedded state store: `<dir>/state.json` and one
+//! `<dir>/operations/<id>.json` per activity-log entry, each written to a
+//! temporary file, fsynced, renamed over the old one, and the directory
+//! fsynced, so a file on disk is always one whole document, old or new.
 
 use super::{Persisted, StateStore, StoreError};
+use crate::activity::Operation;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,8 @@ pub struct FileStore {
 }
 
 const FILE: &str = "state.json";
+/// One file per operation of the activity log.
+const OPS: &str = "operations";
 
 impl FileStore {
     /// Use `dir`, creating it if needed.
@@ -35,6 +39,28 @@ fn io(path: &Path, op: &'static str, source: std::io::Error) -> StoreError {
     }
 }
 
+/// Replace `dir/name` with `body` so that a crash leaves the old or the new
+/// file, never a torn one: temporary file, fsync, rename, fsync directory.
+fn write_atomic(dir: &Path, name: &str, body: &[u8]) -> Result<(), StoreError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io(&path, "write", e)
+    })
+}
+
 impl StateStore for FileStore {
     fn load(&self) -> Result<Option<Persisted>, StoreError> {
         let path = self.path();
@@ -52,25 +78,46 @@ impl StateStore for FileStore {
     }
 
     fn save(&self, doc: &Persisted) -> Result<(), StoreError> {
-        let path = self.path();
-        let tmp = self.dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
         let body = serde_json::to_vec_pretty(doc).expect("state serializes");
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            // make the rename itself durable
-            File::open(&self.dir)?.sync_all()
+        write_atomic(&self.dir, FILE, &body)
+    }
+
+    fn save_operation(&self, op: &Operation) -> Result<(), StoreError> {
+        let dir = self.dir.join(OPS);
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, "create directory", e))?;
+        let body = serde_json::to_vec_pretty(op).expect("operation serializes");
+        write_atomic(&dir, &format!("{}.json", op.id), &body)
+    }
+
+    fn load_operations(&self) -> Result<Vec<Operation>, StoreError> {
+        let dir = self.dir.join(OPS);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&dir, "list", e)),
         };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io(&path, "write", e)
-        })
+        let mut ops = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| io(&dir, "list", e))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(|e| io(&path, "read", e))?;
+            let op = serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                path: path.display().to_string(),
+                source,
+            })?;
+            ops.push(op);
+        }
+        Ok(ops)
+    }
+
+    fn delete_operation(&self, id: &str) -> Result<(), StoreError> {
+        let path = self.dir.join(OPS).join(format!("{id}.json"));
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, "delete", e)),
+            _ => Ok(()),
+        }
     }
 
     fn describe(&self) -> String {
@@ -96,6 +143,11 @@ mod tests {
         // no temporary file is left behind
         let names: Vec<_> = fs::read_dir(dir.path().join("nested")).unwrap().collect();
         assert_eq!(names.len(), 1);
+        let op = Operation::new("s", "staging", "production", crate::activity::Action::Swap);
+        store.save_operation(&op).unwrap();
+        assert_eq!(store.load_operations().unwrap(), vec![op.clone()]);
+        store.delete_operation(&op.id).unwrap();
+        assert_eq!(store.load_operations().unwrap(), vec![]);
     }
 
     #[test]

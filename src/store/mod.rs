@@ -9,8 +9,10 @@ mod file;
 
 pub use file::FileStore;
 
+use crate::activity::Operation;
 use crate::model::State;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The whole persisted document. Fields added later must have serde
 /// defaults so older state directories keep loading.
@@ -22,6 +24,17 @@ pub struct Persisted {
     /// The `[[sites]]` of the config last applied, so a reload applies what
     /// changed in the file and leaves run-time changes alone.
     pub applied_config: State,
+    /// Previews waiting for `swap` or `reset`, by site.
+    #[serde(default)]
+    pub previews: BTreeMap<String, Preview>,
+}
+
+/// A preview (swap phases 1–2 done, paused) waiting to be completed or reset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    pub source: String,
+    pub target: String,
+    pub operation_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +58,12 @@ pub trait StateStore: Send + Sync {
     /// Durably replace the document: when this returns `Ok`, a crash or
     /// `kill -9` cannot lose it, and a crash during it leaves the old one.
     fn save(&self, doc: &Persisted) -> Result<(), StoreError>;
+    /// Durably write one activity-log entry (replacing an older version).
+    fn save_operation(&self, op: &Operation) -> Result<(), StoreError>;
+    /// Every stored activity-log entry, in no particular order.
+    fn load_operations(&self) -> Result<Vec<Operation>, StoreError>;
+    /// Forget an entry (retention).
+    fn delete_operation(&self, id: &str) -> Result<(), StoreError>;
     /// Where the state lives, for messages.
     fn describe(&self) -> String;
 }

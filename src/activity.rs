@@ -1,0 +1,208 @@
+//! The activity log's records: one `Operation` per swap, preview or reset,
+//! with its phases and per-instance results, shaped as SPEC §3 says.
+//!
+//! Plain data only; the swap engine fills them in and the store persists
+//! each change before it is reported.
+
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+/// Phase names, in the order a swap runs them.
+pub const APPLY_SETTINGS: &str = "apply_settings";
+pub const WAIT_RESTART: &str = "wait_restart";
+pub const WARMUP: &str = "warmup";
+pub const SWITCH: &str = "switch";
+pub const APPLY_SOURCE_SETTINGS: &str = "apply_source_settings";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Swap,
+    Preview,
+    Reset,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Swap => "swap",
+            Action::Preview => "preview",
+            Action::Reset => "reset",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Previewing,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl Status {
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Running | Status::Previewing)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Previewing => "previewing",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    pub name: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// `running`, `succeeded`, `failed` or `skipped`.
+    pub result: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceResult {
+    pub instance: String,
+    pub phase: String,
+    pub attempts: u32,
+    /// HTTP status the instance answered last, if it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: String,
+    pub site: String,
+    pub source: String,
+    pub target: String,
+    pub action: Action,
+    pub status: Status,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub phases: Vec<Phase>,
+    pub instances: Vec<InstanceResult>,
+    pub error: Option<String>,
+}
+
+/// RFC 3339 UTC time with milliseconds.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Ids sort by creation time: `op-<unix ms>-<random>`.
+pub fn new_id() -> String {
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("op-{ms:013}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+impl Operation {
+    pub fn new(site: &str, source: &str, target: &str, action: Action) -> Operation {
+        Operation {
+            id: new_id(),
+            site: site.into(),
+            source: source.into(),
+            target: target.into(),
+            action,
+            status: Status::Running,
+            started_at: now(),
+            ended_at: None,
+            phases: Vec::new(),
+            instances: Vec::new(),
+            error: None,
+        }
+    }
+
+    pub fn begin_phase(&mut self, name: &str) {
+        self.phases.push(Phase {
+            name: name.into(),
+            started_at: now(),
+            ended_at: None,
+            result: "running".into(),
+            detail: String::new(),
+        });
+    }
+
+    /// Close the phase begun last.
+    pub fn end_phase(&mut self, ok: bool, detail: impl Into<String>) {
+        if let Some(p) = self.phases.last_mut() {
+            p.ended_at = Some(now());
+            p.result = if ok { "succeeded" } else { "failed" }.into();
+            p.detail = detail.into();
+        }
+    }
+
+    pub fn skip_phase(&mut self, name: &str, detail: impl Into<String>) {
+        let t = now();
+        self.phases.push(Phase {
+            name: name.into(),
+            started_at: t.clone(),
+            ended_at: Some(t),
+            result: "skipped".into(),
+            detail: detail.into(),
+        });
+    }
+
+    pub fn finish(&mut self, status: Status, error: Option<String>) {
+        self.status = status;
+        self.error = error;
+        self.ended_at = Some(now());
+        for p in &mut self.phases {
+            if p.ended_at.is_none() {
+                p.ended_at = self.ended_at.clone();
+                p.result = "failed".into();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_matches_the_spec() {
+        let mut op = Operation::new("shop", "staging", "production", Action::Swap);
+        op.begin_phase(APPLY_SETTINGS);
+        op.end_phase(true, "2 instances");
+        op.begin_phase(WARMUP);
+        op.finish(Status::Failed, Some("boom".into()));
+        let v = serde_json::to_value(&op).unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        for k in [
+            "id",
+            "site",
+            "source",
+            "target",
+            "action",
+            "status",
+            "started_at",
+            "ended_at",
+            "phases",
+            "instances",
+            "error",
+        ] {
+            assert!(keys.contains(&k.to_string()), "missing {k}");
+        }
+        assert_eq!(v["action"], "swap");
+        assert_eq!(v["status"], "failed");
+        assert_eq!(
+            v["phases"][1]["result"], "failed",
+            "an open phase fails with the operation"
+        );
+        assert!(op.id < new_id() || op.id.len() == new_id().len());
+    }
+}
