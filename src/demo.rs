@@ -5,7 +5,8 @@
 //! Every answer is plain text, one `key: value` per line: the slot that
 //! routed the request (`X-Slot-Name`), the build this instance runs, its
 //! address, the forwarded headers it saw and the settings last POSTed to its
-//! settings hook (`/settings`).
+//! settings hook (`/settings`). A `delay_ms=N` query parameter (at most 60 s)
+//! makes it answer late, to test time-outs and draining.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -37,6 +38,14 @@ pub async fn serve(listener: tokio::net::TcpListener, version: &str) -> std::io:
     axum::serve(listener, router).await
 }
 
+fn delay_ms(query: &str) -> Option<u64> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("delay_ms="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| ms.min(60_000))
+}
+
 async fn set_settings(State(app): State<App>, body: Bytes) -> (StatusCode, String) {
     match serde_json::from_slice::<BTreeMap<String, String>>(&body) {
         Ok(s) => {
@@ -57,6 +66,9 @@ async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> String {
+    if let Some(ms) = delay_ms(uri.query().unwrap_or("")) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let h = |name: &str| {
         headers
             .get(name)

@@ -1,0 +1,420 @@
+//! End-to-end swaps (SPEC §3) through the admin API of the real binary, with
+//! real demo-app instances: phases, settings, preview/reset, rollback,
+//! failures that leave production alone, kill -9 mid-swap, auto and
+//! declarative swap, and the zero-drop test under load.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+fn api(proxy: &Proxy, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let c = client();
+    let url = proxy.admin_url(path);
+    let req = match method {
+        "GET" => c.get(url),
+        "POST" => c.post(url),
+        "PUT" => c.put(url),
+        "DELETE" => c.delete(url),
+        m => panic!("method {m}"),
+    };
+    let mut req = req.bearer_auth(TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().expect("admin API answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn start_swap(proxy: &Proxy, source: &str, target: &str, action: &str) -> (u16, Value) {
+    api(
+        proxy,
+        "POST",
+        &format!("/api/v1/sites/shop/slots/{source}/swap"),
+        Some(json!({"target_slot": target, "action": action})),
+    )
+}
+
+/// Start a swap and wait until its operation settles.
+fn swap(proxy: &Proxy, source: &str, action: &str) -> Value {
+    let (code, body) = start_swap(proxy, source, "production", action);
+    assert_eq!(code, 202, "{body}");
+    wait_op(proxy, body["operation_id"].as_str().expect("operation_id"))
+}
+
+fn wait_op(proxy: &Proxy, id: &str) -> Value {
+    wait_for(60, "the operation to settle", || {
+        let (code, op) = api(proxy, "GET", &format!("/api/v1/operations/{id}"), None);
+        assert_eq!(code, 200, "{op}");
+        (op["status"] != "running").then_some(op)
+    })
+}
+
+fn phases(op: &Value) -> Vec<(String, String)> {
+    op["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().into(), p["result"].as_str().unwrap().into()))
+        .collect()
+}
+
+fn shop(prod: &[&App], staging: &[&App], extra: &str) -> String {
+    let list = |apps: &[&App]| {
+        apps.iter()
+            .map(|a| format!("\"{}\"", a.addr()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"
+[[sites]]
+name = "shop"
+hostnames = ["shop.test"]
+slot_domain = "slots.test"
+[[sites.slots]]
+name = "production"
+build_version = "v1"
+instances = [{}]
+settings_hook_path = "/settings"
+warmup_timeout_secs = 2
+warmup_retries = 1
+[sites.slots.settings]
+FLAG = "old"
+[sites.slots.sticky_settings]
+DB = "prod-db"
+[[sites.slots]]
+name = "staging"
+build_version = "v2"
+instances = [{}]
+settings_hook_path = "/settings"
+warmup_timeout_secs = 2
+warmup_retries = 1
+{extra}
+[sites.slots.settings]
+FLAG = "new"
+[sites.slots.sticky_settings]
+DB = "staging-db"
+"#,
+        list(prod),
+        list(staging)
+    )
+}
+
+fn prod_version(proxy: &Proxy) -> String {
+    get(proxy, "shop.test", "/", &[("cookie", "x-ms-routing-name=self")])
+        .version()
+        .to_string()
+}
+
+#[test]
+fn swap_runs_every_phase_moves_settings_and_rolls_back() {
+    let (p, s) = (App::start("v1"), App::start("v2"));
+    let proxy = Proxy::start(&shop(&[&p], &[&s], ""));
+    assert_eq!(prod_version(&proxy), "v1");
+
+    let op = swap(&proxy, "staging", "swap");
+    assert_eq!(op["status"], "succeeded", "{op:#}");
+    let names: Vec<_> = phases(&op).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["apply_settings", "wait_restart", "warmup", "switch", "apply_source_settings"]
+    );
+    assert!(phases(&op).iter().all(|(_, r)| r == "succeeded"), "{op:#}");
+    assert!(op["instances"].as_array().unwrap().iter().any(|i| i["phase"] == "warmup"
+        && i["instance"] == s.addr()
+        && i["status"] == 200));
+
+    // production now runs v2 with production's sticky settings
+    let a = get(&proxy, "shop.test", "/", &[("cookie", "x-ms-routing-name=self")]);
+    assert_eq!((a.slot(), a.version()), ("production", "v2"));
+    assert_eq!(a.field("settings"), Some(r#"{"DB":"prod-db","FLAG":"new"}"#));
+    // and staging holds v1 with staging's sticky settings
+    let a = get(&proxy, "shop-staging.slots.test", "/", &[]);
+    assert_eq!((a.slot(), a.version()), ("staging", "v1"));
+    assert_eq!(a.field("settings"), Some(r#"{"DB":"staging-db","FLAG":"old"}"#));
+
+    // swapping again is the rollback
+    assert_eq!(swap(&proxy, "staging", "swap")["status"], "succeeded");
+    assert_eq!(prod_version(&proxy), "v1");
+
+    // the activity log lists both, newest first
+    let (code, log) = api(&proxy, "GET", "/api/v1/sites/shop/activity", None);
+    assert_eq!(code, 200);
+    let ops = log.as_array().expect("a list");
+    assert_eq!(ops.len(), 2);
+    assert!(ops[0]["started_at"].as_str() >= ops[1]["started_at"].as_str());
+}
+
+#[test]
+fn preview_pauses_then_swap_completes_or_reset_cancels() {
+    let (p, s) = (App::start("v1"), App::start("v2"));
+    let proxy = Proxy::start(&shop(&[&p], &[&s], ""));
+
+    let op = swap(&proxy, "staging", "preview");
+    assert_eq!(op["status"], "previewing", "{op:#}");
+    // staging runs with production's settings, production is untouched
+    let a = get(&proxy, "shop-staging.slots.test", "/", &[]);
+    assert_eq!(a.field("settings"), Some(r#"{"DB":"prod-db","FLAG":"new"}"#));
+    assert_eq!(prod_version(&proxy), "v1");
+    // nothing else may swap while the preview is pending
+    let (code, body) = start_swap(&proxy, "production", "staging", "swap");
+    assert_eq!(code, 409, "{body}");
+
+    // reset: cancelled, source settings back
+    let reset = swap(&proxy, "staging", "reset");
+    assert_eq!(reset["status"], "succeeded", "{reset:#}");
+    let (_, preview) = api(&proxy, "GET", &format!("/api/v1/operations/{}", op["id"].as_str().unwrap()), None);
+    assert_eq!(preview["status"], "cancelled");
+    let a = get(&proxy, "shop-staging.slots.test", "/", &[]);
+    assert_eq!(a.field("settings"), Some(r#"{"DB":"staging-db","FLAG":"new"}"#));
+    assert_eq!(prod_version(&proxy), "v1");
+
+    // preview again, then complete it with swap
+    assert_eq!(swap(&proxy, "staging", "preview")["status"], "previewing");
+    let done = swap(&proxy, "staging", "swap");
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(phases(&done)[0], ("apply_settings".into(), "skipped".into()));
+    assert_eq!(prod_version(&proxy), "v2");
+    // nothing pending any more
+    let (code, _) = start_swap(&proxy, "staging", "production", "reset");
+    assert_eq!(code, 409);
+}
+
+#[test]
+fn failed_warmup_leaves_production_alone_and_names_the_instance() {
+    let (p, s) = (App::start("v1"), App::start("v2"));
+    let proxy = Proxy::start(&shop(&[&p], &[&s], "warmup_statuses = [204]"));
+    let op = swap(&proxy, "staging", "swap");
+    assert_eq!(op["status"], "failed", "{op:#}");
+    let err = op["error"].as_str().unwrap();
+    assert!(err.contains(&s.addr()) && err.contains("answered 200, expected one of [204]"), "{err}");
+    let warm = op["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["phase"] == "warmup")
+        .unwrap();
+    assert_eq!((warm["attempts"].as_u64(), warm["status"].as_u64()), (Some(2), Some(200)));
+    assert_eq!(prod_version(&proxy), "v1");
+    // the source got its own settings back
+    let a = get(&proxy, "shop-staging.slots.test", "/", &[]);
+    assert_eq!(a.field("settings"), Some(r#"{"DB":"staging-db","FLAG":"new"}"#));
+}
+
+#[test]
+fn warmup_timeout_and_dead_instance_abort_the_swap() {
+    let (p, s1) = (App::start("v1"), App::start("v2"));
+    let proxy = Proxy::start(&shop(
+        &[&p],
+        &[&s1],
+        "warmup_path = \"/?delay_ms=5000\"",
+    ));
+    let op = swap(&proxy, "staging", "swap");
+    assert_eq!(op["status"], "failed", "{op:#}");
+    assert!(op["error"].as_str().unwrap().contains("timed out"), "{op:#}");
+    assert_eq!(prod_version(&proxy), "v1");
+
+    // an instance that is dead when the swap starts
+    let (p2, s2) = (App::start("v1"), App::start("v2"));
+    let mut dead = App::start("v2");
+    let proxy = Proxy::start(&shop(&[&p2], &[&s2, &dead], ""));
+    dead.kill();
+    let op = swap(&proxy, "staging", "swap");
+    assert_eq!(op["status"], "failed", "{op:#}");
+    let err = op["error"].as_str().unwrap();
+    assert!(err.contains(&dead.addr()) && err.contains("refused"), "{err}");
+    assert_eq!(prod_version(&proxy), "v1");
+}
+
+#[test]
+fn one_swap_per_site_at_a_time() {
+    let (p, s) = (App::start("v1"), App::start("v2"));
+    // a warm-up that keeps failing keeps the first swap busy for seconds
+    let proxy = Proxy::start(&shop(
+        &[&p],
+        &[&s],
+        "warmup_statuses = [299]\nwarmup_retries = 4",
+    ));
+    let (code, first) = start_swap(&proxy, "staging", "production", "swap");
+    assert_eq!(code, 202);
+    let (code, body) = start_swap(&proxy, "staging", "production", "swap");
+    assert_eq!(code, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("already running"));
+    assert_eq!(wait_op(&proxy, first["operation_id"].as_str().unwrap())["status"], "failed");
+    // bad requests
+    assert_eq!(start_swap(&proxy, "nope", "production", "swap").0, 404);
+    assert_eq!(start_swap(&proxy, "staging", "staging", "swap").0, 400);
+    assert_eq!(start_swap(&proxy, "staging", "production", "explode").0, 400);
+}
+
+#[test]
+fn kill_9_mid_swap_leaves_routing_whole_and_the_operation_interrupted() {
+    let (p, s) = (App::start("v1"), App::start("v2"));
+    let mut proxy = Proxy::start(&shop(&[&p], &[&s], "warmup_path = \"/?delay_ms=1500\""));
+    let (code, body) = start_swap(&proxy, "staging", "production", "swap");
+    assert_eq!(code, 202);
+    let id = body["operation_id"].as_str().unwrap().to_string();
+    wait_for(10, "the warm-up to begin", || {
+        let (_, op) = api(&proxy, "GET", &format!("/api/v1/operations/{id}"), None);
+        phases(&op).iter().any(|(n, _)| n == "warmup").then_some(())
+    });
+    proxy.kill();
+    proxy.spawn();
+    let (_, op) = api(&proxy, "GET", &format!("/api/v1/operations/{id}"), None);
+    assert_eq!(op["status"], "interrupted", "{op:#}");
+    assert_eq!(prod_version(&proxy), "v1");
+
+    // killed right after a successful swap: the swap stays
+    assert_eq!(swap(&proxy, "staging", "swap")["status"], "succeeded");
+    proxy.kill();
+    proxy.spawn();
+    assert_eq!(prod_version(&proxy), "v2");
+    assert_eq!(get(&proxy, "shop-staging.slots.test", "/", &[]).version(), "v1");
+}
+
+#[test]
+fn declarative_swap_runs_on_start_and_once() {
+    let (p, s) = (App::start("v1"), App::start("v2"));
+    let config = shop(&[&p], &[&s], "").replace(
+        "name = \"production\"\nbuild_version = \"v1\"",
+        "name = \"production\"\nbuild_version = \"v1\"\ntarget_build_version = \"v2\"",
+    );
+    let proxy = Proxy::start(&config);
+    wait_for(30, "the declarative swap", || (prod_version(&proxy) == "v2").then_some(()));
+    let ops = |proxy: &Proxy| api(proxy, "GET", "/api/v1/sites/shop/activity", None).1;
+    wait_for(10, "the operation to finish", || {
+        (ops(&proxy)[0]["status"] == "succeeded").then_some(())
+    });
+    // reload with the same file: nothing to do
+    proxy.signal(libc::SIGHUP);
+    let (code, _) = api(&proxy, "POST", "/api/v1/reload", None);
+    assert_eq!(code, 200);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(ops(&proxy).as_array().unwrap().len(), 1);
+    assert_eq!(prod_version(&proxy), "v2");
+}
+
+#[test]
+fn auto_swap_after_a_deployment_lands() {
+    let (p, s, s_new) = (App::start("v1"), App::start("v2"), App::start("v3"));
+    let proxy = Proxy::start(&shop(&[&p], &[&s], "auto_swap_target = \"production\""));
+    assert_eq!(prod_version(&proxy), "v1");
+    let (code, body) = api(
+        &proxy,
+        "PUT",
+        "/api/v1/sites/shop/slots/staging/deployment",
+        Some(json!({"build_version": "v3", "instances": [s_new.addr()]})),
+    );
+    assert!(code == 200 || code == 202, "{code} {body}");
+    wait_for(30, "the auto swap", || (prod_version(&proxy) == "v3").then_some(()));
+    let (_, log) = api(&proxy, "GET", "/api/v1/sites/shop/activity", None);
+    assert_eq!(log[0]["source"], "staging");
+    assert_eq!(log[0]["target"], "production");
+}
+
+/// Continuous load (keep-alive and fresh connections, GET and POST with
+/// bodies) while the slots are swapped 200 times: not one request may fail,
+/// and a request that ran entirely between two swaps must have been served
+/// by the deployment production had then.
+#[test]
+fn zero_dropped_requests_across_200_swaps() {
+    let (p, s) = (App::start("v1"), App::start("v2"));
+    let config = shop(&[&p], &[&s], "")
+        .replace("settings_hook_path = \"/settings\"\n", "");
+    let proxy = Arc::new(Proxy::start(&config));
+    // epoch: even = stable (production version known), odd = swap in flight
+    let epoch = Arc::new(AtomicU64::new(0));
+    let stable_version = Arc::new(Mutex::new(String::from("v1")));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sent = Arc::new(AtomicU64::new(0));
+
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (proxy, epoch, stable, stop, failures, sent) = (
+            proxy.clone(),
+            epoch.clone(),
+            stable_version.clone(),
+            stop.clone(),
+            failures.clone(),
+            sent.clone(),
+        );
+        workers.push(std::thread::spawn(move || {
+            let keepalive = client();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                // workers 0-1 reuse connections, 2-3 open a new one each time
+                let c = if w < 2 {
+                    keepalive.clone()
+                } else {
+                    reqwest::blocking::Client::builder()
+                        .pool_max_idle_per_host(0)
+                        .build()
+                        .unwrap()
+                };
+                let before = epoch.load(Ordering::SeqCst);
+                let expected = stable.lock().unwrap().clone();
+                let req = if i % 2 == 0 {
+                    c.post(proxy.url("/order")).body(vec![b'x'; 4096])
+                } else {
+                    c.get(proxy.url("/"))
+                };
+                let r = req
+                    .header("host", "shop.test")
+                    .header("cookie", "x-ms-routing-name=self")
+                    .send();
+                let after = epoch.load(Ordering::SeqCst);
+                sent.fetch_add(1, Ordering::Relaxed);
+                let outcome = match r {
+                    Ok(resp) if resp.status() == 200 => {
+                        let body = resp.text().unwrap_or_default();
+                        let version = body
+                            .lines()
+                            .find_map(|l| l.strip_prefix("version: "))
+                            .unwrap_or("?")
+                            .to_string();
+                        let bytes_ok = i % 2 == 1 || body.contains("body-bytes: 4096");
+                        if !bytes_ok {
+                            Err(format!("POST body lost: {body}"))
+                        } else if before == after && before % 2 == 0 && version != expected {
+                            Err(format!("served by {version} while production was {expected} (epoch {before})"))
+                        } else if version != "v1" && version != "v2" {
+                            Err(format!("unknown version {version}"))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Ok(resp) => Err(format!("status {}", resp.status())),
+                    Err(e) => Err(format!("request failed: {e}")),
+                };
+                if let Err(e) = outcome {
+                    failures.lock().unwrap().push(e);
+                }
+            }
+        }));
+    }
+
+    let swaps = 200;
+    for k in 0..swaps {
+        // odd: a swap is in flight; the stable version is unknown
+        epoch.fetch_add(1, Ordering::SeqCst);
+        let op = swap(&proxy, "staging", "swap");
+        assert_eq!(op["status"], "succeeded", "swap {k}: {op:#}");
+        *stable_version.lock().unwrap() = if k % 2 == 0 { "v2" } else { "v1" }.into();
+        epoch.fetch_add(1, Ordering::SeqCst);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    let sent = sent.load(Ordering::Relaxed);
+    println!("zero-drop: {sent} requests, {swaps} swaps, {} failures", failures.len());
+    assert!(sent > 1000, "the load was too light to mean anything: {sent} requests");
+    assert!(failures.is_empty(), "{} of {sent} requests failed: {:?}", failures.len(), &failures[..failures.len().min(10)]);
+}
