@@ -4,6 +4,7 @@
 //! [`routing::RouteTable`] → [`proxy::SlotProxy`]. The proxy never writes
 //! state; the routing table is immutable and replaced whole.
 
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod demo;

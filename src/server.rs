@@ -3,8 +3,9 @@
 //!
 //! Two runtimes: pingora's own for the proxy (its worker threads serve only
 //! requests), and a small "control" runtime on its own thread for everything
-//! off the hot path — health checks, demo apps, SIGHUP reloads.
+//! off the hot path — health checks, demo apps, SIGHUP reloads, the admin API.
 
+use crate::admin;
 use crate::config::Config;
 use crate::control::ControlPlane;
 use crate::proxy::SlotProxy;
@@ -32,11 +33,18 @@ pub struct Runtime {
 /// here happen before anything listens.
 pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
     let (config, seed) = Config::load(&args.config)?;
+    let token = admin::resolve_token(&config.admin, std::env::var(admin::TOKEN_ENV).ok())?;
+    admin::check_exposure(&config.admin.listen, token.as_deref())?;
     let store = FileStore::open(&config.state.dir)?;
     let control = Arc::new(
         ControlPlane::open(&config, seed, Box::new(store))
             .with_context(|| format!("cannot apply {}", args.config.display()))?,
     );
+    // The admin API binds here, synchronously, so a port clash is reported now.
+    let admin_listener = std::net::TcpListener::bind(&config.admin.listen)
+        .with_context(|| format!("admin API cannot listen on {}", config.admin.listen))?;
+    admin_listener.set_nonblocking(true)?;
+    let admin_state = admin::AdminState::new(control.clone(), token, args.config.clone());
     // Demo apps bind here, synchronously, so a port clash is reported now.
     let mut demo_listeners = Vec::new();
     for app in &config.demo.apps {
@@ -69,6 +77,7 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
                     });
                 }
                 tokio::spawn(crate::health::run(c.clone(), health));
+                tokio::spawn(admin::serve(admin_listener, admin_state));
                 reload_on_sighup(c, path).await;
             })
         })?;
