@@ -338,7 +338,8 @@ pub struct DeploymentView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceView {
     pub address: String,
-    /// `up`, `down`, or `unknown` (not probed yet; routed to as if up).
+    /// `up` or `down`, as the active health checks last saw it and as
+    /// routing treats it (an instance not seen failing counts as up).
     pub health: String,
 }
 
@@ -375,10 +376,10 @@ pub fn slot_view(site: &Site, slot: &Slot, health: &Health) -> SlotView {
                 .iter()
                 .map(|i| InstanceView {
                     address: i.clone(),
-                    health: match health.get(i) {
-                        Some(true) => "up",
-                        Some(false) => "down",
-                        None => "unknown",
+                    health: if health.get(i).copied().unwrap_or(true) {
+                        "up"
+                    } else {
+                        "down"
                     }
                     .into(),
                 })
