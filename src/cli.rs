@@ -179,7 +179,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                         format!(
                             "created slot {site}/{slot} (revision {})\n{}",
                             v.revision,
-                            slots_table(None, &[v.body.clone()])
+                            slots_table(None, std::slice::from_ref(&v.body))
                         )
                     })
                 }
@@ -252,7 +252,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     args.site,
                     args.slot,
                     v.revision,
-                    slots_table(None, &[v.body.clone()])
+                    slots_table(None, std::slice::from_ref(&v.body))
                 );
                 if let Some(t) = &v.body.auto_swap_target {
                     out.push_str(&format!("auto swap into {t} follows after warm-up\n"));

@@ -251,6 +251,16 @@ fn concurrent_conflicting_writes_leave_the_last_state() {
     assert_eq!(a.status, 200);
 }
 
+/// (token, method, path, body, expected status, what the error must say)
+type Case<'a> = (
+    Option<&'a str>,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
+
 #[test]
 fn refused_requests_change_nothing() {
     let (prod, staging) = (App::start("v1"), App::start("v2"));
@@ -267,7 +277,7 @@ fn refused_requests_change_nothing() {
     );
     let deploy = "/api/v1/sites/shop/slots/staging/deployment";
     let routing = "/api/v1/sites/shop/traffic-routing";
-    let cases: Vec<(Option<&str>, &str, &str, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Some(TOKEN),
             "PUT",
