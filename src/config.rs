@@ -443,8 +443,9 @@ fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> S
 fn toml_problem(e: &toml::de::Error, text: &str) -> Problem {
     let key = match e.span() {
         Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            let snippet = text[span.clone()].lines().next().unwrap_or("").trim();
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
             format!("line {line} ({snippet})")
         }
         None => "(document)".into(),

@@ -5,6 +5,8 @@
 //! state; the routing table is immutable and replaced whole.
 
 pub mod activity;
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;

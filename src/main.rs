@@ -1,5 +1,6 @@
 //! The `slotproxy` binary: `serve` runs the proxy; `demo-app` runs one demo
-//! app instance on its own.
+//! app instance on its own; the other verbs are clients of the admin API
+//! (see `slotproxy::cli`).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ enum Command {
         #[arg(long, default_value = "v1")]
         version: String,
     },
+    #[command(flatten)]
+    Client(slotproxy::cli::ClientCommand),
 }
 
 fn main() {
@@ -43,6 +46,13 @@ fn main() {
             slotproxy::server::serve(slotproxy::server::ServeArgs { config, upgrade })
         }
         Command::DemoApp { listen, version } => demo_app(&listen, &version),
+        Command::Client(cmd) => {
+            if let Err(e) = slotproxy::cli::run(cmd) {
+                eprintln!("slotproxy: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("slotproxy: {e:#}");

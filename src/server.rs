@@ -3,8 +3,9 @@
 //!
 //! Two runtimes: pingora's own for the proxy (its worker threads serve only
 //! requests), and a small "control" runtime on its own thread for everything
-//! off the hot path — health checks, demo apps, SIGHUP reloads.
+//! off the hot path — health checks, demo apps, SIGHUP reloads, the admin API.
 
+use crate::admin;
 use crate::config::Config;
 use crate::control::swap::SwapEngine;
 use crate::control::ControlPlane;
@@ -34,11 +35,17 @@ pub struct Runtime {
 /// here happen before anything listens.
 pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
     let (config, seed) = Config::load(&args.config)?;
+    let token = admin::resolve_token(&config.admin, std::env::var(admin::TOKEN_ENV).ok())?;
+    admin::check_exposure(&config.admin.listen, token.as_deref())?;
     let store = FileStore::open(&config.state.dir)?;
     let control = Arc::new(
         ControlPlane::open(&config, seed, Box::new(store))
             .with_context(|| format!("cannot apply {}", args.config.display()))?,
     );
+    // The admin API binds here, synchronously, so a port clash is reported now.
+    let admin_listener = std::net::TcpListener::bind(&config.admin.listen)
+        .with_context(|| format!("admin API cannot listen on {}", config.admin.listen))?;
+    admin_listener.set_nonblocking(true)?;
     // Demo apps bind here, synchronously, so a port clash is reported now.
     let mut demo_listeners = Vec::new();
     for app in &config.demo.apps {
@@ -58,6 +65,8 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
     swaps.reconcile();
     let (c, health, path) = (control.clone(), config.health.clone(), args.config.clone());
     let s = swaps.clone();
+    let admin_state =
+        admin::AdminState::new(control.clone(), swaps.clone(), token, args.config.clone());
     std::thread::Builder::new()
         .name("slotproxy-control".into())
         .spawn(move || {
@@ -75,6 +84,7 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
                     });
                 }
                 tokio::spawn(crate::health::run(c.clone(), health));
+                tokio::spawn(admin::serve(admin_listener, admin_state));
                 reload_on_sighup(c, s, path).await;
             })
         })?;

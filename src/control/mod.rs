@@ -6,6 +6,7 @@
 //! `ArcSwap::store`. When a method returns, the next request sees the change.
 
 pub mod merge;
+pub mod ops;
 pub mod swap;
 
 use crate::activity::{Operation, Status};
@@ -37,6 +38,14 @@ fn problems_text(p: &[Problem]) -> String {
         .map(|p| p.to_string())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// A consistent read of the control plane, for the admin API.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub state: State,
+    pub health: Health,
 }
 
 struct Inner {
@@ -108,6 +117,16 @@ impl ControlPlane {
         self.lock().doc.state.clone()
     }
 
+    /// State, revision and instance health, read together.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        Snapshot {
+            revision: inner.doc.revision,
+            state: inner.doc.state.clone(),
+            health: inner.health.clone(),
+        }
+    }
+
     pub fn store_description(&self) -> String {
         self.store.describe()
     }
@@ -124,6 +143,16 @@ impl ControlPlane {
         &self,
         f: impl FnOnce(&mut State) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
+        self.update_at(f).map(|(out, _)| out)
+    }
+
+    /// [`update`](Self::update), also returning the revision of the state
+    /// the change produced (unchanged if the change was a no-op), so a
+    /// caller can tell which of several concurrent writes landed last.
+    pub fn update_at<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, ControlError>,
+    ) -> Result<(T, u64), ControlError> {
         let mut inner = self.lock();
         let mut state = inner.doc.state.clone();
         let out = f(&mut state)?;
@@ -136,7 +165,7 @@ impl ControlPlane {
             doc.state = state;
             self.commit(&mut inner, doc)?;
         }
-        Ok(out)
+        Ok((out, inner.doc.revision))
     }
 
     /// Apply a (re)loaded config: the three-way merge of `merge`, validated

@@ -244,6 +244,52 @@ impl Proxy {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.admin_port, path)
     }
+
+    /// Call the admin API with the right token; returns (status, JSON body).
+    pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        self.admin_as(Some(TOKEN), method, path, body)
+    }
+
+    /// Call the admin API with `token` (or none).
+    pub fn admin_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = client().request(method, self.admin_url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().expect("admin API answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("admin answer {status} is not JSON ({e}): {text:?}"));
+        (status, json)
+    }
+
+    /// Run the CLI against this proxy's admin API; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("SLOTPROXY_ADMIN_URL", self.admin_url(""))
+            .env("SLOTPROXY_ADMIN_TOKEN", TOKEN)
+            .output()
+            .expect("run the slotproxy CLI");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
 }
 
 impl Drop for Proxy {
@@ -262,6 +308,8 @@ pub fn refused(config: &str) -> (i32, String) {
         .args(["serve", "--config"])
         .arg(&path)
         .current_dir(dir.path())
+        // a token from the developer's shell must not make a refusal pass
+        .env_remove("SLOTPROXY_ADMIN_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,0 +1,672 @@
+//! The admin-client half of the `slotproxy` binary, shaped after
+//! `az webapp deployment slot`: `slot create|list|delete`,
+//! `traffic-routing set|show|clear`, `slot swap|auto-swap`, `activity`,
+//! `deploy`, `reload`.
+//!
+//! Every verb is one call of the admin API (SPEC §5); the request bodies are
+//! the same types the server parses ([`crate::control::ops`]) and the answers
+//! the same views it renders ([`crate::admin`]), so client and server cannot
+//! drift apart. Output is a readable table, or the API's JSON with
+//! `--output json`. An API error prints its status and message and exits 1.
+
+use crate::activity::{Action, Operation, Status};
+use crate::admin::{
+    ErrorBody, Revised, SiteView, SitesView, SlotView, StartSwap, SwapStarted, TOKEN_ENV,
+};
+use crate::control::ops::{AutoSwapConfig, CreateSlot, Deploy, RoutingView, TrafficRouting};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How to reach the admin API; accepted after any client verb.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// Base URL of the admin API.
+    #[arg(
+        long,
+        global = true,
+        env = "SLOTPROXY_ADMIN_URL",
+        default_value = "http://127.0.0.1:9080"
+    )]
+    pub admin: String,
+    /// Bearer token of the admin API.
+    #[arg(long, global = true, env = TOKEN_ENV, hide_env_values = true)]
+    pub token: Option<String>,
+    /// `table` for people, `json` for scripts (the API's own answer).
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Create, list and delete deployment slots.
+    Slot {
+        #[command(subcommand)]
+        cmd: SlotCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show or change how production traffic is split between slots.
+    TrafficRouting {
+        #[command(subcommand)]
+        cmd: RoutingCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Deploy a build (its app instances) into a slot.
+    Deploy {
+        #[command(flatten)]
+        args: DeployArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List a site's swap operations, newest first.
+    Activity {
+        #[arg(long)]
+        site: String,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make the running proxy re-read its config file (like SIGHUP).
+    Reload {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SlotCmd {
+    /// Create a slot: no deployment (it answers 503 until one is deployed)
+    /// and no traffic.
+    Create {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        slot: String,
+        /// Copy settings and sticky settings from this slot.
+        #[arg(long, alias = "configuration-source")]
+        clone_from: Option<String>,
+    },
+    /// List the slots of a site (of every site without --site).
+    List {
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Delete a slot and its routing rule (production cannot be deleted).
+    Delete {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        slot: String,
+    },
+    /// Swap a slot into another (production by default) after warm-up, and
+    /// follow the phases until it is done. Swapping the same two slots again
+    /// is the rollback.
+    Swap {
+        #[arg(long)]
+        site: String,
+        /// The source slot.
+        #[arg(long)]
+        slot: String,
+        #[arg(long, default_value = "production")]
+        target_slot: String,
+        /// `preview` stops after the source runs with the target's settings;
+        /// `swap` completes it (or swaps at once); `reset` cancels it.
+        #[arg(long, value_enum, default_value_t = SwapAction::Swap)]
+        action: SwapAction,
+        /// Print the operation id and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Turn auto swap on (swap into --auto-swap-slot after each new
+    /// deployment) or off (--disable).
+    AutoSwap {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        slot: String,
+        #[arg(long, default_value = "production", conflicts_with = "disable")]
+        auto_swap_slot: String,
+        #[arg(long)]
+        disable: bool,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum SwapAction {
+    Swap,
+    Preview,
+    Reset,
+}
+
+impl From<SwapAction> for Action {
+    fn from(a: SwapAction) -> Action {
+        match a {
+            SwapAction::Swap => Action::Swap,
+            SwapAction::Preview => Action::Preview,
+            SwapAction::Reset => Action::Reset,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoutingCmd {
+    /// Replace every rule of the site: slots not listed lose theirs.
+    Set {
+        #[arg(long)]
+        site: String,
+        /// `slot=percent`, repeatable or comma-separated
+        /// (`--distribution staging=20,canary=5`). `slot=0` is an explicit
+        /// rule: the slot gets no random share but can be opted into with
+        /// `?x-ms-routing-name=slot`.
+        #[arg(long, required = true, num_args = 1.., value_delimiter = ',', value_parser = parse_share)]
+        distribution: Vec<(String, f64)>,
+    },
+    /// Show the rules of a site.
+    Show {
+        #[arg(long)]
+        site: String,
+    },
+    /// Remove every rule: all traffic to production.
+    Clear {
+        #[arg(long)]
+        site: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    #[arg(long)]
+    pub site: String,
+    #[arg(long)]
+    pub slot: String,
+    #[arg(long)]
+    pub build_version: String,
+    /// `host:port` of an app instance; repeatable or comma-separated.
+    #[arg(long = "instance", required = true, value_delimiter = ',')]
+    pub instances: Vec<String>,
+    /// Path a swap warms up with (default /).
+    #[arg(long)]
+    pub warmup_path: Option<String>,
+    /// A status that passes warm-up; repeatable (default: any response).
+    #[arg(long = "warmup-status", value_delimiter = ',')]
+    pub warmup_statuses: Vec<u16>,
+    #[arg(long)]
+    pub warmup_timeout_secs: Option<u64>,
+    #[arg(long)]
+    pub warmup_retries: Option<u32>,
+    /// Path a swap POSTs the effective settings to on every instance.
+    #[arg(long)]
+    pub settings_hook_path: Option<String>,
+}
+
+fn parse_share(s: &str) -> Result<(String, f64), String> {
+    let (slot, pct) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: write slot=percent, e.g. staging=20"))?;
+    let pct: f64 = pct
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: {pct:?} is not a number"))?;
+    Ok((slot.trim().to_string(), pct))
+}
+
+/// Run one client verb.
+pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClientCommand::Slot { cmd, conn } => {
+            let api = Api::new(&conn)?;
+            match cmd {
+                SlotCmd::Create {
+                    site,
+                    slot,
+                    clone_from,
+                } => {
+                    let body = CreateSlot { clone_from };
+                    let (raw, v): (_, Revised<SlotView>) =
+                        api.call("PUT", &slot_path(&site, &slot), Some(&body))?;
+                    api.print(&raw, || {
+                        format!(
+                            "created slot {site}/{slot} (revision {})\n{}",
+                            v.revision,
+                            slots_table(None, std::slice::from_ref(&v.body))
+                        )
+                    })
+                }
+                SlotCmd::List { site } => match site {
+                    Some(site) => {
+                        let (raw, v): (_, Revised<SiteView>) =
+                            api.call::<(), _>("GET", &site_path(&site), None)?;
+                        api.print(&raw, || slots_table(None, &v.body.slots))
+                    }
+                    None => {
+                        let (raw, v): (_, Revised<SitesView>) =
+                            api.call::<(), _>("GET", "/api/v1/sites", None)?;
+                        api.print(&raw, || {
+                            let mut out = String::new();
+                            for s in &v.body.sites {
+                                out.push_str(&slots_table(Some(&s.name), &s.slots));
+                            }
+                            out
+                        })
+                    }
+                },
+                SlotCmd::Delete { site, slot } => {
+                    let (raw, v): (_, Revised<serde_json::Value>) =
+                        api.call::<(), _>("DELETE", &slot_path(&site, &slot), None)?;
+                    api.print(&raw, || {
+                        format!("deleted slot {site}/{slot} (revision {})\n", v.revision)
+                    })
+                }
+                SlotCmd::Swap {
+                    site,
+                    slot,
+                    target_slot,
+                    action,
+                    no_wait,
+                } => swap(&api, &site, &slot, target_slot, action.into(), no_wait),
+                SlotCmd::AutoSwap {
+                    site,
+                    slot,
+                    auto_swap_slot,
+                    disable,
+                } => {
+                    let body = AutoSwapConfig {
+                        target_slot: (!disable).then_some(auto_swap_slot),
+                    };
+                    let path = format!("{}/auto-swap", slot_path(&site, &slot));
+                    let (raw, v): (_, Revised<SlotView>) = api.call("PUT", &path, Some(&body))?;
+                    api.print(&raw, || match &v.body.auto_swap_target {
+                        Some(t) => {
+                            format!("{site}/{slot} now swaps into {t} after each deployment\n")
+                        }
+                        None => format!("auto swap of {site}/{slot} is off\n"),
+                    })
+                }
+            }
+        }
+        ClientCommand::TrafficRouting { cmd, conn } => {
+            let api = Api::new(&conn)?;
+            let (raw, v): (_, Revised<RoutingView>) = match cmd {
+                RoutingCmd::Set { site, distribution } => {
+                    let mut map = BTreeMap::new();
+                    for (slot, pct) in distribution {
+                        if map.insert(slot.clone(), pct).is_some() {
+                            bail!("--distribution names slot {slot:?} twice");
+                        }
+                    }
+                    let body = TrafficRouting { distribution: map };
+                    api.call("PUT", &routing_path(&site), Some(&body))?
+                }
+                RoutingCmd::Show { site } => {
+                    api.call::<(), _>("GET", &routing_path(&site), None)?
+                }
+                RoutingCmd::Clear { site } => {
+                    api.call::<(), _>("DELETE", &routing_path(&site), None)?
+                }
+            };
+            api.print(&raw, || routing_table(&v.body))
+        }
+        ClientCommand::Deploy { args, conn } => {
+            let api = Api::new(&conn)?;
+            let body = Deploy {
+                build_version: args.build_version,
+                instances: args.instances,
+                warmup_path: args.warmup_path,
+                warmup_statuses: (!args.warmup_statuses.is_empty()).then_some(args.warmup_statuses),
+                warmup_timeout_secs: args.warmup_timeout_secs,
+                warmup_retries: args.warmup_retries,
+                settings_hook_path: args.settings_hook_path,
+            };
+            let path = format!("{}/deployment", slot_path(&args.site, &args.slot));
+            let (raw, v): (_, Revised<SlotView>) = api.call("PUT", &path, Some(&body))?;
+            api.print(&raw, || {
+                let mut out = format!(
+                    "deployed {} to {}/{} (revision {})\n{}",
+                    body.build_version,
+                    args.site,
+                    args.slot,
+                    v.revision,
+                    slots_table(None, std::slice::from_ref(&v.body))
+                );
+                if let Some(t) = &v.body.auto_swap_target {
+                    out.push_str(&format!("auto swap into {t} follows after warm-up\n"));
+                }
+                out
+            })
+        }
+        ClientCommand::Activity { site, limit, conn } => {
+            let api = Api::new(&conn)?;
+            let path = format!("{}/activity", site_path(&site));
+            let (raw, ops): (_, Vec<Operation>) = api.call::<(), _>("GET", &path, None)?;
+            api.print(&raw, || activity_table(&ops[..ops.len().min(limit)]))
+        }
+        ClientCommand::Reload { conn } => {
+            let api = Api::new(&conn)?;
+            let (raw, v): (_, Revised<serde_json::Value>) =
+                api.call::<(), _>("POST", "/api/v1/reload", None)?;
+            api.print(&raw, || {
+                let file = v.body["reloaded"].as_str().unwrap_or("config");
+                format!("reloaded {file} (revision {})\n", v.revision)
+            })
+        }
+    }
+}
+
+/// Start a swap and, unless `no_wait`, print its phases as they end until
+/// the operation settles. A swap that does not succeed exits non-zero.
+fn swap(
+    api: &Api,
+    site: &str,
+    slot: &str,
+    target: String,
+    action: Action,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    let body = StartSwap {
+        target_slot: Some(target.clone()),
+        action: Some(action),
+    };
+    let path = format!("{}/swap", slot_path(site, slot));
+    let (raw, started): (_, SwapStarted) = api.call("POST", &path, Some(&body))?;
+    if no_wait {
+        return api.print(&raw, || format!("started {}\n", started.operation_id));
+    }
+    if api.output == Output::Table {
+        println!(
+            "{} {slot} into {target} of {site}: operation {}",
+            action.as_str(),
+            started.operation_id
+        );
+    }
+    let op_path = format!("/api/v1/operations/{}", seg(&started.operation_id));
+    let mut shown = 0;
+    loop {
+        let (raw, op): (_, Operation) = api.call::<(), _>("GET", &op_path, None)?;
+        if api.output == Output::Table {
+            for p in op
+                .phases
+                .iter()
+                .skip(shown)
+                .take_while(|p| p.ended_at.is_some())
+            {
+                println!("  {:<22} {:<9} {}", p.name, p.result, p.detail);
+                shown += 1;
+            }
+        }
+        if op.status != Status::Running {
+            match api.output {
+                Output::Json => api.print(&raw, String::new)?,
+                Output::Table => {
+                    println!(
+                        "{}{}",
+                        op.status.as_str(),
+                        op.error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            return match op.status {
+                Status::Succeeded | Status::Previewing => Ok(()),
+                s => bail!("operation {} {}", op.id, s.as_str()),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn activity_table(ops: &[Operation]) -> String {
+    if ops.is_empty() {
+        return "no operations\n".into();
+    }
+    let rows: Vec<Vec<String>> = ops
+        .iter()
+        .map(|o| {
+            vec![
+                o.id.clone(),
+                o.started_at.clone(),
+                o.action.as_str().into(),
+                format!("{} -> {}", o.source, o.target),
+                o.status.as_str().into(),
+                o.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &["OPERATION", "STARTED", "ACTION", "SLOTS", "STATUS", "ERROR"],
+        &rows,
+    )
+}
+
+/// Percent-encode a path segment: names are validated server-side, but a
+/// typo with `/` or `?` must not turn into a different path.
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn site_path(site: &str) -> String {
+    format!("/api/v1/sites/{}", seg(site))
+}
+
+fn slot_path(site: &str, slot: &str) -> String {
+    format!("{}/slots/{}", site_path(site), seg(slot))
+}
+
+fn routing_path(site: &str) -> String {
+    format!("{}/traffic-routing", site_path(site))
+}
+
+struct Api {
+    client: reqwest::blocking::Client,
+    base: String,
+    token: Option<String>,
+    output: Output,
+}
+
+impl Api {
+    fn new(conn: &Conn) -> anyhow::Result<Api> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("cannot build an HTTP client")?;
+        Ok(Api {
+            client,
+            base: conn.admin.trim_end_matches('/').to_string(),
+            token: conn.token.clone(),
+            output: conn.output,
+        })
+    }
+
+    /// One API call: the raw JSON answer and it parsed as `T`. A non-2xx
+    /// answer becomes an error with the status and the API's message.
+    fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<(String, T)> {
+        let url = format!("{}{}", self.base, path);
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut req = self.client.request(method.clone(), &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().with_context(|| {
+            format!(
+                "cannot reach the admin API at {}: is `slotproxy serve` running? \
+                 (set --admin or SLOTPROXY_ADMIN_URL)",
+                self.base
+            )
+        })?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .with_context(|| format!("{method} {url}: reading the answer"))?;
+        if !status.is_success() {
+            let msg = serde_json::from_str::<ErrorBody>(&text)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| text.trim().to_string());
+            bail!("{method} {path}: {status}: {msg}");
+        }
+        let parsed = serde_json::from_str(&text)
+            .with_context(|| format!("{method} {url}: unexpected answer {text:?}"))?;
+        Ok((text, parsed))
+    }
+
+    /// Print the API's JSON (pretty) or the table `table` renders.
+    fn print(&self, raw: &str, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+        match self.output {
+            Output::Json => {
+                let v: serde_json::Value = serde_json::from_str(raw)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            Output::Table => print!("{}", table()),
+        }
+        Ok(())
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn percent(p: f64) -> String {
+    format!("{p}%")
+}
+
+fn slots_table(site: Option<&str>, slots: &[SlotView]) -> String {
+    let rows: Vec<Vec<String>> = slots
+        .iter()
+        .map(|s| {
+            let traffic = match (s.name.as_str(), s.traffic_percent) {
+                ("production", _) => "rest".to_string(),
+                (_, Some(p)) => percent(p),
+                (_, None) => "-".to_string(),
+            };
+            let (build, instances) = match &s.deployment {
+                Some(d) => (
+                    d.build_version.clone(),
+                    d.instances
+                        .iter()
+                        .map(|i| format!("{} ({})", i.address, i.health))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                None => ("-".into(), "(nothing deployed)".into()),
+            };
+            let mut row = vec![
+                s.name.clone(),
+                build,
+                traffic,
+                instances,
+                s.hostnames.join(", "),
+            ];
+            if let Some(site) = site {
+                row.insert(0, site.to_string());
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["SLOT", "BUILD", "TRAFFIC", "INSTANCES", "HOSTNAMES"];
+    if site.is_some() {
+        header.insert(0, "SITE");
+    }
+    table(&header, &rows)
+}
+
+fn routing_table(v: &RoutingView) -> String {
+    let mut rows = vec![vec![
+        "production".to_string(),
+        format!("{} (rest)", percent(v.production_percent)),
+    ]];
+    for (slot, p) in &v.distribution {
+        let note = if *p == 0.0 { " (opt-in only)" } else { "" };
+        rows.push(vec![slot.clone(), format!("{}{note}", percent(*p))]);
+    }
+    table(&["SLOT", "TRAFFIC"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_parse() {
+        assert_eq!(parse_share("staging=20"), Ok(("staging".into(), 20.0)));
+        assert_eq!(parse_share(" canary = 0.5"), Ok(("canary".into(), 0.5)));
+        assert!(parse_share("staging").is_err());
+        assert!(parse_share("staging=lots").is_err());
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["SLOT", "TRAFFIC"],
+            &[
+                vec!["production".into(), "80% (rest)".into()],
+                vec!["qa".into(), "20%".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "SLOT        TRAFFIC\nproduction  80% (rest)\nqa          20%\n"
+        );
+    }
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(
+            slot_path("shop", "a/b?c"),
+            "/api/v1/sites/shop/slots/a%2Fb%3Fc"
+        );
+    }
+}

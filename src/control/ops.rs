@@ -1,0 +1,577 @@
+//! The run-time changes the admin API (and CLI) can make, as pure functions
+//! on a `State`.
+//!
+//! Each function edits a copy handed to it by [`ControlPlane::update`]
+//! (which then validates, persists and publishes), so they hold no locks, do
+//! no I/O and are unit-tested here without sockets. They check what
+//! `State::validate` cannot know — which site or slot the request names, and
+//! what a request is not allowed to do — and leave the rest (ranges, sums,
+//! address syntax) to that one validator, so config files and API calls obey
+//! the same rules.
+//!
+//! The request bodies are defined here too: they are the API's JSON shapes,
+//! and the CLI serializes the same types.
+//!
+//! [`ControlPlane::update`]: super::ControlPlane::update
+
+use super::ControlError;
+use crate::model::{Deployment, Settings, Site, Slot, State, Warmup, PRODUCTION};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `PUT /api/v1/sites/{site}/slots/{slot}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSlot {
+    /// Copy `settings` and `sticky_settings` from this slot (like
+    /// `az webapp deployment slot create --configuration-source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_from: Option<String>,
+}
+
+/// `PUT /api/v1/sites/{site}/slots/{slot}/deployment`: the whole new
+/// deployment; warm-up keys left out take their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    pub build_version: String,
+    pub instances: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_statuses: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_timeout_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_hook_path: Option<String>,
+}
+
+impl Deploy {
+    pub fn to_deployment(&self) -> Deployment {
+        let d = Warmup::default();
+        Deployment {
+            build_version: self.build_version.clone(),
+            instances: self.instances.clone(),
+            warmup: Warmup {
+                path: self.warmup_path.clone().unwrap_or(d.path),
+                statuses: self.warmup_statuses.clone().unwrap_or(d.statuses),
+                timeout_secs: self.warmup_timeout_secs.unwrap_or(d.timeout_secs),
+                retries: self.warmup_retries.unwrap_or(d.retries),
+            },
+            settings_hook_path: self.settings_hook_path.clone(),
+        }
+    }
+}
+
+/// `PUT /api/v1/sites/{site}/slots/{slot}/settings`: a map that is given
+/// replaces that map whole; one left out is kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Settings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_settings: Option<Settings>,
+}
+
+/// `PUT /api/v1/sites/{site}/traffic-routing`: every rule of the site.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficRouting {
+    pub distribution: BTreeMap<String, f64>,
+}
+
+/// What a deploy did, for the caller to act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployed {
+    /// The slot's `auto_swap_target`, if it has one: the swap engine must
+    /// swap the new deployment into that slot after warm-up (SPEC §3).
+    pub auto_swap_target: Option<String>,
+}
+
+pub fn site_mut<'a>(state: &'a mut State, site: &str) -> Result<&'a mut Site, ControlError> {
+    state
+        .sites
+        .get_mut(site)
+        .ok_or_else(|| ControlError::NotFound(format!("site {site:?} does not exist")))
+}
+
+pub fn slot_mut<'a>(
+    state: &'a mut State,
+    site: &str,
+    slot: &str,
+) -> Result<&'a mut Slot, ControlError> {
+    site_mut(state, site)?
+        .slots
+        .get_mut(slot)
+        .ok_or_else(|| ControlError::NotFound(format!("site {site:?} has no slot {slot:?}")))
+}
+
+fn invalid(key: String, reason: impl Into<String>) -> ControlError {
+    ControlError::Invalid(vec![crate::model::Problem {
+        key,
+        reason: reason.into(),
+    }])
+}
+
+/// Add slot `slot` to `site`: no deployment (it answers 503 until one is
+/// deployed), no rule, settings copied from `clone_from` if given.
+pub fn create_slot(
+    state: &mut State,
+    site: &str,
+    slot: &str,
+    req: &CreateSlot,
+) -> Result<(), ControlError> {
+    if let Err(e) = crate::model::check_name(slot) {
+        return Err(invalid("slot".into(), e));
+    }
+    let s = site_mut(state, site)?;
+    if s.slots.contains_key(slot) {
+        return Err(ControlError::Conflict(format!(
+            "site {site:?} already has a slot {slot:?}"
+        )));
+    }
+    let mut new = Slot::empty(slot);
+    if let Some(from) = &req.clone_from {
+        let src = s.slots.get(from).ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "clone_from: site {site:?} has no slot {from:?} to clone"
+            ))
+        })?;
+        new.settings = src.settings.clone();
+        new.sticky_settings = src.sticky_settings.clone();
+    }
+    s.slots.insert(slot.to_string(), new);
+    Ok(())
+}
+
+/// Remove a slot and with it its routing rule. Production cannot go, nor a
+/// slot another slot auto-swaps into.
+pub fn delete_slot(state: &mut State, site: &str, slot: &str) -> Result<(), ControlError> {
+    if slot == PRODUCTION {
+        return Err(ControlError::Conflict(
+            "the production slot cannot be deleted".into(),
+        ));
+    }
+    let s = site_mut(state, site)?;
+    if !s.slots.contains_key(slot) {
+        return Err(ControlError::NotFound(format!(
+            "site {site:?} has no slot {slot:?}"
+        )));
+    }
+    if let Some(other) = s
+        .slots
+        .values()
+        .find(|o| o.auto_swap_target.as_deref() == Some(slot))
+    {
+        return Err(ControlError::Conflict(format!(
+            "slot {:?} auto-swaps into {slot:?}; change its auto_swap_target first",
+            other.name
+        )));
+    }
+    s.slots.remove(slot);
+    Ok(())
+}
+
+/// Replace what a slot runs.
+pub fn deploy(
+    state: &mut State,
+    site: &str,
+    slot: &str,
+    req: &Deploy,
+) -> Result<Deployed, ControlError> {
+    let s = slot_mut(state, site, slot)?;
+    s.deployment = Some(req.to_deployment());
+    Ok(Deployed {
+        auto_swap_target: s.auto_swap_target.clone(),
+    })
+}
+
+/// Replace a slot's settings and/or sticky settings.
+pub fn set_settings(
+    state: &mut State,
+    site: &str,
+    slot: &str,
+    req: &SetSettings,
+) -> Result<(), ControlError> {
+    if req.settings.is_none() && req.sticky_settings.is_none() {
+        return Err(invalid(
+            "(body)".into(),
+            "give \"settings\", \"sticky_settings\" or both",
+        ));
+    }
+    let s = slot_mut(state, site, slot)?;
+    if let Some(m) = &req.settings {
+        s.settings = m.clone();
+    }
+    if let Some(m) = &req.sticky_settings {
+        s.sticky_settings = m.clone();
+    }
+    Ok(())
+}
+
+/// Replace every rule of `site`: slots named get that percentage (`0` is an
+/// explicit rule: opt-in by link only), every other slot loses its rule.
+/// `PUT …/slots/{slot}/auto-swap` body: the slot to swap into after each new
+/// deployment, or `null` to turn auto swap off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoSwapConfig {
+    pub target_slot: Option<String>,
+}
+
+/// Turn auto swap of `slot` on (into `target`) or off. The target must
+/// exist; `State::validate` refuses a slot swapping into itself.
+pub fn set_auto_swap(
+    state: &mut State,
+    site: &str,
+    slot: &str,
+    req: &AutoSwapConfig,
+) -> Result<(), ControlError> {
+    if let Some(t) = &req.target_slot {
+        if !site_mut(state, site)?.slots.contains_key(t) {
+            return Err(ControlError::NotFound(format!(
+                "site {site:?} has no slot {t:?} to auto-swap into"
+            )));
+        }
+    }
+    slot_mut(state, site, slot)?.auto_swap_target = req.target_slot.clone();
+    Ok(())
+}
+
+pub fn set_traffic_routing(
+    state: &mut State,
+    site: &str,
+    req: &TrafficRouting,
+) -> Result<(), ControlError> {
+    let s = site_mut(state, site)?;
+    for (name, pct) in &req.distribution {
+        let key = format!("distribution.{name}");
+        if name == PRODUCTION {
+            return Err(invalid(
+                key,
+                "production takes the rest of the traffic; list only the other slots",
+            ));
+        }
+        if !s.slots.contains_key(name) {
+            return Err(ControlError::NotFound(format!(
+                "{key}: site {site:?} has no slot {name:?}"
+            )));
+        }
+        if !pct.is_finite() || !(0.0..=100.0).contains(pct) {
+            return Err(invalid(key, format!("{pct} is out of range 0-100")));
+        }
+    }
+    let sum: f64 = req.distribution.values().sum();
+    if sum > 100.0 + 1e-9 {
+        return Err(invalid(
+            "distribution".into(),
+            format!("the percentages sum to {sum}, over 100"),
+        ));
+    }
+    for slot in s.slots.values_mut() {
+        slot.traffic_percent = req.distribution.get(&slot.name).copied();
+    }
+    Ok(())
+}
+
+/// Remove every rule of `site`: all production-host traffic goes to
+/// production, and no slot can be opted into by query parameter.
+pub fn clear_traffic_routing(state: &mut State, site: &str) -> Result<(), ControlError> {
+    for slot in site_mut(state, site)?.slots.values_mut() {
+        slot.traffic_percent = None;
+    }
+    Ok(())
+}
+
+/// The rules of a site as the API shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutingView {
+    pub site: String,
+    /// Slots with a rule (an explicit 0 included).
+    pub distribution: BTreeMap<String, f64>,
+    /// What production gets: the rest.
+    pub production_percent: f64,
+}
+
+pub fn routing_view(site: &Site) -> RoutingView {
+    let distribution: BTreeMap<String, f64> = site
+        .slots
+        .values()
+        .filter_map(|s| Some((s.name.clone(), s.traffic_percent?)))
+        .collect();
+    let rest = 100.0 - distribution.values().sum::<f64>();
+    RoutingView {
+        site: site.name.clone(),
+        distribution,
+        production_percent: rest.max(0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn state() -> State {
+        let cfg = r#"
+[[sites]]
+name = "shop"
+hostnames = ["shop.test"]
+[[sites.slots]]
+name = "production"
+build_version = "v1"
+instances = ["127.0.0.1:1"]
+[sites.slots.settings]
+DB = "prod-db"
+[sites.slots.sticky_settings]
+ENV = "production"
+[[sites.slots]]
+name = "staging"
+traffic_percent = 10
+build_version = "v2"
+instances = ["127.0.0.1:2"]
+"#;
+        Config::parse(cfg, Path::new("t")).unwrap().1
+    }
+
+    fn site(s: &State) -> &Site {
+        &s.sites["shop"]
+    }
+
+    /// Run `f` the way `ControlPlane::update` does: on a copy, kept only if
+    /// it succeeds and validates.
+    fn apply<T>(
+        s: &State,
+        f: impl FnOnce(&mut State) -> Result<T, ControlError>,
+    ) -> Result<State, ControlError> {
+        let mut copy = s.clone();
+        f(&mut copy)?;
+        let problems = copy.validate();
+        if problems.is_empty() {
+            Ok(copy)
+        } else {
+            Err(ControlError::Invalid(problems))
+        }
+    }
+
+    #[test]
+    fn create_clones_settings_but_not_content() {
+        let req = CreateSlot {
+            clone_from: Some("production".into()),
+        };
+        let s = apply(&state(), |s| create_slot(s, "shop", "canary", &req)).unwrap();
+        let canary = &site(&s).slots["canary"];
+        assert_eq!(canary.settings["DB"], "prod-db");
+        assert_eq!(canary.sticky_settings["ENV"], "production");
+        assert_eq!(canary.deployment, None);
+        assert_eq!(canary.traffic_percent, None);
+
+        let plain = apply(&state(), |s| {
+            create_slot(s, "shop", "canary", &CreateSlot::default())
+        })
+        .unwrap();
+        assert!(site(&plain).slots["canary"].settings.is_empty());
+    }
+
+    #[test]
+    fn create_refuses_duplicates_unknowns_and_bad_names() {
+        let st = state();
+        let e = apply(&st, |s| {
+            create_slot(s, "shop", "staging", &CreateSlot::default())
+        });
+        assert!(matches!(e, Err(ControlError::Conflict(_))), "{e:?}");
+        let e = apply(&st, |s| create_slot(s, "nope", "x", &CreateSlot::default()));
+        assert!(matches!(e, Err(ControlError::NotFound(_))), "{e:?}");
+        let req = CreateSlot {
+            clone_from: Some("ghost".into()),
+        };
+        let e = apply(&st, |s| create_slot(s, "shop", "x", &req));
+        assert!(matches!(e, Err(ControlError::NotFound(_))), "{e:?}");
+        for bad in ["Bad", "self", "", "a_b"] {
+            let e = apply(&st, |s| create_slot(s, "shop", bad, &CreateSlot::default()));
+            assert!(matches!(e, Err(ControlError::Invalid(_))), "{bad}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn delete_removes_the_rule_but_never_production() {
+        let s = apply(&state(), |s| delete_slot(s, "shop", "staging")).unwrap();
+        assert!(!site(&s).slots.contains_key("staging"));
+        assert!(routing_view(site(&s)).distribution.is_empty());
+        let e = apply(&state(), |s| delete_slot(s, "shop", "production"));
+        assert!(matches!(e, Err(ControlError::Conflict(_))), "{e:?}");
+        let e = apply(&state(), |s| delete_slot(s, "shop", "ghost"));
+        assert!(matches!(e, Err(ControlError::NotFound(_))), "{e:?}");
+    }
+
+    #[test]
+    fn delete_refuses_an_auto_swap_target() {
+        let mut st = state();
+        st.sites
+            .get_mut("shop")
+            .unwrap()
+            .slots
+            .insert("canary".into(), {
+                let mut c = Slot::empty("canary");
+                c.auto_swap_target = Some("staging".into());
+                c
+            });
+        let e = apply(&st, |s| delete_slot(s, "shop", "staging"));
+        assert!(matches!(e, Err(ControlError::Conflict(_))), "{e:?}");
+    }
+
+    fn deploy_req(instances: &[&str]) -> Deploy {
+        Deploy {
+            build_version: "v3".into(),
+            instances: instances.iter().map(|s| s.to_string()).collect(),
+            warmup_path: Some("/ready".into()),
+            warmup_statuses: Some(vec![200]),
+            warmup_timeout_secs: None,
+            warmup_retries: Some(2),
+            settings_hook_path: None,
+        }
+    }
+
+    #[test]
+    fn deploy_replaces_content_and_reports_auto_swap() {
+        let mut st = state();
+        st.sites
+            .get_mut("shop")
+            .unwrap()
+            .slots
+            .get_mut("staging")
+            .unwrap()
+            .auto_swap_target = Some("production".into());
+        let mut out = None;
+        let s = apply(&st, |s| {
+            out = Some(deploy(s, "shop", "staging", &deploy_req(&["127.0.0.1:7"]))?);
+            Ok(())
+        })
+        .unwrap();
+        let d = site(&s).slots["staging"].deployment.clone().unwrap();
+        assert_eq!(d.build_version, "v3");
+        assert_eq!(d.instances, vec!["127.0.0.1:7"]);
+        assert_eq!(d.warmup.path, "/ready");
+        assert_eq!(d.warmup.timeout_secs, 90, "default kept");
+        assert_eq!(d.warmup.retries, 2);
+        assert_eq!(out.unwrap().auto_swap_target.as_deref(), Some("production"));
+    }
+
+    #[test]
+    fn deploy_is_validated() {
+        let e = apply(&state(), |s| {
+            deploy(s, "shop", "staging", &deploy_req(&["no-port"]))
+        });
+        match e {
+            Err(ControlError::Invalid(p)) => {
+                assert_eq!(p[0].key, "sites[shop].slots[staging].instances[0]")
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = apply(&state(), |s| deploy(s, "shop", "staging", &deploy_req(&[])));
+        assert!(matches!(e, Err(ControlError::Invalid(_))), "{e:?}");
+        let e = apply(&state(), |s| {
+            deploy(s, "shop", "ghost", &deploy_req(&["127.0.0.1:1"]))
+        });
+        assert!(matches!(e, Err(ControlError::NotFound(_))), "{e:?}");
+    }
+
+    #[test]
+    fn settings_replace_only_what_is_given() {
+        let req = SetSettings {
+            settings: Some([("A".to_string(), "1".to_string())].into()),
+            sticky_settings: None,
+        };
+        let s = apply(&state(), |s| set_settings(s, "shop", "production", &req)).unwrap();
+        let p = &site(&s).slots["production"];
+        assert_eq!(p.settings.len(), 1);
+        assert_eq!(p.settings["A"], "1");
+        assert_eq!(p.sticky_settings["ENV"], "production");
+        let e = apply(&state(), |s| {
+            set_settings(s, "shop", "production", &SetSettings::default())
+        });
+        assert!(matches!(e, Err(ControlError::Invalid(_))), "{e:?}");
+    }
+
+    fn routing(pairs: &[(&str, f64)]) -> TrafficRouting {
+        TrafficRouting {
+            distribution: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn traffic_routing_replaces_every_rule() {
+        let mut st = state();
+        create_slot(&mut st, "shop", "canary", &CreateSlot::default()).unwrap();
+        let s = apply(&st, |s| {
+            set_traffic_routing(s, "shop", &routing(&[("canary", 0.0)]))
+        })
+        .unwrap();
+        let v = routing_view(site(&s));
+        assert_eq!(v.distribution, [("canary".to_string(), 0.0)].into());
+        assert_eq!(v.production_percent, 100.0);
+        assert_eq!(
+            site(&s).slots["staging"].traffic_percent,
+            None,
+            "unlisted slot lost its rule"
+        );
+        assert_eq!(
+            site(&s).slots["canary"].traffic_percent,
+            Some(0.0),
+            "0 is an explicit rule"
+        );
+
+        let s = apply(&s, |s| {
+            set_traffic_routing(s, "shop", &routing(&[("staging", 30.0), ("canary", 70.0)]))
+        })
+        .unwrap();
+        assert_eq!(routing_view(site(&s)).production_percent, 0.0);
+        let s = apply(&s, |s| clear_traffic_routing(s, "shop")).unwrap();
+        assert!(site(&s).slots.values().all(|x| x.traffic_percent.is_none()));
+    }
+
+    #[test]
+    fn traffic_routing_refuses_bad_distributions() {
+        let st = state();
+        let cases: &[(&[(&str, f64)], &str)] = &[
+            (&[("ghost", 10.0)], "not found"),
+            (&[("production", 10.0)], "invalid"),
+            (&[("staging", 101.0)], "invalid"),
+            (&[("staging", -1.0)], "invalid"),
+            (&[("staging", f64::NAN)], "invalid"),
+        ];
+        for (pairs, want) in cases {
+            let e = apply(&st, |s| set_traffic_routing(s, "shop", &routing(pairs)));
+            let got = match e {
+                Err(ControlError::NotFound(_)) => "not found",
+                Err(ControlError::Invalid(_)) => "invalid",
+                other => panic!("{pairs:?}: {other:?}"),
+            };
+            assert_eq!(got, *want, "{pairs:?}");
+        }
+        let mut st2 = st.clone();
+        create_slot(&mut st2, "shop", "canary", &CreateSlot::default()).unwrap();
+        let e = apply(&st2, |s| {
+            set_traffic_routing(s, "shop", &routing(&[("staging", 60.0), ("canary", 41.0)]))
+        });
+        assert!(matches!(e, Err(ControlError::Invalid(_))), "{e:?}");
+        let e = apply(&st, |s| clear_traffic_routing(s, "nope"));
+        assert!(matches!(e, Err(ControlError::NotFound(_))), "{e:?}");
+    }
+
+    #[test]
+    fn request_bodies_refuse_unknown_fields() {
+        let e = serde_json::from_str::<Deploy>(
+            r#"{"build_version":"v1","instances":["127.0.0.1:1"],"warmup_pth":"/"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `warmup_pth`"), "{e}");
+        assert!(serde_json::from_str::<TrafficRouting>(r#"{"distribution":{},"x":1}"#).is_err());
+        assert!(serde_json::from_str::<CreateSlot>(r#"{"clone":"production"}"#).is_err());
+        assert!(serde_json::from_str::<SetSettings>(r#"{"setting":{}}"#).is_err());
+    }
+}
