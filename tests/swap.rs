@@ -424,7 +424,7 @@ fn zero_dropped_requests_across_200_swaps() {
                 };
                 let before = epoch.load(Ordering::SeqCst);
                 let expected = stable.lock().unwrap().clone();
-                let req = if i % 2 == 0 {
+                let req = if i.is_multiple_of(2) {
                     c.post(proxy.url("/order")).body(vec![b'x'; 4096])
                 } else {
                     c.get(proxy.url("/"))
@@ -443,10 +443,10 @@ fn zero_dropped_requests_across_200_swaps() {
                             .find_map(|l| l.strip_prefix("version: "))
                             .unwrap_or("?")
                             .to_string();
-                        let bytes_ok = i % 2 == 1 || body.contains("body-bytes: 4096");
+                        let bytes_ok = !i.is_multiple_of(2) || body.contains("body-bytes: 4096");
                         if !bytes_ok {
                             Err(format!("POST body lost: {body}"))
-                        } else if before == after && before % 2 == 0 && version != expected {
+                        } else if before == after && before.is_multiple_of(2) && version != expected {
                             Err(format!("served by {version} while production was {expected} (epoch {before})"))
                         } else if version != "v1" && version != "v2" {
                             Err(format!("unknown version {version}"))
