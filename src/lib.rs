@@ -4,10 +4,12 @@
 //! [`routing::RouteTable`] → [`proxy::SlotProxy`]. The proxy never writes
 //! state; the routing table is immutable and replaced whole.
 
+pub mod access_log;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod routing;
