@@ -37,7 +37,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 /// Swaps include warm-up, which may take minutes.
-const SWAP_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+const SWAP_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
 
 /// Kinds of `slotproxy_upstream_errors_total`. A fixed set, so the label
 /// stays bounded whatever pingora reports.
@@ -288,6 +290,11 @@ pub fn observe_table(table: &RouteTable) {
     let mut routing = HashSet::new();
     let mut instances = HashSet::new();
     for site in &table.sites {
+        // Swap counters exist from the start, so `increase()` in alert
+        // rules sees the first failure.
+        for result in ["succeeded", "failed"] {
+            m.swaps.with_label_values(&[&site.name, result]);
+        }
         let mut slots = Vec::with_capacity(site.slots.len());
         for (j, slot) in site.slots.iter().enumerate() {
             // Keep the counters already resolved for an unchanged slot.
@@ -302,7 +309,7 @@ pub fn observe_table(table: &RouteTable) {
                     slot: h.slot.clone(),
                     duration: h.duration.clone(),
                     connect: h.connect.clone(),
-                    codes: h.codes.iter().map(|c| c.clone()).collect(),
+                    codes: h.codes.clone(),
                 },
                 None => SlotHandles::new(&vecs, &site.name, &slot.name),
             });
@@ -552,7 +559,9 @@ instances = ["127.0.0.1:1"]
         );
         observe_table(&t2);
         let text = render();
-        assert!(!text.contains(r#"site="metrics-share",slot="staging""#), "{text}");
+        // Table gauges of a removed slot go; its request history stays.
+        assert!(!text.contains(r#"slotproxy_routing_percent{site="metrics-share",slot="staging""#));
+        assert!(!text.contains(r#"instance="127.0.0.1:2""#), "{text}");
         assert_eq!(
             sample(
                 &text,

@@ -376,8 +376,8 @@ impl ProxyHttp for SlotProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         // Connect failures were counted in fail_to_connect as they happened.
-        let upstream = e.esource() == &ErrorSource::Upstream
-            || matches!(e.etype(), ErrorType::ConnectNoRoute);
+        let upstream =
+            e.esource() == &ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectNoRoute);
         if upstream && !ctx.connect_failed {
             ctx.count_upstream_error(e);
         }

@@ -122,7 +122,10 @@ async fn upgrade_on_sigusr2(config: PathBuf) {
                 }
                 return;
             }
-            Err(e) => log::error!("upgrade failed, still serving: cannot start {}: {e}", exe.display()),
+            Err(e) => log::error!(
+                "upgrade failed, still serving: cannot start {}: {e}",
+                exe.display()
+            ),
         }
     }
 }
