@@ -143,20 +143,6 @@ pub fn router(state: AdminState) -> Router {
     api.route("/healthz", get(healthz)).with_state(state)
 }
 
-/// Serve `router(state)` on an already bound listener until the process ends.
-pub async fn serve(listener: std::net::TcpListener, state: AdminState) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("admin API cannot start: {e}");
-            return;
-        }
-    };
-    if let Err(e) = axum::serve(listener, router(state)).await {
-        log::error!("admin API stopped: {e}");
-    }
-}
-
 // ---- errors ---------------------------------------------------------------
 
 /// An error answer: `{"error": "..."}` with a status.

@@ -49,6 +49,8 @@ pub struct Config {
     #[serde(default)]
     pub demo: DemoSection,
     #[serde(default)]
+    pub access_log: AccessLogSection,
+    #[serde(default)]
     pub sites: Vec<SiteConfig>,
 }
 
@@ -168,6 +170,33 @@ impl Default for HealthSection {
             healthy_threshold: 1,
         }
     }
+}
+
+/// One line per request (see `access_log`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogSection {
+    pub enabled: bool,
+    pub format: AccessLogFormat,
+    /// A file (appended to) or "-" for stdout.
+    pub path: String,
+}
+
+impl Default for AccessLogSection {
+    fn default() -> Self {
+        AccessLogSection {
+            enabled: false,
+            format: AccessLogFormat::Text,
+            path: "-".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    Text,
+    Json,
 }
 
 /// Built-in demo app servers, so the shipped config shows slots at once.
@@ -297,6 +326,9 @@ impl Config {
         }
         if self.health.unhealthy_threshold == 0 || self.health.healthy_threshold == 0 {
             bad("health", "thresholds must be at least 1");
+        }
+        if self.access_log.enabled && self.access_log.path.is_empty() {
+            bad("access_log.path", "must be a file or \"-\" for stdout");
         }
         let token_ok = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic());
         if !token_ok(&self.routing.cookie_name)

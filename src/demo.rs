@@ -23,19 +23,23 @@ struct App {
     settings: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
-/// Serve the demo app on `listener` until the runtime stops.
-pub async fn serve(listener: tokio::net::TcpListener, version: &str) -> std::io::Result<()> {
-    let instance = listener.local_addr()?.to_string();
+/// The demo app reporting build `version` and address `instance`.
+pub fn router(version: &str, instance: &str) -> Router {
     let app = App {
         version: version.into(),
         instance: instance.into(),
         settings: Default::default(),
     };
-    let router = Router::new()
+    Router::new()
         .route("/settings", post(set_settings))
         .fallback(answer)
-        .with_state(app);
-    axum::serve(listener, router).await
+        .with_state(app)
+}
+
+/// Serve the demo app on `listener` until the runtime stops.
+pub async fn serve(listener: tokio::net::TcpListener, version: &str) -> std::io::Result<()> {
+    let instance = listener.local_addr()?.to_string();
+    axum::serve(listener, router(version, &instance)).await
 }
 
 fn delay_ms(query: &str) -> Option<u64> {

@@ -4,6 +4,7 @@
 //! [`routing::RouteTable`] → [`proxy::SlotProxy`]. The proxy never writes
 //! state; the routing table is immutable and replaced whole.
 
+pub mod access_log;
 pub mod activity;
 pub mod admin;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod routing;

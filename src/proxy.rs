@@ -5,8 +5,10 @@
 //! request_filter → host lookup, `decide`, `ip_allow`, local 404/403/503;
 //! upstream_peer → next instance of the chosen slot (again after a connect
 //! failure, never another slot); upstream_request_filter → `X-Forwarded-*`
-//! and `X-Slot-Name`; response_filter → the pin cookie; fail_to_proxy → 502.
+//! and `X-Slot-Name`; response_filter → the pin cookie; fail_to_proxy → 502;
+//! logging → metrics and the access log.
 
+use crate::metrics::{self, UpstreamErrorKind};
 use crate::routing::decide::{cookie_value, query_value};
 use crate::routing::forwarded::{client_ip, forwarded_for, is_trusted};
 use crate::routing::table::{Pool, SiteRoutes, SlotRoute, WEIGHT_SCALE};
@@ -21,7 +23,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use rand::Rng;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct SlotProxy {
     table: Arc<ArcSwap<RouteTable>>,
@@ -38,7 +40,6 @@ impl SlotProxy {
 }
 
 /// What one request carries from hook to hook.
-#[derive(Default)]
 pub struct RequestCtx {
     /// The table this request was routed with, held until it finishes so a
     /// swap or reload cannot change its slot half-way.
@@ -51,6 +52,31 @@ pub struct RequestCtx {
     /// The peer is one of the site's trusted proxies.
     pub trusted_peer: bool,
     pub peer_ip: Option<IpAddr>,
+    /// When the request header had been read (pingora makes the context then).
+    pub start: Instant,
+    /// When the current upstream connection attempt began.
+    pub connect_start: Option<Instant>,
+    /// The last upstream failure was a connect failure, already counted.
+    pub connect_failed: bool,
+    _in_flight: metrics::InFlight,
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx {
+            table: None,
+            site: 0,
+            decision: None,
+            tried: 0,
+            instance: None,
+            trusted_peer: false,
+            peer_ip: None,
+            start: Instant::now(),
+            connect_start: None,
+            connect_failed: false,
+            _in_flight: metrics::InFlight::start(),
+        }
+    }
 }
 
 impl RequestCtx {
@@ -69,6 +95,40 @@ impl RequestCtx {
     /// `host:port` of the instance the request went to last.
     pub fn instance_label(&self) -> Option<&str> {
         Some(&self.pool()?.instances.get(self.instance?)?.label)
+    }
+
+    /// Where the request was routed, for the metrics' pre-resolved handles.
+    fn route(&self) -> Option<metrics::Route> {
+        Some(metrics::Route {
+            table_version: self.table.as_ref()?.version,
+            site: self.site as usize,
+            slot: usize::from(self.decision?.slot),
+        })
+    }
+
+    fn names(&self) -> Option<(Box<str>, Box<str>)> {
+        Some((self.site()?.name.clone(), self.slot()?.name.clone()))
+    }
+
+    fn count_upstream_error(&self, e: &Error) {
+        if let (Some(site), Some(slot)) = (self.site(), self.slot()) {
+            metrics::upstream_error(&site.name, &slot.name, error_kind(e.etype()));
+        }
+    }
+}
+
+/// The bounded `kind` label of an upstream failure.
+fn error_kind(e: &ErrorType) -> UpstreamErrorKind {
+    match e {
+        ErrorType::ConnectRefused => UpstreamErrorKind::ConnectRefused,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            UpstreamErrorKind::Timeout
+        }
+        ErrorType::ConnectNoRoute => UpstreamErrorKind::NoInstance,
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => {
+            UpstreamErrorKind::Closed
+        }
+        _ => UpstreamErrorKind::Other,
     }
 }
 
@@ -146,6 +206,8 @@ impl ProxyHttp for SlotProxy {
         };
         let slot = &site.slots[decision.slot as usize];
 
+        // Decided before any local answer, so 403 and 503 count for the slot.
+        let mut refusal = None;
         if !slot.ip_allow.is_empty() {
             let client = peer_ip.map(|peer| {
                 let xff = req.headers.get("x-forwarded-for").map(|v| v.as_bytes());
@@ -157,15 +219,15 @@ impl ProxyHttp for SlotProxy {
                     "403 Forbidden: client {who} is not allowed to reach slot {} of site {}",
                     slot.name, site.name
                 );
-                return respond(session, 403, msg).await;
+                refusal = Some((403, msg));
             }
         }
-        if slot.pool.is_none() {
+        if refusal.is_none() && slot.pool.is_none() {
             let msg = format!(
                 "503 Service Unavailable: slot {} of site {} has no deployment",
                 slot.name, site.name
             );
-            return respond(session, 503, msg).await;
+            refusal = Some((503, msg));
         }
 
         ctx.site = target.site;
@@ -173,7 +235,10 @@ impl ProxyHttp for SlotProxy {
         ctx.trusted_peer = trusted;
         ctx.peer_ip = peer_ip;
         ctx.table = Some(table);
-        Ok(false)
+        match refusal {
+            Some((code, msg)) => respond(session, code, msg).await,
+            None => Ok(false),
+        }
     }
 
     async fn upstream_peer(
@@ -195,6 +260,7 @@ impl ProxyHttp for SlotProxy {
         })?;
         ctx.tried |= 1 << i;
         ctx.instance = Some(i);
+        ctx.connect_start = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
         Ok(Box::new(peer))
@@ -207,6 +273,8 @@ impl ProxyHttp for SlotProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.count_upstream_error(&e);
+        ctx.connect_failed = true;
         // Nothing was sent yet, so any method may go to the slot's next
         // instance; never to another slot.
         let untried_left = ctx.pool().is_some_and(|p| {
@@ -217,6 +285,23 @@ impl ProxyHttp for SlotProxy {
         });
         e.set_retry(untried_left);
         e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.connect_failed = false;
+        if let (false, Some(start)) = (reused, ctx.connect_start) {
+            metrics::upstream_connected(ctx.route(), || ctx.names(), start.elapsed());
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -290,6 +375,12 @@ impl ProxyHttp for SlotProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        // Connect failures were counted in fail_to_connect as they happened.
+        let upstream =
+            e.esource() == &ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectNoRoute);
+        if upstream && !ctx.connect_failed {
+            ctx.count_upstream_error(e);
+        }
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
@@ -320,5 +411,47 @@ impl ProxyHttp for SlotProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map_or(metrics::CLIENT_CLOSED, |r| r.status.as_u16());
+        let elapsed = ctx.start.elapsed();
+        metrics::request_finished(ctx.route(), || ctx.names(), status, elapsed);
+        if let Some(format) = crate::access_log::format() {
+            let line = access_entry(session, ctx, status, elapsed).format(format);
+            crate::access_log::write(line);
+        }
+    }
+}
+
+/// The access log line of a finished request.
+fn access_entry<'a>(
+    session: &'a Session,
+    ctx: &'a RequestCtx,
+    status: u16,
+    elapsed: Duration,
+) -> crate::access_log::Entry<'a> {
+    let req = session.req_header();
+    let client = ctx.peer_ip.or_else(|| {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+    });
+    crate::access_log::Entry {
+        time: crate::access_log::now(),
+        client,
+        host: std::str::from_utf8(host_of(req)).unwrap_or("-"),
+        site: ctx.site().map_or("-", |s| &s.name),
+        slot: ctx.slot().map_or("-", |s| &s.name),
+        instance: ctx.instance_label().unwrap_or("-"),
+        method: req.method.as_str(),
+        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        status,
+        bytes: session.body_bytes_sent(),
+        duration: elapsed.as_secs_f64(),
+        reason: ctx.decision.map_or("-", |d| d.reason.as_str()),
     }
 }

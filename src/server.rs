@@ -3,7 +3,22 @@
 //!
 //! Two runtimes: pingora's own for the proxy (its worker threads serve only
 //! requests), and a small "control" runtime on its own thread for everything
-//! off the hot path — health checks, demo apps, SIGHUP reloads, the admin API.
+//! off the hot path — health checks, demo apps, SIGHUP reloads, swaps, the
+//! admin API and the metrics listener.
+//!
+//! Signals: SIGHUP reloads the config; SIGTERM stops accepting and lets
+//! requests in flight finish within `server.grace_period_secs`; SIGQUIT hands
+//! the proxy's listening sockets to a process started with `serve --upgrade`
+//! (pingora does the handover over `server.upgrade_sock`) and releases the
+//! control listeners (metrics, admin) so the new process can bind them;
+//! SIGUSR2 does the whole upgrade from inside: it starts
+//! `<this binary> serve --config <same> --upgrade`, then SIGQUITs itself.
+//!
+//! During an upgrade two processes share the state directory for a few
+//! seconds. The new one opens the state only after the old one has handed
+//! over (so it reads what the old one last wrote), but the old one keeps
+//! running its health checks and any swap already in progress until it
+//! exits: don't start swaps or admin changes while upgrading.
 
 use crate::admin;
 use crate::config::Config;
@@ -17,6 +32,131 @@ use pingora_core::server::Server;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a control listener (metrics, admin) keeps retrying to bind its
+/// address while the process it replaces still holds it.
+pub const BIND_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Bind `addr`, retrying with backoff for up to `patience` while it is in
+/// use — during an upgrade the old process holds the control listeners
+/// until it has handed over. With zero patience a clash fails at once.
+pub async fn bind_with_retry(
+    addr: &str,
+    patience: Duration,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                log::debug!("{addr} still in use, retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Resolves when this process has been told to hand over to a successor
+/// (SIGQUIT): control listeners should stop and free their address, e.g.
+/// `axum::serve(l, app).with_graceful_shutdown(server::handed_over())`.
+pub async fn handed_over() {
+    let mut rx = handover().subscribe();
+    let _ = rx.wait_for(|quit| *quit).await;
+}
+
+fn handover() -> &'static tokio::sync::watch::Sender<bool> {
+    static TX: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> = std::sync::OnceLock::new();
+    TX.get_or_init(|| tokio::sync::watch::channel(false).0)
+}
+
+/// Set `handed_over` on SIGQUIT (pingora itself sends the sockets).
+async fn watch_sigquit() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::quit()) {
+        Ok(mut quit) => {
+            if quit.recv().await.is_some() {
+                log::info!("SIGQUIT: handing over to the new process");
+                handover().send_replace(true);
+            }
+        }
+        Err(e) => log::error!("cannot watch SIGQUIT: {e}"),
+    }
+}
+
+/// SIGUSR2: start the new binary with `--upgrade`, then SIGQUIT ourselves so
+/// it receives the sockets. Works where the binary path was replaced in place
+/// (systemd: `systemctl kill -s USR2 slotproxy`).
+async fn upgrade_on_sigusr2(config: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr2 = match signal(SignalKind::user_defined2()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("SIGUSR2 upgrade unavailable: {e}");
+            return;
+        }
+    };
+    while usr2.recv().await.is_some() {
+        let exe = std::env::args_os()
+            .next()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("slotproxy"));
+        log::info!("SIGUSR2: starting {} --upgrade", exe.display());
+        match std::process::Command::new(&exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .arg("--upgrade")
+            .spawn()
+        {
+            Ok(child) => {
+                log::info!("new process {} started; handing over", child.id());
+                // The child is not waited for: it outlives us.
+                drop(child);
+                // SAFETY: kill(2) on our own pid has no memory effects.
+                unsafe {
+                    libc::kill(std::process::id() as i32, libc::SIGQUIT);
+                }
+                return;
+            }
+            Err(e) => log::error!(
+                "upgrade failed, still serving: cannot start {}: {e}",
+                exe.display()
+            ),
+        }
+    }
+}
+
+/// Tell systemd (`Type=notify`, `NotifyAccess=all`) that this process is
+/// ready and is the service's main process — after an upgrade that moves the
+/// service over to the new pid. A no-op outside systemd.
+fn notify_systemd() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let msg = format!("READY=1\nMAINPID={}\n", std::process::id());
+    let sent = (|| -> std::io::Result<()> {
+        use std::os::unix::net::UnixDatagram;
+        let sock = UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(msg.as_bytes(), &addr)?;
+        } else {
+            sock.send_to(msg.as_bytes(), &path)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        log::warn!("cannot notify systemd: {e}");
+    }
+}
 
 pub struct ServeArgs {
     pub config: PathBuf,
@@ -37,22 +177,22 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
     let (config, seed) = Config::load(&args.config)?;
     let token = admin::resolve_token(&config.admin, std::env::var(admin::TOKEN_ENV).ok())?;
     admin::check_exposure(&config.admin.listen, token.as_deref())?;
+    crate::access_log::init(&config.access_log)?;
+    crate::metrics::metrics();
     let store = FileStore::open(&config.state.dir)?;
     let control = Arc::new(
         ControlPlane::open(&config, seed, Box::new(store))
             .with_context(|| format!("cannot apply {}", args.config.display()))?,
     );
-    // The admin API binds here, synchronously, so a port clash is reported now.
-    let admin_listener = std::net::TcpListener::bind(&config.admin.listen)
-        .with_context(|| format!("admin API cannot listen on {}", config.admin.listen))?;
-    admin_listener.set_nonblocking(true)?;
-    // Demo apps bind here, synchronously, so a port clash is reported now.
+    // Control listeners bind here, synchronously, so a port clash is
+    // reported before anything serves; after `--upgrade` they are bound
+    // later, once the old process has let go of them.
+    let admin_now = bind_now(&config.admin.listen, args.upgrade, "admin API")?;
+    let metrics_now = bind_now(&config.metrics.listen, args.upgrade, "metrics")?;
     let mut demo_listeners = Vec::new();
     for app in &config.demo.apps {
-        let l = std::net::TcpListener::bind(&app.listen)
-            .with_context(|| format!("demo app cannot listen on {}", app.listen))?;
-        l.set_nonblocking(true)?;
-        demo_listeners.push((l, app.version.clone()));
+        let l = bind_now(&app.listen, args.upgrade, "demo app")?;
+        demo_listeners.push((l, app.listen.clone(), app.version.clone()));
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -65,26 +205,32 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
     swaps.reconcile();
     let (c, health, path) = (control.clone(), config.health.clone(), args.config.clone());
     let s = swaps.clone();
+    let (admin_addr, metrics_addr) = (config.admin.listen.clone(), config.metrics.listen.clone());
     let admin_state =
         admin::AdminState::new(control.clone(), swaps.clone(), token, args.config.clone());
     std::thread::Builder::new()
         .name("slotproxy-control".into())
         .spawn(move || {
             rt.block_on(async move {
-                for (l, version) in demo_listeners {
-                    tokio::spawn(async move {
-                        match tokio::net::TcpListener::from_std(l) {
-                            Ok(l) => {
-                                if let Err(e) = crate::demo::serve(l, &version).await {
-                                    log::error!("demo app stopped: {e}");
-                                }
-                            }
-                            Err(e) => log::error!("demo app: {e}"),
-                        }
-                    });
+                for (l, addr, version) in demo_listeners {
+                    let app = crate::demo::router(&version, &addr);
+                    tokio::spawn(serve_control("demo app", l, addr, app));
                 }
+                tokio::spawn(serve_control(
+                    "metrics",
+                    metrics_now,
+                    metrics_addr,
+                    crate::metrics::router(),
+                ));
+                tokio::spawn(serve_control(
+                    "admin API",
+                    admin_now,
+                    admin_addr,
+                    admin::router(admin_state),
+                ));
+                tokio::spawn(watch_sigquit());
+                tokio::spawn(upgrade_on_sigusr2(path.clone()));
                 tokio::spawn(crate::health::run(c.clone(), health));
-                tokio::spawn(admin::serve(admin_listener, admin_state));
                 reload_on_sighup(c, s, path).await;
             })
         })?;
@@ -93,6 +239,49 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
         swaps,
         config,
     })
+}
+
+/// Bind a control listener (admin, metrics, demo app) now, unless this
+/// process is taking over from another one, which still holds it.
+fn bind_now(
+    addr: &str,
+    upgrade: bool,
+    what: &str,
+) -> anyhow::Result<Option<std::net::TcpListener>> {
+    if upgrade {
+        return Ok(None);
+    }
+    let l = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("{what} cannot listen on {addr}"))?;
+    l.set_nonblocking(true)?;
+    Ok(Some(l))
+}
+
+/// Serve `router` on the listener bound at start, or (after `--upgrade`)
+/// on `addr` once it is free; stop accepting when the sockets are handed
+/// over to a successor.
+async fn serve_control(
+    what: &'static str,
+    now: Option<std::net::TcpListener>,
+    addr: String,
+    router: axum::Router,
+) {
+    let listener = match now {
+        Some(l) => tokio::net::TcpListener::from_std(l),
+        None => bind_with_retry(&addr, BIND_PATIENCE).await,
+    };
+    match listener {
+        Ok(l) => {
+            log::info!("{what} on http://{addr}");
+            let served = axum::serve(l, router)
+                .with_graceful_shutdown(handed_over())
+                .await;
+            if let Err(e) = served {
+                log::error!("{what} stopped: {e}");
+            }
+        }
+        Err(e) => log::error!("{what} cannot listen on {addr}: {e}"),
+    }
 }
 
 /// Re-read the config on every SIGHUP; an invalid one keeps the running state.
@@ -126,8 +315,8 @@ pub fn reload(control: &ControlPlane, swaps: &Arc<SwapEngine>, path: &Path) -> a
 /// Run the proxy until a shutdown signal; SIGTERM drains, SIGQUIT hands the
 /// sockets to a process started with `--upgrade`.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let rt = start(&args)?;
-    let cfg = &rt.config;
+    // Refuse a bad config before taking anything over from a running process.
+    let (cfg, _) = Config::load(&args.config)?;
     let conf = ServerConf {
         threads: cfg.server.threads,
         grace_period_seconds: Some(cfg.server.grace_period_secs),
@@ -141,7 +330,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // With --upgrade this waits (up to 5 s) for the old process's sockets,
+    // which it sends on SIGQUIT; only then is the shared state opened.
     server.bootstrap();
+    let rt = start(&args)?;
+    let cfg = &rt.config;
     let proxy = SlotProxy::new(
         rt.control.table(),
         Duration::from_millis(cfg.server.connect_timeout_ms),
@@ -152,6 +345,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         service.add_tcp(addr);
     }
     server.add_service(service);
+    notify_systemd();
     log::info!(
         "slotproxy listening on {} (state {})",
         cfg.server.listen.join(", "),

@@ -268,6 +268,7 @@ impl ControlPlane {
             &inner.health,
             inner.table_version,
         );
+        crate::metrics::observe_table(&table);
         self.table.store(Arc::new(table));
     }
 }

@@ -314,6 +314,9 @@ impl SwapEngine {
             Action::Swap => self.swap(&plan, &mut op).await,
         }
         self.save(&op);
+        if op.action == Action::Swap {
+            crate::metrics::swap_finished(&op.site, op.status.as_str(), began.elapsed());
+        }
         log::info!(
             "{} {} of {}/{} into {}: {} in {:.1}s{}",
             op.id,

@@ -100,6 +100,10 @@ pub struct Proxy {
     pub metrics_port: u16,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// `server.grace_period_secs` (SIGTERM drain time).
+    pub grace_secs: u64,
+    /// Processes replaced by `upgrade`, reaped (or killed) later.
+    retired: Vec<Child>,
 }
 
 /// The process part of a test config; `sites` (TOML `[[sites]]` tables) is
@@ -111,12 +115,23 @@ pub fn config_text(
     state: &std::path::Path,
     sites: &str,
 ) -> String {
+    config_text_with_grace(port, admin, metrics, state, sites, 1)
+}
+
+pub fn config_text_with_grace(
+    port: u16,
+    admin: u16,
+    metrics: u16,
+    state: &std::path::Path,
+    sites: &str,
+    grace: u64,
+) -> String {
     format!(
         r#"
 [server]
 listen = ["127.0.0.1:{port}"]
 threads = 1
-grace_period_secs = 1
+grace_period_secs = {grace}
 graceful_shutdown_timeout_secs = 1
 upgrade_sock = "{state}/upgrade.sock"
 pid_file = "{state}/slotproxy.pid"
@@ -142,15 +157,21 @@ healthy_threshold = 1
 impl Proxy {
     /// Start with `sites` and wait until the proxy port answers.
     pub fn start(sites: &str) -> Proxy {
+        Self::start_graceful(sites, 1)
+    }
+
+    /// Start with a SIGTERM grace period of `grace_secs`.
+    pub fn start_graceful(sites: &str, grace_secs: u64) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
         let config_path = dir.path().join("config.toml");
-        let text = config_text(
+        let text = config_text_with_grace(
             port,
             admin_port,
             metrics_port,
             &dir.path().join("state"),
             sites,
+            grace_secs,
         );
         std::fs::write(&config_path, text).unwrap();
         let mut p = Proxy {
@@ -160,6 +181,8 @@ impl Proxy {
             metrics_port,
             dir,
             config_path,
+            grace_secs,
+            retired: Vec::new(),
         };
         p.spawn();
         p
@@ -217,6 +240,48 @@ impl Proxy {
         }
     }
 
+    /// Graceful binary upgrade: start `serve --upgrade` on the same config,
+    /// SIGQUIT the running process so it hands its sockets over. Returns
+    /// the old process, which exits once its requests are done.
+    pub fn upgrade(&mut self) -> u32 {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let new = Command::new(BIN)
+            .args(["serve", "--upgrade", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start slotproxy --upgrade");
+        let old = self.child.replace(new).expect("running");
+        let old_pid = old.id();
+        unsafe {
+            libc::kill(old_pid as i32, libc::SIGQUIT);
+        }
+        self.retired.push(old);
+        old_pid
+    }
+
+    /// Wait until every process replaced by `upgrade` has exited.
+    pub fn wait_retired(&mut self, secs: u64) {
+        for c in &mut self.retired {
+            let status = wait_for(secs, "the old process to exit", || c.try_wait().unwrap());
+            assert!(status.success(), "old process exited with {status}");
+        }
+        self.retired.clear();
+    }
+
+    /// Wait for the current process to exit (after SIGTERM); its status.
+    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let c = self.child.as_mut().expect("running");
+        let status = wait_for(secs, "slotproxy to exit", || c.try_wait().unwrap());
+        self.child = None;
+        status
+    }
+
     /// `kill -9` and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -227,12 +292,13 @@ impl Proxy {
 
     /// Replace the config's `[[sites]]` part (for reload tests).
     pub fn rewrite_sites(&self, sites: &str) {
-        let text = config_text(
+        let text = config_text_with_grace(
             self.port,
             self.admin_port,
             self.metrics_port,
             &self.dir.path().join("state"),
             sites,
+            self.grace_secs,
         );
         std::fs::write(&self.config_path, text).unwrap();
     }
@@ -295,6 +361,10 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.kill();
+        for mut c in self.retired.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

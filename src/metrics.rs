@@ -1,0 +1,589 @@
+//! Prometheus metrics (SPEC §7), in a registry of their own, served as text
+//! on `[metrics] listen` at `/metrics`.
+//!
+//! Labels come only from the compiled routing table (site, slot and instance
+//! names an operator configured), never from a request: a request whose Host
+//! matches no site counts under `site="unknown", slot="unknown"`, so hostile
+//! Host headers or paths cannot create series.
+//!
+//! The request path stays cheap: [`observe_table`] (called on every table
+//! publish) resolves the per-slot histogram handles once and keeps them
+//! indexed like the table's `sites[i].slots[j]`; per-status counters are
+//! resolved on first use and cached in the same place, so a request does one
+//! `ArcSwap` load, two index lookups and atomic adds. Gauges that describe the
+//! table (routing split, instance health, table version) are rewritten there
+//! too, and series of slots or instances that no longer exist are removed.
+
+use crate::routing::table::WEIGHT_SCALE;
+use crate::routing::RouteTable;
+use arc_swap::ArcSwap;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Label used when a request matched no site (or no slot).
+pub const UNKNOWN: &str = "unknown";
+
+/// Status label for a request that ended before any response was written
+/// (the client went away), as nginx logs it.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// Request latency buckets, seconds: from sub-millisecond proxying to slow apps.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Swaps include warm-up, which may take minutes.
+const SWAP_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Kinds of `slotproxy_upstream_errors_total`. A fixed set, so the label
+/// stays bounded whatever pingora reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// The instance refused the connection (nothing listens).
+    ConnectRefused,
+    /// Connecting, or waiting for the answer, took too long.
+    Timeout,
+    /// Every instance of the slot was tried, or none resolves.
+    NoInstance,
+    /// The instance closed or reset the connection mid-request.
+    Closed,
+    Other,
+}
+
+impl UpstreamErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectRefused => "connect_refused",
+            Self::Timeout => "timeout",
+            Self::NoInstance => "no_instance",
+            Self::Closed => "closed",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Every registered metric.
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    connect: HistogramVec,
+    routing_percent: prometheus::GaugeVec,
+    instance_up: IntGaugeVec,
+    swaps: IntCounterVec,
+    swap_duration: Histogram,
+    in_flight: IntGauge,
+    table_version: IntGauge,
+    access_log_dropped: IntCounter,
+    /// Handles resolved for the last published table.
+    handles: ArcSwap<Handles>,
+    /// Label sets of the table gauges written last, to remove stale ones.
+    gauge_series: Mutex<GaugeSeries>,
+    unknown: SlotHandles,
+}
+
+#[derive(Default)]
+struct GaugeSeries {
+    routing: HashSet<[String; 2]>,
+    instances: HashSet<[String; 3]>,
+}
+
+/// Per-slot handles, indexed like `RouteTable::sites[i].slots[j]`.
+#[derive(Default)]
+struct Handles {
+    version: u64,
+    sites: Vec<Vec<SlotHandles>>,
+}
+
+struct SlotHandles {
+    site: Box<str>,
+    slot: Box<str>,
+    duration: Histogram,
+    connect: Histogram,
+    /// Counters by status code 100..=599, resolved on first use.
+    codes: Box<[OnceLock<IntCounter>]>,
+}
+
+impl SlotHandles {
+    fn new(m: &MetricVecs<'_>, site: &str, slot: &str) -> SlotHandles {
+        SlotHandles {
+            site: site.into(),
+            slot: slot.into(),
+            duration: m.duration.with_label_values(&[site, slot]),
+            connect: m.connect.with_label_values(&[site, slot]),
+            codes: (100..=599).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn count(&self, requests: &IntCounterVec, code: u16) {
+        let code = if (100..=599).contains(&code) {
+            code
+        } else {
+            CLIENT_CLOSED
+        };
+        self.codes[usize::from(code - 100)]
+            .get_or_init(|| {
+                let buf = itoa_buf(code);
+                let code = std::str::from_utf8(&buf).unwrap_or("0");
+                requests.with_label_values(&[&self.site, &self.slot, code])
+            })
+            .inc();
+    }
+}
+
+/// A 3-digit status code as text without allocating.
+fn itoa_buf(code: u16) -> [u8; 3] {
+    [
+        b'0' + (code / 100 % 10) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ]
+}
+
+struct MetricVecs<'a> {
+    duration: &'a HistogramVec,
+    connect: &'a HistogramVec,
+}
+
+fn build() -> prometheus::Result<Metrics> {
+    let registry = Registry::new();
+    let requests = IntCounterVec::new(
+        Opts::new(
+            "slotproxy_requests_total",
+            "Requests answered, by site, slot and HTTP status code.",
+        ),
+        &["site", "slot", "code"],
+    )?;
+    let duration = HistogramVec::new(
+        HistogramOpts::new(
+            "slotproxy_request_duration_seconds",
+            "Time from the request header read to the end of the response, by site and slot.",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["site", "slot"],
+    )?;
+    let upstream_errors = IntCounterVec::new(
+        Opts::new(
+            "slotproxy_upstream_errors_total",
+            "Failures talking to app instances, by site, slot and kind \
+             (connect_refused, timeout, no_instance, closed, other).",
+        ),
+        &["site", "slot", "kind"],
+    )?;
+    let connect = HistogramVec::new(
+        HistogramOpts::new(
+            "slotproxy_upstream_connect_duration_seconds",
+            "Time to open a new connection to an app instance, by site and slot.",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["site", "slot"],
+    )?;
+    let routing_percent = prometheus::GaugeVec::new(
+        Opts::new(
+            "slotproxy_routing_percent",
+            "Share of new (unpinned) visitors of a site's production host names each slot \
+             gets now; production gets the rest, and a slot with no live instance gives its \
+             share to production.",
+        ),
+        &["site", "slot"],
+    )?;
+    let instance_up = IntGaugeVec::new(
+        Opts::new(
+            "slotproxy_instance_up",
+            "1 if the app instance passes its health checks, 0 if it is marked down.",
+        ),
+        &["site", "slot", "instance"],
+    )?;
+    let swaps = IntCounterVec::new(
+        Opts::new(
+            "slotproxy_swaps_total",
+            "Finished swap operations, by site and result (succeeded, failed, cancelled, ...).",
+        ),
+        &["site", "result"],
+    )?;
+    let swap_duration = Histogram::with_opts(
+        HistogramOpts::new(
+            "slotproxy_swap_duration_seconds",
+            "Duration of finished swap operations, all phases included.",
+        )
+        .buckets(SWAP_BUCKETS.to_vec()),
+    )?;
+    let in_flight = IntGauge::new(
+        "slotproxy_requests_in_flight",
+        "Requests being served right now.",
+    )?;
+    let table_version = IntGauge::new(
+        "slotproxy_routing_table_version",
+        "Version of the routing table in use; it goes up on every change published.",
+    )?;
+    let access_log_dropped = IntCounter::new(
+        "slotproxy_access_log_dropped_total",
+        "Access log lines dropped because the log writer could not keep up.",
+    )?;
+    registry.register(Box::new(requests.clone()))?;
+    registry.register(Box::new(duration.clone()))?;
+    registry.register(Box::new(upstream_errors.clone()))?;
+    registry.register(Box::new(connect.clone()))?;
+    registry.register(Box::new(routing_percent.clone()))?;
+    registry.register(Box::new(instance_up.clone()))?;
+    registry.register(Box::new(swaps.clone()))?;
+    registry.register(Box::new(swap_duration.clone()))?;
+    registry.register(Box::new(in_flight.clone()))?;
+    registry.register(Box::new(table_version.clone()))?;
+    registry.register(Box::new(access_log_dropped.clone()))?;
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let unknown = SlotHandles::new(
+        &MetricVecs {
+            duration: &duration,
+            connect: &connect,
+        },
+        UNKNOWN,
+        UNKNOWN,
+    );
+    Ok(Metrics {
+        registry,
+        requests,
+        duration,
+        upstream_errors,
+        connect,
+        routing_percent,
+        instance_up,
+        swaps,
+        swap_duration,
+        in_flight,
+        table_version,
+        access_log_dropped,
+        handles: ArcSwap::from_pointee(Handles::default()),
+        gauge_series: Mutex::new(GaugeSeries::default()),
+        unknown,
+    })
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    // The names and labels are fixed above; registering them cannot fail.
+    METRICS.get_or_init(|| build().expect("metric definitions are valid"))
+}
+
+/// Refresh everything derived from a newly published table: per-slot
+/// handles, `slotproxy_routing_percent`, `slotproxy_instance_up` and the
+/// table version. Series of removed slots and instances disappear.
+pub fn observe_table(table: &RouteTable) {
+    let m = metrics();
+    let vecs = MetricVecs {
+        duration: &m.duration,
+        connect: &m.connect,
+    };
+    let old = m.handles.load();
+    let mut sites = Vec::with_capacity(table.sites.len());
+    let mut routing = HashSet::new();
+    let mut instances = HashSet::new();
+    for site in &table.sites {
+        // Swap counters exist from the start, so `increase()` in alert
+        // rules sees the first failure.
+        for result in ["succeeded", "failed"] {
+            m.swaps.with_label_values(&[&site.name, result]);
+        }
+        let mut slots = Vec::with_capacity(site.slots.len());
+        for (j, slot) in site.slots.iter().enumerate() {
+            // Keep the counters already resolved for an unchanged slot.
+            let reused = old
+                .sites
+                .iter()
+                .flatten()
+                .find(|h| *h.site == *site.name && *h.slot == *slot.name);
+            slots.push(match reused {
+                Some(h) => SlotHandles {
+                    site: h.site.clone(),
+                    slot: h.slot.clone(),
+                    duration: h.duration.clone(),
+                    connect: h.connect.clone(),
+                    codes: h.codes.clone(),
+                },
+                None => SlotHandles::new(&vecs, &site.name, &slot.name),
+            });
+            let percent = routing_share(site, j as u16);
+            m.routing_percent
+                .with_label_values(&[&site.name, &slot.name])
+                .set(percent);
+            routing.insert([site.name.to_string(), slot.name.to_string()]);
+            for inst in slot.pool.iter().flat_map(|p| p.instances.iter()) {
+                m.instance_up
+                    .with_label_values(&[&site.name, &slot.name, &inst.label])
+                    .set(i64::from(inst.healthy && inst.addr.is_some()));
+                instances.insert([
+                    site.name.to_string(),
+                    slot.name.to_string(),
+                    inst.label.to_string(),
+                ]);
+            }
+        }
+        sites.push(slots);
+    }
+    m.handles.store(Arc::new(Handles {
+        version: table.version,
+        sites,
+    }));
+    m.table_version.set(table.version as i64);
+
+    let mut last = m.gauge_series.lock().unwrap_or_else(|p| p.into_inner());
+    for gone in last.routing.difference(&routing) {
+        let _ = m.routing_percent.remove_label_values(&[&gone[0], &gone[1]]);
+    }
+    for gone in last.instances.difference(&instances) {
+        let _ = m
+            .instance_up
+            .remove_label_values(&[&gone[0], &gone[1], &gone[2]]);
+    }
+    *last = GaugeSeries { routing, instances };
+}
+
+/// Percent of unpinned visitors slot `slot` of `site` gets by the weighted
+/// pick, as the compiled table will actually route them.
+pub fn routing_share(site: &crate::routing::table::SiteRoutes, slot: u16) -> f64 {
+    let mut previous = 0u32;
+    let mut share = 0u32;
+    for &(upper, s) in &site.weights {
+        if s == slot {
+            share += upper - previous;
+        }
+        previous = upper;
+    }
+    if slot == 0 {
+        share += WEIGHT_SCALE - previous;
+    }
+    f64::from(share) * 100.0 / f64::from(WEIGHT_SCALE)
+}
+
+/// Where a request was routed: indices into the table it was routed with.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub table_version: u64,
+    pub site: usize,
+    pub slot: usize,
+}
+
+/// Run `f` with the handles of `route` (or of site/slot "unknown").
+fn with_slot<R>(
+    route: Option<Route>,
+    names: impl FnOnce() -> Option<(Box<str>, Box<str>)>,
+    f: impl FnOnce(&SlotHandles) -> R,
+) -> R {
+    let m = metrics();
+    let Some(r) = route else {
+        return f(&m.unknown);
+    };
+    let handles = m.handles.load();
+    if handles.version == r.table_version {
+        if let Some(h) = handles.sites.get(r.site).and_then(|s| s.get(r.slot)) {
+            return f(h);
+        }
+    }
+    // The request was routed with a table older or newer than the handles
+    // (a publish raced it): resolve by name, off the fast path.
+    match names() {
+        Some((site, slot)) => {
+            let vecs = MetricVecs {
+                duration: &m.duration,
+                connect: &m.connect,
+            };
+            f(&SlotHandles::new(&vecs, &site, &slot))
+        }
+        None => f(&m.unknown),
+    }
+}
+
+/// Count one finished request.
+pub fn request_finished(
+    route: Option<Route>,
+    names: impl FnOnce() -> Option<(Box<str>, Box<str>)>,
+    code: u16,
+    elapsed: Duration,
+) {
+    let requests = &metrics().requests;
+    with_slot(route, names, |h| {
+        h.count(requests, code);
+        h.duration.observe(elapsed.as_secs_f64());
+    });
+}
+
+/// Time to open a new upstream connection.
+pub fn upstream_connected(
+    route: Option<Route>,
+    names: impl FnOnce() -> Option<(Box<str>, Box<str>)>,
+    elapsed: Duration,
+) {
+    with_slot(route, names, |h| h.connect.observe(elapsed.as_secs_f64()));
+}
+
+/// Count one failure talking to an instance of `site`/`slot`.
+pub fn upstream_error(site: &str, slot: &str, kind: UpstreamErrorKind) {
+    metrics()
+        .upstream_errors
+        .with_label_values(&[site, slot, kind.as_str()])
+        .inc();
+}
+
+/// For the swap engine: a swap operation of `site` ended with `result`
+/// (the operation status: succeeded, failed, cancelled, interrupted).
+pub fn swap_finished(site: &str, result: &str, duration: Duration) {
+    let m = metrics();
+    m.swaps.with_label_values(&[site, result]).inc();
+    m.swap_duration.observe(duration.as_secs_f64());
+}
+
+/// Counts requests in flight while it lives.
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn start() -> InFlight {
+        metrics().in_flight.inc();
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics().in_flight.dec();
+    }
+}
+
+pub fn access_log_dropped() {
+    metrics().access_log_dropped.inc();
+}
+
+/// Everything in the registry, in the Prometheus text format.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let families = metrics().registry.gather();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+        log::error!("cannot encode metrics: {e}");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// The `/metrics` endpoint.
+pub fn router() -> axum::Router {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::routing::get;
+    axum::Router::new().route(
+        "/metrics",
+        get(|| async { ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], render()) }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::routing::Health;
+
+    fn table(toml: &str, health: &Health) -> RouteTable {
+        let (cfg, state) = Config::parse(toml, std::path::Path::new("t.toml")).unwrap();
+        RouteTable::compile(&state, &cfg.routing, health, 1)
+    }
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn routing_share_matches_the_compiled_rules_and_drops_stale_series() {
+        let t = table(
+            r#"
+[[sites]]
+name = "metrics-share"
+hostnames = ["a.test"]
+[[sites.slots]]
+name = "production"
+instances = ["127.0.0.1:1"]
+[[sites.slots]]
+name = "staging"
+traffic_percent = 12.5
+instances = ["127.0.0.1:2"]
+[[sites.slots]]
+name = "qa"
+traffic_percent = 0
+instances = ["127.0.0.1:3"]
+"#,
+            &Default::default(),
+        );
+        let site = &t.sites[0];
+        let by_name = |n: &str| {
+            let i = site.slots.iter().position(|s| &*s.name == n).unwrap();
+            routing_share(site, i as u16)
+        };
+        assert_eq!(by_name("production"), 87.5);
+        assert_eq!(by_name("staging"), 12.5);
+        assert_eq!(by_name("qa"), 0.0);
+
+        observe_table(&t);
+        let text = render();
+        assert_eq!(
+            sample(
+                &text,
+                r#"slotproxy_routing_percent{site="metrics-share",slot="staging"}"#
+            ),
+            Some(12.5)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"slotproxy_instance_up{instance="127.0.0.1:3",site="metrics-share",slot="qa"}"#
+            ),
+            Some(1.0)
+        );
+
+        let t2 = table(
+            r#"
+[[sites]]
+name = "metrics-share"
+hostnames = ["a.test"]
+[[sites.slots]]
+name = "production"
+instances = ["127.0.0.1:1"]
+"#,
+            &Default::default(),
+        );
+        observe_table(&t2);
+        let text = render();
+        // Table gauges of a removed slot go; its request history stays.
+        assert!(!text.contains(r#"slotproxy_routing_percent{site="metrics-share",slot="staging""#));
+        assert!(!text.contains(r#"instance="127.0.0.1:2""#), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                r#"slotproxy_routing_percent{site="metrics-share",slot="production"}"#
+            ),
+            Some(100.0)
+        );
+    }
+
+    #[test]
+    fn status_codes_out_of_range_count_as_client_closed() {
+        let before = metrics()
+            .requests
+            .with_label_values(&[UNKNOWN, UNKNOWN, "499"])
+            .get();
+        request_finished(None, || None, 0, Duration::ZERO);
+        request_finished(None, || None, 404, Duration::ZERO);
+        let after = metrics()
+            .requests
+            .with_label_values(&[UNKNOWN, UNKNOWN, "499"])
+            .get();
+        assert!(after > before);
+        assert_eq!(&itoa_buf(404), b"404");
+    }
+}
