@@ -9,27 +9,9 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The admin API, with a JSON body.
 fn api(proxy: &Proxy, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let c = client();
-    let url = proxy.admin_url(path);
-    let req = match method {
-        "GET" => c.get(url),
-        "POST" => c.post(url),
-        "PUT" => c.put(url),
-        "DELETE" => c.delete(url),
-        m => panic!("method {m}"),
-    };
-    let mut req = req.bearer_auth(TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().expect("admin API answers");
-    let status = resp.status().as_u16();
-    let text = resp.text().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    proxy.admin(method, path, body.map(|b| b.to_string()).as_deref())
 }
 
 fn start_swap(proxy: &Proxy, source: &str, target: &str, action: &str) -> (u16, Value) {
@@ -493,4 +475,98 @@ fn zero_dropped_requests_across_200_swaps() {
         failures.len(),
         &failures[..failures.len().min(10)]
     );
+}
+
+#[test]
+fn instance_dying_mid_warmup_aborts_the_swap() {
+    let (p, s1) = (App::start("v1"), App::start("v2"));
+    let mut s2 = App::start("v2");
+    let config = shop(&[&p], &[&s1, &s2], "warmup_path = \"/?delay_ms=1000\"");
+    let proxy = Proxy::start(&config);
+    let (code, body) = start_swap(&proxy, "staging", "production", "swap");
+    assert_eq!(code, 202);
+    let id = body["operation_id"].as_str().unwrap().to_string();
+    wait_for(10, "the warm-up to begin", || {
+        let (_, op) = api(&proxy, "GET", &format!("/api/v1/operations/{id}"), None);
+        phases(&op).iter().any(|(n, _)| n == "warmup").then_some(())
+    });
+    s2.kill();
+    let op = wait_op(&proxy, &id);
+    assert_eq!(op["status"], "failed", "{op:#}");
+    let err = op["error"].as_str().unwrap();
+    assert!(
+        err.contains(&s2.addr()) && !err.contains(&s1.addr()),
+        "only the dead one is blamed: {err}"
+    );
+    assert_eq!(prod_version(&proxy), "v1");
+}
+
+#[test]
+fn cli_swap_follows_the_phases_and_activity_lists_it() {
+    let (p, s) = (App::start("v1"), App::start("v2"));
+    let proxy = Proxy::start(&shop(&[&p], &[&s], ""));
+    let (code, out, err) = proxy.cli(&["slot", "swap", "--site", "shop", "--slot", "staging"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for phase in [
+        "apply_settings",
+        "wait_restart",
+        "warmup",
+        "switch",
+        "apply_source_settings",
+    ] {
+        assert!(out.contains(phase), "{phase} missing in:\n{out}");
+    }
+    assert!(out.trim_end().ends_with("succeeded"), "{out}");
+    assert_eq!(prod_version(&proxy), "v2");
+
+    let (code, out, err) = proxy.cli(&["activity", "--site", "shop"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("staging -> production") && out.contains("succeeded"),
+        "{out}"
+    );
+
+    // a failing swap exits non-zero
+    let (code, out, _) = proxy.cli(&[
+        "slot",
+        "swap",
+        "--site",
+        "shop",
+        "--slot",
+        "staging",
+        "--target-slot",
+        "nope",
+    ]);
+    assert_ne!(code, 0, "{out}");
+
+    // auto swap on, then a deploy swaps itself in
+    let (code, out, err) = proxy.cli(&["slot", "auto-swap", "--site", "shop", "--slot", "staging"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let fresh = App::start("v9");
+    let (code, out, err) = proxy.cli(&[
+        "deploy",
+        "--site",
+        "shop",
+        "--slot",
+        "staging",
+        "--build-version",
+        "v9",
+        "--instance",
+        &fresh.addr(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for(30, "the auto swap", || {
+        (prod_version(&proxy) == "v9").then_some(())
+    });
+    let (code, out, _) = proxy.cli(&[
+        "slot",
+        "auto-swap",
+        "--site",
+        "shop",
+        "--slot",
+        "staging",
+        "--disable",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("off"), "{out}");
 }
