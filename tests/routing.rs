@@ -368,7 +368,7 @@ fn trusted_proxy_headers_are_kept_and_secure_cookies_set() {
     assert_eq!(a.field("x-forwarded-host"), Some("www.shop.example"));
     assert_eq!(
         a.set_cookie,
-        vec!["x-ms-routing-name=self; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax; Secure"]
+        vec!["x-ms-routing-name=self; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=3600"]
     );
 }
 

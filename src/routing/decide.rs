@@ -138,30 +138,36 @@ pub fn query_value<'a>(query: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     found.filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
 }
 
-/// The value of cookie `name` across all `Cookie` header values. Absent when
-/// missing, empty, set more than once or over [`MAX_VALUE_LEN`].
+/// The value of cookie `name` across all `Cookie` header values, parsed
+/// with the `cookie` crate (borrowed, not percent-decoded, no allocation).
+/// Absent when missing, empty, set more than once or over
+/// [`MAX_VALUE_LEN`]; a header that is not UTF-8 carries no usable pin.
 pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> Option<&'a [u8]> {
-    let mut found = None;
+    let mut found: Option<&'a str> = None;
     for header in headers {
-        for pair in header.split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if pair[..eq].trim_ascii() != name {
+        let Ok(text) = std::str::from_utf8(header) else {
+            continue;
+        };
+        for c in cookie::Cookie::split_parse(text).flatten() {
+            if c.name_raw().map(str::as_bytes) != Some(name) {
                 continue;
             }
             if found.is_some() {
                 return None;
             }
-            let mut v = pair[eq + 1..].trim_ascii();
-            if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
-                v = &v[1..v.len() - 1];
-            }
-            found = Some(v);
+            found = Some(c.value_raw().map_or("", trim_quotes));
         }
     }
-    found.filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
+    found
+        .map(str::as_bytes)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
+}
+
+/// RFC 6265 allows a cookie value in double quotes.
+fn trim_quotes(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v)
 }
 
 #[cfg(test)]
@@ -296,6 +302,7 @@ instances = ["127.0.0.1:3004"]
         assert_eq!(c(&[b"x-ms-routing-name=a; x-ms-routing-name=a"]), None);
         assert_eq!(c(&[b";;;=;x-ms-routing-name"]), None);
         assert_eq!(c(&[b"other=1"]), None);
+        assert_eq!(c(&[b"\xff\xfe", b"x-ms-routing-name=qa"]), Some(&b"qa"[..]));
     }
 
     /// Pearson's chi-squared statistic over 100,000 cookieless decisions

@@ -172,17 +172,13 @@ impl RouteTable {
                 } else {
                     slot.name.as_str()
                 };
-                let cookie = format!(
-                    "{}={}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
-                    routing.cookie_name, value, routing.cookie_max_age_secs
-                );
                 slots.push(SlotRoute {
                     name: slot.name.as_str().into(),
                     has_rule: slot.traffic_percent.is_some(),
                     ip_allow: slot.ip_allow.clone(),
                     pool,
-                    cookie_secure: header_value(format!("{cookie}; Secure")),
-                    cookie: header_value(cookie),
+                    cookie: set_cookie(routing, value, false),
+                    cookie_secure: set_cookie(routing, value, true),
                 });
             }
             sites.push(SiteRoutes {
@@ -231,9 +227,18 @@ impl RouteTable {
     }
 }
 
-fn header_value(s: String) -> HeaderValue {
-    // Names and cookie names are validated to visible ASCII, so this cannot fail.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+/// The `Set-Cookie` value pinning a client to `value` (`self` or a slot).
+fn set_cookie(routing: &RoutingSection, value: &str, secure: bool) -> HeaderValue {
+    let max_age = i64::try_from(routing.cookie_max_age_secs).unwrap_or(i64::MAX);
+    let c = cookie::Cookie::build((routing.cookie_name.as_str(), value))
+        .path("/")
+        .max_age(cookie::time::Duration::seconds(max_age))
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax)
+        .secure(secure)
+        .build();
+    // Names are validated to visible ASCII, so this cannot fail.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(c.to_string()))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -321,18 +326,12 @@ traffic_percent = 20
         assert_eq!(names, vec![(3000, "beta"), (4250, "staging")]);
         assert_eq!(
             site.slots[1].cookie.to_str().unwrap(),
-            "x-ms-routing-name=beta; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax"
+            "x-ms-routing-name=beta; HttpOnly; SameSite=Lax; Path=/; Max-Age=3600"
         );
-        assert!(site.slots[0]
-            .cookie_secure
-            .to_str()
-            .unwrap()
-            .starts_with("x-ms-routing-name=self;"));
-        assert!(site.slots[0]
-            .cookie_secure
-            .to_str()
-            .unwrap()
-            .ends_with("; Secure"));
+        assert_eq!(
+            site.slots[0].cookie_secure.to_str().unwrap(),
+            "x-ms-routing-name=self; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=3600"
+        );
     }
 
     #[test]
