@@ -201,6 +201,7 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
         .enable_all()
         .build()?;
     let swaps = SwapEngine::new(control.clone(), rt.handle().clone());
+    swaps.recover();
     // Declarative swap on start: production's target_build_version.
     swaps.reconcile();
     let (c, health, path) = (control.clone(), config.health.clone(), args.config.clone());

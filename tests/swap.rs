@@ -308,6 +308,12 @@ fn kill_9_mid_swap_leaves_routing_whole_and_the_operation_interrupted() {
     let (_, op) = api(&proxy, "GET", &format!("/api/v1/operations/{id}"), None);
     assert_eq!(op["status"], "interrupted", "{op:#}");
     assert_eq!(prod_version(&proxy), "v1");
+    // phase 1 had given staging's app production's sticky settings; the
+    // restart puts its own back
+    wait_for(10, "staging's own settings to be re-applied", || {
+        let a = get(&proxy, "shop-staging.slots.test", "/", &[]);
+        (a.field("settings") == Some(r#"{"DB":"staging-db","FLAG":"new"}"#)).then_some(())
+    });
 
     // killed right after a successful swap: the swap stays
     assert_eq!(swap(&proxy, "staging", "swap")["status"], "succeeded");

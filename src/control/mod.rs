@@ -61,6 +61,9 @@ pub struct ControlPlane {
     inner: Mutex<Inner>,
     table: Arc<ArcSwap<RouteTable>>,
     store: Box<dyn StateStore>,
+    /// Swaps found running at open (the process died mid-swap), for the
+    /// swap engine to put the apps' settings back in order.
+    interrupted: Mutex<Vec<Operation>>,
 }
 
 impl ControlPlane {
@@ -73,6 +76,7 @@ impl ControlPlane {
     ) -> Result<ControlPlane, ControlError> {
         let doc = store.load()?.unwrap_or_default();
         let mut operations = BTreeMap::new();
+        let mut interrupted = Vec::new();
         for mut op in store.load_operations()? {
             // A swap that was running when the process died: the routing is
             // whatever its last atomic write left (pre- or post-switch).
@@ -88,6 +92,7 @@ impl ControlPlane {
                     )),
                 );
                 store.save_operation(&op)?;
+                interrupted.push(op.clone());
             }
             operations.insert(op.id.clone(), op);
         }
@@ -103,9 +108,15 @@ impl ControlPlane {
             }),
             table: Arc::new(ArcSwap::from_pointee(table)),
             store,
+            interrupted: Mutex::new(interrupted),
         };
         cp.apply_config(config, seed)?;
         Ok(cp)
+    }
+
+    /// The swaps that were interrupted by the last stop (once).
+    pub fn take_interrupted(&self) -> Vec<Operation> {
+        std::mem::take(&mut *self.interrupted.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The published table, shared with the proxy.

@@ -300,6 +300,51 @@ impl SwapEngine {
         started
     }
 
+    /// After a restart that interrupted swaps: each of the two slots of such
+    /// a swap posts its own effective settings to the deployment it holds
+    /// now, whichever side of the switch the process died on, so no app is
+    /// left running with the other slot's sticky settings.
+    pub fn recover(self: &Arc<Self>) {
+        for op in self.control.take_interrupted() {
+            let engine = self.clone();
+            self.rt.spawn(async move {
+                let state = engine.control.state();
+                let Some(site) = state.sites.get(&op.site) else {
+                    return;
+                };
+                let mut record = op.clone();
+                for name in [&op.source, &op.target] {
+                    let Some(slot) = site.slots.get(name) else {
+                        continue;
+                    };
+                    let Some(d) = &slot.deployment else {
+                        continue;
+                    };
+                    let Some(hook) = &d.settings_hook_path else {
+                        continue;
+                    };
+                    let settings = slot.effective_settings();
+                    match engine
+                        .post_settings(&mut record, "recover_settings", d, hook, &settings)
+                        .await
+                    {
+                        Ok(()) => log::info!(
+                            "{}: settings of {}/{name} re-applied after the interruption",
+                            op.id,
+                            op.site
+                        ),
+                        Err(e) => log::warn!(
+                            "{}: re-applying settings of {}/{name} failed: {e}",
+                            op.id,
+                            op.site
+                        ),
+                    }
+                }
+                engine.save(&record);
+            });
+        }
+    }
+
     fn save(&self, op: &Operation) {
         if let Err(e) = self.control.record(op) {
             log::error!("cannot record operation {}: {e}", op.id);
