@@ -275,6 +275,7 @@ impl Config {
         let mut problems = config.validate_process();
         let state = config.to_state(&mut problems);
         problems.extend(state.validate());
+        problems.extend(state.unrunnable_targets());
         if problems.is_empty() {
             Ok((config, state))
         } else {

@@ -389,14 +389,10 @@ impl State {
                             format!("{k}.target_build_version"),
                             "only the production slot can have a target build version",
                         ));
-                    } else if !site
-                        .slots
-                        .values()
-                        .any(|s| s.deployment.as_ref().is_some_and(|d| &d.build_version == v))
-                    {
+                    } else if v.trim().is_empty() {
                         out.push(problem(
                             format!("{k}.target_build_version"),
-                            format!("no slot of site {:?} runs build {v:?}", site.name),
+                            "must not be empty",
                         ));
                     }
                 }
@@ -408,6 +404,39 @@ impl State {
                 out.push(problem(
                     format!("{sk}.slots"),
                     format!("traffic_percent of the slots sums to {sum}, over 100"),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl State {
+    /// Declarative swap targets that no slot runs. Checked when a config is
+    /// applied (the file asks for something that does not exist), not on
+    /// every change: a deploy or a swap must not be refused because the
+    /// config's target is not running somewhere right now.
+    pub fn unrunnable_targets(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for site in self.sites.values() {
+            let Some(v) = site
+                .slots
+                .get(PRODUCTION)
+                .and_then(|p| p.target_build_version.as_ref())
+            else {
+                continue;
+            };
+            let runs = site
+                .slots
+                .values()
+                .any(|s| s.deployment.as_ref().is_some_and(|d| &d.build_version == v));
+            if !runs {
+                out.push(problem(
+                    format!(
+                        "sites[{}].slots[{PRODUCTION}].target_build_version",
+                        site.name
+                    ),
+                    format!("no slot of site {:?} runs build {v:?}", site.name),
                 ));
             }
         }
@@ -496,8 +525,9 @@ mod tests {
         let mut s = site();
         s.slots.get_mut("staging").unwrap().auto_swap_target = Some("nope".into());
         s.slots.get_mut("production").unwrap().target_build_version = Some("v9".into());
-        let p = state(s).validate();
-        assert_eq!(p.len(), 2, "{p:?}");
+        let st = state(s);
+        assert_eq!(st.validate().len(), 1, "{:?}", st.validate());
+        assert_eq!(st.unrunnable_targets().len(), 1);
     }
 
     #[test]

@@ -201,9 +201,13 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
         .enable_all()
         .build()?;
     let swaps = SwapEngine::new(control.clone(), rt.handle().clone());
-    swaps.recover();
-    // Declarative swap on start: production's target_build_version.
-    swaps.reconcile();
+    // Repair what an interrupted swap left, then the declarative swap of
+    // production's target_build_version.
+    let s = swaps.clone();
+    rt.spawn(async move {
+        s.recover().await;
+        s.reconcile();
+    });
     let (c, health, path) = (control.clone(), config.health.clone(), args.config.clone());
     let s = swaps.clone();
     let (admin_addr, metrics_addr) = (config.admin.listen.clone(), config.metrics.listen.clone());

@@ -576,3 +576,53 @@ fn cli_swap_follows_the_phases_and_activity_lists_it() {
     assert_eq!(code, 0);
     assert!(out.contains("off"), "{out}");
 }
+
+#[test]
+fn a_preview_ends_when_its_slots_change() {
+    let (p, s, s_new) = (App::start("v1"), App::start("v2"), App::start("v3"));
+    let proxy = Proxy::start(&shop(&[&p], &[&s], ""));
+    let preview = swap(&proxy, "staging", "preview");
+    assert_eq!(preview["status"], "previewing");
+    // a new deployment in the previewed slot ends the preview...
+    let (code, body) = api(
+        &proxy,
+        "PUT",
+        "/api/v1/sites/shop/slots/staging/deployment",
+        Some(
+            json!({"build_version": "v3", "instances": [s_new.addr()], "settings_hook_path": "/settings"}),
+        ),
+    );
+    assert_eq!(code, 200, "{body}");
+    let id = preview["id"].as_str().unwrap();
+    let (_, ended) = api(&proxy, "GET", &format!("/api/v1/operations/{id}"), None);
+    assert_eq!(ended["status"], "cancelled", "{ended:#}");
+    // ...so the next swap runs every phase on the new instances
+    let done = swap(&proxy, "staging", "swap");
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert!(
+        phases(&done).iter().all(|(_, r)| r == "succeeded"),
+        "{done:#}"
+    );
+    assert_eq!(prod_version(&proxy), "v3");
+
+    // deleting a previewed slot ends its preview and frees the site
+    assert_eq!(swap(&proxy, "staging", "preview")["status"], "previewing");
+    let (code, body) = api(&proxy, "DELETE", "/api/v1/sites/shop/slots/staging", None);
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = api(
+        &proxy,
+        "PUT",
+        "/api/v1/sites/shop/slots/canary",
+        Some(json!({})),
+    );
+    assert_eq!(code, 201);
+    let (code, _) = api(
+        &proxy,
+        "PUT",
+        "/api/v1/sites/shop/slots/canary/deployment",
+        Some(json!({"build_version": "v2", "instances": [s.addr()]})),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(swap(&proxy, "canary", "swap")["status"], "succeeded");
+    assert_eq!(prod_version(&proxy), "v2");
+}

@@ -94,6 +94,20 @@ impl ControlPlane {
                 store.save_operation(&op)?;
                 interrupted.push(op.clone());
             }
+            // A preview whose pending entry is gone (completed or dropped in
+            // the write the process died right after).
+            if op.status == Status::Previewing
+                && !doc.previews.values().any(|p| p.operation_id == op.id)
+            {
+                op.finish(
+                    Status::Interrupted,
+                    Some(
+                        "slotproxy stopped while this preview was being completed or dropped"
+                            .into(),
+                    ),
+                );
+                store.save_operation(&op)?;
+            }
             operations.insert(op.id.clone(), op);
         }
         let routing = config.routing.clone();
@@ -164,16 +178,24 @@ impl ControlPlane {
         &self,
         f: impl FnOnce(&mut State) -> Result<T, ControlError>,
     ) -> Result<(T, u64), ControlError> {
+        self.update_doc(|doc| f(&mut doc.state))
+    }
+
+    /// The most general change: `f` edits a copy of the whole persisted
+    /// document (state and pending previews), so several edits land in one
+    /// durable write. The state must validate; nothing changes on error.
+    pub fn update_doc<T>(
+        &self,
+        f: impl FnOnce(&mut Persisted) -> Result<T, ControlError>,
+    ) -> Result<(T, u64), ControlError> {
         let mut inner = self.lock();
-        let mut state = inner.doc.state.clone();
-        let out = f(&mut state)?;
-        let problems = state.validate();
+        let mut doc = inner.doc.clone();
+        let out = f(&mut doc)?;
+        let problems = doc.state.validate();
         if !problems.is_empty() {
             return Err(ControlError::Invalid(problems));
         }
-        if state != inner.doc.state {
-            let mut doc = inner.doc.clone();
-            doc.state = state;
+        if doc != inner.doc {
             self.commit(&mut inner, doc)?;
         }
         Ok((out, inner.doc.revision))
@@ -236,18 +258,14 @@ impl ControlPlane {
 
     /// Persist (or clear) the pending preview of `site`.
     pub fn set_preview(&self, site: &str, preview: Option<Preview>) -> Result<(), ControlError> {
-        let mut inner = self.lock();
-        let mut doc = inner.doc.clone();
-        match preview {
-            Some(p) => doc.previews.insert(site.to_string(), p),
-            None => doc.previews.remove(site),
-        };
-        if doc != inner.doc {
-            doc.revision = inner.doc.revision + 1;
-            self.store.save(&doc)?;
-            inner.doc = doc;
-        }
-        Ok(())
+        self.update_doc(|doc| {
+            match preview {
+                Some(p) => doc.previews.insert(site.to_string(), p),
+                None => doc.previews.remove(site),
+            };
+            Ok(())
+        })
+        .map(|_| ())
     }
 
     /// Record health results; a flip publishes a new table.
@@ -263,11 +281,37 @@ impl ControlPlane {
         }
     }
 
+    /// Persist `doc` and publish it. A pending preview whose slots no
+    /// longer run what was previewed (deleted, redeployed, swapped) ends in
+    /// the same write, and its operation is marked cancelled.
     fn commit(&self, inner: &mut Inner, mut doc: Persisted) -> Result<(), ControlError> {
+        let mut ended = Vec::new();
+        let state = &doc.state;
+        doc.previews.retain(|site, p| {
+            let stands = p.stands(state, site);
+            if !stands {
+                ended.push(p.operation_id.clone());
+            }
+            stands
+        });
         doc.revision = inner.doc.revision + 1;
         self.store.save(&doc)?;
         inner.doc = doc;
         self.publish(inner);
+        for id in ended {
+            if let Some(mut op) = inner.operations.get(&id).cloned() {
+                if !op.status.is_final() {
+                    op.finish(
+                        Status::Cancelled,
+                        Some("the previewed slots changed (deployed, deleted or swapped)".into()),
+                    );
+                    if let Err(e) = self.store.save_operation(&op) {
+                        log::error!("cannot record operation {id}: {e}");
+                    }
+                    inner.operations.insert(id, op);
+                }
+            }
+        }
         Ok(())
     }
 

@@ -275,10 +275,17 @@ impl SwapEngine {
             if runs(prod) {
                 continue;
             }
-            if let Some(source) = site
+            let Some(source) = site
                 .slots
                 .values()
                 .find(|s| s.name != PRODUCTION && runs(s))
+            else {
+                log::warn!(
+                    "declarative swap: site {} wants build {want} in production, but no slot runs it",
+                    site.name
+                );
+                continue;
+            };
             {
                 log::info!(
                     "declarative swap: {} wants build {want}, which slot {} runs",
@@ -304,27 +311,29 @@ impl SwapEngine {
     /// a swap posts its own effective settings to the deployment it holds
     /// now, whichever side of the switch the process died on, so no app is
     /// left running with the other slot's sticky settings.
-    pub fn recover(self: &Arc<Self>) {
+    pub async fn recover(self: &Arc<Self>) {
         for op in self.control.take_interrupted() {
-            let engine = self.clone();
-            self.rt.spawn(async move {
-                let state = engine.control.state();
-                let Some(site) = state.sites.get(&op.site) else {
-                    return;
-                };
+            // hold the site so no swap runs while its settings are repaired
+            if !self.busy().insert(op.site.clone()) {
+                continue;
+            }
+            let state = self.control.state();
+            if let Some(site) = state.sites.get(&op.site) {
                 let mut record = op.clone();
                 for name in [&op.source, &op.target] {
                     let Some(slot) = site.slots.get(name) else {
                         continue;
                     };
-                    let Some(d) = &slot.deployment else {
-                        continue;
-                    };
-                    let Some(hook) = &d.settings_hook_path else {
+                    let (Some(d), Some(hook)) = (
+                        slot.deployment.as_ref(),
+                        slot.deployment
+                            .as_ref()
+                            .and_then(|d| d.settings_hook_path.as_ref()),
+                    ) else {
                         continue;
                     };
                     let settings = slot.effective_settings();
-                    match engine
+                    match self
                         .post_settings(&mut record, "recover_settings", d, hook, &settings)
                         .await
                     {
@@ -340,8 +349,9 @@ impl SwapEngine {
                         ),
                     }
                 }
-                engine.save(&record);
-            });
+                self.save(&record);
+            }
+            self.busy().remove(&op.site);
         }
     }
 
@@ -423,9 +433,20 @@ impl SwapEngine {
                     source: plan.source.name.clone(),
                     target: plan.target.name.clone(),
                     operation_id: op.id.clone(),
+                    source_deployment: plan.source.deployment.clone(),
+                    target_deployment: plan.target.deployment.clone(),
                 };
-                match self.control.set_preview(&plan.site.name, Some(preview)) {
-                    Ok(()) => op.status = Status::Previewing,
+                let set = self.control.set_preview(&plan.site.name, Some(preview));
+                // a preview of slots that changed meanwhile is dropped at once
+                let pending = self.control.preview(&plan.site.name);
+                match set {
+                    Ok(()) if pending.is_some_and(|p| p.operation_id == op.id) => {
+                        op.status = Status::Previewing
+                    }
+                    Ok(()) => {
+                        self.abort(plan, op, "a slot changed during the preview".into())
+                            .await
+                    }
                     Err(e) => {
                         self.abort(plan, op, format!("cannot persist the preview: {e}"))
                             .await
@@ -476,7 +497,16 @@ impl SwapEngine {
 
         op.begin_phase(activity::SWITCH);
         self.save(op);
-        if let Err(e) = self.control.update(|state| exchange(state, plan)) {
+        let site = plan.site.name.clone();
+        let switched = self.control.update_doc(|doc| {
+            exchange(&mut doc.state, plan)?;
+            // completing a preview ends it in the same durable write
+            if plan.completes.is_some() {
+                doc.previews.remove(&site);
+            }
+            Ok(())
+        });
+        if let Err(e) = switched {
             op.end_phase(false, e.to_string());
             return self.abort(plan, op, format!("switch refused: {e}")).await;
         }
@@ -495,7 +525,12 @@ impl SwapEngine {
             ),
         );
         self.save(op);
-        self.end_preview(plan, Status::Succeeded, None);
+        if let Some(p) = &plan.completes {
+            if let Some(mut preview_op) = self.control.operation(&p.operation_id) {
+                preview_op.finish(Status::Succeeded, Some(format!("completed by {}", op.id)));
+                self.save(&preview_op);
+            }
+        }
 
         // Phase 5: the content that moved into the source slot gets the
         // source's sticky settings.
@@ -650,7 +685,7 @@ impl SwapEngine {
             tasks.spawn(async move {
                 let url = format!("http://{inst}{}", warm.path);
                 let mut last = (None, String::new());
-                for attempt in 1..=warm.retries + 1 {
+                for attempt in 1..=warm.retries.saturating_add(1) {
                     let sent = client
                         .get(&url)
                         .header(reqwest::header::HOST, &host)
@@ -675,7 +710,7 @@ impl SwapEngine {
                         tokio::time::sleep(Duration::from_millis(backoff)).await;
                     }
                 }
-                (inst, Err(last), warm.retries + 1)
+                (inst, Err(last), warm.retries.saturating_add(1))
             });
         }
         collect_counted(op, activity::WARMUP, &mut tasks).await

@@ -10,7 +10,7 @@ mod file;
 pub use file::FileStore;
 
 use crate::activity::Operation;
-use crate::model::State;
+use crate::model::{Deployment, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -35,6 +35,28 @@ pub struct Preview {
     pub source: String,
     pub target: String,
     pub operation_id: String,
+    /// What the two slots ran when the preview was taken: a preview only
+    /// stands while they still do (a deploy or delete in between ends it).
+    #[serde(default)]
+    pub source_deployment: Option<Deployment>,
+    #[serde(default)]
+    pub target_deployment: Option<Deployment>,
+}
+
+impl Preview {
+    /// The preview still describes `state`: both slots exist and run what
+    /// they ran when it was taken.
+    pub fn stands(&self, state: &State, site: &str) -> bool {
+        let Some(site) = state.sites.get(site) else {
+            return false;
+        };
+        match (site.slots.get(&self.source), site.slots.get(&self.target)) {
+            (Some(s), Some(t)) => {
+                s.deployment == self.source_deployment && t.deployment == self.target_deployment
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
