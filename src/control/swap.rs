@@ -871,11 +871,26 @@ name = "empty"
             check(&s, None, &req("staging", "production", Action::Reset)),
             Err(ControlError::Conflict(_))
         ));
+        let site = &s.sites["shop"];
         let pending = Preview {
             source: "staging".into(),
             target: "production".into(),
             operation_id: "op-1".into(),
+            source_deployment: site.slots["staging"].deployment.clone(),
+            target_deployment: site.slots["production"].deployment.clone(),
         };
+        assert!(pending.stands(&s, "shop"));
+        let mut redeployed = s.clone();
+        redeployed
+            .sites
+            .get_mut("shop")
+            .unwrap()
+            .slots
+            .get_mut("staging")
+            .unwrap()
+            .deployment = None;
+        assert!(!pending.stands(&redeployed, "shop"));
+        assert!(!pending.stands(&s, "other-site"));
         let p = Some(&pending);
         assert!(check(&s, p, &req("staging", "production", Action::Swap))
             .unwrap()
