@@ -88,17 +88,20 @@ pub async fn run(control: Arc<ControlPlane>, cfg: HealthSection) {
                 (label, ok)
             });
         }
-        let mut flips = Vec::new();
         while let Some(Ok((label, ok))) = probes.join_next().await {
             let tracker = trackers.entry(label.clone()).or_default();
             if let Some(up) = tracker.observe(ok, &cfg) {
                 log::info!("instance {label} is {}", if up { "up" } else { "down" });
-                flips.push((label, up));
             }
         }
-        if !flips.is_empty() {
-            control.set_health(&flips);
-        }
+        // Hand over the whole view, not just this tick's flips: the control
+        // plane publishes only what differs from its own, and an instance
+        // that left and came back is set right on the next tick.
+        let view: Vec<(String, bool)> = trackers.iter().map(|(l, t)| (l.clone(), t.up)).collect();
+        let control = control.clone();
+        // publishing compiles a table (and may resolve names): off the
+        // runtime's worker
+        let _ = tokio::task::spawn_blocking(move || control.set_health(&view)).await;
     }
 }
 

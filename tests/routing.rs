@@ -470,3 +470,57 @@ traffic_percent = 30
         assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
     }
 }
+
+#[test]
+fn an_address_that_comes_back_is_healthy_again() {
+    let (prod, other) = (App::start("v1"), App::start("v2"));
+    let dead_port = free_port();
+    let proxy = Proxy::start(&format!(
+        r#"
+[[sites]]
+name = "shop"
+hostnames = ["shop.test"]
+[[sites.slots]]
+name = "production"
+instances = ["{}"]
+[[sites.slots]]
+name = "staging"
+traffic_percent = 0
+instances = ["127.0.0.1:{dead_port}"]
+"#,
+        prod.addr()
+    ));
+    let pinned = || {
+        get(
+            &proxy,
+            "shop.test",
+            "/",
+            &[("cookie", "x-ms-routing-name=staging")],
+        )
+    };
+    wait_for(10, "the dead instance to be marked down", || {
+        (pinned().pin() == Some("self")).then_some(())
+    });
+    let deploy = |addr: &str| {
+        let body = format!(r#"{{"build_version": "v2", "instances": ["{addr}"]}}"#);
+        let (code, v) = proxy.admin(
+            "PUT",
+            "/api/v1/sites/shop/slots/staging/deployment",
+            Some(&body),
+        );
+        assert_eq!(code, 200, "{v}");
+    };
+    deploy(&other.addr());
+    assert_eq!(pinned().slot(), "staging");
+    // let a few 100 ms health ticks pass, so the checker forgets the old
+    // address (a lower bound on elapsed time, not an assertion on it)
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    // the old address comes back to life and is deployed again
+    let _revived = App::start_on(dead_port, "v3");
+    deploy(&format!("127.0.0.1:{dead_port}"));
+    let a = wait_for(10, "the revived instance to serve", || {
+        let a = pinned();
+        (a.slot() == "staging").then_some(a)
+    });
+    assert_eq!(a.version(), "v3");
+}

@@ -297,6 +297,27 @@ impl ControlPlane {
         doc.revision = inner.doc.revision + 1;
         self.store.save(&doc)?;
         inner.doc = doc;
+        // Forget the health of instances no longer deployed anywhere: if the
+        // address comes back later it starts fresh (up), as the health
+        // checker's tracker for it does.
+        let deployed: std::collections::HashSet<&str> = inner
+            .doc
+            .state
+            .sites
+            .values()
+            .flat_map(|s| s.slots.values())
+            .filter_map(|s| s.deployment.as_ref())
+            .flat_map(|d| d.instances.iter().map(String::as_str))
+            .collect();
+        let stale: Vec<String> = inner
+            .health
+            .keys()
+            .filter(|l| !deployed.contains(l.as_str()))
+            .cloned()
+            .collect();
+        for label in stale {
+            inner.health.remove(&label);
+        }
         self.publish(inner);
         for id in ended {
             if let Some(mut op) = inner.operations.get(&id).cloned() {
