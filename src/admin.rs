@@ -485,11 +485,31 @@ async fn delete_slot(
     }))
 }
 
+/// A deploy's answer: the slot, and what became of its auto swap.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeployedView {
+    #[serde(flatten)]
+    pub slot: SlotView,
+    /// Present when the slot has `auto_swap_target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_swap: Option<AutoSwapStarted>,
+}
+
+/// The auto swap a deploy started (`operation_id`), or why none started
+/// (`error`, e.g. another swap of the site is running).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AutoSwapStarted {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 async fn deploy(
     State(st): State<AdminState>,
     Path((site, slot)): Path<(String, String)>,
     JsonBody(req): JsonBody<Deploy>,
-) -> ApiResult<Json<Revised<SlotView>>> {
+) -> ApiResult<Json<Revised<DeployedView>>> {
     let (s, n) = (site.clone(), slot.clone());
     let version = req.build_version.clone();
     let ((deployed, after), rev) = write(&st, move |c| {
@@ -500,13 +520,37 @@ async fn deploy(
     })
     .await?;
     log::info!("admin: deployed {version} to {site}/{slot} (revision {rev})");
-    if deployed.auto_swap_target.is_some() {
-        // The deploy is committed; the auto swap runs after it, in the
-        // background (warm-up can take minutes). Its operation is in the
-        // activity log; a refusal (another swap running) is logged.
-        st.swaps.auto_swap(&site, &slot);
-    }
-    slot_answer(&st, &after, &slot, rev)
+    // The deploy is committed; an auto swap runs after it, in the
+    // background (warm-up can take minutes). Starting it records its
+    // operation durably, so off the async worker.
+    let auto_swap = match deployed.auto_swap_target {
+        Some(_) => {
+            let (swaps, site, slot) = (st.swaps.clone(), site.clone(), slot.clone());
+            let started = tokio::task::spawn_blocking(move || swaps.auto_swap(&site, &slot))
+                .await
+                .ok()
+                .flatten();
+            started.map(|r| match r {
+                Ok(id) => AutoSwapStarted {
+                    operation_id: Some(id),
+                    error: None,
+                },
+                Err(e) => AutoSwapStarted {
+                    operation_id: None,
+                    error: Some(e.to_string()),
+                },
+            })
+        }
+        None => None,
+    };
+    let Json(Revised { revision, body }) = slot_answer(&st, &after, &slot, rev)?;
+    Ok(Json(Revised {
+        revision,
+        body: DeployedView {
+            slot: body,
+            auto_swap,
+        },
+    }))
 }
 
 async fn set_auto_swap(

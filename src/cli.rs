@@ -11,7 +11,8 @@
 
 use crate::activity::{Action, Operation, Status};
 use crate::admin::{
-    ErrorBody, Revised, SiteView, SitesView, SlotView, StartSwap, SwapStarted, TOKEN_ENV,
+    AutoSwapStarted, DeployedView, ErrorBody, Revised, SiteView, SitesView, SlotView, StartSwap,
+    SwapStarted, TOKEN_ENV,
 };
 use crate::control::ops::{AutoSwapConfig, CreateSlot, Deploy, RoutingView, TrafficRouting};
 use anyhow::{bail, Context};
@@ -331,7 +332,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 settings_hook_path: args.settings_hook_path,
             };
             let path = format!("{}/deployment", slot_path(&args.site, &args.slot));
-            let (raw, v): (_, Revised<SlotView>) = api.call("PUT", &path, Some(&body))?;
+            let (raw, v): (_, Revised<DeployedView>) = api.call("PUT", &path, Some(&body))?;
             api.print(&raw, || {
                 let mut out = format!(
                     "deployed {} to {}/{} (revision {})\n{}",
@@ -339,10 +340,21 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     args.site,
                     args.slot,
                     v.revision,
-                    slots_table(None, std::slice::from_ref(&v.body))
+                    slots_table(None, std::slice::from_ref(&v.body.slot))
                 );
-                if let Some(t) = &v.body.auto_swap_target {
-                    out.push_str(&format!("auto swap into {t} follows after warm-up\n"));
+                let target = v.body.slot.auto_swap_target.as_deref().unwrap_or("");
+                match &v.body.auto_swap {
+                    Some(AutoSwapStarted {
+                        operation_id: Some(id),
+                        ..
+                    }) => out.push_str(&format!(
+                        "auto swap into {target} started: {id} (slotproxy activity --site {})\n",
+                        args.site
+                    )),
+                    Some(AutoSwapStarted { error: Some(e), .. }) => {
+                        out.push_str(&format!("auto swap into {target} did not start: {e}\n"))
+                    }
+                    _ => {}
                 }
                 out
             })

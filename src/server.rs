@@ -196,7 +196,9 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        // two workers: a slow disk (fsync) or a long compile on one must
+        // not stall health checks, swap timers and the admin API together
+        .worker_threads(2)
         .thread_name("slotproxy-control")
         .enable_all()
         .build()?;
@@ -301,9 +303,12 @@ async fn reload_on_sighup(control: Arc<ControlPlane>, swaps: Arc<SwapEngine>, pa
         }
     };
     while hup.recv().await.is_some() {
-        match reload(&control, &swaps, &path) {
-            Ok(()) => log::info!("reloaded {}", path.display()),
-            Err(e) => log::error!("reload refused, running state kept: {e:#}"),
+        let (c, s, p) = (control.clone(), swaps.clone(), path.clone());
+        // reading, validating and persisting: off the runtime's workers
+        match tokio::task::spawn_blocking(move || reload(&c, &s, &p)).await {
+            Ok(Ok(())) => log::info!("reloaded {}", path.display()),
+            Ok(Err(e)) => log::error!("reload refused, running state kept: {e:#}"),
+            Err(e) => log::error!("reload failed: {e}"),
         }
     }
 }
@@ -312,7 +317,13 @@ async fn reload_on_sighup(control: Arc<ControlPlane>, swaps: Arc<SwapEngine>, pa
 /// any declarative swap it asks for.
 pub fn reload(control: &ControlPlane, swaps: &Arc<SwapEngine>, path: &Path) -> anyhow::Result<()> {
     let (config, seed) = Config::load(path)?;
+    let before = control.state();
     control.apply_config(&config, seed)?;
+    // A deployment the file brought into a slot with auto_swap_target lands
+    // like any other: it swaps itself in.
+    for (site, slot) in crate::control::merge::new_deployments(&before, &control.state()) {
+        swaps.auto_swap(&site, &slot);
+    }
     swaps.reconcile();
     Ok(())
 }

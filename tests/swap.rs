@@ -361,13 +361,41 @@ fn auto_swap_after_a_deployment_lands() {
         "/api/v1/sites/shop/slots/staging/deployment",
         Some(json!({"build_version": "v3", "instances": [s_new.addr()]})),
     );
-    assert!(code == 200 || code == 202, "{code} {body}");
-    wait_for(30, "the auto swap", || {
-        (prod_version(&proxy) == "v3").then_some(())
-    });
+    assert_eq!(code, 200, "{body}");
+    let id = body["auto_swap"]["operation_id"]
+        .as_str()
+        .expect("the deploy names its auto swap");
+    assert_eq!(wait_op(&proxy, id)["status"], "succeeded");
+    assert_eq!(prod_version(&proxy), "v3");
     let (_, log) = api(&proxy, "GET", "/api/v1/sites/shop/activity", None);
     assert_eq!(log[0]["source"], "staging");
     assert_eq!(log[0]["target"], "production");
+
+    // while another swap of the site runs, the deploy says why none started
+    let slow = App::start("v4");
+    let (code, _) = api(
+        &proxy,
+        "PUT",
+        "/api/v1/sites/shop/slots/production/deployment",
+        Some(
+            json!({"build_version": "v4", "instances": [slow.addr()], "warmup_path": "/?delay_ms=1500"}),
+        ),
+    );
+    assert_eq!(code, 200);
+    let (code, running) = start_swap(&proxy, "production", "staging", "swap");
+    assert_eq!(code, 202, "{running}");
+    let (code, body) = api(
+        &proxy,
+        "PUT",
+        "/api/v1/sites/shop/slots/staging/deployment",
+        Some(json!({"build_version": "v5", "instances": [s.addr()]})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let err = body["auto_swap"]["error"]
+        .as_str()
+        .expect("a refusal reason");
+    assert!(err.contains("already running"), "{err}");
+    wait_op(&proxy, running["operation_id"].as_str().unwrap());
 }
 
 /// Continuous load (keep-alive and fresh connections, GET and POST with

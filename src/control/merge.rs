@@ -35,6 +35,27 @@ pub fn apply_config(current: &State, old_seed: &State, new_seed: &State) -> Stat
     out
 }
 
+/// Slots with an `auto_swap_target` whose deployment is new in `after`.
+pub fn new_deployments(before: &State, after: &State) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for site in after.sites.values() {
+        for slot in site.slots.values() {
+            if slot.auto_swap_target.is_none() || slot.deployment.is_none() {
+                continue;
+            }
+            let was = before
+                .sites
+                .get(&site.name)
+                .and_then(|s| s.slots.get(&slot.name))
+                .and_then(|s| s.deployment.as_ref());
+            if was != slot.deployment.as_ref() {
+                out.push((site.name.clone(), slot.name.clone()));
+            }
+        }
+    }
+    out
+}
+
 fn pick<T: Clone + PartialEq>(cur: &mut T, old: Option<&T>, new: &T) {
     if old != Some(new) {
         *cur = new.clone();
@@ -193,6 +214,34 @@ instances = ["127.0.0.1:2"]
                 .instances,
             vec!["127.0.0.1:9"]
         );
+    }
+
+    #[test]
+    fn new_deployments_of_auto_swap_slots() {
+        let old = seed(
+            "traffic_percent = 10\nauto_swap_target = \"production\"",
+            "127.0.0.1:1",
+        );
+        assert!(new_deployments(&old, &old).is_empty());
+        let mut new = old.clone();
+        let staging = new
+            .sites
+            .get_mut("shop")
+            .unwrap()
+            .slots
+            .get_mut("staging")
+            .unwrap();
+        staging.deployment.as_mut().unwrap().build_version = "v3".into();
+        assert_eq!(
+            new_deployments(&old, &new),
+            vec![("shop".to_string(), "staging".to_string())]
+        );
+        // production has no auto_swap_target: its redeploys do not count
+        let other = seed(
+            "traffic_percent = 10\nauto_swap_target = \"production\"",
+            "127.0.0.1:9",
+        );
+        assert!(new_deployments(&old, &other).is_empty());
     }
 
     #[test]
