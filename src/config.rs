@@ -360,7 +360,7 @@ impl Config {
     fn to_state(&self, problems: &mut Vec<Problem>) -> State {
         let mut state = State::default();
         for (si, sc) in self.sites.iter().enumerate() {
-            let sk = format!("sites[{si}]");
+            let sk = format!("sites[{}]", key_name(&sc.name, si));
             let mut trusted = Vec::new();
             for (i, c) in sc.trusted_proxies.iter().enumerate() {
                 match model::parse_cidr(c) {
@@ -383,7 +383,7 @@ impl Config {
                 slots: BTreeMap::new(),
             };
             for (li, slc) in sc.slots.iter().enumerate() {
-                let k = format!("{sk}.slots[{li}]");
+                let k = format!("{sk}.slots[{}]", key_name(&slc.name, li));
                 let slot = slot_from_config(slc, &k, problems);
                 if site.slots.insert(slot.name.clone(), slot).is_some() {
                     problems.push(Problem {
@@ -404,6 +404,16 @@ impl Config {
             state.sites.insert(site.name.clone(), site);
         }
         state
+    }
+}
+
+/// Keys name sites and slots as `State::validate` does (`sites[shop]`),
+/// falling back to the position when the name itself is unusable.
+fn key_name(name: &str, index: usize) -> String {
+    if model::check_name(name).is_ok() {
+        name.to_string()
+    } else {
+        index.to_string()
     }
 }
 
@@ -545,7 +555,7 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
             "{e}"
         );
         let e = error_of(&GOOD.replace("10.0.0.0/8", "10.0.0.0/40"));
-        assert!(e.contains("sites[0].slots[1].ip_allow[0]"), "{e}");
+        assert!(e.contains("sites[shop].slots[staging].ip_allow[0]"), "{e}");
         let e = error_of(&GOOD.replace("127.0.0.1:0", "localhost"));
         assert!(e.contains("server.listen[0]"), "{e}");
         let e = error_of(&GOOD.replace(
@@ -561,6 +571,6 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
     #[test]
     fn deployment_keys_without_instances_are_errors() {
         let e = error_of(&format!("{GOOD}warmup_path = \"/ready\"\n"));
-        assert!(e.contains("sites[0].slots[1].warmup_path"), "{e}");
+        assert!(e.contains("sites[shop].slots[staging].warmup_path"), "{e}");
     }
 }

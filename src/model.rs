@@ -13,6 +13,11 @@ use std::fmt;
 /// The name of the slot every site has and that weighted routing falls back to.
 pub const PRODUCTION: &str = "production";
 
+/// A slot's instances are tracked in a 64-bit mask per request.
+pub const MAX_INSTANCES: usize = 64;
+pub const MAX_WARMUP_RETRIES: u32 = 100;
+pub const MAX_WARMUP_TIMEOUT_SECS: u64 = 3600;
+
 /// Key/value settings handed to the app (like App Service application settings).
 pub type Settings = BTreeMap<String, String>;
 
@@ -240,6 +245,33 @@ impl Deployment {
             out.push(problem(
                 format!("{key}.instances"),
                 "a deployment needs at least one instance",
+            ));
+        }
+        if self.instances.len() > MAX_INSTANCES {
+            out.push(problem(
+                format!("{key}.instances"),
+                format!(
+                    "{} instances; a slot can have at most {MAX_INSTANCES}",
+                    self.instances.len()
+                ),
+            ));
+        }
+        if self.warmup.retries > MAX_WARMUP_RETRIES {
+            out.push(problem(
+                format!("{key}.warmup_retries"),
+                format!(
+                    "{} is over the limit of {MAX_WARMUP_RETRIES}",
+                    self.warmup.retries
+                ),
+            ));
+        }
+        if self.warmup.timeout_secs > MAX_WARMUP_TIMEOUT_SECS {
+            out.push(problem(
+                format!("{key}.warmup_timeout_secs"),
+                format!(
+                    "{} is over the limit of {MAX_WARMUP_TIMEOUT_SECS} (one hour)",
+                    self.warmup.timeout_secs
+                ),
             ));
         }
         for (i, inst) in self.instances.iter().enumerate() {
@@ -539,6 +571,23 @@ mod tests {
         assert!(check_instance("[::1]:80").is_ok());
         assert!(check_instance("127.0.0.1").is_err());
         assert!(check_instance("host:99999").is_err());
+        let d = Deployment {
+            build_version: "v".into(),
+            instances: (0..65).map(|i| format!("127.0.0.1:{}", 1000 + i)).collect(),
+            warmup: Warmup {
+                retries: u32::MAX,
+                timeout_secs: u64::MAX,
+                ..Warmup::default()
+            },
+            settings_hook_path: None,
+        };
+        let mut p = Vec::new();
+        d.validate("d", &mut p);
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["d.instances", "d.warmup_retries", "d.warmup_timeout_secs"]
+        );
         assert_eq!(parse_cidr("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(parse_cidr("::1").unwrap().to_string(), "::1/128");
         assert!(parse_cidr("10.0.0.0/33").is_err());

@@ -446,7 +446,7 @@ traffic_percent = 30
         (
             "traffic_percent = 30",
             "traffic_percent = 30\nip_allow = [\"10.0.0.0/99\"]",
-            "sites[0].slots[1].ip_allow[0]",
+            "sites[shop].slots[staging].ip_allow[0]",
         ),
         (
             "traffic_percent = 30",

@@ -343,11 +343,26 @@ fn declarative_swap_runs_on_start_and_once() {
     });
     // reload with the same file: nothing to do
     proxy.signal(libc::SIGHUP);
+    wait_for(10, "the SIGHUP reload", || {
+        proxy.log().contains("reloaded").then_some(())
+    });
+    // POST /reload answers after its reconcile has started any swap
     let (code, _) = api(&proxy, "POST", "/api/v1/reload", None);
     assert_eq!(code, 200);
-    std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(ops(&proxy).as_array().unwrap().len(), 1);
     assert_eq!(prod_version(&proxy), "v2");
+
+    // a changed target in the file swaps again on reload
+    proxy.rewrite_sites(&config.replace(
+        "target_build_version = \"v2\"",
+        "target_build_version = \"v1\"",
+    ));
+    let (code, body) = api(&proxy, "POST", "/api/v1/reload", None);
+    assert_eq!(code, 200, "{body}");
+    wait_for(30, "the second declarative swap", || {
+        (prod_version(&proxy) == "v1").then_some(())
+    });
+    assert_eq!(ops(&proxy).as_array().unwrap().len(), 2);
 }
 
 #[test]
