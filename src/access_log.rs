@@ -75,11 +75,6 @@ impl Entry<'_> {
     }
 }
 
-/// The current time as RFC 3339 UTC with milliseconds.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// Open the log and start its writer thread (once per process).
 pub fn init(cfg: &AccessLogSection) -> anyhow::Result<()> {
     if !cfg.enabled || SINK.get().is_some() {
@@ -176,12 +171,5 @@ mod tests {
         assert_eq!(v["client"], "10.0.0.1");
         assert_eq!(v["status"], 200);
         assert_eq!(v["reason"], "weighted");
-    }
-
-    #[test]
-    fn now_is_rfc3339_utc() {
-        let t = now();
-        assert!(chrono::DateTime::parse_from_rfc3339(&t).is_ok(), "{t}");
-        assert!(t.ends_with('Z'));
     }
 }

@@ -204,5 +204,10 @@ mod tests {
             "an open phase fails with the operation"
         );
         assert!(op.id < new_id() || op.id.len() == new_id().len());
+        let t = now();
+        assert!(
+            humantime::parse_rfc3339(&t).is_ok() && t.ends_with('Z'),
+            "{t}"
+        );
     }
 }

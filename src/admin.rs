@@ -321,11 +321,7 @@ pub struct InstanceView {
 }
 
 pub fn site_view(site: &Site, health: &Health) -> SiteView {
-    let ordered = site
-        .slots
-        .get(PRODUCTION)
-        .into_iter()
-        .chain(site.slots.values().filter(|s| s.name != PRODUCTION));
+    let ordered = site.slots_in_order();
     SiteView {
         name: site.name.clone(),
         hostnames: site.hostnames.clone(),

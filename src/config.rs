@@ -429,23 +429,20 @@ fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> S
         }
     }
     let deployment = match &c.instances {
-        Some(instances) => {
-            let d = Warmup::default();
-            Some(Deployment {
-                build_version: c
-                    .build_version
-                    .clone()
-                    .unwrap_or_else(|| "unversioned".into()),
-                instances: instances.clone(),
-                warmup: Warmup {
-                    path: c.warmup_path.clone().unwrap_or(d.path),
-                    statuses: c.warmup_statuses.clone().unwrap_or(d.statuses),
-                    timeout_secs: c.warmup_timeout_secs.unwrap_or(d.timeout_secs),
-                    retries: c.warmup_retries.unwrap_or(d.retries),
-                },
-                settings_hook_path: c.settings_hook_path.clone(),
-            })
-        }
+        Some(instances) => Some(Deployment {
+            build_version: c
+                .build_version
+                .clone()
+                .unwrap_or_else(|| "unversioned".into()),
+            instances: instances.clone(),
+            warmup: Warmup::with_defaults(
+                c.warmup_path.clone(),
+                c.warmup_statuses.clone(),
+                c.warmup_timeout_secs,
+                c.warmup_retries,
+            ),
+            settings_hook_path: c.settings_hook_path.clone(),
+        }),
         None => {
             let deployment_keys = [
                 ("build_version", c.build_version.is_some()),

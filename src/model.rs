@@ -109,6 +109,24 @@ impl Default for Warmup {
     }
 }
 
+impl Warmup {
+    /// Warm-up settings where the ones not given take their defaults.
+    pub fn with_defaults(
+        path: Option<String>,
+        statuses: Option<Vec<u16>>,
+        timeout_secs: Option<u64>,
+        retries: Option<u32>,
+    ) -> Warmup {
+        let d = Warmup::default();
+        Warmup {
+            path: path.unwrap_or(d.path),
+            statuses: statuses.unwrap_or(d.statuses),
+            timeout_secs: timeout_secs.unwrap_or(d.timeout_secs),
+            retries: retries.unwrap_or(d.retries),
+        }
+    }
+}
+
 impl Slot {
     /// A slot with nothing in it but its name.
     pub fn empty(name: &str) -> Slot {
@@ -125,16 +143,32 @@ impl Slot {
         }
     }
 
-    /// The settings the app in this slot should see: swappable settings with
-    /// the slot's sticky settings on top.
-    pub fn effective_settings(&self) -> Settings {
+    /// The settings this slot's content runs with when it serves `host`:
+    /// its own swappable settings with `host`'s sticky settings on top. In
+    /// its own slot (`host` = self) that is its effective configuration;
+    /// during a swap, `host` is the slot it is about to serve.
+    pub fn settings_in(&self, host: &Slot) -> Settings {
         let mut s = self.settings.clone();
-        s.extend(self.sticky_settings.clone());
+        s.extend(host.sticky_settings.clone());
         s
+    }
+
+    /// The settings the app in this slot should see now.
+    pub fn effective_settings(&self) -> Settings {
+        self.settings_in(self)
     }
 }
 
 impl Site {
+    /// Production first, then the other slots by name: the order routing
+    /// indexes them in and the API lists them in.
+    pub fn slots_in_order(&self) -> impl Iterator<Item = &Slot> {
+        self.slots
+            .get(PRODUCTION)
+            .into_iter()
+            .chain(self.slots.values().filter(|s| s.name != PRODUCTION))
+    }
+
     /// All host names that reach `slot` directly, generated one first.
     pub fn slot_hostnames(&self, slot: &Slot) -> Vec<String> {
         let mut out = Vec::with_capacity(slot.hostnames.len() + 1);

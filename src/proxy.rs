@@ -441,7 +441,7 @@ fn access_entry<'a>(
             .map(|a| a.ip())
     });
     crate::access_log::Entry {
-        time: crate::access_log::now(),
+        time: crate::activity::now(),
         client,
         host: std::str::from_utf8(host_of(req)).unwrap_or("-"),
         site: ctx.site().map_or("-", |s| &s.name),

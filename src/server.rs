@@ -24,6 +24,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::control::swap::SwapEngine;
 use crate::control::ControlPlane;
+use crate::model::State;
 use crate::proxy::SlotProxy;
 use crate::store::FileStore;
 use anyhow::Context;
@@ -173,8 +174,7 @@ pub struct Runtime {
 
 /// Validate the config, open the state, start the control runtime. Errors
 /// here happen before anything listens.
-pub fn start(args: &ServeArgs) -> anyhow::Result<Runtime> {
-    let (config, seed) = Config::load(&args.config)?;
+pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Runtime> {
     let token = admin::resolve_token(&config.admin, std::env::var(admin::TOKEN_ENV).ok())?;
     admin::check_exposure(&config.admin.listen, token.as_deref())?;
     crate::access_log::init(&config.access_log)?;
@@ -331,8 +331,9 @@ pub fn reload(control: &ControlPlane, swaps: &Arc<SwapEngine>, path: &Path) -> a
 /// Run the proxy until a shutdown signal; SIGTERM drains, SIGQUIT hands the
 /// sockets to a process started with `--upgrade`.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Refuse a bad config before taking anything over from a running process.
-    let (cfg, _) = Config::load(&args.config)?;
+    // Refuse a bad config before taking anything over from a running
+    // process; the same reading configures pingora and the control plane.
+    let (cfg, seed) = Config::load(&args.config)?;
     let conf = ServerConf {
         threads: cfg.server.threads,
         grace_period_seconds: Some(cfg.server.grace_period_secs),
@@ -349,7 +350,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // With --upgrade this waits (up to 5 s) for the old process's sockets,
     // which it sends on SIGQUIT; only then is the shared state opened.
     server.bootstrap();
-    let rt = start(&args)?;
+    let rt = start(&args, cfg, seed)?;
     let cfg = &rt.config;
     let proxy = SlotProxy::new(
         rt.control.table(),

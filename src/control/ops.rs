@@ -50,16 +50,15 @@ pub struct Deploy {
 
 impl Deploy {
     pub fn to_deployment(&self) -> Deployment {
-        let d = Warmup::default();
         Deployment {
             build_version: self.build_version.clone(),
             instances: self.instances.clone(),
-            warmup: Warmup {
-                path: self.warmup_path.clone().unwrap_or(d.path),
-                statuses: self.warmup_statuses.clone().unwrap_or(d.statuses),
-                timeout_secs: self.warmup_timeout_secs.unwrap_or(d.timeout_secs),
-                retries: self.warmup_retries.unwrap_or(d.retries),
-            },
+            warmup: Warmup::with_defaults(
+                self.warmup_path.clone(),
+                self.warmup_statuses.clone(),
+                self.warmup_timeout_secs,
+                self.warmup_retries,
+            ),
             settings_hook_path: self.settings_hook_path.clone(),
         }
     }
@@ -247,7 +246,7 @@ pub fn set_traffic_routing(
     req: &TrafficRouting,
 ) -> Result<(), ControlError> {
     let s = site_mut(state, site)?;
-    for (name, pct) in &req.distribution {
+    for name in req.distribution.keys() {
         let key = format!("distribution.{name}");
         if name == PRODUCTION {
             return Err(invalid(
@@ -260,17 +259,8 @@ pub fn set_traffic_routing(
                 "{key}: site {site:?} has no slot {name:?}"
             )));
         }
-        if !pct.is_finite() || !(0.0..=100.0).contains(pct) {
-            return Err(invalid(key, format!("{pct} is out of range 0-100")));
-        }
     }
-    let sum: f64 = req.distribution.values().sum();
-    if sum > 100.0 + 1e-9 {
-        return Err(invalid(
-            "distribution".into(),
-            format!("the percentages sum to {sum}, over 100"),
-        ));
-    }
+    // Ranges and the sum are State::validate's job, as for the config file.
     for slot in s.slots.values_mut() {
         slot.traffic_percent = req.distribution.get(&slot.name).copied();
     }

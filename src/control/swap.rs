@@ -66,14 +66,6 @@ impl Plan {
     }
 }
 
-/// Settings the source's instances run with once they serve the target:
-/// their own swappable settings plus the target's sticky ones.
-pub fn settings_for_target(source: &Slot, target: &Slot) -> Settings {
-    let mut s = source.settings.clone();
-    s.extend(target.sticky_settings.clone());
-    s
-}
-
 /// Decide whether a request may start, and how. Pure: no I/O.
 fn check(
     state: &State,
@@ -392,7 +384,7 @@ impl SwapEngine {
     /// and must answer again.
     async fn prepare(&self, plan: &Plan, op: &mut Operation) -> Result<(), String> {
         let d = plan.source_deployment();
-        let settings = settings_for_target(&plan.source, &plan.target);
+        let settings = plan.source.settings_in(&plan.target);
         op.begin_phase(activity::APPLY_SETTINGS);
         self.save(op);
         let Some(hook) = &d.settings_hook_path else {
@@ -538,7 +530,7 @@ impl SwapEngine {
         let error = match &plan.target.deployment {
             Some(d) => match &d.settings_hook_path {
                 Some(hook) => {
-                    let settings = settings_for_target(&plan.target, &plan.source);
+                    let settings = plan.target.settings_in(&plan.source);
                     let r = self
                         .post_settings(op, activity::APPLY_SOURCE_SETTINGS, d, hook, &settings)
                         .await;
@@ -847,7 +839,7 @@ name = "empty"
     fn effective_settings_for_the_target() {
         let s = state();
         let site = &s.sites["shop"];
-        let eff = settings_for_target(&site.slots["staging"], &site.slots["production"]);
+        let eff = site.slots["staging"].settings_in(&site.slots["production"]);
         assert_eq!(eff["FLAG"], "new");
         assert_eq!(eff["DB"], "prod-db");
     }

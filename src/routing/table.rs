@@ -124,16 +124,10 @@ impl RouteTable {
                     },
                 );
             }
-            // production first, then the others in name order
-            let ordered = site
-                .slots
-                .get(PRODUCTION)
-                .into_iter()
-                .chain(site.slots.values().filter(|s| s.name != PRODUCTION));
             let mut slots = Vec::with_capacity(site.slots.len());
             let mut weights = Vec::new();
             let mut cumulative = 0u32;
-            for slot in ordered {
+            for slot in site.slots_in_order() {
                 let slot_idx = slots.len() as u16;
                 for h in site.slot_hostnames(slot) {
                     hosts.insert(
