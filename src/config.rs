@@ -67,6 +67,15 @@ pub struct ServerSection {
     pub pid_file: String,
     /// Connect timeout to an app instance before its next instance is tried.
     pub connect_timeout_ms: u64,
+    /// Longest wait for an instance to send (more of) its response.
+    pub upstream_read_timeout_secs: u64,
+    /// Longest wait for an instance to accept (more of) the request.
+    pub upstream_write_timeout_secs: u64,
+    /// Pooled idle connections to instances are closed after this long. Keep
+    /// it below the apps' own keep-alive time-out (Node's is 5 s): a request
+    /// that is not idempotent cannot be retried on a connection the app
+    /// closed under it.
+    pub upstream_idle_timeout_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -79,6 +88,9 @@ impl Default for ServerSection {
             upgrade_sock: "/tmp/slotproxy_upgrade.sock".into(),
             pid_file: "/tmp/slotproxy.pid".into(),
             connect_timeout_ms: 2000,
+            upstream_read_timeout_secs: 60,
+            upstream_write_timeout_secs: 60,
+            upstream_idle_timeout_secs: 4,
         }
     }
 }
@@ -315,6 +327,25 @@ impl Config {
         };
         if self.server.threads == 0 {
             bad("server.threads", "must be at least 1");
+        }
+        for (key, v) in [
+            ("server.connect_timeout_ms", self.server.connect_timeout_ms),
+            (
+                "server.upstream_read_timeout_secs",
+                self.server.upstream_read_timeout_secs,
+            ),
+            (
+                "server.upstream_write_timeout_secs",
+                self.server.upstream_write_timeout_secs,
+            ),
+            (
+                "server.upstream_idle_timeout_secs",
+                self.server.upstream_idle_timeout_secs,
+            ),
+        ] {
+            if v == 0 {
+                bad(key, "must be at least 1");
+            }
         }
         if self.health.interval_ms == 0 {
             bad("health.interval_ms", "must be at least 1");

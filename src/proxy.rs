@@ -27,15 +27,32 @@ use std::time::{Duration, Instant};
 
 pub struct SlotProxy {
     table: Arc<ArcSwap<RouteTable>>,
-    connect_timeout: Duration,
+    timeouts: UpstreamTimeouts,
+}
+
+/// Time limits on the way to an app instance (`[server]` config).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+impl UpstreamTimeouts {
+    pub fn from_config(s: &crate::config::ServerSection) -> Self {
+        UpstreamTimeouts {
+            connect: Duration::from_millis(s.connect_timeout_ms),
+            read: Duration::from_secs(s.upstream_read_timeout_secs),
+            write: Duration::from_secs(s.upstream_write_timeout_secs),
+            idle: Duration::from_secs(s.upstream_idle_timeout_secs),
+        }
+    }
 }
 
 impl SlotProxy {
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, connect_timeout: Duration) -> Self {
-        SlotProxy {
-            table,
-            connect_timeout,
-        }
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, timeouts: UpstreamTimeouts) -> Self {
+        SlotProxy { table, timeouts }
     }
 }
 
@@ -46,8 +63,11 @@ pub struct RequestCtx {
     pub table: Option<Arc<RouteTable>>,
     pub site: u32,
     pub decision: Option<Decision>,
-    /// Bitmask of the slot's instances already tried.
+    /// Bitmask of the slot's instances that refused a connection.
     pub tried: u64,
+    /// Upstream attempts so far (connect retries and reused-connection
+    /// retries included).
+    pub attempts: u32,
     pub instance: Option<usize>,
     /// The peer is one of the site's trusted proxies.
     pub trusted_peer: bool,
@@ -68,6 +88,7 @@ impl Default for RequestCtx {
             site: 0,
             decision: None,
             tried: 0,
+            attempts: 0,
             instance: None,
             trusted_peer: false,
             peer_ip: None,
@@ -249,20 +270,23 @@ impl ProxyHttp for SlotProxy {
         let pool = ctx
             .pool()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request was not routed"))?;
+        // An upstream error (502), not an internal one: the slot has no
+        // instance left that could take the request.
+        let no_route = |why: &'static str| Error::explain(ErrorType::ConnectNoRoute, why).into_up();
         let Some(i) = pool.pick(ctx.tried) else {
-            return Err(Error::explain(
-                ErrorType::ConnectNoRoute,
-                "every instance of the slot was tried",
-            ));
+            return Err(no_route("no instance of the slot is left to try"));
         };
-        let addr = pool.instances[i].addr.ok_or_else(|| {
-            Error::explain(ErrorType::ConnectNoRoute, "instance does not resolve")
-        })?;
-        ctx.tried |= 1 << i;
+        let addr = pool.instances[i]
+            .addr
+            .ok_or_else(|| no_route("instance does not resolve"))?;
+        ctx.attempts += 1;
         ctx.instance = Some(i);
         ctx.connect_start = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.read_timeout = Some(self.timeouts.read);
+        peer.options.write_timeout = Some(self.timeouts.write);
+        peer.options.idle_timeout = Some(self.timeouts.idle);
         Ok(Box::new(peer))
     }
 
@@ -275,15 +299,15 @@ impl ProxyHttp for SlotProxy {
     ) -> Box<Error> {
         ctx.count_upstream_error(&e);
         ctx.connect_failed = true;
+        // Only a failed connect marks the instance as tried: a request that
+        // pingora retries after a stale pooled connection may go to the
+        // same instance again over a fresh one.
+        if let Some(i) = ctx.instance {
+            ctx.tried |= 1 << i;
+        }
         // Nothing was sent yet, so any method may go to the slot's next
         // instance; never to another slot.
-        let untried_left = ctx.pool().is_some_and(|p| {
-            p.instances
-                .iter()
-                .enumerate()
-                .any(|(i, inst)| ctx.tried & (1 << i) == 0 && inst.addr.is_some() && i < 64)
-        });
-        e.set_retry(untried_left);
+        e.set_retry(ctx.pool().is_some_and(|p| p.has_untried(ctx.tried)));
         e
     }
 
@@ -392,14 +416,18 @@ impl ProxyHttp for SlotProxy {
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
-        if code == 502 {
+        if session.response_written().is_some() {
+            // The response had begun (the upstream died mid-body): write
+            // nothing more, close the connection, so the client sees a
+            // truncated response rather than an error spliced into it.
+        } else if code == 502 {
             let what = match (ctx.site(), ctx.slot()) {
                 (Some(site), Some(slot)) => format!("slot {} of site {}", slot.name, site.name),
                 _ => "the chosen slot".into(),
             };
             let msg = format!(
                 "502 Bad Gateway: no instance of {what} answered ({} tried)",
-                ctx.tried.count_ones()
+                ctx.attempts
             );
             if let Err(err) = respond(session, 502, msg).await {
                 log::debug!("could not send 502: {err}");

@@ -354,7 +354,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = &rt.config;
     let proxy = SlotProxy::new(
         rt.control.table(),
-        Duration::from_millis(cfg.server.connect_timeout_ms),
+        crate::proxy::UpstreamTimeouts::from_config(&cfg.server),
     );
     let mut service =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "slotproxy");

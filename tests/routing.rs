@@ -524,3 +524,57 @@ instances = ["127.0.0.1:{dead_port}"]
     });
     assert_eq!(a.version(), "v3");
 }
+
+/// An upstream that starts a chunked body and hangs up mid-way.
+fn truncating_upstream() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+            // dropped: the connection closes before the last chunk
+        }
+    });
+    port
+}
+
+#[test]
+fn truncated_upstream_response_is_not_passed_off_as_complete() {
+    let port = truncating_upstream();
+    let proxy = Proxy::start(&format!(
+        r#"
+[[sites]]
+name = "app"
+hostnames = ["app.test"]
+[[sites.slots]]
+name = "production"
+instances = ["127.0.0.1:{port}"]
+[[sites.slots]]
+name = "ghost"
+traffic_percent = 0
+instances = ["no-such-host.invalid:80"]
+"#
+    ));
+    let resp = client()
+        .get(proxy.url("/"))
+        .header("host", "app.test")
+        .send()
+        .expect("the header arrives");
+    assert_eq!(resp.status().as_u16(), 200);
+    match resp.bytes() {
+        Ok(body) => panic!("a cut-off body read as complete: {body:?}"),
+        Err(e) => assert!(!e.to_string().contains("502"), "{e}"),
+    }
+    // an instance whose name does not resolve: a 502 that says so
+    let a = get(&proxy, "app.test", "/?x-ms-routing-name=ghost", &[]);
+    assert_eq!(a.status, 502);
+    assert_eq!(
+        a.body,
+        "502 Bad Gateway: no instance of slot ghost of site app answered (0 tried)\n"
+    );
+}

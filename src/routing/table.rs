@@ -86,6 +86,15 @@ impl Pool {
         self.instances.iter().any(|i| i.healthy && i.addr.is_some())
     }
 
+    /// Some instance not in `tried` could still take a request.
+    pub fn has_untried(&self, tried: u64) -> bool {
+        self.instances
+            .iter()
+            .take(64)
+            .enumerate()
+            .any(|(i, inst)| tried & (1 << i) == 0 && inst.addr.is_some())
+    }
+
     /// Pick the next instance round robin, skipping those in `tried` (a
     /// bitmask of indices). Healthy instances first; if every untried one is
     /// marked down, try those anyway — the health view may be stale, and a
