@@ -179,14 +179,9 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
     admin::check_exposure(&config.admin.listen, token.as_deref())?;
     crate::access_log::init(&config.access_log)?;
     crate::metrics::metrics();
-    let store = FileStore::open(&config.state.dir)?;
-    let control = Arc::new(
-        ControlPlane::open(&config, seed, Box::new(store))
-            .with_context(|| format!("cannot apply {}", args.config.display()))?,
-    );
     // Control listeners bind here, synchronously, so a port clash is
-    // reported before anything serves; after `--upgrade` they are bound
-    // later, once the old process has let go of them.
+    // reported before anything serves or the state is touched; after
+    // `--upgrade` they are bound later, once the old process lets go.
     let admin_now = bind_now(&config.admin.listen, args.upgrade, "admin API")?;
     let metrics_now = bind_now(&config.metrics.listen, args.upgrade, "metrics")?;
     let mut demo_listeners = Vec::new();
@@ -194,6 +189,18 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
         let l = bind_now(&app.listen, args.upgrade, "demo app")?;
         demo_listeners.push((l, app.listen.clone(), app.version.clone()));
     }
+    // One writer per state directory: a second slotproxy on it is refused;
+    // an upgrading one waits for its predecessor to hand the state over.
+    let patience = if args.upgrade {
+        BIND_PATIENCE
+    } else {
+        Duration::ZERO
+    };
+    let store = FileStore::open(&config.state.dir, patience)?;
+    let control = Arc::new(
+        ControlPlane::open(&config, seed, Box::new(store))
+            .with_context(|| format!("cannot apply {}", args.config.display()))?,
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         // two workers: a slow disk (fsync) or a long compile on one must
@@ -236,6 +243,12 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
                     admin::router(admin_state),
                 ));
                 tokio::spawn(watch_sigquit());
+                let handing = c.clone();
+                tokio::spawn(async move {
+                    handed_over().await;
+                    // the successor becomes the one writer of the state
+                    handing.release_store();
+                });
                 tokio::spawn(upgrade_on_sigusr2(path.clone()));
                 tokio::spawn(crate::health::run(c.clone(), health));
                 reload_on_sighup(c, s, path).await;

@@ -578,3 +578,28 @@ instances = ["no-such-host.invalid:80"]
         "502 Bad Gateway: no instance of slot ghost of site app answered (0 tried)\n"
     );
 }
+
+#[test]
+fn a_second_slotproxy_on_the_same_state_is_refused() {
+    let app = App::start("v1");
+    let sites = format!(
+        "[[sites]]\nname = \"app\"\nhostnames = [\"app.test\"]\n[[sites.slots]]\nname = \"production\"\ninstances = [\"{}\"]\n",
+        app.addr()
+    );
+    let proxy = Proxy::start(&sites);
+    let state = proxy.dir.path().join("state");
+    let (code, err) = refused(&config_text(
+        free_port(),
+        free_port(),
+        free_port(),
+        &state,
+        &sites,
+    ));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("is in use by another slotproxy")
+            && err.contains(&format!("pid {}", proxy.pid())),
+        "{err}"
+    );
+    assert_eq!(get(&proxy, "app.test", "/", &[]).status, 200);
+}

@@ -133,6 +133,13 @@ impl ControlPlane {
         std::mem::take(&mut *self.interrupted.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Hand the store to a successor process: from now on every change
+    /// here fails, and this process only serves what it has.
+    pub fn release_store(&self) {
+        let _inner = self.lock();
+        self.store.release();
+    }
+
     /// The published table, shared with the proxy.
     pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
         self.table.clone()

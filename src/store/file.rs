@@ -11,19 +11,78 @@ use std::path::{Path, PathBuf};
 
 pub struct FileStore {
     dir: PathBuf,
+    /// The open, `flock`ed `<dir>/lock`: one writer per state directory.
+    /// `None` once released to a successor.
+    lock: std::sync::Mutex<Option<File>>,
 }
 
 const FILE: &str = "state.json";
+const LOCK: &str = "lock";
 /// One file per operation of the activity log.
 const OPS: &str = "operations";
 
 impl FileStore {
-    /// Use `dir`, creating it if needed.
-    pub fn open(dir: &Path) -> Result<FileStore, StoreError> {
+    /// Use `dir`, creating it if needed, as its only writer. When another
+    /// process holds it, wait up to `patience` for it to let go (a graceful
+    /// upgrade), then fail naming the holder.
+    pub fn open(dir: &Path, patience: std::time::Duration) -> Result<FileStore, StoreError> {
         fs::create_dir_all(dir).map_err(|e| io(dir, "create directory", e))?;
+        let path = dir.join(LOCK);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io(&path, "open", e))?;
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            // SAFETY: flock on a file descriptor we own; no memory involved.
+            let r = unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&file),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(&path, "lock", err));
+            }
+            if std::time::Instant::now() >= deadline {
+                let mut pid = String::new();
+                let _ = std::io::Read::read_to_string(&mut file, &mut pid);
+                let holder = match pid.trim() {
+                    "" => String::new(),
+                    p => format!(" (pid {p})"),
+                };
+                return Err(StoreError::Locked {
+                    path: dir.display().to_string(),
+                    holder,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = file.set_len(0);
+        let _ = file.write_all(std::process::id().to_string().as_bytes());
         Ok(FileStore {
             dir: dir.to_path_buf(),
+            lock: std::sync::Mutex::new(Some(file)),
         })
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        match self
+            .lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            true => Ok(()),
+            false => Err(StoreError::HandedOver),
+        }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -78,11 +137,13 @@ impl StateStore for FileStore {
     }
 
     fn save(&self, doc: &Persisted) -> Result<(), StoreError> {
+        self.check_writable()?;
         let body = serde_json::to_vec_pretty(doc).expect("state serializes");
         write_atomic(&self.dir, FILE, &body)
     }
 
     fn save_operation(&self, op: &Operation) -> Result<(), StoreError> {
+        self.check_writable()?;
         let dir = self.dir.join(OPS);
         fs::create_dir_all(&dir).map_err(|e| io(&dir, "create directory", e))?;
         let body = serde_json::to_vec_pretty(op).expect("operation serializes");
@@ -120,6 +181,11 @@ impl StateStore for FileStore {
         }
     }
 
+    fn release(&self) {
+        // closing the descriptor drops the flock
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
     fn describe(&self) -> String {
         self.path().display().to_string()
     }
@@ -128,11 +194,12 @@ impl StateStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn round_trip_and_first_start() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(&dir.path().join("nested")).unwrap();
+        let store = FileStore::open(&dir.path().join("nested"), Duration::ZERO).unwrap();
         assert_eq!(store.load().unwrap(), None);
         let doc = Persisted {
             revision: 7,
@@ -140,9 +207,9 @@ mod tests {
         };
         store.save(&doc).unwrap();
         assert_eq!(store.load().unwrap(), Some(doc));
-        // no temporary file is left behind
+        // no temporary file is left behind (state.json and the lock)
         let names: Vec<_> = fs::read_dir(dir.path().join("nested")).unwrap().collect();
-        assert_eq!(names.len(), 1);
+        assert_eq!(names.len(), 2);
         let op = Operation::new("s", "staging", "production", crate::activity::Action::Swap);
         store.save_operation(&op).unwrap();
         assert_eq!(store.load_operations().unwrap(), vec![op.clone()]);
@@ -151,10 +218,32 @@ mod tests {
     }
 
     #[test]
+    fn one_writer_per_directory_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FileStore::open(dir.path(), Duration::ZERO).unwrap();
+        let e = FileStore::open(dir.path(), Duration::from_millis(100))
+            .err()
+            .unwrap();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("in use by another slotproxy")
+                && msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        first.release();
+        assert!(matches!(
+            first.save(&Persisted::default()),
+            Err(StoreError::HandedOver)
+        ));
+        let second = FileStore::open(dir.path(), Duration::ZERO).unwrap();
+        second.save(&Persisted::default()).unwrap();
+    }
+
+    #[test]
     fn corrupt_state_is_reported_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(FILE), b"{not json").unwrap();
-        let store = FileStore::open(dir.path()).unwrap();
+        let store = FileStore::open(dir.path(), Duration::ZERO).unwrap();
         let e = store.load().unwrap_err().to_string();
         assert!(e.contains("not valid state"), "{e}");
     }

@@ -67,6 +67,10 @@ pub enum StoreError {
         op: &'static str,
         source: std::io::Error,
     },
+    #[error("state directory {path} is in use by another slotproxy{holder}; stop it, or start this one with --upgrade to take over from it")]
+    Locked { path: String, holder: String },
+    #[error("this process handed the state over to its successor (graceful upgrade); it no longer writes")]
+    HandedOver,
     #[error("state file {path} is not valid state ({source}); fix or move it away, slotproxy will not overwrite it")]
     Corrupt {
         path: String,
@@ -86,6 +90,9 @@ pub trait StateStore: Send + Sync {
     fn load_operations(&self) -> Result<Vec<Operation>, StoreError>;
     /// Forget an entry (retention).
     fn delete_operation(&self, id: &str) -> Result<(), StoreError>;
+    /// Stop writing for good and let a successor process take the store
+    /// (graceful upgrade). Every later write fails with `HandedOver`.
+    fn release(&self) {}
     /// Where the state lives, for messages.
     fn describe(&self) -> String;
 }
