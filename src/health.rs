@@ -98,10 +98,17 @@ pub async fn run(control: Arc<ControlPlane>, cfg: HealthSection) {
         // plane publishes only what differs from its own, and an instance
         // that left and came back is set right on the next tick.
         let view: Vec<(String, bool)> = trackers.iter().map(|(l, t)| (l.clone(), t.up)).collect();
+        let labels: Vec<String> = trackers.keys().cloned().collect();
+        let renamed = crate::routing::table::refresh_names(&labels).await;
         let control = control.clone();
-        // publishing compiles a table (and may resolve names): off the
-        // runtime's worker
-        let _ = tokio::task::spawn_blocking(move || control.set_health(&view)).await;
+        // publishing compiles a table: off the runtime's worker
+        let _ = tokio::task::spawn_blocking(move || {
+            control.set_health(&view);
+            if renamed {
+                control.republish();
+            }
+        })
+        .await;
     }
 }
 

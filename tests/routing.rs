@@ -225,6 +225,7 @@ fn stale_pin_is_rebucketed_when_its_instances_die() {
 #[test]
 fn dead_instance_is_skipped_and_round_robin_spreads_load() {
     let (a1, mut a2) = (App::start("v1"), App::start("v1"));
+    // one instance given by name: resolved for the table, not per request
     let proxy = Proxy::start(&format!(
         r#"
 [[sites]]
@@ -232,10 +233,10 @@ name = "app"
 hostnames = ["app.test"]
 [[sites.slots]]
 name = "production"
-instances = ["{}", "{}"]
+instances = ["{}", "localhost:{}"]
 "#,
         a1.addr(),
-        a2.addr()
+        a2.port
     ));
     let mut by_instance: HashMap<String, u32> = HashMap::new();
     for _ in 0..10 {

@@ -275,6 +275,12 @@ impl ControlPlane {
         .map(|_| ())
     }
 
+    /// Publish the same state again (an instance name resolves anew).
+    pub fn republish(&self) {
+        let mut inner = self.lock();
+        self.publish(&mut inner);
+    }
+
     /// Record health results; a flip publishes a new table.
     pub fn set_health(&self, results: &[(String, bool)]) {
         let mut inner = self.lock();

@@ -245,10 +245,36 @@ fn set_cookie(routing: &RoutingSection, value: &str, secure: bool) -> HeaderValu
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// Addresses of instances given by name, as last resolved. A name is
+/// resolved (blocking) the first time a table needs it; after that the
+/// health checker re-resolves names off the hot path and off the control
+/// lock ([`refresh_names`]), and a changed address publishes a new table.
+fn resolved() -> &'static std::sync::Mutex<HashMap<String, Option<SocketAddr>>> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Option<SocketAddr>>>> =
+        std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
 fn resolve(label: &str) -> Option<SocketAddr> {
     if let Ok(a) = label.parse() {
         return Some(a);
     }
+    if let Some(known) = resolved()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(label)
+    {
+        return *known;
+    }
+    let addr = lookup_blocking(label);
+    resolved()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(label.to_string(), addr);
+    addr
+}
+
+fn lookup_blocking(label: &str) -> Option<SocketAddr> {
     match label.to_socket_addrs() {
         Ok(mut addrs) => addrs.next(),
         Err(e) => {
@@ -256,6 +282,28 @@ fn resolve(label: &str) -> Option<SocketAddr> {
             None
         }
     }
+}
+
+/// Re-resolve every instance given by name among `labels`; true when an
+/// address changed (the caller publishes a new table).
+pub async fn refresh_names(labels: &[String]) -> bool {
+    let mut changed = false;
+    for label in labels {
+        if label.parse::<SocketAddr>().is_ok() {
+            continue;
+        }
+        let now = match tokio::net::lookup_host(label.as_str()).await {
+            Ok(mut addrs) => addrs.next(),
+            Err(_) => None,
+        };
+        let mut cache = resolved().lock().unwrap_or_else(|p| p.into_inner());
+        if cache.get(label) != Some(&now) {
+            log::info!("instance {label} now resolves to {now:?}");
+            cache.insert(label.clone(), now);
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// `host:port` → `host`, also for `[v6]:port`.
