@@ -5,7 +5,7 @@
 //! requests), and a small "control" runtime on its own thread for everything
 //! off the hot path — health checks, demo apps, SIGHUP reloads.
 
-use crate::config::Config;
+use crate::config::{Config, ServerSection};
 use crate::control::ControlPlane;
 use crate::proxy::SlotProxy;
 use crate::store::FileStore;
@@ -101,19 +101,25 @@ pub fn reload(control: &ControlPlane, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// pingora's settings for `[server]`. Public so `examples/bare_pingora.rs`
+/// runs with exactly the same ones when benchmarked against slotproxy.
+pub fn server_conf(server: &ServerSection) -> ServerConf {
+    ServerConf {
+        threads: server.threads,
+        grace_period_seconds: Some(server.grace_period_secs),
+        graceful_shutdown_timeout_seconds: Some(server.graceful_shutdown_timeout_secs),
+        upgrade_sock: server.upgrade_sock.clone(),
+        pid_file: server.pid_file.clone(),
+        ..ServerConf::default()
+    }
+}
+
 /// Run the proxy until a shutdown signal; SIGTERM drains, SIGQUIT hands the
 /// sockets to a process started with `--upgrade`.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let rt = start(&args)?;
     let cfg = &rt.config;
-    let conf = ServerConf {
-        threads: cfg.server.threads,
-        grace_period_seconds: Some(cfg.server.grace_period_secs),
-        graceful_shutdown_timeout_seconds: Some(cfg.server.graceful_shutdown_timeout_secs),
-        upgrade_sock: cfg.server.upgrade_sock.clone(),
-        pid_file: cfg.server.pid_file.clone(),
-        ..ServerConf::default()
-    };
+    let conf = server_conf(&cfg.server);
     let opt = Opt {
         upgrade: args.upgrade,
         ..Opt::default()
