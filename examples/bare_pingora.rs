@@ -6,6 +6,7 @@
 //! `cargo run --release --example bare_pingora -- LISTEN UPSTREAM [THREADS]`
 
 use async_trait::async_trait;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -13,6 +14,10 @@ use pingora_error::Result;
 use pingora_proxy::{ProxyHttp, Session};
 use slotproxy::config::ServerSection;
 use std::net::SocketAddr;
+
+// Same allocator as slotproxy's binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Bare {
     upstream: SocketAddr,
@@ -23,6 +28,9 @@ impl ProxyHttp for Bare {
     type CTX = ();
 
     fn new_ctx(&self) {}
+
+    /// Same as slotproxy: no response-compression module.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))

@@ -116,15 +116,17 @@ CONF
 
 # slotproxy: 90/10 split between production and staging, cookie pinning,
 # one worker thread, health checks as default.
+# start_slotproxy [NAME [BINARY]]: NAME keeps the files of two instances apart.
 start_slotproxy() {
+  local name="${1:-slotproxy}" bin="${2:-$SLOTPROXY}"
   SLOTPROXY_PORT=$(free_port)
-  mkdir -p "$TMP/slotproxy-state"
-  cat > "$TMP/slotproxy.toml" <<CONF
+  mkdir -p "$TMP/$name-state"
+  cat > "$TMP/$name.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$SLOTPROXY_PORT"]
 threads = 1
-upgrade_sock = "$TMP/slotproxy-upgrade.sock"
-pid_file = "$TMP/slotproxy.pid"
+upgrade_sock = "$TMP/$name-upgrade.sock"
+pid_file = "$TMP/$name.pid"
 
 [admin]
 listen = "127.0.0.1:$(free_port)"
@@ -134,7 +136,7 @@ token = "bench-token"
 listen = "127.0.0.1:$(free_port)"
 
 [state]
-dir = "$TMP/slotproxy-state"
+dir = "$TMP/$name-state"
 
 [[sites]]
 name = "bench"
@@ -151,16 +153,18 @@ traffic_percent = 10
 build_version = "v2"
 instances = ["127.0.0.1:$UPSTREAM_PORT"]
 CONF
-  taskset -c "$PROXY_CPU" "$SLOTPROXY" serve --config "$TMP/slotproxy.toml" > "$TMP/slotproxy.log" 2>&1 &
+  taskset -c "$PROXY_CPU" "$bin" serve --config "$TMP/$name.toml" > "$TMP/$name.log" 2>&1 &
   SLOTPROXY_PID=$!
   PIDS+=($SLOTPROXY_PID)
   wait_http "$SLOTPROXY_PORT"
 }
 
 # pingora with a fixed upstream and no slot logic, same pingora settings.
+# start_bare [NAME [BINARY]]
 start_bare() {
+  local name="${1:-bare}" bin="${2:-$BARE}"
   BARE_PORT=$(free_port)
-  taskset -c "$PROXY_CPU" "$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" 1 > "$TMP/bare.log" 2>&1 &
+  taskset -c "$PROXY_CPU" "$bin" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" 1 > "$TMP/$name.log" 2>&1 &
   BARE_PID=$!
   PIDS+=($BARE_PID)
   wait_http "$BARE_PORT"
@@ -275,12 +279,12 @@ CONF
 # rss_kb PID: resident set size of a process, in KiB.
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-# cpu_ticks PID...: user+system clock ticks of the processes and their children.
-cpu_ticks() {
-  local total=0 pid t
+# cpu_ns PID...: nanoseconds on CPU of the processes, their threads and their
+# children (nginx's worker). CPU per request stays meaningful when other work
+# on a shared machine steals cycles and so lowers every req/s figure.
+cpu_ns() {
+  local pid
   for pid in "$@" $(for p in "$@"; do pgrep -P "$p" || true; done); do
-    t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-    total=$((total + t))
-  done
-  echo "$total"
+    cat /proc/"$pid"/task/*/schedstat 2>/dev/null || true
+  done | awk '{t += $1} END {printf "%.0f\n", t}'
 }

@@ -10,6 +10,8 @@
 # Settings (env): DURATION=5 seconds per measurement, ROUNDS=3, CONNS=50
 # keep-alive connections, WARMUP=1 second per target before round 1,
 # SKIP_BUILD=1 to reuse target/release, KEEP_TMP=1 to keep configs and logs.
+# BEFORE_SLOTPROXY=path and BEFORE_BARE=path add two more targets, e.g. the
+# binaries of an older commit, measured in the same interleaved rounds.
 source "$(dirname "$0")/common.sh"
 
 DURATION="${DURATION:-5}"
@@ -30,6 +32,19 @@ start_slotproxy
 start_bare
 start_nginx
 start_haproxy
+EXTRA=()
+if [ -n "${BEFORE_SLOTPROXY:-}" ]; then
+  port=$SLOTPROXY_PORT pid=$SLOTPROXY_PID
+  start_slotproxy slotproxy-before "$BEFORE_SLOTPROXY"
+  EXTRA+=("slotproxy-before|$SLOTPROXY_PORT||$SLOTPROXY_PID")
+  SLOTPROXY_PORT=$port SLOTPROXY_PID=$pid
+fi
+if [ -n "${BEFORE_BARE:-}" ]; then
+  port=$BARE_PORT pid=$BARE_PID
+  start_bare bare-before "$BEFORE_BARE"
+  EXTRA+=("bare-pingora-before|$BARE_PORT||$BARE_PID")
+  BARE_PORT=$port BARE_PID=$pid
+fi
 UPSTREAM_PID=$(cat "$TMP/upstream.pid")
 
 log "sanity checks (each target must route, pin and set cookies like slotproxy)"
@@ -49,8 +64,8 @@ TARGETS=(
   "nginx-pinned|$NGINX_PORT|$PIN_COOKIE|$NGINX_PID"
   "haproxy|$HAPROXY_PORT||$HAPROXY_PID"
   "haproxy-pinned|$HAPROXY_PORT|$PIN_COOKIE|$HAPROXY_PID"
+  ${EXTRA[@]+"${EXTRA[@]}"}
 )
-TICK=$(getconf CLK_TCK)
 RESULTS="$TMP/results.tsv"
 : > "$RESULTS"
 
@@ -60,15 +75,15 @@ measure() {
   local args=(-t1 "-c$CONNS" "-d${secs}s" -H "Host: bench.local" -s "$HERE/report.lua")
   [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
   local t0 t1 out
-  t0=$(cpu_ticks "$pid")
+  t0=$(cpu_ns "$pid")
   out=$(taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$port/" | grep '^RESULT' || true)
-  t1=$(cpu_ticks "$pid")
+  t1=$(cpu_ns "$pid")
   [ -n "$out" ] || { echo "wrk printed no result for $name" >&2; exit 1; }
   [ "$round" = warmup ] && return
   local cpu
-  cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$TICK" -v s="$secs" 'BEGIN {printf "%.0f", (b - a) * 100 / hz / s}')
-  echo -e "$round\t$name\t$out cpu_pct=$cpu" >> "$RESULTS"
-  echo "   round $round  $(printf '%-17s' "$name") $out cpu=${cpu}%" >&2
+  cpu=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", (b - a) / 1000}')
+  echo -e "$round\t$name\t$out cpu_us=$cpu" >> "$RESULTS"
+  echo "   round $round  $(printf '%-17s' "$name") $out cpu_us=$cpu" >&2
 }
 
 log "warm-up: ${WARMUP}s per target"

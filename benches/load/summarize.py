@@ -26,6 +26,17 @@ def rps(name):
     return statistics.median(r["requests"] / r["seconds"] for r in runs[name])
 
 
+def cpu_share(name):
+    """CPU time of the server under test over wall time: under 100% means it
+    was not the bottleneck, or something else on its core took turns."""
+    return statistics.median(r["cpu_us"] / 1e4 / r["seconds"] for r in runs[name])
+
+
+def us_per_req(name):
+    """Server CPU per request: the cost figure least moved by a busy machine."""
+    return statistics.median(r["cpu_us"] / r["requests"] for r in runs[name])
+
+
 def ms(us):
     return f"{us / 1000:.2f}"
 
@@ -33,18 +44,18 @@ def ms(us):
 print()
 print(f"{rounds} rounds x {duration}s, {conns} connections, medians over rounds")
 print()
-print("| target | req/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| target | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU | CPU µs/req |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for name in order:
     errors = int(sum(r["socket_errors"] + r["non2xx"] for r in runs[name]))
     print(
         f"| {name} | {rps(name):,.0f} | {ms(med(name, 'p50_us'))} | {ms(med(name, 'p99_us'))} "
-        f"| {ms(med(name, 'p999_us'))} | {errors} | {med(name, 'cpu_pct'):.0f}% |"
+        f"| {ms(med(name, 'p999_us'))} | {errors} | {cpu_share(name):.0f}% | {us_per_req(name):.1f} |"
     )
 
 print()
-print("| ratio | req/s | p99 |")
-print("| --- | ---: | ---: |")
+print("| ratio | req/s | p99 | CPU µs/req |")
+print("| --- | ---: | ---: | ---: |")
 pairs = [
     ("slotproxy", "nginx"),
     ("slotproxy-pinned", "nginx-pinned"),
@@ -59,4 +70,7 @@ pairs = [
 ]
 for a, b in pairs:
     if a in runs and b in runs:
-        print(f"| {a} / {b} | {rps(a) / rps(b):.2f} | {med(a, 'p99_us') / med(b, 'p99_us'):.2f} |")
+        print(
+            f"| {a} / {b} | {rps(a) / rps(b):.2f} | {med(a, 'p99_us') / med(b, 'p99_us'):.2f} "
+            f"| {us_per_req(a) / us_per_req(b):.2f} |"
+        )

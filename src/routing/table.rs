@@ -34,7 +34,10 @@ pub struct HostTarget {
 pub struct RouteTable {
     /// Bumped on every publish; shown in metrics and logs.
     pub version: u64,
-    hosts: HashMap<Box<str>, HostTarget>,
+    /// Lower-case host names. foldhash rather than SipHash: the keys come
+    /// from the config, not from clients, so there is no flooding to resist,
+    /// and this lookup runs on every request.
+    hosts: HashMap<Box<[u8]>, HostTarget, foldhash::fast::RandomState>,
     pub sites: Vec<SiteRoutes>,
     pub cookie_name: Box<str>,
     pub query_param: Box<str>,
@@ -54,6 +57,8 @@ pub struct SiteRoutes {
 #[derive(Debug)]
 pub struct SlotRoute {
     pub name: Box<str>,
+    /// `name` ready to send as `X-Slot-Name` (cloning it is a refcount).
+    pub name_header: HeaderValue,
     /// The slot has a routing rule (an explicit 0 counts).
     pub has_rule: bool,
     pub ip_allow: Vec<IpNet>,
@@ -111,13 +116,13 @@ impl RouteTable {
     /// refused anything that could not be routed, and an instance whose name
     /// does not resolve is kept as an unusable instance.
     pub fn compile(state: &State, routing: &RoutingSection, health: &Health, version: u64) -> Self {
-        let mut hosts = HashMap::new();
+        let mut hosts = HashMap::default();
         let mut sites = Vec::with_capacity(state.sites.len());
         for site in state.sites.values() {
             let site_idx = sites.len() as u32;
             for h in &site.hostnames {
                 hosts.insert(
-                    h.as_str().into(),
+                    h.as_bytes().into(),
                     HostTarget {
                         site: site_idx,
                         slot: None,
@@ -137,7 +142,7 @@ impl RouteTable {
                 let slot_idx = slots.len() as u16;
                 for h in site.slot_hostnames(slot) {
                     hosts.insert(
-                        h.into(),
+                        h.into_bytes().into_boxed_slice(),
                         HostTarget {
                             site: site_idx,
                             slot: Some(slot_idx),
@@ -178,6 +183,7 @@ impl RouteTable {
                 );
                 slots.push(SlotRoute {
                     name: slot.name.as_str().into(),
+                    name_header: header_value(slot.name.clone()),
                     has_rule: slot.traffic_percent.is_some(),
                     ip_allow: slot.ip_allow.clone(),
                     pool,
@@ -212,8 +218,7 @@ impl RouteTable {
         let lower = &mut buf[..host.len()];
         lower.copy_from_slice(host);
         lower.make_ascii_lowercase();
-        let key = std::str::from_utf8(lower).ok()?;
-        self.hosts.get(key).copied()
+        self.hosts.get(&*lower).copied()
     }
 
     /// Every instance label in the table, for the health checker.
