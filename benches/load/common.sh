@@ -42,6 +42,7 @@ install_missing() {
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
@@ -87,8 +88,8 @@ wait_http() {
 }
 
 # The upstream every target ends at: nginx answering a fixed 20-byte body
-# from memory (no disk, no logging). It echoes the X-Slot-Name it received so
-# the sanity check can prove each proxy routed the request.
+# from memory (no disk, no logging). On /sanity it echoes the X-Slot-Name it
+# received so the sanity check can prove each proxy routed the request.
 start_upstream() {
   UPSTREAM_PORT=$(free_port)
   cat > "$TMP/upstream.conf" <<CONF
@@ -103,6 +104,10 @@ http {
     server {
         listen 127.0.0.1:$UPSTREAM_PORT reuseport;
         location / {
+            return 200 "hello from upstream\n";
+        }
+        # only sanity.py asks here, so every measured response is the same
+        location /sanity {
             add_header X-Seen-Slot \$http_x_slot_name;
             return 200 "hello from upstream\n";
         }

@@ -7,12 +7,12 @@
 #    slotproxy and, for scale, bare pingora, nginx and HAProxy doing the same
 #    job.
 #
-# Settings (env): REQUESTS=500000 per run, RUNS=3, CONNS=50, IDLE=10000,
+# Settings (env): REQUESTS=500000 per run, RUNS=4, CONNS=50, IDLE=10000,
 # SKIP_BUILD=1, KEEP_TMP=1. Same pinning as run.sh.
 source "$(dirname "$0")/common.sh"
 
 REQUESTS="${REQUESTS:-500000}"
-RUNS="${RUNS:-3}"
+RUNS="${RUNS:-4}"
 CONNS="${CONNS:-50}"
 IDLE="${IDLE:-10000}"
 PIN_COOKIE="session=8f14e45fceea167a; x-ms-routing-name=staging"
@@ -27,12 +27,15 @@ start_bare
 start_nginx
 start_haproxy
 
-# fixed-count run: wrk stops itself after REQUESTS responses
+# fixed-count run: h2load (HTTP/1.1 here) sends exactly REQUESTS requests;
+# prints "requests-done errors", errors being every request without a 2xx
 run_count() {
-  local cookie=$1
-  local args=(-t1 "-c$CONNS" -d600s -H "Host: bench.local" -s "$HERE/count.lua")
+  local n=$1 cookie=$2
+  local args=(--h1 -n "$n" -c "$CONNS" -t 1 -H "Host: bench.local")
   [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
-  REQUESTS="$REQUESTS" taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$SLOTPROXY_PORT/" | grep '^RESULT'
+  taskset -c "$CLIENT_CPU" h2load "${args[@]}" "http://127.0.0.1:$SLOTPROXY_PORT/" |
+    awk '/^requests:/ {total = $2; done = $6} /^status codes:/ {ok = $3}
+         END {print done + 0, total - ok}'
 }
 
 log "slotproxy RSS across fixed-count runs ($RUNS x $REQUESTS requests after a warm-up of $((REQUESTS / 5)))"
@@ -44,16 +47,15 @@ total=0
 for i in $(seq 0 "$RUNS"); do
   if [ "$i" = 0 ]; then
     label="warm-up"
-    out=$(REQUESTS=$((REQUESTS / 5)) run_count "")
+    out=$(run_count $((REQUESTS / 5)) "")
   elif [ $((i % 2)) = 0 ]; then
     label="run $i (pinned)"
-    out=$(run_count "$PIN_COOKIE")
+    out=$(run_count "$REQUESTS" "$PIN_COOKIE")
   else
     label="run $i (cookieless)"
-    out=$(run_count "")
+    out=$(run_count "$REQUESTS" "")
   fi
-  n=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<< "$out")
-  errs=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^(socket_errors|non2xx)=/) {split($i, kv, "="); e += kv[2]}} END {print e + 0}' <<< "$out")
+  read -r n errs <<< "$out"
   total=$((total + n))
   echo "| $label | $total | $(awk -v k="$(rss_kb "$SLOTPROXY_PID")" 'BEGIN {printf "%.1f", k / 1024}') | $errs |"
 done

@@ -20,7 +20,7 @@ def get(cookie=None):
     headers = {"Host": "bench.local"}
     if cookie:
         headers["Cookie"] = cookie
-    conn.request("GET", "/", headers=headers)
+    conn.request("GET", "/sanity", headers=headers)
     r = conn.getresponse()
     r.read()
     return r.status, r.getheader("Set-Cookie"), r.getheader("X-Seen-Slot")
