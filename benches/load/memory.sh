@@ -8,7 +8,8 @@
 #    job.
 #
 # Settings (env): REQUESTS=500000 per run, RUNS=4, CONNS=50, IDLE=10000,
-# SKIP_BUILD=1, KEEP_TMP=1. Same pinning as run.sh.
+# SKIP_BUILD=1, KEEP_TMP=1, BEFORE_SLOTPROXY=path (idle test of another
+# build too). Same pinning as run.sh.
 source "$(dirname "$0")/common.sh"
 
 REQUESTS="${REQUESTS:-500000}"
@@ -26,12 +27,19 @@ start_slotproxy
 start_bare
 start_nginx
 start_haproxy
+if [ -n "${BEFORE_SLOTPROXY:-}" ]; then
+  port=$SLOTPROXY_PORT pid=$SLOTPROXY_PID
+  start_slotproxy slotproxy-before "$BEFORE_SLOTPROXY"
+  BEFORE_PORT=$SLOTPROXY_PORT BEFORE_PID=$SLOTPROXY_PID
+  SLOTPROXY_PORT=$port SLOTPROXY_PID=$pid
+fi
 
 # fixed-count run: h2load (HTTP/1.1 here) sends exactly REQUESTS requests;
 # prints "requests-done errors", errors being every request without a 2xx
 run_count() {
   local n=$1 cookie=$2
-  local args=(--h1 -n "$n" -c "$CONNS" -t 1 -H "Host: bench.local")
+  # h2load takes the Host of an HTTP/1 request from :authority
+  local args=(--h1 -n "$n" -c "$CONNS" -t 1 -H ":authority: bench.local")
   [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
   taskset -c "$CLIENT_CPU" h2load "${args[@]}" "http://127.0.0.1:$SLOTPROXY_PORT/" |
     awk '/^requests:/ {total = $2; done = $6} /^status codes:/ {ok = $3}
@@ -65,6 +73,9 @@ echo
 echo "| server | idle connections | RSS before MiB | RSS held MiB | KiB per connection | RSS after close MiB |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: |"
 python3 "$HERE/idle_conns.py" slotproxy "$SLOTPROXY_PORT" "$IDLE" "$SLOTPROXY_PID"
+if [ -n "${BEFORE_SLOTPROXY:-}" ]; then
+  python3 "$HERE/idle_conns.py" slotproxy-before "$BEFORE_PORT" "$IDLE" "$BEFORE_PID"
+fi
 python3 "$HERE/idle_conns.py" bare-pingora "$BARE_PORT" "$IDLE" "$BARE_PID"
 python3 "$HERE/idle_conns.py" nginx "$NGINX_PORT" "$IDLE" "$NGINX_PID"
 # HAProxy refuses more than maxconn, which the fd limit caps (see common.sh)
