@@ -10,7 +10,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
 use rand::Rng;
 use slotproxy::config::RoutingSection;
-use slotproxy::routing::decide::{cookie_value, query_value};
+use slotproxy::routing::decide::query_value;
 use slotproxy::routing::table::WEIGHT_SCALE;
 use slotproxy::routing::{decide, Decision, Health, RouteTable};
 
@@ -21,12 +21,11 @@ fn route(table: &RouteTable, req: &RequestHeader) -> Decision {
         .uri
         .query()
         .and_then(|q| query_value(q.as_bytes(), table.query_param.as_bytes()));
-    let cookie = cookie_value(
+    let cookie = table.pin_cookie(
         req.headers
             .get_all(http::header::COOKIE)
             .iter()
             .map(|v| v.as_bytes()),
-        table.cookie_name.as_bytes(),
     );
     let roll = rand::rng().random_range(0..WEIGHT_SCALE);
     decide(site, query, cookie, roll)

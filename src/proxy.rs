@@ -7,7 +7,7 @@
 //! failure, never another slot); upstream_request_filter → `X-Forwarded-*`
 //! and `X-Slot-Name`; response_filter → the pin cookie; fail_to_proxy → 502.
 
-use crate::routing::decide::{cookie_value, query_value};
+use crate::routing::decide::query_value;
 use crate::routing::forwarded::{client_ip, forwarded_for_value, is_trusted};
 use crate::routing::table::{Pool, SiteRoutes, SlotRoute, WEIGHT_SCALE};
 use crate::routing::{decide, Decision, Reason, RouteTable};
@@ -139,12 +139,11 @@ impl ProxyHttp for SlotProxy {
                     .uri
                     .query()
                     .and_then(|q| query_value(q.as_bytes(), table.query_param.as_bytes()));
-                let cookie = cookie_value(
+                let cookie = table.pin_cookie(
                     req.headers
                         .get_all(http::header::COOKIE)
                         .iter()
                         .map(|v| v.as_bytes()),
-                    table.cookie_name.as_bytes(),
                 );
                 let roll = rand::rng().random_range(0..WEIGHT_SCALE);
                 decide(site, query, cookie, roll)

@@ -26,6 +26,7 @@ ulimit -n "$(ulimit -Hn)"
 
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 log "versions: $(nginx -v 2>&1 | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), slotproxy $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml examples || echo '+dirty')"
+log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (other work on these cores lowers every req/s; CPU µs/req moves least)"
 log "starting upstream, slotproxy, bare pingora, nginx, HAProxy (temp dir $TMP)"
 start_upstream
 start_slotproxy
@@ -103,4 +104,5 @@ done
 for p in "$SLOTPROXY_PID" "$BARE_PID" "$NGINX_PID" "$HAPROXY_PID"; do
   kill -0 "$p" 2>/dev/null || { echo "a server died during the run (pid $p); logs in $TMP" >&2; KEEP_TMP=1; exit 1; }
 done
+log "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 "$HERE/summarize.py" "$RESULTS" "$DURATION" "$ROUNDS" "$CONNS"

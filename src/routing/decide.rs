@@ -146,10 +146,19 @@ pub fn query_value<'a>(query: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 /// browser's `Cookie` header is mostly other cookies, and a hostile one can be
 /// kilobytes of junk, so the cost should follow the hits, not the bytes.
 pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> Option<&'a [u8]> {
+    cookie_value_with(headers, &memchr::memmem::Finder::new(name))
+}
+
+/// [`cookie_value`] with a searcher built once (building one costs about as
+/// much as a search; `RouteTable` keeps one for its cookie name).
+pub fn cookie_value_with<'a>(
+    headers: impl Iterator<Item = &'a [u8]>,
+    finder: &memchr::memmem::Finder<'_>,
+) -> Option<&'a [u8]> {
+    let name = finder.needle();
     if name.is_empty() {
         return None;
     }
-    let finder = memchr::memmem::Finder::new(name);
     let mut found = None;
     for header in headers {
         for at in finder.find_iter(header) {

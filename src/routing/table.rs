@@ -41,6 +41,8 @@ pub struct RouteTable {
     pub sites: Vec<SiteRoutes>,
     pub cookie_name: Box<str>,
     pub query_param: Box<str>,
+    /// Searcher for `cookie_name` in `Cookie` headers, built once.
+    cookie_finder: memchr::memmem::Finder<'static>,
 }
 
 #[derive(Debug)]
@@ -204,6 +206,7 @@ impl RouteTable {
             sites,
             cookie_name: routing.cookie_name.as_str().into(),
             query_param: routing.query_param.as_str().into(),
+            cookie_finder: memchr::memmem::Finder::new(routing.cookie_name.as_bytes()).into_owned(),
         }
     }
 
@@ -219,6 +222,12 @@ impl RouteTable {
         lower.copy_from_slice(host);
         lower.make_ascii_lowercase();
         self.hosts.get(&*lower).copied()
+    }
+
+    /// The pin cookie's value across a request's `Cookie` header values (see
+    /// [`crate::routing::decide::cookie_value`]).
+    pub fn pin_cookie<'a>(&self, headers: impl Iterator<Item = &'a [u8]>) -> Option<&'a [u8]> {
+        crate::routing::decide::cookie_value_with(headers, &self.cookie_finder)
     }
 
     /// Every instance label in the table, for the health checker.
