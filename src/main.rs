@@ -3,6 +3,11 @@
 //! (see `slotproxy::cli`).
 
 use clap::{Parser, Subcommand};
+
+// pingora allocates several small buffers per request; glibc's malloc showed
+// up as ~15% of the proxy's CPU under load (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 #[derive(Parser)]

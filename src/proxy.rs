@@ -9,13 +9,14 @@
 //! logging → metrics and the access log.
 
 use crate::metrics::{self, UpstreamErrorKind};
-use crate::routing::decide::{cookie_value, query_value};
-use crate::routing::forwarded::{client_ip, forwarded_for, is_trusted};
+use crate::routing::decide::query_value;
+use crate::routing::forwarded::{client_ip, forwarded_for_value, is_trusted};
 use crate::routing::table::{Pool, SiteRoutes, SlotRoute, WEIGHT_SCALE};
 use crate::routing::{decide, Decision, Reason, RouteTable};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -186,6 +187,11 @@ impl ProxyHttp for SlotProxy {
         RequestCtx::default()
     }
 
+    /// No downstream modules. pingora's default adds a response-compression
+    /// module at level 0 (off) that still costs an allocation and a few
+    /// calls per request; slotproxy passes bodies through untouched.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let table = self.table.load_full();
         let req = session.req_header();
@@ -214,12 +220,11 @@ impl ProxyHttp for SlotProxy {
                     .uri
                     .query()
                     .and_then(|q| query_value(q.as_bytes(), table.query_param.as_bytes()));
-                let cookie = cookie_value(
+                let cookie = table.pin_cookie(
                     req.headers
                         .get_all(http::header::COOKIE)
                         .iter()
                         .map(|v| v.as_bytes()),
-                    table.cookie_name.as_bytes(),
                 );
                 let roll = rand::rng().random_range(0..WEIGHT_SCALE);
                 decide(site, query, cookie, roll)
@@ -339,7 +344,7 @@ impl ProxyHttp for SlotProxy {
             let xff = req.headers.get("x-forwarded-for").map(|v| v.as_bytes());
             upstream.insert_header(
                 "x-forwarded-for",
-                forwarded_for(peer, xff, ctx.trusted_peer),
+                forwarded_for_value(peer, xff, ctx.trusted_peer),
             )?;
         } else {
             upstream.remove_header("x-forwarded-for");
@@ -350,8 +355,10 @@ impl ProxyHttp for SlotProxy {
                 .flatten()
         };
         let proto = keep("x-forwarded-proto").unwrap_or(http::HeaderValue::from_static("http"));
-        let fwd_host =
-            keep("x-forwarded-host").or_else(|| http::HeaderValue::from_bytes(host_of(req)).ok());
+        // the client's Host value itself: a refcount, not a copy
+        let fwd_host = keep("x-forwarded-host")
+            .or_else(|| req.headers.get(http::header::HOST).cloned())
+            .or_else(|| http::HeaderValue::from_bytes(host_of(req)).ok());
         upstream.insert_header("x-forwarded-proto", proto)?;
         match fwd_host {
             Some(h) => upstream.insert_header("x-forwarded-host", h)?,
@@ -360,7 +367,7 @@ impl ProxyHttp for SlotProxy {
             }
         }
         if let Some(slot) = ctx.slot() {
-            upstream.insert_header("x-slot-name", &*slot.name)?;
+            upstream.insert_header("x-slot-name", slot.name_header.clone())?;
         }
         Ok(())
     }

@@ -21,7 +21,7 @@
 //! exits: don't start swaps or admin changes while upgrading.
 
 use crate::admin;
-use crate::config::Config;
+use crate::config::{Config, ServerSection};
 use crate::control::swap::SwapEngine;
 use crate::control::ControlPlane;
 use crate::model::State;
@@ -341,20 +341,31 @@ pub fn reload(control: &ControlPlane, swaps: &Arc<SwapEngine>, path: &Path) -> a
     Ok(())
 }
 
+/// pingora's settings for `[server]`. Public so `examples/bare_pingora.rs`
+/// runs with exactly the same ones when benchmarked against slotproxy.
+pub fn server_conf(server: &ServerSection) -> ServerConf {
+    ServerConf {
+        threads: server.threads,
+        grace_period_seconds: Some(server.grace_period_secs),
+        graceful_shutdown_timeout_seconds: Some(server.graceful_shutdown_timeout_secs),
+        upgrade_sock: server.upgrade_sock.clone(),
+        pid_file: server.pid_file.clone(),
+        // One thread has no one to steal from: pingora then runs a
+        // current-thread tokio runtime, which skips the multi-thread
+        // scheduler's cross-thread bookkeeping (measured: ~3% less CPU per
+        // request, see BENCHMARKS.md).
+        work_stealing: server.threads > 1,
+        ..ServerConf::default()
+    }
+}
+
 /// Run the proxy until a shutdown signal; SIGTERM drains, SIGQUIT hands the
 /// sockets to a process started with `--upgrade`.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Refuse a bad config before taking anything over from a running
     // process; the same reading configures pingora and the control plane.
     let (cfg, seed) = Config::load(&args.config)?;
-    let conf = ServerConf {
-        threads: cfg.server.threads,
-        grace_period_seconds: Some(cfg.server.grace_period_secs),
-        graceful_shutdown_timeout_seconds: Some(cfg.server.graceful_shutdown_timeout_secs),
-        upgrade_sock: cfg.server.upgrade_sock.clone(),
-        pid_file: cfg.server.pid_file.clone(),
-        ..ServerConf::default()
-    };
+    let conf = server_conf(&cfg.server);
     let opt = Opt {
         upgrade: args.upgrade,
         ..Opt::default()

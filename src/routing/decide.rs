@@ -138,36 +138,58 @@ pub fn query_value<'a>(query: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     found.filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
 }
 
-/// The value of cookie `name` across all `Cookie` header values, parsed
-/// with the `cookie` crate (borrowed, not percent-decoded, no allocation).
-/// Absent when missing, empty, set more than once or over
-/// [`MAX_VALUE_LEN`]; a header that is not UTF-8 carries no usable pin.
+/// The value of cookie `name` across all `Cookie` header values. Absent when
+/// missing, empty, set more than once or over [`MAX_VALUE_LEN`].
+///
+/// Rather than splitting every `name=value` pair, this searches for `name`
+/// itself (SIMD `memmem`) and checks each hit is a whole cookie name: a
+/// browser's `Cookie` header is mostly other cookies, and a hostile one can be
+/// kilobytes of junk, so the cost should follow the hits, not the bytes.
 pub fn cookie_value<'a>(headers: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> Option<&'a [u8]> {
-    let mut found: Option<&'a str> = None;
+    cookie_value_with(headers, &memchr::memmem::Finder::new(name))
+}
+
+/// [`cookie_value`] with a searcher built once (building one costs about as
+/// much as a search; `RouteTable` keeps one for its cookie name).
+pub fn cookie_value_with<'a>(
+    headers: impl Iterator<Item = &'a [u8]>,
+    finder: &memchr::memmem::Finder<'_>,
+) -> Option<&'a [u8]> {
+    let name = finder.needle();
+    if name.is_empty() {
+        return None;
+    }
+    let mut found = None;
     for header in headers {
-        let Ok(text) = std::str::from_utf8(header) else {
-            continue;
-        };
-        for c in cookie::Cookie::split_parse(text).flatten() {
-            if c.name_raw().map(str::as_bytes) != Some(name) {
+        for at in finder.find_iter(header) {
+            let Some(v) = cookie_at(header, at, name.len()) else {
                 continue;
-            }
+            };
             if found.is_some() {
                 return None;
             }
-            found = Some(c.value_raw().map_or("", trim_quotes));
+            found = Some(v);
         }
     }
-    found
-        .map(str::as_bytes)
-        .filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
+    found.filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
 }
 
-/// RFC 6265 allows a cookie value in double quotes.
-fn trim_quotes(v: &str) -> &str {
-    v.strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(v)
+/// The value of the cookie whose name is `header[at..at + len]`, if that is a
+/// whole name: only whitespace between it and the previous `;` (or the start)
+/// and between it and its `=`.
+fn cookie_at(header: &[u8], at: usize, len: usize) -> Option<&[u8]> {
+    let before = header[..at].trim_ascii_end();
+    if before.last().is_some_and(|&b| b != b';') {
+        return None;
+    }
+    let after = header[at + len..].trim_ascii_start();
+    let rest = after.strip_prefix(b"=")?;
+    let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+    let mut v = rest[..end].trim_ascii();
+    if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+        v = &v[1..v.len() - 1];
+    }
+    Some(v)
 }
 
 #[cfg(test)]
@@ -303,6 +325,73 @@ instances = ["127.0.0.1:3004"]
         assert_eq!(c(&[b";;;=;x-ms-routing-name"]), None);
         assert_eq!(c(&[b"other=1"]), None);
         assert_eq!(c(&[b"\xff\xfe", b"x-ms-routing-name=qa"]), Some(&b"qa"[..]));
+        // the name inside another cookie's name or value is not the cookie
+        assert_eq!(c(&[b"my-x-ms-routing-name=a"]), None);
+        assert_eq!(c(&[b"x-ms-routing-names=a"]), None);
+        assert_eq!(c(&[b"a=x-ms-routing-name=b"]), None);
+        assert_eq!(
+            c(&[b"a=x-ms-routing-name; x-ms-routing-name = beta ;b=1"]),
+            Some(&b"beta"[..])
+        );
+        assert_eq!(c(&[b"\tx-ms-routing-name=beta"]), Some(&b"beta"[..]));
+        assert_eq!(c(&[b"x-ms-routing-name"]), None);
+        assert_eq!(c(&[b"x-ms-routing-name=\"\""]), None);
+        assert_eq!(c(&[b"x-ms-routing-name=; a=b"]), None);
+    }
+
+    /// The obvious split-every-pair parser `cookie_value` replaced; the fast
+    /// one must agree with it on anything.
+    fn cookie_value_by_pairs<'a>(headers: &[&'a [u8]], name: &[u8]) -> Option<&'a [u8]> {
+        let mut found = None;
+        for header in headers {
+            for pair in header.split(|&b| b == b';') {
+                let pair = pair.trim_ascii();
+                let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                    continue;
+                };
+                if pair[..eq].trim_ascii() != name {
+                    continue;
+                }
+                if found.is_some() {
+                    return None;
+                }
+                let mut v = pair[eq + 1..].trim_ascii();
+                if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+                    v = &v[1..v.len() - 1];
+                }
+                found = Some(v);
+            }
+        }
+        found.filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
+    }
+
+    #[test]
+    fn cookie_search_agrees_with_splitting_pairs() {
+        use rand::Rng;
+        // pieces that make names, separators and near-misses likely
+        let pieces: &[&[u8]] = &[
+            b"pin", b"pin", b"=", b";", b" ", b"\t", b"\"", b"a", b"xpin", b"pinx", b"=pin", b"s",
+        ];
+        let mut rng = rand::rng();
+        for _ in 0..50_000 {
+            let headers: Vec<Vec<u8>> = (0..rng.random_range(1..3))
+                .map(|_| {
+                    (0..rng.random_range(0..12))
+                        .flat_map(|_| pieces[rng.random_range(0..pieces.len())].iter().copied())
+                        .collect()
+                })
+                .collect();
+            let refs: Vec<&[u8]> = headers.iter().map(|h| h.as_slice()).collect();
+            assert_eq!(
+                cookie_value(refs.iter().copied(), b"pin"),
+                cookie_value_by_pairs(&refs, b"pin"),
+                "headers {:?}",
+                headers
+                    .iter()
+                    .map(|h| String::from_utf8_lossy(h))
+                    .collect::<Vec<_>>()
+            );
+        }
     }
 
     /// Pearson's chi-squared statistic over 100,000 cookieless decisions

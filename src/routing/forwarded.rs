@@ -5,6 +5,7 @@
 //! replaced, so a client cannot spoof its address past `ip_allow` or into the
 //! app's logs.
 
+use http::HeaderValue;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -44,6 +45,24 @@ pub fn forwarded_for(peer: IpAddr, existing: Option<&[u8]>, trusted: bool) -> St
     }
 }
 
+/// [`forwarded_for`] as a header value. The common case — a peer that is not
+/// a trusted proxy — is formatted on the stack and copied once, instead of a
+/// `String` that is then reallocated into the header's buffer.
+pub fn forwarded_for_value(peer: IpAddr, existing: Option<&[u8]>, trusted: bool) -> HeaderValue {
+    if trusted {
+        if let Ok(v) = HeaderValue::try_from(forwarded_for(peer, existing, trusted)) {
+            return v;
+        }
+    }
+    use std::io::Write;
+    // longest IPv6 text form is 45 bytes
+    let mut buf = [0u8; 64];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{peer}");
+    let n = 64 - w.len();
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +79,17 @@ mod tests {
             peer
         );
         assert_eq!(forwarded_for(peer, Some(b"1.2.3.4"), false), "203.0.113.9");
+        assert_eq!(
+            forwarded_for_value(peer, Some(b"1.2.3.4"), false),
+            "203.0.113.9"
+        );
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            forwarded_for_value(v6, None, false),
+            v6.to_string().as_str()
+        );
     }
 
     #[test]
@@ -78,6 +108,10 @@ mod tests {
         assert_eq!(client_ip(peer, None, &t), peer);
         assert_eq!(
             forwarded_for(peer, Some(b"1.2.3.4"), true),
+            "1.2.3.4, 10.0.0.2"
+        );
+        assert_eq!(
+            forwarded_for_value(peer, Some(b"1.2.3.4"), true),
             "1.2.3.4, 10.0.0.2"
         );
     }

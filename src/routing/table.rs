@@ -34,10 +34,15 @@ pub struct HostTarget {
 pub struct RouteTable {
     /// Bumped on every publish; shown in metrics and logs.
     pub version: u64,
-    hosts: HashMap<Box<str>, HostTarget>,
+    /// Lower-case host names. foldhash rather than SipHash: the keys come
+    /// from the config, not from clients, so there is no flooding to resist,
+    /// and this lookup runs on every request.
+    hosts: HashMap<Box<[u8]>, HostTarget, foldhash::fast::RandomState>,
     pub sites: Vec<SiteRoutes>,
     pub cookie_name: Box<str>,
     pub query_param: Box<str>,
+    /// Searcher for `cookie_name` in `Cookie` headers, built once.
+    cookie_finder: memchr::memmem::Finder<'static>,
 }
 
 #[derive(Debug)]
@@ -54,6 +59,8 @@ pub struct SiteRoutes {
 #[derive(Debug)]
 pub struct SlotRoute {
     pub name: Box<str>,
+    /// `name` ready to send as `X-Slot-Name` (cloning it is a refcount).
+    pub name_header: HeaderValue,
     /// The slot has a routing rule (an explicit 0 counts).
     pub has_rule: bool,
     pub ip_allow: Vec<IpNet>,
@@ -120,13 +127,13 @@ impl RouteTable {
     /// refused anything that could not be routed, and an instance whose name
     /// does not resolve is kept as an unusable instance.
     pub fn compile(state: &State, routing: &RoutingSection, health: &Health, version: u64) -> Self {
-        let mut hosts = HashMap::new();
+        let mut hosts = HashMap::default();
         let mut sites = Vec::with_capacity(state.sites.len());
         for site in state.sites.values() {
             let site_idx = sites.len() as u32;
             for h in &site.hostnames {
                 hosts.insert(
-                    h.as_str().into(),
+                    h.as_bytes().into(),
                     HostTarget {
                         site: site_idx,
                         slot: None,
@@ -140,7 +147,7 @@ impl RouteTable {
                 let slot_idx = slots.len() as u16;
                 for h in site.slot_hostnames(slot) {
                     hosts.insert(
-                        h.into(),
+                        h.into_bytes().into_boxed_slice(),
                         HostTarget {
                             site: site_idx,
                             slot: Some(slot_idx),
@@ -177,6 +184,11 @@ impl RouteTable {
                 };
                 slots.push(SlotRoute {
                     name: slot.name.as_str().into(),
+                    // names are validated to lower-case ASCII
+                    name_header: HeaderValue::from_maybe_shared(bytes::Bytes::from(
+                        slot.name.clone(),
+                    ))
+                    .unwrap_or_else(|_| HeaderValue::from_static("")),
                     has_rule: slot.traffic_percent.is_some(),
                     ip_allow: slot.ip_allow.clone(),
                     pool,
@@ -197,6 +209,7 @@ impl RouteTable {
             sites,
             cookie_name: routing.cookie_name.as_str().into(),
             query_param: routing.query_param.as_str().into(),
+            cookie_finder: memchr::memmem::Finder::new(routing.cookie_name.as_bytes()).into_owned(),
         }
     }
 
@@ -211,8 +224,13 @@ impl RouteTable {
         let lower = &mut buf[..host.len()];
         lower.copy_from_slice(host);
         lower.make_ascii_lowercase();
-        let key = std::str::from_utf8(lower).ok()?;
-        self.hosts.get(key).copied()
+        self.hosts.get(&*lower).copied()
+    }
+
+    /// The pin cookie's value across a request's `Cookie` header values (see
+    /// [`crate::routing::decide::cookie_value`]).
+    pub fn pin_cookie<'a>(&self, headers: impl Iterator<Item = &'a [u8]>) -> Option<&'a [u8]> {
+        crate::routing::decide::cookie_value_with(headers, &self.cookie_finder)
     }
 
     /// Every instance label in the table, for the health checker.

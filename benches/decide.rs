@@ -1,0 +1,99 @@
+//! The per-request routing decision as `SlotProxy::request_filter` makes it on
+//! a production host name: pull the routing value out of the raw query string
+//! and `Cookie` header bytes, roll the thread-local RNG, then `decide`.
+//!
+//! Target (project issue 6): ≤ 100 ns for every case.
+
+mod support;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use pingora_http::RequestHeader;
+use rand::Rng;
+use slotproxy::config::RoutingSection;
+use slotproxy::routing::decide::query_value;
+use slotproxy::routing::table::WEIGHT_SCALE;
+use slotproxy::routing::{decide, Decision, Health, RouteTable};
+
+/// Exactly the extraction and decision of the proxy's request_filter.
+fn route(table: &RouteTable, req: &RequestHeader) -> Decision {
+    let site = &table.sites[0];
+    let query = req
+        .uri
+        .query()
+        .and_then(|q| query_value(q.as_bytes(), table.query_param.as_bytes()));
+    let cookie = table.pin_cookie(
+        req.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
+    let roll = rand::rng().random_range(0..WEIGHT_SCALE);
+    decide(site, query, cookie, roll)
+}
+
+fn request(path: &str, cookies: &[&[u8]]) -> RequestHeader {
+    let mut req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
+    req.insert_header("host", "site0.example.com")
+        .expect("host");
+    req.insert_header("user-agent", "bench/1.0").expect("ua");
+    req.insert_header("accept", "*/*").expect("accept");
+    for c in cookies {
+        req.append_header("cookie", http::HeaderValue::from_bytes(c).expect("cookie"))
+            .expect("cookie");
+    }
+    req
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let state = support::state(1);
+    let table = RouteTable::compile(&state, &RoutingSection::default(), &Health::new(), 1);
+    let garbage: Vec<u8> = {
+        // a malformed, repeated and oversized jumble: every branch of the
+        // parser, and the request must still route (as if cookieless)
+        let mut g = b";;;=;x-ms-routing-name;==; a=\"; x-ms-routing-name=\"".to_vec();
+        g.extend_from_slice(b"; x-ms-routing-name=");
+        g.extend(std::iter::repeat_n(b'z', 300));
+        g.extend_from_slice(b"; x-ms-routing-name=staging; =====; ;x=1;");
+        g.extend(std::iter::repeat_n(b"k=v; ".as_slice(), 40).flatten());
+        g
+    };
+    let cases: Vec<(&str, RequestHeader, &str)> = vec![
+        ("cookieless_weighted", request("/products/42", &[]), "weighted"),
+        (
+            "valid_pin",
+            request(
+                "/products/42",
+                &[b"_ga=GA1.2.1234567890.1700000000; session=8f14e45fceea167a5a36dedd4bea2543; x-ms-routing-name=staging"],
+            ),
+            "cookie",
+        ),
+        (
+            "stale_pin",
+            request(
+                "/products/42",
+                &[b"_ga=GA1.2.1234567890.1700000000; session=8f14e45fceea167a5a36dedd4bea2543; x-ms-routing-name=removed-slot"],
+            ),
+            "re-bucketed",
+        ),
+        (
+            "query_opt_in",
+            request("/products/42?color=red&x-ms-routing-name=qa", &[]),
+            "query",
+        ),
+        ("garbage_cookies", request("/products/42", &[&garbage]), "re-bucketed"),
+    ];
+    let mut group = c.benchmark_group("decide");
+    for (name, req, want) in &cases {
+        // the fixture must route the way the case name says
+        let got = route(&table, req).reason.as_str();
+        assert!(
+            got == *want || (*want == "re-bucketed" && got == "weighted"),
+            "{name}: routed as {got}, expected {want}"
+        );
+        group.bench_function(*name, |b| b.iter(|| route(&table, black_box(req))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decide);
+criterion_main!(benches);

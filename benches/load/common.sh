@@ -1,0 +1,295 @@
+# Shared by run.sh and memory.sh: installs, builds, starts and stops the
+# servers of the load benchmark. Sourced, not run.
+#
+# Every process started here is recorded in PIDS and killed on exit; every
+# config, log and state dir lives under one mktemp dir (removed on exit unless
+# KEEP_TMP=1). All traffic stays on 127.0.0.1.
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$REPO/benches/load"
+TMP="$(mktemp -d /tmp/slotproxy-bench.XXXXXX)"
+PIDS=()
+
+# Cores: the proxy under test gets core 1 to itself; wrk and the upstream
+# share core 0. Overridable for machines with more cores.
+PROXY_CPU="${PROXY_CPU:-1}"
+CLIENT_CPU="${CLIENT_CPU:-0}"
+UPSTREAM_CPU="${UPSTREAM_CPU:-0}"
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "${KEEP_TMP:-0}" = 1 ]; then
+    echo "kept $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "== $*" >&2; }
+
+install_missing() {
+  local missing=()
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  export PATH="$PATH:/usr/sbin"
+}
+
+build() {
+  if [ "${SKIP_BUILD:-0}" = 1 ]; then
+    log "SKIP_BUILD=1: using the existing target/release binaries"
+  else
+    log "cargo build --release (slotproxy and examples/bare_pingora)"
+    (cd "$REPO" && cargo build --release --bin slotproxy --example bare_pingora)
+  fi
+  SLOTPROXY="$REPO/target/release/slotproxy"
+  BARE="$REPO/target/release/examples/bare_pingora"
+  [ -x "$SLOTPROXY" ] && [ -x "$BARE" ] || { echo "release binaries missing" >&2; exit 1; }
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_http PORT [EXTRA CURL ARGS...]: poll until the port answers 200.
+wait_http() {
+  local port=$1; shift
+  local deadline=$((SECONDS + 30))
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.local' "$@" "http://127.0.0.1:$port/" 2>/dev/null)" = 200 ]; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "nothing answers 200 on 127.0.0.1:$port; logs in $TMP:" >&2
+      tail -n 20 "$TMP"/*.log >&2 || true
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+# The upstream every target ends at: nginx answering a fixed 20-byte body
+# from memory (no disk, no logging). On /sanity it echoes the X-Slot-Name it
+# received so the sanity check can prove each proxy routed the request.
+start_upstream() {
+  UPSTREAM_PORT=$(free_port)
+  cat > "$TMP/upstream.conf" <<CONF
+worker_processes 1;
+pid $TMP/upstream.pid;
+error_log $TMP/upstream.log warn;
+events { worker_connections $(( $(ulimit -Hn) - 100 )); }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT reuseport;
+        location / {
+            return 200 "hello from upstream\n";
+        }
+        # only sanity.py asks here, so every measured response is the same
+        location /sanity {
+            add_header X-Seen-Slot \$http_x_slot_name;
+            return 200 "hello from upstream\n";
+        }
+    }
+}
+CONF
+  taskset -c "$UPSTREAM_CPU" nginx -e "$TMP/upstream.log" -p "$TMP" -c "$TMP/upstream.conf" -g 'daemon off;' &
+  PIDS+=($!)
+  wait_http "$UPSTREAM_PORT"
+}
+
+# slotproxy: 90/10 split between production and staging, cookie pinning,
+# one worker thread, health checks as default.
+# start_slotproxy [NAME [BINARY]]: NAME keeps the files of two instances apart.
+start_slotproxy() {
+  local name="${1:-slotproxy}" bin="${2:-$SLOTPROXY}"
+  SLOTPROXY_PORT=$(free_port)
+  mkdir -p "$TMP/$name-state"
+  cat > "$TMP/$name.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$SLOTPROXY_PORT"]
+threads = 1
+upgrade_sock = "$TMP/$name-upgrade.sock"
+pid_file = "$TMP/$name.pid"
+
+[admin]
+listen = "127.0.0.1:$(free_port)"
+token = "bench-token"
+
+[metrics]
+listen = "127.0.0.1:$(free_port)"
+
+[state]
+dir = "$TMP/$name-state"
+
+[[sites]]
+name = "bench"
+hostnames = ["bench.local"]
+
+[[sites.slots]]
+name = "production"
+build_version = "v1"
+instances = ["127.0.0.1:$UPSTREAM_PORT"]
+
+[[sites.slots]]
+name = "staging"
+traffic_percent = 10
+build_version = "v2"
+instances = ["127.0.0.1:$UPSTREAM_PORT"]
+CONF
+  taskset -c "$PROXY_CPU" "$bin" serve --config "$TMP/$name.toml" > "$TMP/$name.log" 2>&1 &
+  SLOTPROXY_PID=$!
+  PIDS+=($SLOTPROXY_PID)
+  wait_http "$SLOTPROXY_PORT"
+}
+
+# pingora with a fixed upstream and no slot logic, same pingora settings.
+# start_bare [NAME [BINARY]]
+start_bare() {
+  local name="${1:-bare}" bin="${2:-$BARE}"
+  BARE_PORT=$(free_port)
+  taskset -c "$PROXY_CPU" "$bin" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" 1 > "$TMP/$name.log" 2>&1 &
+  BARE_PID=$!
+  PIDS+=($BARE_PID)
+  wait_http "$BARE_PORT"
+}
+
+# nginx doing slotproxy's job: split_clients for the 90/10 pick, a map on the
+# routing cookie for pins, Set-Cookie only when not pinned, keepalive
+# upstreams, the same forwarded headers.
+start_nginx() {
+  NGINX_PORT=$(free_port)
+  cat > "$TMP/nginx.conf" <<CONF
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.log warn;
+events { worker_connections $(( $(ulimit -Hn) - 100 )); }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+
+    # nginx's \$cookie_ variables cannot name a cookie with dashes
+    map \$http_cookie \$pin {
+        "~(?:^|;)\\s*x-ms-routing-name=self(?:;|\$)"    self;
+        "~(?:^|;)\\s*x-ms-routing-name=staging(?:;|\$)" staging;
+        default "";
+    }
+    split_clients "\${request_id}" \$split {
+        10%  staging;
+        *    self;
+    }
+    map \$pin \$route {
+        ""      \$split;
+        default \$pin;
+    }
+    map \$pin \$set_pin {
+        ""      "x-ms-routing-name=\$route; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax";
+        default "";
+    }
+    map \$route \$slot_name {
+        self    production;
+        default \$route;
+    }
+    upstream self {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 128;
+        keepalive_requests 100000000;
+    }
+    upstream staging {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 128;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT reuseport;
+        location / {
+            proxy_pass http://\$route;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Slot-Name \$slot_name;
+            add_header Set-Cookie \$set_pin;
+        }
+    }
+}
+CONF
+  taskset -c "$PROXY_CPU" nginx -e "$TMP/nginx.log" -p "$TMP" -c "$TMP/nginx.conf" -g 'daemon off;' &
+  NGINX_PID=$!
+  PIDS+=($NGINX_PID)
+  wait_http "$NGINX_PORT"
+}
+
+# HAProxy doing the same job: weighted random backends, an inserted cookie
+# that is honoured when valid (indirect: no Set-Cookie for pinned clients).
+start_haproxy() {
+  HAPROXY_PORT=$(free_port)
+  HAPROXY_MAXCONN=$(( ($(ulimit -n) - 100) / 2 ))
+  cat > "$TMP/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    # HAProxy reserves two fds per connection
+    maxconn $HAPROXY_MAXCONN
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+frontend bench
+    bind 127.0.0.1:$HAPROXY_PORT
+    http-request del-header X-Forwarded-For
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    option forwardfor
+    default_backend slots
+backend slots
+    balance random
+    http-reuse always
+    cookie x-ms-routing-name insert indirect httponly attr "Max-Age=3600" attr "SameSite=Lax"
+    http-send-name-header X-Slot-Name
+    server production 127.0.0.1:$UPSTREAM_PORT weight 90 cookie self
+    server staging 127.0.0.1:$UPSTREAM_PORT weight 10 cookie staging
+CONF
+  taskset -c "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg" > "$TMP/haproxy.log" 2>&1 &
+  HAPROXY_PID=$!
+  PIDS+=($HAPROXY_PID)
+  wait_http "$HAPROXY_PORT"
+}
+
+# rss_kb PID: resident set size of a process, in KiB.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# cpu_ns PID...: nanoseconds on CPU of the processes, their threads and their
+# children (nginx's worker). CPU per request stays meaningful when other work
+# on a shared machine steals cycles and so lowers every req/s figure.
+cpu_ns() {
+  local pid
+  for pid in "$@" $(for p in "$@"; do pgrep -P "$p" || true; done); do
+    cat /proc/"$pid"/task/*/schedstat 2>/dev/null || true
+  done | awk '{t += $1} END {printf "%.0f\n", t}'
+}

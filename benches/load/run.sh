@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The load benchmark, one command: benches/load/run.sh
+#
+# Installs nginx, HAProxy and wrk when missing, builds slotproxy and
+# examples/bare_pingora in release, starts every target once and measures them
+# interleaved (round 1: A B C ..., round 2: A B C ...) so drift on a shared
+# machine hits all of them alike. One worker each; the proxy under test runs
+# on core PROXY_CPU (1), wrk and the upstream on core CLIENT_CPU (0).
+#
+# Settings (env): DURATION=5 seconds per measurement, ROUNDS=3, CONNS=50
+# keep-alive connections, WARMUP=1 second per target before round 1,
+# SKIP_BUILD=1 to reuse target/release, KEEP_TMP=1 to keep configs and logs.
+# BEFORE_SLOTPROXY=path and BEFORE_BARE=path add two more targets, e.g. the
+# binaries of an older commit, measured in the same interleaved rounds.
+source "$(dirname "$0")/common.sh"
+
+DURATION="${DURATION:-5}"
+ROUNDS="${ROUNDS:-3}"
+CONNS="${CONNS:-50}"
+WARMUP="${WARMUP:-1}"
+PIN_COOKIE="session=8f14e45fceea167a; x-ms-routing-name=staging"
+
+install_missing
+build
+ulimit -n "$(ulimit -Hn)"
+
+log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+log "versions: $(nginx -v 2>&1 | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), slotproxy $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml examples || echo '+dirty')"
+log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (other work on these cores lowers every req/s; CPU µs/req moves least)"
+log "starting upstream, slotproxy, bare pingora, nginx, HAProxy (temp dir $TMP)"
+start_upstream
+start_slotproxy
+start_bare
+start_nginx
+start_haproxy
+EXTRA=()
+if [ -n "${BEFORE_SLOTPROXY:-}" ]; then
+  port=$SLOTPROXY_PORT pid=$SLOTPROXY_PID
+  start_slotproxy slotproxy-before "$BEFORE_SLOTPROXY"
+  EXTRA+=("slotproxy-before|$SLOTPROXY_PORT||$SLOTPROXY_PID")
+  SLOTPROXY_PORT=$port SLOTPROXY_PID=$pid
+fi
+if [ -n "${BEFORE_BARE:-}" ]; then
+  port=$BARE_PORT pid=$BARE_PID
+  start_bare bare-before "$BEFORE_BARE"
+  EXTRA+=("bare-pingora-before|$BARE_PORT||$BARE_PID")
+  BARE_PORT=$port BARE_PID=$pid
+fi
+UPSTREAM_PID=$(cat "$TMP/upstream.pid")
+
+log "sanity checks (each target must route, pin and set cookies like slotproxy)"
+python3 "$HERE/sanity.py" direct "$UPSTREAM_PORT" --direct
+python3 "$HERE/sanity.py" bare-pingora "$BARE_PORT" --direct
+python3 "$HERE/sanity.py" slotproxy "$SLOTPROXY_PORT"
+python3 "$HERE/sanity.py" nginx "$NGINX_PORT"
+python3 "$HERE/sanity.py" haproxy "$HAPROXY_PORT"
+
+# name port cookie pids-to-account-cpu-to
+TARGETS=(
+  "direct|$UPSTREAM_PORT||$UPSTREAM_PID"
+  "bare-pingora|$BARE_PORT||$BARE_PID"
+  "slotproxy|$SLOTPROXY_PORT||$SLOTPROXY_PID"
+  "slotproxy-pinned|$SLOTPROXY_PORT|$PIN_COOKIE|$SLOTPROXY_PID"
+  "nginx|$NGINX_PORT||$NGINX_PID"
+  "nginx-pinned|$NGINX_PORT|$PIN_COOKIE|$NGINX_PID"
+  "haproxy|$HAPROXY_PORT||$HAPROXY_PID"
+  "haproxy-pinned|$HAPROXY_PORT|$PIN_COOKIE|$HAPROXY_PID"
+  ${EXTRA[@]+"${EXTRA[@]}"}
+)
+RESULTS="$TMP/results.tsv"
+: > "$RESULTS"
+
+# measure ROUND NAME PORT COOKIE PID SECONDS
+measure() {
+  local round=$1 name=$2 port=$3 cookie=$4 pid=$5 secs=$6
+  local args=(-t1 "-c$CONNS" "-d${secs}s" -H "Host: bench.local" -s "$HERE/report.lua")
+  [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
+  local t0 t1 out
+  t0=$(cpu_ns "$pid")
+  out=$(taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$port/" | grep '^RESULT' || true)
+  t1=$(cpu_ns "$pid")
+  [ -n "$out" ] || { echo "wrk printed no result for $name" >&2; exit 1; }
+  [ "$round" = warmup ] && return
+  local cpu
+  cpu=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", (b - a) / 1000}')
+  echo -e "$round\t$name\t$out cpu_us=$cpu" >> "$RESULTS"
+  echo "   round $round  $(printf '%-17s' "$name") $out cpu_us=$cpu" >&2
+}
+
+log "warm-up: ${WARMUP}s per target"
+for t in "${TARGETS[@]}"; do
+  IFS='|' read -r name port cookie pid <<< "$t"
+  measure warmup "$name" "$port" "$cookie" "$pid" "$WARMUP"
+done
+
+log "measuring: $ROUNDS rounds x ${#TARGETS[@]} targets x ${DURATION}s, $CONNS connections, wrk on core $CLIENT_CPU, proxies on core $PROXY_CPU, upstream on core $UPSTREAM_CPU"
+for round in $(seq 1 "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do
+    IFS='|' read -r name port cookie pid <<< "$t"
+    measure "$round" "$name" "$port" "$cookie" "$pid" "$DURATION"
+  done
+done
+
+for p in "$SLOTPROXY_PID" "$BARE_PID" "$NGINX_PID" "$HAPROXY_PID"; do
+  kill -0 "$p" 2>/dev/null || { echo "a server died during the run (pid $p); logs in $TMP" >&2; KEEP_TMP=1; exit 1; }
+done
+log "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 "$HERE/summarize.py" "$RESULTS" "$DURATION" "$ROUNDS" "$CONNS"
