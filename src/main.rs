@@ -10,6 +10,28 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
+/// mimalloc's defaults keep freed memory committed: after 10,000 idle
+/// keep-alive clients came and went, slotproxy kept ~880 MiB. An edge proxy
+/// sees such bursts, so commit arenas lazily and give purged memory back to
+/// the OS at once (BENCHMARKS.md, memory). A `MIMALLOC_*` variable set by
+/// the operator still wins.
+fn tune_allocator() {
+    // mimalloc v2's option numbers (mimalloc.h, enum mi_option_e)
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    const PURGE_DECOMMITS: libmimalloc_sys::mi_option_t = 5;
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    for (option, env, value) in [
+        (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0),
+        (PURGE_DECOMMITS, "MIMALLOC_PURGE_DECOMMITS", 1),
+        (PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
+    ] {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: sets a plain integer option; mimalloc synchronizes it.
+            unsafe { libmimalloc_sys::mi_option_set(option, value) };
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "slotproxy",
@@ -44,6 +66,7 @@ enum Command {
 }
 
 fn main() {
+    tune_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {

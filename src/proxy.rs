@@ -173,6 +173,22 @@ fn host_of(req: &RequestHeader) -> &[u8] {
     }
 }
 
+/// Every `X-Forwarded-For` value as one list: a proxy chain may send the
+/// header more than once, and each is part of the chain (RFC 7230 §3.2.2).
+fn forwarded_chain(req: &RequestHeader) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let mut values = req.headers.get_all("x-forwarded-for").iter();
+    let first = values.next()?.as_bytes();
+    let Some(second) = values.next() else {
+        return Some(std::borrow::Cow::Borrowed(first));
+    };
+    let mut joined = first.to_vec();
+    for v in std::iter::once(second).chain(values) {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    Some(std::borrow::Cow::Owned(joined))
+}
+
 /// A client-supplied value, made safe to echo in a one-line body.
 fn shown(v: &[u8]) -> String {
     let s = String::from_utf8_lossy(&v[..v.len().min(100)]);
@@ -236,8 +252,7 @@ impl ProxyHttp for SlotProxy {
         let mut refusal = None;
         if !slot.ip_allow.is_empty() {
             let client = peer_ip.map(|peer| {
-                let xff = req.headers.get("x-forwarded-for").map(|v| v.as_bytes());
-                client_ip(peer, xff, &site.trusted_proxies)
+                client_ip(peer, forwarded_chain(req).as_deref(), &site.trusted_proxies)
             });
             if !client.is_some_and(|ip| slot.ip_allow.iter().any(|n| n.contains(&ip))) {
                 let who = client.map_or("unknown".to_string(), |ip| ip.to_string());
@@ -341,10 +356,10 @@ impl ProxyHttp for SlotProxy {
     ) -> Result<()> {
         let req = session.req_header();
         if let Some(peer) = ctx.peer_ip {
-            let xff = req.headers.get("x-forwarded-for").map(|v| v.as_bytes());
+            let xff = forwarded_chain(req);
             upstream.insert_header(
                 "x-forwarded-for",
-                forwarded_for_value(peer, xff, ctx.trusted_peer),
+                forwarded_for_value(peer, xff.as_deref(), ctx.trusted_peer),
             )?;
         } else {
             upstream.remove_header("x-forwarded-for");

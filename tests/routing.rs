@@ -365,6 +365,19 @@ fn trusted_proxy_headers_are_kept_and_secure_cookies_set() {
         ],
     );
     assert_eq!(a.field("x-forwarded-for"), Some("198.51.100.4, 127.0.0.1"));
+    // a chain split over two headers is one chain
+    let resp = client()
+        .get(proxy.url("/"))
+        .header("host", "shop.test")
+        .header("x-forwarded-for", "203.0.113.1")
+        .header("x-forwarded-for", "198.51.100.4")
+        .send()
+        .unwrap();
+    let body = resp.text().unwrap();
+    assert!(
+        body.contains("x-forwarded-for: 203.0.113.1, 198.51.100.4, 127.0.0.1"),
+        "{body}"
+    );
     assert_eq!(a.field("x-forwarded-proto"), Some("https"));
     assert_eq!(a.field("x-forwarded-host"), Some("www.shop.example"));
     assert_eq!(

@@ -125,6 +125,7 @@ CONF
 start_slotproxy() {
   local name="${1:-slotproxy}" bin="${2:-$SLOTPROXY}"
   SLOTPROXY_PORT=$(free_port)
+  SLOTPROXY_ADMIN_PORT=$(free_port)
   mkdir -p "$TMP/$name-state"
   cat > "$TMP/$name.toml" <<CONF
 [server]
@@ -134,7 +135,7 @@ upgrade_sock = "$TMP/$name-upgrade.sock"
 pid_file = "$TMP/$name.pid"
 
 [admin]
-listen = "127.0.0.1:$(free_port)"
+listen = "127.0.0.1:$SLOTPROXY_ADMIN_PORT"
 token = "bench-token"
 
 [metrics]

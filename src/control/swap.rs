@@ -213,9 +213,7 @@ impl SwapEngine {
         let id = op.id.clone();
         let engine = self.clone();
         self.rt.spawn(async move {
-            let site = plan.site.name.clone();
             engine.run(plan, op).await;
-            engine.busy().remove(&site);
         });
         Ok(id)
     }
@@ -360,6 +358,9 @@ impl SwapEngine {
             Action::Preview => self.preview(&plan, &mut op).await,
             Action::Swap => self.swap(&plan, &mut op).await,
         }
+        // Free the site before the final record is written: a client that
+        // sees this operation end may start the next swap at once.
+        self.busy().remove(&plan.site.name);
         self.save(&op);
         if op.action == Action::Swap {
             crate::metrics::swap_finished(&op.site, op.status.as_str(), began.elapsed());
