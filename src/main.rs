@@ -10,26 +10,35 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
-/// mimalloc's defaults keep freed memory committed: after 10,000 idle
-/// keep-alive clients came and went, slotproxy kept ~880 MiB. An edge proxy
-/// sees such bursts, so commit arenas lazily and give purged memory back to
-/// the OS at once (BENCHMARKS.md, memory). A `MIMALLOC_*` variable set by
-/// the operator still wins.
+/// mimalloc's defaults commit arenas eagerly and keep freed memory: 10,000
+/// idle keep-alive clients cost 88 KiB each and the memory stayed after they
+/// left. Lazily committed arenas and immediate purging bring that to ~40 KiB
+/// each, returned on close (BENCHMARKS.md, memory). mimalloc reads these
+/// options when it starts, before `main`, so the process re-executes itself
+/// once with them set; a `MIMALLOC_*` variable the operator set still wins.
 fn tune_allocator() {
-    // mimalloc v2's option numbers (mimalloc.h, enum mi_option_e)
-    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-    const PURGE_DECOMMITS: libmimalloc_sys::mi_option_t = 5;
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    for (option, env, value) in [
-        (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0),
-        (PURGE_DECOMMITS, "MIMALLOC_PURGE_DECOMMITS", 1),
-        (PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
+    use std::os::unix::process::CommandExt;
+    const MARK: &str = "SLOTPROXY_ALLOCATOR_TUNED";
+    if std::env::var_os(MARK).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1)).env(MARK, "1");
+    for (name, value) in [
+        ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+        ("MIMALLOC_PURGE_DELAY", "0"),
+        ("MIMALLOC_PURGE_DECOMMITS", "1"),
     ] {
-        if std::env::var_os(env).is_none() {
-            // SAFETY: sets a plain integer option; mimalloc synchronizes it.
-            unsafe { libmimalloc_sys::mi_option_set(option, value) };
+        if std::env::var_os(name).is_none() {
+            cmd.env(name, value);
         }
     }
+    // exec only returns on failure (e.g. the binary was replaced on disk):
+    // then run as we are, with mimalloc's defaults.
+    let _ = cmd.exec();
 }
 
 #[derive(Parser)]

@@ -37,6 +37,12 @@ trap 'exit 130' INT TERM
 
 log() { echo "== $*" >&2; }
 
+# slotproxy runs mimalloc with these options (src/main.rs re-executes itself
+# with them); bare pingora gets the same, so the comparison is of the code.
+export MIMALLOC_ARENA_EAGER_COMMIT="${MIMALLOC_ARENA_EAGER_COMMIT:-0}"
+export MIMALLOC_PURGE_DELAY="${MIMALLOC_PURGE_DELAY:-0}"
+export MIMALLOC_PURGE_DECOMMITS="${MIMALLOC_PURGE_DECOMMITS:-1}"
+
 install_missing() {
   local missing=()
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
