@@ -14,11 +14,9 @@
 //! SIGUSR2 does the whole upgrade from inside: it starts
 //! `<this binary> serve --config <same> --upgrade`, then SIGQUITs itself.
 //!
-//! During an upgrade two processes share the state directory for a few
-//! seconds. The new one opens the state only after the old one has handed
-//! over (so it reads what the old one last wrote), but the old one keeps
-//! running its health checks and any swap already in progress until it
-//! exits: don't start swaps or admin changes while upgrading.
+//! The state directory has one writer (a `flock`): on SIGQUIT the old
+//! process releases it and stops writing, and the new one, waiting for the
+//! lock, opens the state then, so it reads what the old one last wrote.
 
 use crate::admin;
 use crate::config::{Config, ServerSection};
