@@ -486,13 +486,8 @@ pub fn router() -> axum::Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::routing::Health;
 
-    fn table(toml: &str, health: &Health) -> RouteTable {
-        let (cfg, state) = Config::parse(toml, std::path::Path::new("t.toml")).unwrap();
-        RouteTable::compile(&state, &cfg.routing, health, 1)
-    }
+    use crate::routing::table::compile_toml as table;
 
     fn sample(text: &str, series: &str) -> Option<f64> {
         text.lines()

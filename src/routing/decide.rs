@@ -195,9 +195,7 @@ fn cookie_at(header: &[u8], at: usize, len: usize) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::routing::table::{Health, RouteTable};
-    use std::path::Path;
+    use crate::routing::table::Health;
 
     const CFG: &str = r#"
 [[sites]]
@@ -219,10 +217,7 @@ name = "norule"
 instances = ["127.0.0.1:3004"]
 "#;
 
-    fn table(cfg: &str, health: &Health) -> RouteTable {
-        let (c, s) = Config::parse(cfg, Path::new("t.toml")).unwrap();
-        RouteTable::compile(&s, &c.routing, health, 1)
-    }
+    use crate::routing::table::compile_toml as table;
 
     fn idx(site: &SiteRoutes, name: &str) -> u16 {
         find_slot(site, name.as_bytes()).unwrap()

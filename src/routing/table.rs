@@ -338,16 +338,19 @@ fn strip_port(host: &[u8]) -> &[u8] {
     }
 }
 
+/// Tests across the crate build tables from config text.
+#[cfg(test)]
+pub(crate) fn compile_toml(toml: &str, health: &Health) -> RouteTable {
+    let (cfg, state) = crate::config::Config::parse(toml, std::path::Path::new("t.toml"))
+        .expect("test config parses");
+    RouteTable::compile(&state, &cfg.routing, health, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use std::path::Path;
 
-    pub(crate) fn table(toml: &str, health: &Health) -> RouteTable {
-        let (cfg, state) = Config::parse(toml, Path::new("t.toml")).unwrap();
-        RouteTable::compile(&state, &cfg.routing, health, 1)
-    }
+    use super::compile_toml as table;
 
     const CFG: &str = r#"
 [[sites]]
