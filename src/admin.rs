@@ -19,7 +19,7 @@ use crate::control::swap::{SwapEngine, SwapRequest};
 use crate::control::{ControlError, ControlPlane};
 use crate::model::{Site, Slot, PRODUCTION};
 use crate::routing::Health;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -256,6 +256,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         serde_json::from_slice(text)
             .map(JsonBody)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+    }
+}
+
+/// Path parameters whose rejection (e.g. a segment that does not decode to
+/// UTF-8) is a JSON error like every other, not axum's plain text.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|r| ApiError::new(r.status(), format!("request path: {}", r.body_text())))
     }
 }
 

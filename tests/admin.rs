@@ -286,6 +286,15 @@ fn refused_requests_change_nothing() {
             400,
             "EOF",
         ),
+        // a path segment that is not UTF-8: still a JSON error
+        (
+            Some(TOKEN),
+            "PUT",
+            "/api/v1/sites/%FF/traffic-routing",
+            Some(r#"{"distribution": {}}"#),
+            400,
+            "request path",
+        ),
         (
             Some(TOKEN),
             "PUT",
