@@ -58,6 +58,12 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     pub listen: Vec<String>,
+    /// HTTPS listeners, terminated here with `tls_cert_path`/`tls_key_path`.
+    pub tls_listen: Vec<String>,
+    /// PEM certificate chain for `tls_listen`.
+    pub tls_cert_path: Option<PathBuf>,
+    /// PEM private key for `tls_listen`.
+    pub tls_key_path: Option<PathBuf>,
     pub threads: usize,
     /// SIGTERM: how long to keep serving in-flight requests before exit.
     pub grace_period_secs: u64,
@@ -82,6 +88,9 @@ impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
             listen: vec!["0.0.0.0:8080".into()],
+            tls_listen: Vec::new(),
+            tls_cert_path: None,
+            tls_key_path: None,
             threads: 2,
             grace_period_secs: 5,
             graceful_shutdown_timeout_secs: 5,
@@ -308,11 +317,14 @@ impl Config {
                 });
             }
         };
-        if self.server.listen.is_empty() {
+        if self.server.listen.is_empty() && self.server.tls_listen.is_empty() {
             addr("server.listen".into(), "");
         }
         for (i, l) in self.server.listen.iter().enumerate() {
             addr(format!("server.listen[{i}]"), l);
+        }
+        for (i, l) in self.server.tls_listen.iter().enumerate() {
+            addr(format!("server.tls_listen[{i}]"), l);
         }
         addr("admin.listen".into(), &self.admin.listen);
         addr("metrics.listen".into(), &self.metrics.listen);
@@ -327,6 +339,20 @@ impl Config {
         };
         if self.server.threads == 0 {
             bad("server.threads", "must be at least 1");
+        }
+        if !self.server.tls_listen.is_empty() {
+            for (key, path) in [
+                ("server.tls_cert_path", &self.server.tls_cert_path),
+                ("server.tls_key_path", &self.server.tls_key_path),
+            ] {
+                match path {
+                    None => bad(key, "tls_listen is set, so this PEM file is needed"),
+                    Some(p) if std::fs::File::open(p).is_err() => {
+                        bad(key, &format!("cannot read {}", p.display()))
+                    }
+                    Some(_) => {}
+                }
+            }
         }
         for (key, v) in [
             ("server.connect_timeout_ms", self.server.connect_timeout_ms),
@@ -592,6 +618,19 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
         ));
         assert!(
             e.contains("no slot of site \"shop\" runs build \"v7\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_listeners_need_readable_pem_files() {
+        let e = error_of(&GOOD.replace(
+            "listen = [\"127.0.0.1:0\"]",
+            "listen = []\ntls_listen = [\"127.0.0.1:8443\"]\ntls_key_path = \"/nonexistent/key.pem\"",
+        ));
+        assert!(e.contains("server.tls_cert_path: tls_listen is set"), "{e}");
+        assert!(
+            e.contains("server.tls_key_path: cannot read /nonexistent/key.pem"),
             "{e}"
         );
     }

@@ -72,6 +72,9 @@ pub struct RequestCtx {
     pub instance: Option<usize>,
     /// The peer is one of the site's trusted proxies.
     pub trusted_peer: bool,
+    /// The client came over TLS (what `X-Forwarded-Proto` and a `Secure`
+    /// cookie say): on our own TLS listener, or per a trusted proxy.
+    pub https: bool,
     pub peer_ip: Option<IpAddr>,
     /// When the request header had been read (pingora makes the context then).
     pub start: Instant,
@@ -92,6 +95,7 @@ impl Default for RequestCtx {
             attempts: 0,
             instance: None,
             trusted_peer: false,
+            https: false,
             peer_ip: None,
             start: Instant::now(),
             connect_start: None,
@@ -274,6 +278,14 @@ impl ProxyHttp for SlotProxy {
         ctx.site = target.site;
         ctx.decision = Some(decision);
         ctx.trusted_peer = trusted;
+        let tls_here = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.https = if trusted {
+            req.headers
+                .get("x-forwarded-proto")
+                .map_or(tls_here, |v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+        } else {
+            tls_here
+        };
         ctx.peer_ip = peer_ip;
         ctx.table = Some(table);
         match refusal {
@@ -369,7 +381,12 @@ impl ProxyHttp for SlotProxy {
                 .then(|| req.headers.get(name).cloned())
                 .flatten()
         };
-        let proto = keep("x-forwarded-proto").unwrap_or(http::HeaderValue::from_static("http"));
+        let proto =
+            keep("x-forwarded-proto").unwrap_or(http::HeaderValue::from_static(if ctx.https {
+                "https"
+            } else {
+                "http"
+            }));
         // the client's Host value itself: a refcount, not a copy
         let fwd_host = keep("x-forwarded-host")
             .or_else(|| req.headers.get(http::header::HOST).cloned())
@@ -389,7 +406,7 @@ impl ProxyHttp for SlotProxy {
 
     async fn response_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -398,12 +415,7 @@ impl ProxyHttp for SlotProxy {
         };
         if decision.set_cookie {
             if let Some(slot) = ctx.slot() {
-                let secure = ctx.trusted_peer
-                    && session
-                        .req_header()
-                        .headers
-                        .get("x-forwarded-proto")
-                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+                let secure = ctx.https;
                 let cookie = if secure {
                     &slot.cookie_secure
                 } else {

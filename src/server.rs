@@ -383,6 +383,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for addr in &cfg.server.listen {
         service.add_tcp(addr);
     }
+    if let (Some(cert), Some(key)) = (&cfg.server.tls_cert_path, &cfg.server.tls_key_path) {
+        for addr in &cfg.server.tls_listen {
+            service
+                .add_tls(addr, &cert.to_string_lossy(), &key.to_string_lossy())
+                .map_err(|e| anyhow::anyhow!("server.tls_listen {addr}: {e}"))?;
+        }
+    }
     server.add_service(service);
     notify_systemd();
     log::info!(

@@ -617,3 +617,46 @@ fn a_second_slotproxy_on_the_same_state_is_refused() {
     );
     assert_eq!(get(&proxy, "app.test", "/", &[]).status, 200);
 }
+
+#[test]
+fn tls_listener_terminates_https_with_secure_cookies() {
+    let shop = Shop::start();
+    let tls_port = free_port();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let proxy = Proxy::start_edited(&shop.config("traffic_percent = 0"), 1, |text| {
+        text.replacen(
+            "threads = 1\n",
+            &format!(
+                "threads = 1\ntls_listen = [\"127.0.0.1:{tls_port}\"]\ntls_cert_path = \"{}\"\ntls_key_path = \"{}\"\n",
+                fixtures.join("tls-cert.pem").display(),
+                fixtures.join("tls-key.pem").display()
+            ),
+            1,
+        )
+    });
+    let https = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve("shop.test", ([127, 0, 0, 1], tls_port).into())
+        .build()
+        .unwrap();
+    let resp = https
+        .get(format!(
+            "https://shop.test:{tls_port}/?x-ms-routing-name=staging"
+        ))
+        .header("x-forwarded-proto", "http")
+        .send()
+        .expect("HTTPS through the proxy");
+    assert_eq!(resp.status().as_u16(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert_eq!(
+        cookie,
+        "x-ms-routing-name=staging; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=3600"
+    );
+    let body = resp.text().unwrap();
+    assert!(body.contains("slot: staging"), "{body}");
+    // the client's own X-Forwarded-Proto is not trusted; ours says https
+    assert!(body.contains("x-forwarded-proto: https"), "{body}");
+    // plain HTTP on the other listener: no Secure
+    let a = get(&proxy, "shop.test", "/?x-ms-routing-name=staging", &[]);
+    assert!(!a.set_cookie[0].contains("Secure"), "{:?}", a.set_cookie);
+}

@@ -162,6 +162,16 @@ impl Proxy {
 
     /// Start with a SIGTERM grace period of `grace_secs`.
     pub fn start_graceful(sites: &str, grace_secs: u64) -> Proxy {
+        Self::start_edited(sites, grace_secs, |text| text)
+    }
+
+    /// Start with the generated config text passed through `edit` first
+    /// (e.g. to add `[server]` keys).
+    pub fn start_edited(
+        sites: &str,
+        grace_secs: u64,
+        edit: impl FnOnce(String) -> String,
+    ) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
         let config_path = dir.path().join("config.toml");
@@ -173,7 +183,7 @@ impl Proxy {
             sites,
             grace_secs,
         );
-        std::fs::write(&config_path, text).unwrap();
+        std::fs::write(&config_path, edit(text)).unwrap();
         let mut p = Proxy {
             child: None,
             port,
