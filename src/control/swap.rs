@@ -276,23 +276,21 @@ impl SwapEngine {
                 );
                 continue;
             };
-            {
-                log::info!(
-                    "declarative swap: {} wants build {want}, which slot {} runs",
-                    site.name,
-                    source.name
-                );
-                let r = self.start(SwapRequest {
-                    site: site.name.clone(),
-                    source: source.name.clone(),
-                    target: PRODUCTION.into(),
-                    action: Action::Swap,
-                });
-                if let Err(e) = &r {
-                    log::warn!("declarative swap of site {} did not start: {e}", site.name);
-                }
-                started.push(r);
+            log::info!(
+                "declarative swap: {} wants build {want}, which slot {} runs",
+                site.name,
+                source.name
+            );
+            let r = self.start(SwapRequest {
+                site: site.name.clone(),
+                source: source.name.clone(),
+                target: PRODUCTION.into(),
+                action: Action::Swap,
+            });
+            if let Err(e) = &r {
+                log::warn!("declarative swap of site {} did not start: {e}", site.name);
             }
+            started.push(r);
         }
         started
     }
