@@ -6,30 +6,6 @@ use common::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn scrape(proxy: &Proxy) -> String {
-    let resp = client()
-        .get(format!("http://127.0.0.1:{}/metrics", proxy.metrics_port))
-        .send()
-        .expect("scrape /metrics");
-    assert_eq!(resp.status().as_u16(), 200);
-    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
-    resp.text().unwrap()
-}
-
-/// The value of one series (`name{labels}` exactly as exposed), 0 if absent.
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
 fn requests(text: &str, site: &str, slot: &str, code: u16) -> f64 {
     value(
         text,

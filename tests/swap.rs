@@ -154,6 +154,20 @@ fn swap_runs_every_phase_moves_settings_and_rolls_back() {
     // swapping again is the rollback
     assert_eq!(swap(&proxy, "staging", "swap")["status"], "succeeded");
     assert_eq!(prod_version(&proxy), "v1");
+    // both counted, with their duration
+    let m = scrape(&proxy);
+    assert_eq!(
+        value(
+            &m,
+            r#"slotproxy_swaps_total{result="succeeded",site="shop"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&m, r#"slotproxy_swaps_total{result="failed",site="shop"}"#),
+        0.0
+    );
+    assert_eq!(value(&m, "slotproxy_swap_duration_seconds_count"), 2.0);
 
     // the activity log lists both, newest first
     let (code, log) = api(&proxy, "GET", "/api/v1/sites/shop/activity", None);

@@ -470,3 +470,28 @@ pub fn get(proxy: &Proxy, host: &str, path: &str, headers: &[(&str, &str)]) -> A
         body,
     }
 }
+
+/// One scrape of the proxy's `/metrics`, checked to be Prometheus text.
+pub fn scrape(proxy: &Proxy) -> String {
+    let resp = client()
+        .get(format!("http://127.0.0.1:{}/metrics", proxy.metrics_port))
+        .send()
+        .expect("scrape /metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    resp.text().unwrap()
+}
+
+/// The value of one series (`name{labels}` exactly as exposed), 0 if absent.
+pub fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
