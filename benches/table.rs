@@ -1,5 +1,6 @@
-//! `RouteTable::lookup_host` (once per request) and `RouteTable::compile`
-//! (once per change, off the hot path) with 1, 100 and 10,000 sites.
+//! `RouteTable::lookup_host` (once per request), `RouteTable::compile` and a
+//! whole publish (compile + `metrics::observe_table`, once per change or
+//! health flip, off the hot path) with 1, 100 and 10,000 sites.
 
 mod support;
 
@@ -51,5 +52,23 @@ fn bench_compile(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_lookup, bench_compile);
+fn bench_publish(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish");
+    group.sample_size(10);
+    for n in SIZES {
+        let state = support::state(n);
+        let routing = RoutingSection::default();
+        let health = Health::new();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &state, |b, s| {
+            b.iter(|| {
+                let mut t = RouteTable::compile(black_box(s), &routing, &health, 1);
+                slotproxy::metrics::observe_table(&mut t);
+                t
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_lookup, bench_compile, bench_publish);
 criterion_main!(benches);

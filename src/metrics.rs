@@ -7,21 +7,22 @@
 //! Host headers or paths cannot create series.
 //!
 //! The request path stays cheap: [`observe_table`] (called on every table
-//! publish) resolves the per-slot histogram handles once and keeps them
-//! indexed like the table's `sites[i].slots[j]`; per-status counters are
-//! resolved on first use and cached in the same place, so a request does one
-//! `ArcSwap` load, two index lookups and atomic adds. Gauges that describe the
-//! table (routing split, instance health, table version) are rewritten there
-//! too, and series of slots or instances that no longer exist are removed.
+//! publish, before the table is stored) attaches each slot's handles to the
+//! slot in the table itself, so a request reaches them through the table it
+//! was routed with — no second lookup, no race with a publish — and does
+//! only atomic adds. Handles are cached by (site, slot) name across
+//! publishes, so counters of an unchanged slot carry over. Gauges that
+//! describe the table (routing split, instance health, table version) are
+//! rewritten there too, and series of slots or instances that no longer
+//! exist are removed.
 
 use crate::routing::table::WEIGHT_SCALE;
 use crate::routing::RouteTable;
-use arc_swap::ArcSwap;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -82,8 +83,8 @@ pub struct Metrics {
     in_flight: IntGauge,
     table_version: IntGauge,
     access_log_dropped: IntCounter,
-    /// Handles resolved for the last published table.
-    handles: ArcSwap<Handles>,
+    /// Handles of the slots of the last published table, by (site, slot).
+    slots: Mutex<HashMap<SlotKey, Arc<SlotHandles>>>,
     /// Label sets of the table gauges written last, to remove stale ones.
     gauge_series: Mutex<GaugeSeries>,
     unknown: SlotHandles,
@@ -95,20 +96,29 @@ struct GaugeSeries {
     instances: HashSet<[String; 3]>,
 }
 
-/// Per-slot handles, indexed like `RouteTable::sites[i].slots[j]`.
-#[derive(Default)]
-struct Handles {
-    version: u64,
-    sites: Vec<Vec<SlotHandles>>,
-}
+/// (site, slot) names.
+type SlotKey = (Box<str>, Box<str>);
 
-struct SlotHandles {
+/// Status codes whose counters a slot keeps at hand; any other code is
+/// looked up in the counter vector (a hash lookup, still no allocation).
+const COMMON_CODES: [u16; 16] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 499, 500, 502, 503, 504, 206,
+];
+
+/// The metric handles of one slot, attached to it in the routing table.
+pub struct SlotHandles {
     site: Box<str>,
     slot: Box<str>,
     duration: Histogram,
     connect: Histogram,
-    /// Counters by status code 100..=599, resolved on first use.
-    codes: Box<[OnceLock<IntCounter>]>,
+    /// Counters of `COMMON_CODES`, resolved on first use.
+    codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
+}
+
+impl std::fmt::Debug for SlotHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlotHandles({}/{})", self.site, self.slot)
+    }
 }
 
 impl SlotHandles {
@@ -118,7 +128,7 @@ impl SlotHandles {
             slot: slot.into(),
             duration: m.duration.with_label_values(&[site, slot]),
             connect: m.connect.with_label_values(&[site, slot]),
-            codes: (100..=599).map(|_| OnceLock::new()).collect(),
+            codes: Default::default(),
         }
     }
 
@@ -128,13 +138,15 @@ impl SlotHandles {
         } else {
             CLIENT_CLOSED
         };
-        self.codes[usize::from(code - 100)]
-            .get_or_init(|| {
-                let buf = itoa_buf(code);
-                let code = std::str::from_utf8(&buf).unwrap_or("0");
-                requests.with_label_values(&[&self.site, &self.slot, code])
-            })
-            .inc();
+        let buf = itoa_buf(code);
+        let text = std::str::from_utf8(&buf).unwrap_or("0");
+        let labels = [&*self.site, &*self.slot, text];
+        match COMMON_CODES.iter().position(|&c| c == code) {
+            Some(i) => self.codes[i]
+                .get_or_init(|| requests.with_label_values(&labels))
+                .inc(),
+            None => requests.with_label_values(&labels).inc(),
+        }
     }
 }
 
@@ -263,7 +275,7 @@ fn build() -> prometheus::Result<Metrics> {
         in_flight,
         table_version,
         access_log_dropped,
-        handles: ArcSwap::from_pointee(Handles::default()),
+        slots: Mutex::new(HashMap::new()),
         gauge_series: Mutex::new(GaugeSeries::default()),
         unknown,
     })
@@ -276,44 +288,36 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(|| build().expect("metric definitions are valid"))
 }
 
-/// Refresh everything derived from a newly published table: per-slot
-/// handles, `slotproxy_routing_percent`, `slotproxy_instance_up` and the
-/// table version. Series of removed slots and instances disappear.
-pub fn observe_table(table: &RouteTable) {
+/// Refresh everything derived from a table about to be published: attach
+/// each slot's handles to it, and rewrite `slotproxy_routing_percent`,
+/// `slotproxy_instance_up` and the table version. Series of removed slots and
+/// instances disappear.
+pub fn observe_table(table: &mut RouteTable) {
     let m = metrics();
     let vecs = MetricVecs {
         duration: &m.duration,
         connect: &m.connect,
     };
-    let old = m.handles.load();
-    let mut sites = Vec::with_capacity(table.sites.len());
+    let mut cache = m.slots.lock().unwrap_or_else(|p| p.into_inner());
+    let mut kept = HashMap::with_capacity(cache.len());
     let mut routing = HashSet::new();
     let mut instances = HashSet::new();
-    for site in &table.sites {
+    for site in &mut table.sites {
         // Swap counters exist from the start, so `increase()` in alert
         // rules sees the first failure.
         for result in ["succeeded", "failed"] {
             m.swaps.with_label_values(&[&site.name, result]);
         }
-        let mut slots = Vec::with_capacity(site.slots.len());
-        for (j, slot) in site.slots.iter().enumerate() {
-            // Keep the counters already resolved for an unchanged slot.
-            let reused = old
-                .sites
-                .iter()
-                .flatten()
-                .find(|h| *h.site == *site.name && *h.slot == *slot.name);
-            slots.push(match reused {
-                Some(h) => SlotHandles {
-                    site: h.site.clone(),
-                    slot: h.slot.clone(),
-                    duration: h.duration.clone(),
-                    connect: h.connect.clone(),
-                    codes: h.codes.clone(),
-                },
-                None => SlotHandles::new(&vecs, &site.name, &slot.name),
-            });
+        for j in 0..site.slots.len() {
             let percent = routing_share(site, j as u16);
+            let slot = &mut site.slots[j];
+            let key = (site.name.clone(), slot.name.clone());
+            // an unchanged slot keeps the counters it already resolved
+            let handles = cache
+                .remove(&key)
+                .unwrap_or_else(|| Arc::new(SlotHandles::new(&vecs, &site.name, &slot.name)));
+            slot.metrics = Some(handles.clone());
+            kept.insert(key, handles);
             m.routing_percent
                 .with_label_values(&[&site.name, &slot.name])
                 .set(percent);
@@ -329,12 +333,9 @@ pub fn observe_table(table: &RouteTable) {
                 ]);
             }
         }
-        sites.push(slots);
     }
-    m.handles.store(Arc::new(Handles {
-        version: table.version,
-        sites,
-    }));
+    *cache = kept;
+    drop(cache);
     m.table_version.set(table.version as i64);
 
     let mut last = m.gauge_series.lock().unwrap_or_else(|p| p.into_inner());
@@ -366,65 +367,20 @@ pub fn routing_share(site: &crate::routing::table::SiteRoutes, slot: u16) -> f64
     f64::from(share) * 100.0 / f64::from(WEIGHT_SCALE)
 }
 
-/// Where a request was routed: indices into the table it was routed with.
-#[derive(Debug, Clone, Copy)]
-pub struct Route {
-    pub table_version: u64,
-    pub site: usize,
-    pub slot: usize,
-}
-
-/// Run `f` with the handles of `route` (or of site/slot "unknown").
-fn with_slot<R>(
-    route: Option<Route>,
-    names: impl FnOnce() -> Option<(Box<str>, Box<str>)>,
-    f: impl FnOnce(&SlotHandles) -> R,
-) -> R {
+/// Count one finished request of the slot whose handles are `slot` (none:
+/// the request matched no site).
+pub fn request_finished(slot: Option<&SlotHandles>, code: u16, elapsed: Duration) {
     let m = metrics();
-    let Some(r) = route else {
-        return f(&m.unknown);
-    };
-    let handles = m.handles.load();
-    if handles.version == r.table_version {
-        if let Some(h) = handles.sites.get(r.site).and_then(|s| s.get(r.slot)) {
-            return f(h);
-        }
-    }
-    // The request was routed with a table older or newer than the handles
-    // (a publish raced it): resolve by name, off the fast path.
-    match names() {
-        Some((site, slot)) => {
-            let vecs = MetricVecs {
-                duration: &m.duration,
-                connect: &m.connect,
-            };
-            f(&SlotHandles::new(&vecs, &site, &slot))
-        }
-        None => f(&m.unknown),
-    }
-}
-
-/// Count one finished request.
-pub fn request_finished(
-    route: Option<Route>,
-    names: impl FnOnce() -> Option<(Box<str>, Box<str>)>,
-    code: u16,
-    elapsed: Duration,
-) {
-    let requests = &metrics().requests;
-    with_slot(route, names, |h| {
-        h.count(requests, code);
-        h.duration.observe(elapsed.as_secs_f64());
-    });
+    let h = slot.unwrap_or(&m.unknown);
+    h.count(&m.requests, code);
+    h.duration.observe(elapsed.as_secs_f64());
 }
 
 /// Time to open a new upstream connection.
-pub fn upstream_connected(
-    route: Option<Route>,
-    names: impl FnOnce() -> Option<(Box<str>, Box<str>)>,
-    elapsed: Duration,
-) {
-    with_slot(route, names, |h| h.connect.observe(elapsed.as_secs_f64()));
+pub fn upstream_connected(slot: Option<&SlotHandles>, elapsed: Duration) {
+    slot.unwrap_or(&metrics().unknown)
+        .connect
+        .observe(elapsed.as_secs_f64());
 }
 
 /// Count one failure talking to an instance of `site`/`slot`.
@@ -496,7 +452,7 @@ mod tests {
 
     #[test]
     fn routing_share_matches_the_compiled_rules_and_drops_stale_series() {
-        let t = table(
+        let mut t = table(
             r#"
 [[sites]]
 name = "metrics-share"
@@ -524,7 +480,8 @@ instances = ["127.0.0.1:3"]
         assert_eq!(by_name("staging"), 12.5);
         assert_eq!(by_name("qa"), 0.0);
 
-        observe_table(&t);
+        observe_table(&mut t);
+        assert!(t.sites[0].slots.iter().all(|s| s.metrics.is_some()));
         let text = render();
         assert_eq!(
             sample(
@@ -541,7 +498,7 @@ instances = ["127.0.0.1:3"]
             Some(1.0)
         );
 
-        let t2 = table(
+        let mut t2 = table(
             r#"
 [[sites]]
 name = "metrics-share"
@@ -552,7 +509,12 @@ instances = ["127.0.0.1:1"]
 "#,
             &Default::default(),
         );
-        observe_table(&t2);
+        observe_table(&mut t2);
+        // an unchanged slot keeps its handles (and the counters they hold)
+        assert!(Arc::ptr_eq(
+            t.sites[0].slots[0].metrics.as_ref().unwrap(),
+            t2.sites[0].slots[0].metrics.as_ref().unwrap()
+        ));
         let text = render();
         // Table gauges of a removed slot go; its request history stays.
         assert!(!text.contains(r#"slotproxy_routing_percent{site="metrics-share",slot="staging""#));
@@ -572,8 +534,8 @@ instances = ["127.0.0.1:1"]
             .requests
             .with_label_values(&[UNKNOWN, UNKNOWN, "499"])
             .get();
-        request_finished(None, || None, 0, Duration::ZERO);
-        request_finished(None, || None, 404, Duration::ZERO);
+        request_finished(None, 0, Duration::ZERO);
+        request_finished(None, 404, Duration::ZERO);
         let after = metrics()
             .requests
             .with_label_values(&[UNKNOWN, UNKNOWN, "499"])

@@ -123,17 +123,9 @@ impl RequestCtx {
         Some(&self.pool()?.instances.get(self.instance?)?.label)
     }
 
-    /// Where the request was routed, for the metrics' pre-resolved handles.
-    fn route(&self) -> Option<metrics::Route> {
-        Some(metrics::Route {
-            table_version: self.table.as_ref()?.version,
-            site: self.site as usize,
-            slot: usize::from(self.decision?.slot),
-        })
-    }
-
-    fn names(&self) -> Option<(Box<str>, Box<str>)> {
-        Some((self.site()?.name.clone(), self.slot()?.name.clone()))
+    /// The metric handles of the slot the request was routed to.
+    fn slot_metrics(&self) -> Option<&metrics::SlotHandles> {
+        self.slot()?.metrics.as_deref()
     }
 
     fn count_upstream_error(&self, e: &Error) {
@@ -355,7 +347,7 @@ impl ProxyHttp for SlotProxy {
     ) -> Result<()> {
         ctx.connect_failed = false;
         if let (false, Some(start)) = (reused, ctx.connect_start) {
-            metrics::upstream_connected(ctx.route(), || ctx.names(), start.elapsed());
+            metrics::upstream_connected(ctx.slot_metrics(), start.elapsed());
         }
         Ok(())
     }
@@ -480,7 +472,7 @@ impl ProxyHttp for SlotProxy {
             .response_written()
             .map_or(metrics::CLIENT_CLOSED, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
-        metrics::request_finished(ctx.route(), || ctx.names(), status, elapsed);
+        metrics::request_finished(ctx.slot_metrics(), status, elapsed);
         if let Some(format) = crate::access_log::format() {
             let line = access_entry(session, ctx, status, elapsed).format(format);
             crate::access_log::write(line);

@@ -351,13 +351,13 @@ impl ControlPlane {
 
     fn publish(&self, inner: &mut Inner) {
         inner.table_version += 1;
-        let table = RouteTable::compile(
+        let mut table = RouteTable::compile(
             &inner.doc.state,
             &inner.routing,
             &inner.health,
             inner.table_version,
         );
-        crate::metrics::observe_table(&table);
+        crate::metrics::observe_table(&mut table);
         self.table.store(Arc::new(table));
     }
 }

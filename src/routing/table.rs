@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Weighted routing works in basis points so rules like 12.5% are exact.
 pub const WEIGHT_SCALE: u32 = 10_000;
@@ -68,6 +69,9 @@ pub struct SlotRoute {
     /// Ready-made `Set-Cookie` values pinning a client to this slot.
     pub cookie: HeaderValue,
     pub cookie_secure: HeaderValue,
+    /// Its metric handles, attached by `metrics::observe_table` when the
+    /// table is published (`None` in a table that never was).
+    pub metrics: Option<Arc<crate::metrics::SlotHandles>>,
 }
 
 /// The instances of the deployment a slot runs now.
@@ -192,6 +196,7 @@ impl RouteTable {
                     has_rule: slot.traffic_percent.is_some(),
                     ip_allow: slot.ip_allow.clone(),
                     pool,
+                    metrics: None,
                     cookie: set_cookie(routing, value, false),
                     cookie_secure: set_cookie(routing, value, true),
                 });
