@@ -660,3 +660,46 @@ fn tls_listener_terminates_https_with_secure_cookies() {
     let a = get(&proxy, "shop.test", "/?x-ms-routing-name=staging", &[]);
     assert!(!a.set_cookie[0].contains("Secure"), "{:?}", a.set_cookie);
 }
+
+#[test]
+fn cookie_and_parameter_names_are_configurable_and_reloadable() {
+    let shop = Shop::start();
+    let routing = |name: &str| {
+        format!(
+            "[routing]\ncookie_name = \"{name}\"\nquery_param = \"slot\"\ncookie_max_age_secs = 60\n{}",
+            shop.config("traffic_percent = 0")
+        )
+    };
+    let proxy = Proxy::start(&routing("pin"));
+    let a = get(&proxy, "shop.test", "/?slot=qa", &[]);
+    assert_eq!(a.slot(), "qa");
+    assert_eq!(
+        a.set_cookie,
+        vec!["pin=qa; HttpOnly; SameSite=Lax; Path=/; Max-Age=60"]
+    );
+    assert_eq!(
+        get(&proxy, "shop.test", "/", &[("cookie", "pin=qa")]).slot(),
+        "qa"
+    );
+    // the default names mean nothing now
+    let a = get(
+        &proxy,
+        "shop.test",
+        "/?x-ms-routing-name=qa",
+        &[("cookie", "x-ms-routing-name=qa")],
+    );
+    assert_eq!(a.slot(), "production");
+
+    // [routing] applies on reload too
+    proxy.rewrite_sites(&routing("pin2"));
+    let (code, body) = proxy.admin("POST", "/api/v1/reload", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        get(&proxy, "shop.test", "/", &[("cookie", "pin=qa")]).slot(),
+        "production"
+    );
+    assert_eq!(
+        get(&proxy, "shop.test", "/", &[("cookie", "pin2=qa")]).slot(),
+        "qa"
+    );
+}
