@@ -158,7 +158,9 @@ fn load(port: u16, keep_alive: bool, stop: Arc<AtomicBool>, counts: Arc<Counts>)
     }
 }
 
-/// An upstream that answers every request after `delay`, counting arrivals.
+/// An upstream that answers every request after `delay`, counting the
+/// arrivals of the test's own requests (`/load`; the proxy's health probes
+/// to `/` arrive too and must not be counted).
 fn slow_upstream(delay: Duration) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -170,6 +172,10 @@ fn slow_upstream(delay: Duration) -> (String, Arc<AtomicUsize>) {
             let a = a.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut request_line = String::new();
+                if r.read_line(&mut request_line).unwrap_or(0) == 0 {
+                    return;
+                }
                 loop {
                     let mut line = String::new();
                     if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -179,7 +185,9 @@ fn slow_upstream(delay: Duration) -> (String, Arc<AtomicUsize>) {
                         break;
                     }
                 }
-                a.fetch_add(1, SeqCst);
+                if request_line.starts_with("GET /load ") {
+                    a.fetch_add(1, SeqCst);
+                }
                 std::thread::sleep(delay);
                 let _ = s.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nslow\n",
