@@ -3,18 +3,17 @@
 //! `traffic-routing set|show|clear`, `slot swap|auto-swap`, `activity`,
 //! `deploy`, `reload`.
 //!
-//! Every verb is one call of the admin API (SPEC §5); the request bodies are
-//! the same types the server parses ([`crate::control::ops`]) and the answers
-//! the same views it renders ([`crate::admin`]), so client and server cannot
-//! drift apart. Output is a readable table, or the API's JSON with
+//! Every verb is one call of the admin API; its paths, request bodies and
+//! answers are the wire types of [`crate::api`], the same the server parses
+//! and renders, so client and server cannot drift apart. Nothing of the
+//! server is imported here. Output is a readable table, or the API's JSON with
 //! `--output json`. An API error prints its status and message and exits 1.
 
-use crate::activity::{Action, Operation, Status};
-use crate::admin::{
-    AutoSwapStarted, DeployedView, ErrorBody, Revised, SiteView, SitesView, SlotView, StartSwap,
-    SwapStarted, TOKEN_ENV,
+use crate::api::{
+    self, Action, AutoSwapConfig, AutoSwapStarted, CreateSlot, Deploy, DeployedView, ErrorBody,
+    Operation, Revised, RoutingView, SiteView, SitesView, SlotView, StartSwap, Status, SwapStarted,
+    TrafficRouting, TOKEN_ENV,
 };
-use crate::control::ops::{AutoSwapConfig, CreateSlot, Deploy, RoutingView, TrafficRouting};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
@@ -237,7 +236,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 } => {
                     let body = CreateSlot { clone_from };
                     let (raw, v): (_, Revised<SlotView>) =
-                        api.call("PUT", &slot_path(&site, &slot), Some(&body))?;
+                        api.call("PUT", &api::path(api::SLOT, &[&site, &slot]), Some(&body))?;
                     api.print(&raw, || {
                         format!(
                             "created slot {site}/{slot} (revision {})\n{}",
@@ -249,12 +248,12 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 SlotCmd::List { site } => match site {
                     Some(site) => {
                         let (raw, v): (_, Revised<SiteView>) =
-                            api.call::<(), _>("GET", &site_path(&site), None)?;
+                            api.call::<(), _>("GET", &api::path(api::SITE, &[&site]), None)?;
                         api.print(&raw, || slots_table(None, &v.body.slots))
                     }
                     None => {
                         let (raw, v): (_, Revised<SitesView>) =
-                            api.call::<(), _>("GET", "/api/v1/sites", None)?;
+                            api.call::<(), _>("GET", api::SITES, None)?;
                         api.print(&raw, || {
                             let mut out = String::new();
                             for s in &v.body.sites {
@@ -266,7 +265,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 },
                 SlotCmd::Delete { site, slot } => {
                     let (raw, v): (_, Revised<serde_json::Value>) =
-                        api.call::<(), _>("DELETE", &slot_path(&site, &slot), None)?;
+                        api.call::<(), _>("DELETE", &api::path(api::SLOT, &[&site, &slot]), None)?;
                     api.print(&raw, || {
                         format!("deleted slot {site}/{slot} (revision {})\n", v.revision)
                     })
@@ -287,7 +286,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     let body = AutoSwapConfig {
                         target_slot: (!disable).then_some(auto_swap_slot),
                     };
-                    let path = format!("{}/auto-swap", slot_path(&site, &slot));
+                    let path = api::path(api::AUTO_SWAP, &[&site, &slot]);
                     let (raw, v): (_, Revised<SlotView>) = api.call("PUT", &path, Some(&body))?;
                     api.print(&raw, || match &v.body.auto_swap_target {
                         Some(t) => {
@@ -309,13 +308,17 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                         }
                     }
                     let body = TrafficRouting { distribution: map };
-                    api.call("PUT", &routing_path(&site), Some(&body))?
+                    api.call(
+                        "PUT",
+                        &api::path(api::TRAFFIC_ROUTING, &[&site]),
+                        Some(&body),
+                    )?
                 }
                 RoutingCmd::Show { site } => {
-                    api.call::<(), _>("GET", &routing_path(&site), None)?
+                    api.call::<(), _>("GET", &api::path(api::TRAFFIC_ROUTING, &[&site]), None)?
                 }
                 RoutingCmd::Clear { site } => {
-                    api.call::<(), _>("DELETE", &routing_path(&site), None)?
+                    api.call::<(), _>("DELETE", &api::path(api::TRAFFIC_ROUTING, &[&site]), None)?
                 }
             };
             api.print(&raw, || routing_table(&v.body))
@@ -331,7 +334,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 warmup_retries: args.warmup_retries,
                 settings_hook_path: args.settings_hook_path,
             };
-            let path = format!("{}/deployment", slot_path(&args.site, &args.slot));
+            let path = api::path(api::DEPLOYMENT, &[&args.site, &args.slot]);
             let (raw, v): (_, Revised<DeployedView>) = api.call("PUT", &path, Some(&body))?;
             api.print(&raw, || {
                 let mut out = format!(
@@ -361,14 +364,14 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::Activity { site, limit, conn } => {
             let api = Api::new(&conn)?;
-            let path = format!("{}/activity", site_path(&site));
+            let path = api::path(api::ACTIVITY, &[&site]);
             let (raw, ops): (_, Vec<Operation>) = api.call::<(), _>("GET", &path, None)?;
             api.print(&raw, || activity_table(&ops[..ops.len().min(limit)]))
         }
         ClientCommand::Reload { conn } => {
             let api = Api::new(&conn)?;
             let (raw, v): (_, Revised<serde_json::Value>) =
-                api.call::<(), _>("POST", "/api/v1/reload", None)?;
+                api.call::<(), _>("POST", api::RELOAD, None)?;
             api.print(&raw, || {
                 let file = v.body["reloaded"].as_str().unwrap_or("config");
                 format!("reloaded {file} (revision {})\n", v.revision)
@@ -391,7 +394,7 @@ fn swap(
         target_slot: Some(target.clone()),
         action: Some(action),
     };
-    let path = format!("{}/swap", slot_path(site, slot));
+    let path = api::path(api::SWAP, &[site, slot]);
     let (raw, started): (_, SwapStarted) = api.call("POST", &path, Some(&body))?;
     if no_wait {
         return api.print(&raw, || format!("started {}\n", started.operation_id));
@@ -403,7 +406,7 @@ fn swap(
             started.operation_id
         );
     }
-    let op_path = format!("/api/v1/operations/{}", seg(&started.operation_id));
+    let op_path = api::path(api::OPERATION, &[&started.operation_id]);
     let mut shown = 0;
     loop {
         let (raw, op): (_, Operation) = api.call::<(), _>("GET", &op_path, None)?;
@@ -462,32 +465,6 @@ fn activity_table(ops: &[Operation]) -> String {
         &["OPERATION", "STARTED", "ACTION", "SLOTS", "STATUS", "ERROR"],
         &rows,
     )
-}
-
-/// Percent-encode a path segment: names are validated server-side, but a
-/// typo with `/` or `?` must not turn into a different path.
-fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn site_path(site: &str) -> String {
-    format!("/api/v1/sites/{}", seg(site))
-}
-
-fn slot_path(site: &str, slot: &str) -> String {
-    format!("{}/slots/{}", site_path(site), seg(slot))
-}
-
-fn routing_path(site: &str) -> String {
-    format!("{}/traffic-routing", site_path(site))
 }
 
 struct Api {
@@ -671,14 +648,6 @@ mod tests {
         assert_eq!(
             t,
             "SLOT        TRAFFIC\nproduction  80% (rest)\nqa          20%\n"
-        );
-    }
-
-    #[test]
-    fn path_segments_are_escaped() {
-        assert_eq!(
-            slot_path("shop", "a/b?c"),
-            "/api/v1/sites/shop/slots/a%2Fb%3Fc"
         );
     }
 }

@@ -5,7 +5,7 @@
 //! a `model::State` (the seed of the control plane); the rest configures the
 //! process (listeners, cookie names, health checks, demo apps).
 
-use crate::model::{self, Deployment, Problem, Site, Slot, State, Warmup};
+use crate::model::{self, Problem, Site, Slot, State};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -486,20 +486,23 @@ fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> S
         }
     }
     let deployment = match &c.instances {
-        Some(instances) => Some(Deployment {
-            build_version: c
-                .build_version
-                .clone()
-                .unwrap_or_else(|| "unversioned".into()),
-            instances: instances.clone(),
-            warmup: Warmup::with_defaults(
-                c.warmup_path.clone(),
-                c.warmup_statuses.clone(),
-                c.warmup_timeout_secs,
-                c.warmup_retries,
-            ),
-            settings_hook_path: c.settings_hook_path.clone(),
-        }),
+        // the one flat deployment shape, so the config file and the API
+        // fill in the same defaults
+        Some(instances) => Some(
+            crate::api::Deploy {
+                build_version: c
+                    .build_version
+                    .clone()
+                    .unwrap_or_else(|| "unversioned".into()),
+                instances: instances.clone(),
+                warmup_path: c.warmup_path.clone(),
+                warmup_statuses: c.warmup_statuses.clone(),
+                warmup_timeout_secs: c.warmup_timeout_secs,
+                warmup_retries: c.warmup_retries,
+                settings_hook_path: c.settings_hook_path.clone(),
+            }
+            .to_deployment(),
+        ),
         None => {
             let deployment_keys = [
                 ("build_version", c.build_version.is_some()),

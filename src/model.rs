@@ -21,6 +21,11 @@ pub const MAX_WARMUP_TIMEOUT_SECS: u64 = 3600;
 /// Key/value settings handed to the app (like App Service application settings).
 pub type Settings = BTreeMap<String, String>;
 
+/// Health of app instances by their `host:port` label, as the active health
+/// checks last saw it; a label that is missing has not been checked yet and
+/// counts as up.
+pub type Health = std::collections::HashMap<String, bool>;
+
 /// Everything the control plane knows; the state directory holds one of these.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -28,7 +28,7 @@ use crate::store::FileStore;
 use anyhow::Context;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,7 +173,7 @@ pub struct Runtime {
 /// Validate the config, open the state, start the control runtime. Errors
 /// here happen before anything listens.
 pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Runtime> {
-    let token = admin::resolve_token(&config.admin, std::env::var(admin::TOKEN_ENV).ok())?;
+    let token = admin::resolve_token(&config.admin, std::env::var(crate::api::TOKEN_ENV).ok())?;
     admin::check_exposure(&config.admin.listen, token.as_deref())?;
     crate::access_log::init(&config.access_log)?;
     crate::metrics::metrics();
@@ -316,27 +316,13 @@ async fn reload_on_sighup(control: Arc<ControlPlane>, swaps: Arc<SwapEngine>, pa
     while hup.recv().await.is_some() {
         let (c, s, p) = (control.clone(), swaps.clone(), path.clone());
         // reading, validating and persisting: off the runtime's workers
-        match tokio::task::spawn_blocking(move || reload(&c, &s, &p)).await {
+        match tokio::task::spawn_blocking(move || crate::control::reload::reload(&c, &s, &p)).await
+        {
             Ok(Ok(())) => log::info!("reloaded {}", path.display()),
-            Ok(Err(e)) => log::error!("reload refused, running state kept: {e:#}"),
+            Ok(Err(e)) => log::error!("reload refused, running state kept: {e}"),
             Err(e) => log::error!("reload failed: {e}"),
         }
     }
-}
-
-/// Apply the config file at `path` to the running control plane, then run
-/// any declarative swap it asks for.
-pub fn reload(control: &ControlPlane, swaps: &Arc<SwapEngine>, path: &Path) -> anyhow::Result<()> {
-    let (config, seed) = Config::load(path)?;
-    let before = control.state();
-    control.apply_config(&config, seed)?;
-    // A deployment the file brought into a slot with auto_swap_target lands
-    // like any other: it swaps itself in.
-    for (site, slot) in crate::control::merge::new_deployments(&before, &control.state()) {
-        swaps.auto_swap(&site, &slot);
-    }
-    swaps.reconcile();
-    Ok(())
 }
 
 /// pingora's settings for `[server]`. Public so `examples/bare_pingora.rs`

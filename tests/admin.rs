@@ -303,6 +303,15 @@ fn refused_requests_change_nothing() {
             400,
             "unknown field `extra`",
         ),
+        // a key given twice is refused, not "last one wins"
+        (
+            Some(TOKEN),
+            "PUT",
+            routing,
+            Some(r#"{"distribution": {"staging": 10, "staging": 90}}"#),
+            400,
+            "key \"staging\" is given twice",
+        ),
         (
             Some(TOKEN),
             "PUT",

@@ -7,6 +7,7 @@
 
 pub mod merge;
 pub mod ops;
+pub mod reload;
 pub mod swap;
 
 use crate::activity::{Operation, Status};

@@ -9,78 +9,13 @@
 //! address syntax) to that one validator, so config files and API calls obey
 //! the same rules.
 //!
-//! The request bodies are defined here too: they are the API's JSON shapes,
-//! and the CLI serializes the same types.
+//! The request bodies they take are the API's wire types ([`crate::api`]).
 //!
 //! [`ControlPlane::update`]: super::ControlPlane::update
 
 use super::ControlError;
-use crate::model::{Deployment, Settings, Site, Slot, State, Warmup, PRODUCTION};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-
-/// `PUT /api/v1/sites/{site}/slots/{slot}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSlot {
-    /// Copy `settings` and `sticky_settings` from this slot (like
-    /// `az webapp deployment slot create --configuration-source`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clone_from: Option<String>,
-}
-
-/// `PUT /api/v1/sites/{site}/slots/{slot}/deployment`: the whole new
-/// deployment; warm-up keys left out take their defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Deploy {
-    pub build_version: String,
-    pub instances: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup_path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup_statuses: Option<Vec<u16>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup_timeout_secs: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup_retries: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settings_hook_path: Option<String>,
-}
-
-impl Deploy {
-    pub fn to_deployment(&self) -> Deployment {
-        Deployment {
-            build_version: self.build_version.clone(),
-            instances: self.instances.clone(),
-            warmup: Warmup::with_defaults(
-                self.warmup_path.clone(),
-                self.warmup_statuses.clone(),
-                self.warmup_timeout_secs,
-                self.warmup_retries,
-            ),
-            settings_hook_path: self.settings_hook_path.clone(),
-        }
-    }
-}
-
-/// `PUT /api/v1/sites/{site}/slots/{slot}/settings`: a map that is given
-/// replaces that map whole; one left out is kept.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetSettings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settings: Option<Settings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sticky_settings: Option<Settings>,
-}
-
-/// `PUT /api/v1/sites/{site}/traffic-routing`: every rule of the site.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrafficRouting {
-    pub distribution: BTreeMap<String, f64>,
-}
+use crate::api::{AutoSwapConfig, CreateSlot, Deploy, SetSettings, TrafficRouting};
+use crate::model::{Site, Slot, State, PRODUCTION};
 
 /// What a deploy did, for the caller to act on.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,16 +146,6 @@ pub fn set_settings(
     Ok(())
 }
 
-/// Replace every rule of `site`: slots named get that percentage (`0` is an
-/// explicit rule: opt-in by link only), every other slot loses its rule.
-/// `PUT …/slots/{slot}/auto-swap` body: the slot to swap into after each new
-/// deployment, or `null` to turn auto swap off.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AutoSwapConfig {
-    pub target_slot: Option<String>,
-}
-
 /// Turn auto swap of `slot` on (into `target`) or off. The target must
 /// exist; `State::validate` refuses a slot swapping into itself.
 pub fn set_auto_swap(
@@ -240,6 +165,8 @@ pub fn set_auto_swap(
     Ok(())
 }
 
+/// Replace every rule of `site`: slots named get that percentage (`0` is an
+/// explicit rule: opt-in by link only), every other slot loses its rule.
 pub fn set_traffic_routing(
     state: &mut State,
     site: &str,
@@ -276,33 +203,10 @@ pub fn clear_traffic_routing(state: &mut State, site: &str) -> Result<(), Contro
     Ok(())
 }
 
-/// The rules of a site as the API shows them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RoutingView {
-    pub site: String,
-    /// Slots with a rule (an explicit 0 included).
-    pub distribution: BTreeMap<String, f64>,
-    /// What production gets: the rest.
-    pub production_percent: f64,
-}
-
-pub fn routing_view(site: &Site) -> RoutingView {
-    let distribution: BTreeMap<String, f64> = site
-        .slots
-        .values()
-        .filter_map(|s| Some((s.name.clone(), s.traffic_percent?)))
-        .collect();
-    let rest = 100.0 - distribution.values().sum::<f64>();
-    RoutingView {
-        site: site.name.clone(),
-        distribution,
-        production_percent: rest.max(0.0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::RoutingView;
     use crate::config::Config;
     use std::path::Path;
 
@@ -391,7 +295,7 @@ instances = ["127.0.0.1:2"]
     fn delete_removes_the_rule_but_never_production() {
         let s = apply(&state(), |s| delete_slot(s, "shop", "staging")).unwrap();
         assert!(!site(&s).slots.contains_key("staging"));
-        assert!(routing_view(site(&s)).distribution.is_empty());
+        assert!(RoutingView::of(site(&s)).distribution.is_empty());
         let e = apply(&state(), |s| delete_slot(s, "shop", "production"));
         assert!(matches!(e, Err(ControlError::Conflict(_))), "{e:?}");
         let e = apply(&state(), |s| delete_slot(s, "shop", "ghost"));
@@ -501,7 +405,7 @@ instances = ["127.0.0.1:2"]
             set_traffic_routing(s, "shop", &routing(&[("canary", 0.0)]))
         })
         .unwrap();
-        let v = routing_view(site(&s));
+        let v = RoutingView::of(site(&s));
         assert_eq!(v.distribution, [("canary".to_string(), 0.0)].into());
         assert_eq!(v.production_percent, 100.0);
         assert_eq!(
@@ -519,7 +423,7 @@ instances = ["127.0.0.1:2"]
             set_traffic_routing(s, "shop", &routing(&[("staging", 30.0), ("canary", 70.0)]))
         })
         .unwrap();
-        assert_eq!(routing_view(site(&s)).production_percent, 0.0);
+        assert_eq!(RoutingView::of(site(&s)).production_percent, 0.0);
         let s = apply(&s, |s| clear_traffic_routing(s, "shop")).unwrap();
         assert!(site(&s).slots.values().all(|x| x.traffic_percent.is_none()));
     }
@@ -551,17 +455,5 @@ instances = ["127.0.0.1:2"]
         assert!(matches!(e, Err(ControlError::Invalid(_))), "{e:?}");
         let e = apply(&st, |s| clear_traffic_routing(s, "nope"));
         assert!(matches!(e, Err(ControlError::NotFound(_))), "{e:?}");
-    }
-
-    #[test]
-    fn request_bodies_refuse_unknown_fields() {
-        let e = serde_json::from_str::<Deploy>(
-            r#"{"build_version":"v1","instances":["127.0.0.1:1"],"warmup_pth":"/"}"#,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("unknown field `warmup_pth`"), "{e}");
-        assert!(serde_json::from_str::<TrafficRouting>(r#"{"distribution":{},"x":1}"#).is_err());
-        assert!(serde_json::from_str::<CreateSlot>(r#"{"clone":"production"}"#).is_err());
-        assert!(serde_json::from_str::<SetSettings>(r#"{"setting":{}}"#).is_err());
     }
 }

@@ -18,9 +18,7 @@ use std::sync::Arc;
 /// Weighted routing works in basis points so rules like 12.5% are exact.
 pub const WEIGHT_SCALE: u32 = 10_000;
 
-/// Health of instances by their `host:port` label; a label that is missing
-/// has not been checked yet and counts as up.
-pub type Health = HashMap<String, bool>;
+pub use crate::model::Health;
 
 /// Where a host name leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

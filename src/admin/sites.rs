@@ -1,0 +1,83 @@
+//! Handlers for the API as a whole and its sites: `/healthz`, the site list,
+//! one site, and `POST /api/v1/reload`.
+
+use super::extract::{ApiError, ApiResult, Path};
+use super::AdminState;
+use crate::api::{Reloaded, Revised, SiteView, SitesView};
+use crate::model::{Site, State as Model};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+
+/// The site named `site`, or 404.
+pub(super) fn site_of<'a>(state: &'a Model, site: &str) -> ApiResult<&'a Site> {
+    state.sites.get(site).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("site {site:?} does not exist"),
+        )
+    })
+}
+
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+pub(super) async fn list(State(st): State<AdminState>) -> Json<Revised<SitesView>> {
+    let snap = st.control.snapshot();
+    let sites = snap
+        .state
+        .sites
+        .values()
+        .map(|s| SiteView::of(s, &snap.health))
+        .collect();
+    Json(Revised {
+        revision: snap.revision,
+        body: SitesView { sites },
+    })
+}
+
+pub(super) async fn show(
+    State(st): State<AdminState>,
+    Path(site): Path<String>,
+) -> ApiResult<Json<Revised<SiteView>>> {
+    let snap = st.control.snapshot();
+    let s = site_of(&snap.state, &site)?;
+    Ok(Json(Revised {
+        revision: snap.revision,
+        body: SiteView::of(s, &snap.health),
+    }))
+}
+
+pub(super) async fn reload(State(st): State<AdminState>) -> ApiResult<Json<Revised<Reloaded>>> {
+    let path = st.config_path.clone();
+    let (control, swaps) = (st.control.clone(), st.swaps.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        crate::control::reload::reload(&control, &swaps, &path)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    if let Err(e) = result {
+        log::error!("admin: reload refused, running state kept: {e}");
+        let status = if e.is_invalid_input() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        return Err(ApiError::new(
+            status,
+            format!("reload refused, running state kept: {e}"),
+        ));
+    }
+    let revision = st.control.snapshot().revision;
+    log::info!(
+        "admin: reloaded {} (revision {revision})",
+        st.config_path.display()
+    );
+    Ok(Json(Revised {
+        revision,
+        body: Reloaded {
+            reloaded: st.config_path.display().to_string(),
+        },
+    }))
+}

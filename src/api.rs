@@ -1,0 +1,395 @@
+//! The admin API's wire contract: every path, request body and answer of
+//! the JSON API, in one place.
+//!
+//! The server (`admin/`) parses these bodies and renders these answers; the
+//! CLI (`cli.rs`) sends and reads the very same types and builds its URLs
+//! from the same path templates, so the two cannot drift apart. The CLI
+//! depends on this module and on nothing of the server.
+//!
+//! Plain data only (plus the functions that render a view from the model):
+//! no I/O, no handlers, no HTTP client.
+
+use crate::model::{Deployment, Health, Settings, Site, Slot, Warmup};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use crate::activity::{Action, Operation, Status};
+
+/// The environment variable the admin token can come from (server and CLI).
+pub const TOKEN_ENV: &str = "SLOTPROXY_ADMIN_TOKEN";
+
+// ---- paths ------------------------------------------------------------------
+
+/// Path templates, in the `{name}` syntax the server's router takes as is;
+/// the CLI fills them with [`path`].
+pub const HEALTHZ: &str = "/healthz";
+pub const SITES: &str = "/api/v1/sites";
+pub const SITE: &str = "/api/v1/sites/{site}";
+pub const SLOT: &str = "/api/v1/sites/{site}/slots/{slot}";
+pub const DEPLOYMENT: &str = "/api/v1/sites/{site}/slots/{slot}/deployment";
+pub const SETTINGS: &str = "/api/v1/sites/{site}/slots/{slot}/settings";
+pub const AUTO_SWAP: &str = "/api/v1/sites/{site}/slots/{slot}/auto-swap";
+pub const SWAP: &str = "/api/v1/sites/{site}/slots/{slot}/swap";
+pub const TRAFFIC_ROUTING: &str = "/api/v1/sites/{site}/traffic-routing";
+pub const ACTIVITY: &str = "/api/v1/sites/{site}/activity";
+pub const OPERATION: &str = "/api/v1/operations/{id}";
+pub const RELOAD: &str = "/api/v1/reload";
+
+/// Fill the `{…}` parameters of `template` in order with `args`, each
+/// percent-encoded: names are validated server-side, but a typo with `/` or
+/// `?` must not turn into a different path.
+pub fn path(template: &str, args: &[&str]) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut args = args.iter();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
+        if let Some(arg) = args.next() {
+            push_segment(&mut out, arg);
+        }
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn push_segment(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+// ---- request bodies ---------------------------------------------------------
+
+/// `PUT /api/v1/sites/{site}/slots/{slot}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSlot {
+    /// Copy `settings` and `sticky_settings` from this slot (like
+    /// `az webapp deployment slot create --configuration-source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_from: Option<String>,
+}
+
+/// A deployment in its flat shape: the `PUT …/deployment` body, what the
+/// CLI's `deploy` sends, and what a `[[sites.slots]]` table of the config
+/// file holds. Warm-up keys left out take their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    pub build_version: String,
+    pub instances: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_statuses: Option<Vec<u16>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_timeout_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_hook_path: Option<String>,
+}
+
+impl Deploy {
+    /// The model's deployment, defaults filled in.
+    pub fn to_deployment(&self) -> Deployment {
+        Deployment {
+            build_version: self.build_version.clone(),
+            instances: self.instances.clone(),
+            warmup: Warmup::with_defaults(
+                self.warmup_path.clone(),
+                self.warmup_statuses.clone(),
+                self.warmup_timeout_secs,
+                self.warmup_retries,
+            ),
+            settings_hook_path: self.settings_hook_path.clone(),
+        }
+    }
+}
+
+/// `PUT /api/v1/sites/{site}/slots/{slot}/settings`: a map that is given
+/// replaces that map whole; one left out is kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Settings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_settings: Option<Settings>,
+}
+
+/// `PUT /api/v1/sites/{site}/traffic-routing`: every rule of the site.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficRouting {
+    pub distribution: BTreeMap<String, f64>,
+}
+
+/// `PUT …/slots/{slot}/auto-swap` body: the slot to swap into after each new
+/// deployment, or `null` to turn auto swap off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoSwapConfig {
+    pub target_slot: Option<String>,
+}
+
+/// `POST /api/v1/sites/{site}/slots/{slot}/swap` body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartSwap {
+    /// Defaults to production.
+    #[serde(default)]
+    pub target_slot: Option<String>,
+    /// `swap` (default), `preview` or `reset`.
+    #[serde(default)]
+    pub action: Option<Action>,
+}
+
+// ---- answers ------------------------------------------------------------------
+
+/// Every error answer: `{"error": "..."}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// An answer tagged with the state revision it produced or shows.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Revised<T> {
+    pub revision: u64,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SitesView {
+    pub sites: Vec<SiteView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteView {
+    pub name: String,
+    pub hostnames: Vec<String>,
+    pub slot_domain: Option<String>,
+    pub trusted_proxies: Vec<String>,
+    /// Production first, then the others by name.
+    pub slots: Vec<SlotView>,
+    pub routing: RoutingView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlotView {
+    pub name: String,
+    /// Every host name that reaches this slot directly, generated one first.
+    pub hostnames: Vec<String>,
+    /// `null` = no rule; `0` = an explicit rule (opt-in by link only).
+    pub traffic_percent: Option<f64>,
+    pub auto_swap_target: Option<String>,
+    pub ip_allow: Vec<String>,
+    pub target_build_version: Option<String>,
+    pub settings: Settings,
+    pub sticky_settings: Settings,
+    /// `null` = nothing deployed (the slot answers 503).
+    pub deployment: Option<DeploymentView>,
+}
+
+/// A deployment as shown: the flat shape of [`Deploy`] with every default
+/// filled in and each instance's health.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentView {
+    pub build_version: String,
+    pub instances: Vec<InstanceView>,
+    pub warmup_path: String,
+    pub warmup_statuses: Vec<u16>,
+    pub warmup_timeout_secs: u64,
+    pub warmup_retries: u32,
+    pub settings_hook_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub address: String,
+    /// `up` or `down`, as the active health checks last saw it and as
+    /// routing treats it (an instance not seen failing counts as up).
+    pub health: String,
+}
+
+/// The rules of a site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutingView {
+    pub site: String,
+    /// Slots with a rule (an explicit 0 included).
+    pub distribution: BTreeMap<String, f64>,
+    /// What production gets: the rest.
+    pub production_percent: f64,
+}
+
+/// `DELETE …/slots/{slot}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Deleted {
+    pub site: String,
+    pub deleted: String,
+}
+
+/// A deploy's answer: the slot, and what became of its auto swap.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeployedView {
+    #[serde(flatten)]
+    pub slot: SlotView,
+    /// Present when the slot has `auto_swap_target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_swap: Option<AutoSwapStarted>,
+}
+
+/// The auto swap a deploy started (`operation_id`), or why none started
+/// (`error`, e.g. another swap of the site is running).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AutoSwapStarted {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST …/swap` → 202.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SwapStarted {
+    pub operation_id: String,
+}
+
+/// `POST /api/v1/reload`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub reloaded: String,
+}
+
+// ---- rendering views from the model -------------------------------------------
+
+impl SiteView {
+    pub fn of(site: &Site, health: &Health) -> SiteView {
+        SiteView {
+            name: site.name.clone(),
+            hostnames: site.hostnames.clone(),
+            slot_domain: site.slot_domain.clone(),
+            trusted_proxies: site.trusted_proxies.iter().map(|n| n.to_string()).collect(),
+            slots: site
+                .slots_in_order()
+                .map(|s| SlotView::of(site, s, health))
+                .collect(),
+            routing: RoutingView::of(site),
+        }
+    }
+}
+
+impl SlotView {
+    pub fn of(site: &Site, slot: &Slot, health: &Health) -> SlotView {
+        SlotView {
+            name: slot.name.clone(),
+            hostnames: site.slot_hostnames(slot),
+            traffic_percent: slot.traffic_percent,
+            auto_swap_target: slot.auto_swap_target.clone(),
+            ip_allow: slot.ip_allow.iter().map(|n| n.to_string()).collect(),
+            target_build_version: slot.target_build_version.clone(),
+            settings: slot.settings.clone(),
+            sticky_settings: slot.sticky_settings.clone(),
+            deployment: slot
+                .deployment
+                .as_ref()
+                .map(|d| DeploymentView::of(d, health)),
+        }
+    }
+}
+
+impl DeploymentView {
+    pub fn of(d: &Deployment, health: &Health) -> DeploymentView {
+        let up = |i: &String| health.get(i).copied().unwrap_or(true);
+        DeploymentView {
+            build_version: d.build_version.clone(),
+            instances: d
+                .instances
+                .iter()
+                .map(|i| InstanceView {
+                    address: i.clone(),
+                    health: if up(i) { "up" } else { "down" }.into(),
+                })
+                .collect(),
+            warmup_path: d.warmup.path.clone(),
+            warmup_statuses: d.warmup.statuses.clone(),
+            warmup_timeout_secs: d.warmup.timeout_secs,
+            warmup_retries: d.warmup.retries,
+            settings_hook_path: d.settings_hook_path.clone(),
+        }
+    }
+}
+
+impl RoutingView {
+    pub fn of(site: &Site) -> RoutingView {
+        let distribution: BTreeMap<String, f64> = site
+            .slots
+            .values()
+            .filter_map(|s| Some((s.name.clone(), s.traffic_percent?)))
+            .collect();
+        let rest = 100.0 - distribution.values().sum::<f64>();
+        RoutingView {
+            site: site.name.clone(),
+            distribution,
+            production_percent: rest.max(0.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fill_and_escape_segments() {
+        assert_eq!(
+            path(SLOT, &["shop", "a/b?c"]),
+            "/api/v1/sites/shop/slots/a%2Fb%3Fc"
+        );
+        assert_eq!(
+            path(SWAP, &["shop", "staging"]),
+            "/api/v1/sites/shop/slots/staging/swap"
+        );
+        assert_eq!(path(OPERATION, &["op-1"]), "/api/v1/operations/op-1");
+        assert_eq!(path(SITES, &[]), SITES);
+    }
+
+    #[test]
+    fn request_bodies_refuse_unknown_fields() {
+        let e = serde_json::from_str::<Deploy>(
+            r#"{"build_version":"v1","instances":["127.0.0.1:1"],"warmup_pth":"/"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `warmup_pth`"), "{e}");
+        assert!(serde_json::from_str::<TrafficRouting>(r#"{"distribution":{},"x":1}"#).is_err());
+        assert!(serde_json::from_str::<CreateSlot>(r#"{"clone":"production"}"#).is_err());
+        assert!(serde_json::from_str::<SetSettings>(r#"{"setting":{}}"#).is_err());
+        assert!(serde_json::from_str::<StartSwap>(r#"{"target":"production"}"#).is_err());
+    }
+
+    #[test]
+    fn deploy_fills_warmup_defaults() {
+        let d = Deploy {
+            build_version: "v3".into(),
+            instances: vec!["127.0.0.1:7".into()],
+            warmup_path: Some("/ready".into()),
+            warmup_statuses: None,
+            warmup_timeout_secs: None,
+            warmup_retries: Some(2),
+            settings_hook_path: None,
+        }
+        .to_deployment();
+        assert_eq!(d.warmup.path, "/ready");
+        assert_eq!(d.warmup.timeout_secs, 90);
+        assert_eq!(d.warmup.retries, 2);
+        assert!(d.warmup.statuses.is_empty());
+    }
+}
