@@ -7,12 +7,68 @@
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
-/// Phase names, in the order a swap runs them.
-pub const APPLY_SETTINGS: &str = "apply_settings";
-pub const WAIT_RESTART: &str = "wait_restart";
-pub const WARMUP: &str = "warmup";
-pub const SWITCH: &str = "switch";
-pub const APPLY_SOURCE_SETTINGS: &str = "apply_source_settings";
+/// What a phase (or a per-instance result) was about. The first five are
+/// the phases of a swap, in the order it runs them; the last two name the
+/// per-instance results of putting settings back (after a failed swap, and
+/// after a restart that interrupted one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseName {
+    ApplySettings,
+    WaitRestart,
+    Warmup,
+    Switch,
+    ApplySourceSettings,
+    RestoreSettings,
+    RecoverSettings,
+}
+
+impl PhaseName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseName::ApplySettings => "apply_settings",
+            PhaseName::WaitRestart => "wait_restart",
+            PhaseName::Warmup => "warmup",
+            PhaseName::Switch => "switch",
+            PhaseName::ApplySourceSettings => "apply_source_settings",
+            PhaseName::RestoreSettings => "restore_settings",
+            PhaseName::RecoverSettings => "recover_settings",
+        }
+    }
+}
+
+/// How a phase ended (or that it has not yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhaseResult {
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl PhaseResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseResult::Running => "running",
+            PhaseResult::Succeeded => "succeeded",
+            PhaseResult::Failed => "failed",
+            PhaseResult::Skipped => "skipped",
+        }
+    }
+}
+
+/// `{:<22}` and friends pad the JSON name.
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(PhaseName, PhaseResult, Action, Status);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,18 +118,17 @@ impl Status {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
-    pub name: String,
+    pub name: PhaseName,
     pub started_at: String,
     pub ended_at: Option<String>,
-    /// `running`, `succeeded`, `failed` or `skipped`.
-    pub result: String,
+    pub result: PhaseResult,
     pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceResult {
     pub instance: String,
-    pub phase: String,
+    pub phase: PhaseName,
     pub attempts: u32,
     /// HTTP status the instance answered last, if it answered.
     pub status: Option<u16>,
@@ -126,12 +181,12 @@ impl Operation {
         }
     }
 
-    pub fn begin_phase(&mut self, name: &str) {
+    pub fn begin_phase(&mut self, name: PhaseName) {
         self.phases.push(Phase {
-            name: name.into(),
+            name,
             started_at: now(),
             ended_at: None,
-            result: "running".into(),
+            result: PhaseResult::Running,
             detail: String::new(),
         });
     }
@@ -140,18 +195,22 @@ impl Operation {
     pub fn end_phase(&mut self, ok: bool, detail: impl Into<String>) {
         if let Some(p) = self.phases.last_mut() {
             p.ended_at = Some(now());
-            p.result = if ok { "succeeded" } else { "failed" }.into();
+            p.result = if ok {
+                PhaseResult::Succeeded
+            } else {
+                PhaseResult::Failed
+            };
             p.detail = detail.into();
         }
     }
 
-    pub fn skip_phase(&mut self, name: &str, detail: impl Into<String>) {
+    pub fn skip_phase(&mut self, name: PhaseName, detail: impl Into<String>) {
         let t = now();
         self.phases.push(Phase {
-            name: name.into(),
+            name,
             started_at: t.clone(),
             ended_at: Some(t),
-            result: "skipped".into(),
+            result: PhaseResult::Skipped,
             detail: detail.into(),
         });
     }
@@ -163,7 +222,7 @@ impl Operation {
         for p in &mut self.phases {
             if p.ended_at.is_none() {
                 p.ended_at = self.ended_at.clone();
-                p.result = "failed".into();
+                p.result = PhaseResult::Failed;
             }
         }
     }
@@ -176,9 +235,9 @@ mod tests {
     #[test]
     fn shape_matches_the_spec() {
         let mut op = Operation::new("shop", "staging", "production", Action::Swap);
-        op.begin_phase(APPLY_SETTINGS);
+        op.begin_phase(PhaseName::ApplySettings);
         op.end_phase(true, "2 instances");
-        op.begin_phase(WARMUP);
+        op.begin_phase(PhaseName::Warmup);
         op.finish(Status::Failed, Some("boom".into()));
         let v = serde_json::to_value(&op).unwrap();
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
@@ -198,6 +257,8 @@ mod tests {
             assert!(keys.contains(&k.to_string()), "missing {k}");
         }
         assert_eq!(v["action"], "swap");
+        assert_eq!(v["phases"][0]["name"], "apply_settings");
+        assert_eq!(v["phases"][0]["result"], "succeeded");
         assert_eq!(v["status"], "failed");
         assert_eq!(
             v["phases"][1]["result"], "failed",

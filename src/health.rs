@@ -6,6 +6,7 @@
 
 use crate::config::HealthSection;
 use crate::control::ControlPlane;
+use crate::instance_client::InstanceClient;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,27 +51,16 @@ impl Tracker {
     }
 }
 
-/// One probe: any HTTP answer below 500 within the timeout is healthy.
-pub async fn probe(client: &reqwest::Client, label: &str, path: &str) -> bool {
-    match client.get(format!("http://{label}{path}")).send().await {
-        Ok(resp) => resp.status().as_u16() < 500,
-        Err(_) => false,
-    }
-}
-
 /// Probe forever (until the runtime stops).
 pub async fn run(control: Arc<ControlPlane>, cfg: HealthSection) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_millis(cfg.timeout_ms))
-        .pool_max_idle_per_host(0)
-        .build()
-    {
+    let client = match InstanceClient::new() {
         Ok(c) => c,
         Err(e) => {
-            log::error!("health checks disabled: cannot build HTTP client: {e}");
+            log::error!("health checks disabled: {e}");
             return;
         }
     };
+    let timeout = Duration::from_millis(cfg.timeout_ms);
     let table = control.table();
     let mut trackers: HashMap<String, Tracker> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
@@ -84,7 +74,7 @@ pub async fn run(control: Arc<ControlPlane>, cfg: HealthSection) {
             let client = client.clone();
             let path = cfg.path.clone();
             probes.spawn(async move {
-                let ok = probe(&client, &label, &path).await;
+                let ok = client.probe(&label, &path, timeout).await;
                 (label, ok)
             });
         }

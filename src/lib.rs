@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod instance_client;
 pub mod metrics;
 pub mod model;
 pub mod proxy;

@@ -82,10 +82,7 @@ impl ControlPlane {
             // A swap that was running when the process died: the routing is
             // whatever its last atomic write left (pre- or post-switch).
             if op.status == Status::Running {
-                let phase = op
-                    .phases
-                    .last()
-                    .map_or("start".to_string(), |p| p.name.clone());
+                let phase = op.phases.last().map_or("start", |p| p.name.as_str());
                 op.finish(
                     Status::Interrupted,
                     Some(format!(

@@ -1,170 +1,26 @@
-//! The swap engine (SPEC §3): warm-up-gated swaps with preview, reset, auto
-//! swap and declarative swap, each recorded in the activity log.
-//!
-//! A swap runs off the hot path on the control runtime. Phases 1–3 only talk
-//! to the source's instances; production is untouched until phase 4, which is
-//! one `ControlPlane::update` — one durable write and one `ArcSwap::store` of
-//! a table where the two slots have exchanged deployments and swappable
-//! settings. Requests in flight keep the table they started with, so no
-//! request fails because of a swap; a failure before phase 4 puts the
-//! source's own settings back and leaves production as it was.
+//! The swap engine: runs a [`Plan`] phase by phase — settings, restart wait,
+//! warm-up, switch, source settings — records every phase and instance
+//! result in the activity log, and keeps one swap per site. Also starts the
+//! swaps nobody asked for by hand: auto swap after a deployment, the
+//! declarative swap of `target_build_version`, and the repair of settings
+//! after a restart interrupted a swap.
 
-use super::{ControlError, ControlPlane};
-use crate::activity::{self, Action, InstanceResult, Operation, Status};
-use crate::model::{Deployment, Settings, Site, Slot, State, PRODUCTION};
+use super::plan::{check, exchange, Plan, SwapRequest};
+use crate::activity::{Action, InstanceResult, Operation, PhaseName, Status};
+use crate::control::{ControlError, ControlPlane};
+use crate::instance_client::{InstanceClient, Outcome};
+use crate::model::{Deployment, Settings, Slot, PRODUCTION};
 use crate::store::Preview;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// What the admin API (or auto / declarative swap) asks for.
-#[derive(Debug, Clone)]
-pub struct SwapRequest {
-    pub site: String,
-    pub source: String,
-    pub target: String,
-    pub action: Action,
-}
-
 pub struct SwapEngine {
     control: Arc<ControlPlane>,
     /// Sites with a swap running: one at a time per site.
     busy: Mutex<HashSet<String>>,
-    client: reqwest::Client,
+    client: InstanceClient,
     rt: tokio::runtime::Handle,
-}
-
-/// The slots of a swap as they were when it started.
-#[derive(Clone)]
-struct Plan {
-    site: Site,
-    source: Slot,
-    target: Slot,
-    /// Completing a preview: phases 1–2 already ran.
-    completes: Option<Preview>,
-}
-
-impl Plan {
-    fn source_deployment(&self) -> &Deployment {
-        // `check` refuses a source without a deployment
-        self.source.deployment.as_ref().expect("checked")
-    }
-
-    /// The Host header the target's users send, for the warm-up.
-    fn target_host(&self) -> String {
-        if self.target.name == PRODUCTION {
-            if let Some(h) = self.site.hostnames.first() {
-                return h.clone();
-            }
-        }
-        self.site
-            .slot_hostnames(&self.target)
-            .into_iter()
-            .next()
-            .or_else(|| self.site.hostnames.first().cloned())
-            .unwrap_or_default()
-    }
-}
-
-/// Decide whether a request may start, and how. Pure: no I/O.
-fn check(
-    state: &State,
-    preview: Option<&Preview>,
-    req: &SwapRequest,
-) -> Result<Plan, ControlError> {
-    let site = state
-        .sites
-        .get(&req.site)
-        .ok_or_else(|| ControlError::NotFound(format!("site {:?} does not exist", req.site)))?;
-    let slot = |name: &str| {
-        site.slots.get(name).cloned().ok_or_else(|| {
-            ControlError::NotFound(format!("site {:?} has no slot {name:?}", req.site))
-        })
-    };
-    let (source, target) = (slot(&req.source)?, slot(&req.target)?);
-    if source.name == target.name {
-        return Err(ControlError::Invalid(vec![crate::model::Problem {
-            key: "target_slot".into(),
-            reason: "a slot cannot be swapped with itself".into(),
-        }]));
-    }
-    let same_pair = preview.is_some_and(|p| p.source == req.source && p.target == req.target);
-    if let Some(p) = preview {
-        if !same_pair {
-            return Err(ControlError::Conflict(format!(
-                "a preview of {} into {} is pending on site {:?}; complete it with action swap or cancel it with action reset first",
-                p.source, p.target, req.site
-            )));
-        }
-    }
-    match req.action {
-        Action::Reset if !same_pair => {
-            return Err(ControlError::Conflict(format!(
-                "no preview of {} into {} is pending on site {:?}",
-                req.source, req.target, req.site
-            )))
-        }
-        Action::Preview if same_pair => {
-            return Err(ControlError::Conflict(format!(
-                "a preview of {} into {} is already pending",
-                req.source, req.target
-            )))
-        }
-        _ => {}
-    }
-    if req.action != Action::Reset && source.deployment.is_none() {
-        return Err(ControlError::Conflict(format!(
-            "slot {:?} has no deployment to swap in",
-            req.source
-        )));
-    }
-    Ok(Plan {
-        site: site.clone(),
-        completes: if req.action == Action::Swap && same_pair {
-            preview.cloned()
-        } else {
-            None
-        },
-        source,
-        target,
-    })
-}
-
-/// Exchange the content (deployment and swappable settings) of two slots,
-/// provided neither changed since the swap was planned.
-fn exchange(state: &mut State, plan: &Plan) -> Result<(), ControlError> {
-    let site = state
-        .sites
-        .get_mut(&plan.site.name)
-        .ok_or_else(|| ControlError::Conflict("the site was deleted during the swap".into()))?;
-    let (Some(source), Some(target)) = (
-        site.slots.get(&plan.source.name),
-        site.slots.get(&plan.target.name),
-    ) else {
-        return Err(ControlError::Conflict(
-            "a slot was deleted during the swap".into(),
-        ));
-    };
-    if source.deployment != plan.source.deployment || target.deployment != plan.target.deployment {
-        return Err(ControlError::Conflict(
-            "a deployment changed during the swap; the warmed-up instances are no longer the ones to switch to".into(),
-        ));
-    }
-    let (sd, ss) = (source.deployment.clone(), source.settings.clone());
-    let (td, ts) = (target.deployment.clone(), target.settings.clone());
-    let source = site
-        .slots
-        .get_mut(&plan.source.name)
-        .expect("checked above");
-    source.deployment = td;
-    source.settings = ts;
-    let target = site
-        .slots
-        .get_mut(&plan.target.name)
-        .expect("checked above");
-    target.deployment = sd;
-    target.settings = ss;
-    Ok(())
 }
 
 impl SwapEngine {
@@ -172,10 +28,7 @@ impl SwapEngine {
         Arc::new(SwapEngine {
             control,
             busy: Mutex::new(HashSet::new()),
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("HTTP client builds"),
+            client: InstanceClient::new().expect("an HTTP client without TLS options builds"),
             rt,
         })
     }
@@ -322,7 +175,7 @@ impl SwapEngine {
                     };
                     let settings = slot.effective_settings();
                     match self
-                        .post_settings(&mut record, "recover_settings", d, hook, &settings)
+                        .post_settings(&mut record, PhaseName::RecoverSettings, d, hook, &settings)
                         .await
                     {
                         Ok(()) => log::info!(
@@ -384,15 +237,15 @@ impl SwapEngine {
     async fn prepare(&self, plan: &Plan, op: &mut Operation) -> Result<(), String> {
         let d = plan.source_deployment();
         let settings = plan.source.settings_in(&plan.target);
-        op.begin_phase(activity::APPLY_SETTINGS);
+        op.begin_phase(PhaseName::ApplySettings);
         self.save(op);
         let Some(hook) = &d.settings_hook_path else {
             op.end_phase(true, "no settings_hook_path: nothing to apply");
-            op.skip_phase(activity::WAIT_RESTART, "no settings were applied");
+            op.skip_phase(PhaseName::WaitRestart, "no settings were applied");
             return Ok(());
         };
         let r = self
-            .post_settings(op, activity::APPLY_SETTINGS, d, hook, &settings)
+            .post_settings(op, PhaseName::ApplySettings, d, hook, &settings)
             .await;
         op.end_phase(
             r.is_ok(),
@@ -405,7 +258,7 @@ impl SwapEngine {
             }),
         );
         r?;
-        op.begin_phase(activity::WAIT_RESTART);
+        op.begin_phase(PhaseName::WaitRestart);
         self.save(op);
         let r = self.wait_restart(op, d).await;
         op.end_phase(
@@ -449,7 +302,7 @@ impl SwapEngine {
     }
 
     async fn reset(&self, plan: &Plan, op: &mut Operation) {
-        op.begin_phase(activity::APPLY_SETTINGS);
+        op.begin_phase(PhaseName::ApplySettings);
         let r = self.restore_source_settings(plan, op).await;
         op.end_phase(
             r.is_ok(),
@@ -467,13 +320,13 @@ impl SwapEngine {
     async fn swap(&self, plan: &Plan, op: &mut Operation) {
         if let Some(p) = &plan.completes {
             let why = format!("done by preview {}", p.operation_id);
-            op.skip_phase(activity::APPLY_SETTINGS, why.clone());
-            op.skip_phase(activity::WAIT_RESTART, why);
+            op.skip_phase(PhaseName::ApplySettings, why.clone());
+            op.skip_phase(PhaseName::WaitRestart, why);
         } else if let Err(e) = self.prepare(plan, op).await {
             return self.abort(plan, op, e).await;
         }
 
-        op.begin_phase(activity::WARMUP);
+        op.begin_phase(PhaseName::Warmup);
         self.save(op);
         let r = self.warmup(op, plan).await;
         op.end_phase(
@@ -486,7 +339,7 @@ impl SwapEngine {
             return self.abort(plan, op, e).await;
         }
 
-        op.begin_phase(activity::SWITCH);
+        op.begin_phase(PhaseName::Switch);
         self.save(op);
         let site = plan.site.name.clone();
         let switched = self.control.update_doc(|doc| {
@@ -525,13 +378,13 @@ impl SwapEngine {
 
         // Phase 5: the content that moved into the source slot gets the
         // source's sticky settings.
-        op.begin_phase(activity::APPLY_SOURCE_SETTINGS);
+        op.begin_phase(PhaseName::ApplySourceSettings);
         let error = match &plan.target.deployment {
             Some(d) => match &d.settings_hook_path {
                 Some(hook) => {
                     let settings = plan.target.settings_in(&plan.source);
                     let r = self
-                        .post_settings(op, activity::APPLY_SOURCE_SETTINGS, d, hook, &settings)
+                        .post_settings(op, PhaseName::ApplySourceSettings, d, hook, &settings)
                         .await;
                     op.end_phase(
                         r.is_ok(),
@@ -579,7 +432,7 @@ impl SwapEngine {
             return Ok(());
         };
         let settings = plan.source.effective_settings();
-        self.post_settings(op, "restore_settings", d, hook, &settings)
+        self.post_settings(op, PhaseName::RestoreSettings, d, hook, &settings)
             .await
     }
 
@@ -604,7 +457,7 @@ impl SwapEngine {
     async fn post_settings(
         &self,
         op: &mut Operation,
-        phase: &str,
+        phase: PhaseName,
         d: &Deployment,
         hook: &str,
         settings: &Settings,
@@ -612,22 +465,11 @@ impl SwapEngine {
         let timeout = Duration::from_secs(d.warmup.timeout_secs);
         let mut tasks = tokio::task::JoinSet::new();
         for inst in &d.instances {
-            let req = self
-                .client
-                .post(format!("http://{inst}{hook}"))
-                .json(settings)
-                .timeout(timeout);
-            let inst = inst.clone();
+            let (client, inst) = (self.client.clone(), inst.clone());
+            let (hook, settings) = (hook.to_string(), settings.clone());
             tasks.spawn(async move {
-                let r = match req.send().await {
-                    Ok(resp) if resp.status().is_success() => Ok(resp.status().as_u16()),
-                    Ok(resp) => Err((
-                        Some(resp.status().as_u16()),
-                        format!("answered {}", resp.status()),
-                    )),
-                    Err(e) => Err((None, describe(&e))),
-                };
-                (inst, r, 1)
+                let outcome = client.post_settings(&inst, &hook, &settings, timeout).await;
+                (inst, outcome, 1)
             });
         }
         collect_counted(op, phase, &mut tasks).await
@@ -638,32 +480,13 @@ impl SwapEngine {
         let mut tasks = tokio::task::JoinSet::new();
         for inst in &d.instances {
             let (client, inst) = (self.client.clone(), inst.clone());
-            let url = format!("http://{inst}{}", d.warmup.path);
+            let path = d.warmup.path.clone();
             tasks.spawn(async move {
-                let start = Instant::now();
-                let mut attempts = 0;
-                loop {
-                    attempts += 1;
-                    match client
-                        .get(&url)
-                        .timeout(Duration::from_secs(2))
-                        .send()
-                        .await
-                    {
-                        Ok(resp) => return (inst, Ok(resp.status().as_u16()), attempts),
-                        Err(e) if start.elapsed() >= deadline => {
-                            return (
-                                inst,
-                                Err((None, format!("did not answer again: {}", describe(&e)))),
-                                attempts,
-                            )
-                        }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
+                let (outcome, attempts) = client.wait_answers(&inst, &path, deadline).await;
+                (inst, outcome, attempts)
             });
         }
-        collect_counted(op, activity::WAIT_RESTART, &mut tasks).await
+        collect_counted(op, PhaseName::WaitRestart, &mut tasks).await
     }
 
     async fn warmup(&self, op: &mut Operation, plan: &Plan) -> Result<(), String> {
@@ -674,46 +497,20 @@ impl SwapEngine {
             let (client, inst, host) = (self.client.clone(), inst.clone(), host.clone());
             let warm = d.warmup.clone();
             tasks.spawn(async move {
-                let url = format!("http://{inst}{}", warm.path);
-                let mut last = (None, String::new());
-                for attempt in 1..=warm.retries.saturating_add(1) {
-                    let sent = client
-                        .get(&url)
-                        .header(reqwest::header::HOST, &host)
-                        .timeout(Duration::from_secs(warm.timeout_secs))
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(resp) => {
-                            let code = resp.status().as_u16();
-                            if warm.statuses.is_empty() || warm.statuses.contains(&code) {
-                                return (inst, Ok(code), attempt);
-                            }
-                            last = (
-                                Some(code),
-                                format!("answered {code}, expected one of {:?}", warm.statuses),
-                            );
-                        }
-                        Err(e) => last = (None, describe(&e)),
-                    }
-                    if attempt <= warm.retries {
-                        let backoff = 100u64.saturating_mul(1 << attempt.min(5)).min(2000);
-                        tokio::time::sleep(Duration::from_millis(backoff)).await;
-                    }
-                }
-                (inst, Err(last), warm.retries.saturating_add(1))
+                let (outcome, attempts) = client.warm_up(&inst, &host, &warm).await;
+                (inst, outcome, attempts)
             });
         }
-        collect_counted(op, activity::WARMUP, &mut tasks).await
+        collect_counted(op, PhaseName::Warmup, &mut tasks).await
     }
 }
 
-type InstanceOutcome = Result<u16, (Option<u16>, String)>;
-
+/// Gather the per-instance results of one phase into the operation; the
+/// phase fails naming every instance that failed.
 async fn collect_counted(
     op: &mut Operation,
-    phase: &str,
-    tasks: &mut tokio::task::JoinSet<(String, InstanceOutcome, u32)>,
+    phase: PhaseName,
+    tasks: &mut tokio::task::JoinSet<(String, Outcome, u32)>,
 ) -> Result<(), String> {
     let mut failures = Vec::new();
     let mut results = Vec::new();
@@ -731,7 +528,7 @@ async fn collect_counted(
         };
         results.push(InstanceResult {
             instance,
-            phase: phase.to_string(),
+            phase,
             attempts,
             status,
             error,
@@ -744,166 +541,5 @@ async fn collect_counted(
     } else {
         failures.sort();
         Err(format!("{phase} failed: {}", failures.join("; ")))
-    }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "connection refused or unreachable".into()
-    } else {
-        let mut s = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(inner) = src {
-            s = format!("{s}: {inner}");
-            src = inner.source();
-        }
-        s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use std::path::Path;
-
-    fn state() -> State {
-        let cfg = r#"
-[[sites]]
-name = "shop"
-hostnames = ["shop.test"]
-[[sites.slots]]
-name = "production"
-build_version = "v1"
-instances = ["127.0.0.1:1"]
-[sites.slots.settings]
-FLAG = "old"
-[sites.slots.sticky_settings]
-DB = "prod-db"
-[[sites.slots]]
-name = "staging"
-build_version = "v2"
-instances = ["127.0.0.1:2"]
-[sites.slots.settings]
-FLAG = "new"
-[sites.slots.sticky_settings]
-DB = "staging-db"
-[[sites.slots]]
-name = "empty"
-"#;
-        Config::parse(cfg, Path::new("t")).unwrap().1
-    }
-
-    fn req(source: &str, target: &str, action: Action) -> SwapRequest {
-        SwapRequest {
-            site: "shop".into(),
-            source: source.into(),
-            target: target.into(),
-            action,
-        }
-    }
-
-    #[test]
-    fn exchange_moves_content_and_keeps_sticky_settings() {
-        let mut s = state();
-        let plan = check(&s, None, &req("staging", "production", Action::Swap)).unwrap();
-        exchange(&mut s, &plan).unwrap();
-        let site = &s.sites["shop"];
-        let prod = &site.slots["production"];
-        assert_eq!(prod.deployment.as_ref().unwrap().build_version, "v2");
-        assert_eq!(prod.settings["FLAG"], "new");
-        assert_eq!(prod.sticky_settings["DB"], "prod-db");
-        assert_eq!(
-            site.slots["staging"]
-                .deployment
-                .as_ref()
-                .unwrap()
-                .build_version,
-            "v1"
-        );
-        // a second exchange with the same (now stale) plan is refused
-        assert!(matches!(
-            exchange(&mut s, &plan),
-            Err(ControlError::Conflict(_))
-        ));
-        // swapping back is the rollback
-        let back = check(&s, None, &req("staging", "production", Action::Swap)).unwrap();
-        exchange(&mut s, &back).unwrap();
-        assert_eq!(s, state());
-    }
-
-    #[test]
-    fn effective_settings_for_the_target() {
-        let s = state();
-        let site = &s.sites["shop"];
-        let eff = site.slots["staging"].settings_in(&site.slots["production"]);
-        assert_eq!(eff["FLAG"], "new");
-        assert_eq!(eff["DB"], "prod-db");
-    }
-
-    #[test]
-    fn what_may_start() {
-        let s = state();
-        assert!(matches!(
-            check(&s, None, &req("nope", "production", Action::Swap)),
-            Err(ControlError::NotFound(_))
-        ));
-        assert!(matches!(
-            check(&s, None, &req("staging", "staging", Action::Swap)),
-            Err(ControlError::Invalid(_))
-        ));
-        assert!(matches!(
-            check(&s, None, &req("empty", "production", Action::Swap)),
-            Err(ControlError::Conflict(_))
-        ));
-        assert!(matches!(
-            check(&s, None, &req("staging", "production", Action::Reset)),
-            Err(ControlError::Conflict(_))
-        ));
-        let site = &s.sites["shop"];
-        let pending = Preview {
-            source: "staging".into(),
-            target: "production".into(),
-            operation_id: "op-1".into(),
-            source_deployment: site.slots["staging"].deployment.clone(),
-            target_deployment: site.slots["production"].deployment.clone(),
-        };
-        assert!(pending.stands(&s, "shop"));
-        let mut redeployed = s.clone();
-        redeployed
-            .sites
-            .get_mut("shop")
-            .unwrap()
-            .slots
-            .get_mut("staging")
-            .unwrap()
-            .deployment = None;
-        assert!(!pending.stands(&redeployed, "shop"));
-        assert!(!pending.stands(&s, "other-site"));
-        let p = Some(&pending);
-        assert!(check(&s, p, &req("staging", "production", Action::Swap))
-            .unwrap()
-            .completes
-            .is_some());
-        assert!(check(&s, p, &req("staging", "production", Action::Reset)).is_ok());
-        assert!(matches!(
-            check(&s, p, &req("staging", "production", Action::Preview)),
-            Err(ControlError::Conflict(_))
-        ));
-        assert!(matches!(
-            check(&s, p, &req("empty", "staging", Action::Swap)),
-            Err(ControlError::Conflict(_))
-        ));
-        // swapping into an empty slot is allowed
-        assert!(check(&s, None, &req("staging", "empty", Action::Swap)).is_ok());
-    }
-
-    #[test]
-    fn warmup_host_is_the_targets() {
-        let s = state();
-        let plan = check(&s, None, &req("staging", "production", Action::Swap)).unwrap();
-        assert_eq!(plan.target_host(), "shop.test");
     }
 }
