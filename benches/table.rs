@@ -1,11 +1,12 @@
 //! `RouteTable::lookup_host` (once per request), `RouteTable::compile` and a
-//! whole publish (compile + `metrics::observe_table`, once per change or
+//! whole publish (compile + `RouteTable::attach_metrics`, once per change or
 //! health flip, off the hot path) with 1, 100 and 10,000 sites.
 
 mod support;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use slotproxy::config::RoutingSection;
+use slotproxy::routing::table::Addresses;
 use slotproxy::routing::{Health, RouteTable};
 
 const SIZES: [usize; 3] = [1, 100, 10_000];
@@ -17,6 +18,7 @@ fn bench_lookup(c: &mut Criterion) {
             &support::state(n),
             &RoutingSection::default(),
             &Health::new(),
+            &Addresses::new(),
             1,
         );
         // a Host header as browsers send it: mixed case is rare, a port is common
@@ -46,7 +48,7 @@ fn bench_compile(c: &mut Criterion) {
         let routing = RoutingSection::default();
         let health = Health::new();
         group.bench_with_input(BenchmarkId::from_parameter(n), &state, |b, s| {
-            b.iter(|| RouteTable::compile(black_box(s), &routing, &health, 1))
+            b.iter(|| RouteTable::compile(black_box(s), &routing, &health, &Addresses::new(), 1))
         });
     }
     group.finish();
@@ -61,8 +63,9 @@ fn bench_publish(c: &mut Criterion) {
         let health = Health::new();
         group.bench_with_input(BenchmarkId::from_parameter(n), &state, |b, s| {
             b.iter(|| {
-                let mut t = RouteTable::compile(black_box(s), &routing, &health, 1);
-                slotproxy::metrics::observe_table(&mut t);
+                let mut t =
+                    RouteTable::compile(black_box(s), &routing, &health, &Addresses::new(), 1);
+                t.attach_metrics();
                 t
             })
         });

@@ -1,5 +1,6 @@
 //! The activity log's records: one `Operation` per swap, preview or reset,
-//! with its phases and per-instance results, shaped as SPEC §3 says.
+//! with its phases and per-instance results, shaped as the README's
+//! "Activity log" section shows.
 //!
 //! Plain data only; the swap engine fills them in and the store persists
 //! each change before it is reported.

@@ -89,7 +89,7 @@ pub async fn run(control: Arc<ControlPlane>, cfg: HealthSection) {
         // that left and came back is set right on the next tick.
         let view: Vec<(String, bool)> = trackers.iter().map(|(l, t)| (l.clone(), t.up)).collect();
         let labels: Vec<String> = trackers.keys().cloned().collect();
-        let renamed = crate::routing::table::refresh_names(&labels).await;
+        let renamed = crate::names::refresh(&labels).await;
         let control = control.clone();
         // publishing compiles a table: off the runtime's worker
         let _ = tokio::task::spawn_blocking(move || {

@@ -16,6 +16,7 @@ pub mod health;
 pub mod instance_client;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod proxy;
 pub mod routing;
 pub mod server;

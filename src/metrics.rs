@@ -1,23 +1,24 @@
-//! Prometheus metrics (SPEC §7), in a registry of their own, served as text
-//! on `[metrics] listen` at `/metrics`.
+//! Prometheus metrics (README, "Metrics"), in a registry of their own, served
+//! as text on `[metrics] listen` at `/metrics`.
 //!
 //! Labels come only from the compiled routing table (site, slot and instance
 //! names an operator configured), never from a request: a request whose Host
 //! matches no site counts under `site="unknown", slot="unknown"`, so hostile
 //! Host headers or paths cannot create series.
 //!
-//! The request path stays cheap: [`observe_table`] (called on every table
-//! publish, before the table is stored) attaches each slot's handles to the
-//! slot in the table itself, so a request reaches them through the table it
-//! was routed with — no second lookup, no race with a publish — and does
-//! only atomic adds. Handles are cached by (site, slot) name across
-//! publishes, so counters of an unchanged slot carry over. Gauges that
-//! describe the table (routing split, instance health, table version) are
-//! rewritten there too, and series of slots or instances that no longer
-//! exist are removed.
+//! The request path stays cheap: every time a table is published,
+//! [`observe_table`] hands out each slot's [`SlotHandles`], which the table
+//! keeps in the slot itself (`RouteTable::attach_metrics`), so a request
+//! reaches them through the table it was routed with — no second lookup, no
+//! race with a publish — and does only atomic adds. Handles are cached by
+//! (site, slot) name across publishes, so counters of an unchanged slot
+//! carry over. Gauges that describe the table (routing split, instance
+//! health, table version) are rewritten there too, and series of slots or
+//! instances that no longer exist are removed.
+//!
+//! A leaf module: it knows names and numbers, not the routing table, so the
+//! table can hold its handles without an import circle.
 
-use crate::routing::table::WEIGHT_SCALE;
-use crate::routing::RouteTable;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -43,7 +44,9 @@ const SWAP_BUCKETS: &[f64] = &[
 ];
 
 /// Kinds of `slotproxy_upstream_errors_total`. A fixed set, so the label
-/// stays bounded whatever pingora reports.
+/// stays bounded whatever pingora reports, and every slot exports each
+/// kind at 0 from the start (alerts and `rate()` see the series before the
+/// first error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
     /// The instance refused the connection (nothing listens).
@@ -58,6 +61,14 @@ pub enum UpstreamErrorKind {
 }
 
 impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 5] = [
+        Self::ConnectRefused,
+        Self::Timeout,
+        Self::NoInstance,
+        Self::Closed,
+        Self::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ConnectRefused => "connect_refused",
@@ -111,6 +122,9 @@ pub struct SlotHandles {
     slot: Box<str>,
     duration: Histogram,
     connect: Histogram,
+    /// `slotproxy_upstream_errors_total` by kind, in `UpstreamErrorKind::ALL`
+    /// order; created with the handles, so each series exists at 0.
+    upstream_errors: [IntCounter; UpstreamErrorKind::ALL.len()],
     /// Counters of `COMMON_CODES`, resolved on first use.
     codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
 }
@@ -128,7 +142,19 @@ impl SlotHandles {
             slot: slot.into(),
             duration: m.duration.with_label_values(&[site, slot]),
             connect: m.connect.with_label_values(&[site, slot]),
+            upstream_errors: UpstreamErrorKind::ALL.map(|k| {
+                m.upstream_errors
+                    .with_label_values(&[site, slot, k.as_str()])
+            }),
             codes: Default::default(),
+        }
+    }
+
+    /// Count one failure talking to an instance of this slot.
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        // ALL lists every variant, so the position always exists
+        if let Some(i) = UpstreamErrorKind::ALL.iter().position(|&k| k == kind) {
+            self.upstream_errors[i].inc();
         }
     }
 
@@ -162,6 +188,7 @@ fn itoa_buf(code: u16) -> [u8; 3] {
 struct MetricVecs<'a> {
     duration: &'a HistogramVec,
     connect: &'a HistogramVec,
+    upstream_errors: &'a IntCounterVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -258,6 +285,7 @@ fn build() -> prometheus::Result<Metrics> {
         &MetricVecs {
             duration: &duration,
             connect: &connect,
+            upstream_errors: &upstream_errors,
         },
         UNKNOWN,
         UNKNOWN,
@@ -288,55 +316,60 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(|| build().expect("metric definitions are valid"))
 }
 
-/// Refresh everything derived from a table about to be published: attach
-/// each slot's handles to it, and rewrite `slotproxy_routing_percent`,
-/// `slotproxy_instance_up` and the table version. Series of removed slots and
-/// instances disappear.
-pub fn observe_table(table: &mut RouteTable) {
+/// What a table about to be published shows of one slot.
+pub struct SlotView<'a> {
+    pub site: &'a str,
+    pub slot: &'a str,
+    /// Share of new visitors it gets, as routed.
+    pub routing_percent: f64,
+    /// Its instances and whether each can take requests.
+    pub instances: Vec<(&'a str, bool)>,
+}
+
+/// Refresh everything derived from a table about to be published: the
+/// handles of each slot (returned in the order of `slots`), and
+/// `slotproxy_routing_percent`, `slotproxy_instance_up` and the table
+/// version. Series of removed slots and instances disappear.
+pub fn observe_table(version: u64, slots: &[SlotView<'_>]) -> Vec<Arc<SlotHandles>> {
     let m = metrics();
     let vecs = MetricVecs {
         duration: &m.duration,
         connect: &m.connect,
+        upstream_errors: &m.upstream_errors,
     };
     let mut cache = m.slots.lock().unwrap_or_else(|p| p.into_inner());
     let mut kept = HashMap::with_capacity(cache.len());
     let mut routing = HashSet::new();
     let mut instances = HashSet::new();
-    for site in &mut table.sites {
+    let mut handed = Vec::with_capacity(slots.len());
+    for s in slots {
         // Swap counters exist from the start, so `increase()` in alert
         // rules sees the first failure.
         for result in ["succeeded", "failed"] {
-            m.swaps.with_label_values(&[&site.name, result]);
+            m.swaps.with_label_values(&[s.site, result]);
         }
-        for j in 0..site.slots.len() {
-            let percent = routing_share(site, j as u16);
-            let slot = &mut site.slots[j];
-            let key = (site.name.clone(), slot.name.clone());
-            // an unchanged slot keeps the counters it already resolved
-            let handles = cache
-                .remove(&key)
-                .unwrap_or_else(|| Arc::new(SlotHandles::new(&vecs, &site.name, &slot.name)));
-            slot.metrics = Some(handles.clone());
-            kept.insert(key, handles);
-            m.routing_percent
-                .with_label_values(&[&site.name, &slot.name])
-                .set(percent);
-            routing.insert([site.name.to_string(), slot.name.to_string()]);
-            for inst in slot.pool.iter().flat_map(|p| p.instances.iter()) {
-                m.instance_up
-                    .with_label_values(&[&site.name, &slot.name, &inst.label])
-                    .set(i64::from(inst.healthy && inst.addr.is_some()));
-                instances.insert([
-                    site.name.to_string(),
-                    slot.name.to_string(),
-                    inst.label.to_string(),
-                ]);
-            }
+        let key: SlotKey = (s.site.into(), s.slot.into());
+        // an unchanged slot keeps the counters it already resolved
+        let handles = cache
+            .remove(&key)
+            .or_else(|| kept.get(&key).cloned())
+            .unwrap_or_else(|| Arc::new(SlotHandles::new(&vecs, s.site, s.slot)));
+        handed.push(handles.clone());
+        kept.insert(key, handles);
+        m.routing_percent
+            .with_label_values(&[s.site, s.slot])
+            .set(s.routing_percent);
+        routing.insert([s.site.to_string(), s.slot.to_string()]);
+        for &(inst, up) in &s.instances {
+            m.instance_up
+                .with_label_values(&[s.site, s.slot, inst])
+                .set(i64::from(up));
+            instances.insert([s.site.to_string(), s.slot.to_string(), inst.to_string()]);
         }
     }
     *cache = kept;
     drop(cache);
-    m.table_version.set(table.version as i64);
+    m.table_version.set(version as i64);
 
     let mut last = m.gauge_series.lock().unwrap_or_else(|p| p.into_inner());
     for gone in last.routing.difference(&routing) {
@@ -348,23 +381,7 @@ pub fn observe_table(table: &mut RouteTable) {
             .remove_label_values(&[&gone[0], &gone[1], &gone[2]]);
     }
     *last = GaugeSeries { routing, instances };
-}
-
-/// Percent of unpinned visitors slot `slot` of `site` gets by the weighted
-/// pick, as the compiled table will actually route them.
-pub fn routing_share(site: &crate::routing::table::SiteRoutes, slot: u16) -> f64 {
-    let mut previous = 0u32;
-    let mut share = 0u32;
-    for &(upper, s) in &site.weights {
-        if s == slot {
-            share += upper - previous;
-        }
-        previous = upper;
-    }
-    if slot == 0 {
-        share += WEIGHT_SCALE - previous;
-    }
-    f64::from(share) * 100.0 / f64::from(WEIGHT_SCALE)
+    handed
 }
 
 /// Count one finished request of the slot whose handles are `slot` (none:
@@ -383,12 +400,10 @@ pub fn upstream_connected(slot: Option<&SlotHandles>, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
-/// Count one failure talking to an instance of `site`/`slot`.
-pub fn upstream_error(site: &str, slot: &str, kind: UpstreamErrorKind) {
-    metrics()
-        .upstream_errors
-        .with_label_values(&[site, slot, kind.as_str()])
-        .inc();
+/// Count one failure talking to an instance of the slot whose handles are
+/// `slot` (none: a request that was never routed).
+pub fn upstream_error(slot: Option<&SlotHandles>, kind: UpstreamErrorKind) {
+    slot.unwrap_or(&metrics().unknown).upstream_error(kind);
 }
 
 /// For the swap engine: a swap operation of `site` ended with `result`
@@ -443,88 +458,36 @@ pub fn router() -> axum::Router {
 mod tests {
     use super::*;
 
-    use crate::routing::table::compile_toml as table;
-
     fn sample(text: &str, series: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
 
     #[test]
-    fn routing_share_matches_the_compiled_rules_and_drops_stale_series() {
-        let mut t = table(
-            r#"
-[[sites]]
-name = "metrics-share"
-hostnames = ["a.test"]
-[[sites.slots]]
-name = "production"
-instances = ["127.0.0.1:1"]
-[[sites.slots]]
-name = "staging"
-traffic_percent = 12.5
-instances = ["127.0.0.1:2"]
-[[sites.slots]]
-name = "qa"
-traffic_percent = 0
-instances = ["127.0.0.1:3"]
-"#,
-            &Default::default(),
-        );
-        let site = &t.sites[0];
-        let by_name = |n: &str| {
-            let i = site.slots.iter().position(|s| &*s.name == n).unwrap();
-            routing_share(site, i as u16)
+    fn every_upstream_error_kind_is_exported_at_zero() {
+        let view = SlotView {
+            site: "metrics-zero",
+            slot: "production",
+            routing_percent: 100.0,
+            instances: vec![],
         };
-        assert_eq!(by_name("production"), 87.5);
-        assert_eq!(by_name("staging"), 12.5);
-        assert_eq!(by_name("qa"), 0.0);
-
-        observe_table(&mut t);
-        assert!(t.sites[0].slots.iter().all(|s| s.metrics.is_some()));
+        let handles = observe_table(1, &[view]);
+        let text = render();
+        for kind in UpstreamErrorKind::ALL {
+            let series = format!(
+                r#"slotproxy_upstream_errors_total{{kind="{}",site="metrics-zero",slot="production"}}"#,
+                kind.as_str()
+            );
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        handles[0].upstream_error(UpstreamErrorKind::Timeout);
         let text = render();
         assert_eq!(
             sample(
                 &text,
-                r#"slotproxy_routing_percent{site="metrics-share",slot="staging"}"#
-            ),
-            Some(12.5)
-        );
-        assert_eq!(
-            sample(
-                &text,
-                r#"slotproxy_instance_up{instance="127.0.0.1:3",site="metrics-share",slot="qa"}"#
+                r#"slotproxy_upstream_errors_total{kind="timeout",site="metrics-zero",slot="production"}"#
             ),
             Some(1.0)
-        );
-
-        let mut t2 = table(
-            r#"
-[[sites]]
-name = "metrics-share"
-hostnames = ["a.test"]
-[[sites.slots]]
-name = "production"
-instances = ["127.0.0.1:1"]
-"#,
-            &Default::default(),
-        );
-        observe_table(&mut t2);
-        // an unchanged slot keeps its handles (and the counters they hold)
-        assert!(Arc::ptr_eq(
-            t.sites[0].slots[0].metrics.as_ref().unwrap(),
-            t2.sites[0].slots[0].metrics.as_ref().unwrap()
-        ));
-        let text = render();
-        // Table gauges of a removed slot go; its request history stays.
-        assert!(!text.contains(r#"slotproxy_routing_percent{site="metrics-share",slot="staging""#));
-        assert!(!text.contains(r#"instance="127.0.0.1:2""#), "{text}");
-        assert_eq!(
-            sample(
-                &text,
-                r#"slotproxy_routing_percent{site="metrics-share",slot="production"}"#
-            ),
-            Some(100.0)
         );
     }
 

@@ -26,6 +26,11 @@ pub type Settings = BTreeMap<String, String>;
 /// counts as up.
 pub type Health = std::collections::HashMap<String, bool>;
 
+/// Socket addresses of the instances given by name (`host:port` with a DNS
+/// name), as last resolved (see `names.rs`). An instance given as an IP
+/// address needs no entry; a name with none does not resolve.
+pub type Addresses = std::collections::HashMap<String, std::net::SocketAddr>;
+
 /// Everything the control plane knows; the state directory holds one of these.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

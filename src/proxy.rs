@@ -9,10 +9,9 @@
 //! logging → metrics and the access log.
 
 use crate::metrics::{self, UpstreamErrorKind};
-use crate::routing::decide::query_value;
 use crate::routing::forwarded::{client_ip, forwarded_for_value, is_trusted};
-use crate::routing::table::{Pool, SiteRoutes, SlotRoute, WEIGHT_SCALE};
-use crate::routing::{decide, Decision, Reason, RouteTable};
+use crate::routing::table::{Pool, SiteRoutes, SlotRoute};
+use crate::routing::{route, Decision, RouteTable};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,7 +20,6 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use rand::Rng;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,9 +127,7 @@ impl RequestCtx {
     }
 
     fn count_upstream_error(&self, e: &Error) {
-        if let (Some(site), Some(slot)) = (self.site(), self.slot()) {
-            metrics::upstream_error(&site.name, &slot.name, error_kind(e.etype()));
-        }
+        metrics::upstream_error(self.slot_metrics(), error_kind(e.etype()));
     }
 }
 
@@ -221,27 +217,7 @@ impl ProxyHttp for SlotProxy {
             .map(|a| a.ip());
         let trusted = peer_ip.is_some_and(|ip| is_trusted(ip, &site.trusted_proxies));
 
-        let decision = match target.slot {
-            Some(slot) => Decision {
-                slot,
-                reason: Reason::SlotHost,
-                set_cookie: false,
-            },
-            None => {
-                let query = req
-                    .uri
-                    .query()
-                    .and_then(|q| query_value(q.as_bytes(), table.query_param.as_bytes()));
-                let cookie = table.pin_cookie(
-                    req.headers
-                        .get_all(http::header::COOKIE)
-                        .iter()
-                        .map(|v| v.as_bytes()),
-                );
-                let roll = rand::rng().random_range(0..WEIGHT_SCALE);
-                decide(site, query, cookie, roll)
-            }
-        };
+        let decision = route(&table, target, req);
         let slot = &site.slots[decision.slot as usize];
 
         // Decided before any local answer, so 403 and 503 count for the slot.

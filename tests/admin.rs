@@ -1,6 +1,7 @@
-//! End-to-end admin API and CLI (SPEC §4–§6): the real binary, real demo-app
-//! upstreams, real HTTP. Every change made through the API must show in live
-//! routing at once and survive `kill -9`; refused changes must change nothing.
+//! End-to-end admin API and CLI (README, "Config and state", "Admin API",
+//! "CLI"): the real binary, real demo-app upstreams, real HTTP. Every change
+//! made through the API must show in live routing at once and survive
+//! `kill -9`; refused changes must change nothing.
 
 mod common;
 use common::*;

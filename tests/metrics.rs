@@ -1,5 +1,6 @@
-//! Metrics end to end (SPEC §7): real traffic through the real binary, then
-//! a scrape of `/metrics` checked by `promtool check metrics` and by value.
+//! Metrics end to end (README, "Metrics"): real traffic through the real
+//! binary, then a scrape of `/metrics` checked by `promtool check metrics`
+//! and by value.
 
 mod common;
 use common::*;

@@ -1,5 +1,5 @@
-//! End-to-end routing (SPEC §2): the real binary in front of real demo-app
-//! processes, driven by a real HTTP client.
+//! End-to-end routing (README, "How a request is routed"): the real binary in
+//! front of real demo-app processes, driven by a real HTTP client.
 
 mod common;
 use common::*;

@@ -109,7 +109,8 @@ impl ControlPlane {
             operations.insert(op.id.clone(), op);
         }
         let routing = config.routing.clone();
-        let table = RouteTable::compile(&doc.state, &routing, &Health::new(), 0);
+        let addresses = crate::names::addresses(&doc.state);
+        let table = RouteTable::compile(&doc.state, &routing, &Health::new(), &addresses, 0);
         let cp = ControlPlane {
             inner: Mutex::new(Inner {
                 doc,
@@ -349,13 +350,16 @@ impl ControlPlane {
 
     fn publish(&self, inner: &mut Inner) {
         inner.table_version += 1;
+        // names new to this state resolve here, before the table is built
+        let addresses = crate::names::addresses(&inner.doc.state);
         let mut table = RouteTable::compile(
             &inner.doc.state,
             &inner.routing,
             &inner.health,
+            &addresses,
             inner.table_version,
         );
-        crate::metrics::observe_table(&mut table);
+        table.attach_metrics();
         self.table.store(Arc::new(table));
     }
 }

@@ -1,11 +1,15 @@
-//! The per-request routing decision on a production host name (SPEC §2):
-//! query parameter, then cookie, then a weighted random pick.
+//! The per-request routing decision (README, "How a request is routed"): a
+//! slot host name goes to its slot; a production host name is routed by the
+//! query parameter, then the pin cookie, then a weighted random pick.
 //!
-//! Everything here is pure and allocation-free: the caller passes the raw
-//! query string, the raw `Cookie` header values and a random roll, and gets
-//! back which slot serves the request and whether to (re)set the pin cookie.
+//! [`route`] is what the proxy calls for every request (and what the
+//! benchmark measures): it extracts the values from the request and rolls
+//! the thread's RNG. Everything below it is pure and allocation-free: the
+//! raw query string, the raw `Cookie` header values and a roll in, which
+//! slot serves the request and whether to (re)set the pin cookie out.
 
-use super::table::{SiteRoutes, WEIGHT_SCALE};
+use super::table::{HostTarget, RouteTable, SiteRoutes, WEIGHT_SCALE};
+use rand::Rng;
 
 /// Longest routing value we look at; anything longer is treated as absent.
 pub const MAX_VALUE_LEN: usize = 64;
@@ -44,6 +48,31 @@ pub struct Decision {
     pub reason: Reason,
     /// The response must set the pin cookie for `slot`.
     pub set_cookie: bool,
+}
+
+/// Route a request whose Host led to `target` in `table`.
+pub fn route(table: &RouteTable, target: HostTarget, req: &http::request::Parts) -> Decision {
+    if let Some(slot) = target.slot {
+        return Decision {
+            slot,
+            reason: Reason::SlotHost,
+            set_cookie: false,
+        };
+    }
+    let site = &table.sites[target.site as usize];
+    let query = req
+        .uri
+        .query()
+        .and_then(|q| query_value(q.as_bytes(), table.query_param.as_bytes()));
+    let cookie = cookie_value_with(
+        req.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes()),
+        table.cookie_finder(),
+    );
+    let roll = rand::rng().random_range(0..WEIGHT_SCALE);
+    decide(site, query, cookie, roll)
 }
 
 /// Route a request on a production host name.

@@ -1,9 +1,11 @@
 //! The hot path's data and logic: the compiled table, the routing decision
-//! and the forwarded-header rules. Nothing here does I/O.
+//! and the forwarded-header rules. Nothing here does I/O: instance health
+//! and resolved addresses come in as inputs of `RouteTable::compile`.
 
 pub mod decide;
 pub mod forwarded;
+mod observe;
 pub mod table;
 
-pub use decide::{decide, Decision, Reason};
+pub use decide::{decide, route, Decision, Reason};
 pub use table::{Health, HostTarget, RouteTable};

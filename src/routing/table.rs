@@ -11,14 +11,14 @@ use crate::model::{State, PRODUCTION};
 use http::HeaderValue;
 use ipnet::IpNet;
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Weighted routing works in basis points so rules like 12.5% are exact.
 pub const WEIGHT_SCALE: u32 = 10_000;
 
-pub use crate::model::Health;
+pub use crate::model::{Addresses, Health};
 
 /// Where a host name leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +67,8 @@ pub struct SlotRoute {
     /// Ready-made `Set-Cookie` values pinning a client to this slot.
     pub cookie: HeaderValue,
     pub cookie_secure: HeaderValue,
-    /// Its metric handles, attached by `metrics::observe_table` when the
-    /// table is published (`None` in a table that never was).
+    /// Its metric handles, attached by [`RouteTable::attach_metrics`] when
+    /// the table is published (`None` in a table that never was).
     pub metrics: Option<Arc<crate::metrics::SlotHandles>>,
 }
 
@@ -124,11 +124,38 @@ impl Pool {
     }
 }
 
+impl SiteRoutes {
+    /// Percent of unpinned visitors slot `slot` gets by the weighted pick,
+    /// as this table actually routes them (production gets the rest).
+    pub fn share(&self, slot: u16) -> f64 {
+        let mut previous = 0u32;
+        let mut share = 0u32;
+        for &(upper, s) in &self.weights {
+            if s == slot {
+                share += upper - previous;
+            }
+            previous = upper;
+        }
+        if slot == 0 {
+            share += WEIGHT_SCALE - previous;
+        }
+        f64::from(share) * 100.0 / f64::from(WEIGHT_SCALE)
+    }
+}
+
 impl RouteTable {
-    /// Build the table for `state`. Never fails: `State::validate` has already
-    /// refused anything that could not be routed, and an instance whose name
-    /// does not resolve is kept as an unusable instance.
-    pub fn compile(state: &State, routing: &RoutingSection, health: &Health, version: u64) -> Self {
+    /// Build the table for `state`, with the instances' `health` and the
+    /// `addresses` of those given by name (`crate::names`). Never fails:
+    /// `State::validate` has already refused anything that could not be
+    /// routed, and an instance whose name does not resolve is kept as an
+    /// unusable instance. No I/O.
+    pub fn compile(
+        state: &State,
+        routing: &RoutingSection,
+        health: &Health,
+        addresses: &Addresses,
+        version: u64,
+    ) -> Self {
         let mut hosts = HashMap::default();
         let mut sites = Vec::with_capacity(state.sites.len());
         for site in state.sites.values() {
@@ -163,7 +190,7 @@ impl RouteTable {
                         .iter()
                         .map(|label| Instance {
                             label: label.as_str().into(),
-                            addr: resolve(label),
+                            addr: label.parse().ok().or_else(|| addresses.get(label).copied()),
                             healthy: health.get(label).copied().unwrap_or(true),
                         })
                         .collect(),
@@ -230,10 +257,9 @@ impl RouteTable {
         self.hosts.get(&*lower).copied()
     }
 
-    /// The pin cookie's value across a request's `Cookie` header values (see
-    /// [`crate::routing::decide::cookie_value`]).
-    pub fn pin_cookie<'a>(&self, headers: impl Iterator<Item = &'a [u8]>) -> Option<&'a [u8]> {
-        crate::routing::decide::cookie_value_with(headers, &self.cookie_finder)
+    /// The searcher for the pin cookie's name, built once per table.
+    pub fn cookie_finder(&self) -> &memchr::memmem::Finder<'static> {
+        &self.cookie_finder
     }
 
     /// Every instance label in the table, for the health checker.
@@ -266,67 +292,6 @@ fn set_cookie(routing: &RoutingSection, value: &str, secure: bool) -> HeaderValu
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Addresses of instances given by name, as last resolved. A name is
-/// resolved (blocking) the first time a table needs it; after that the
-/// health checker re-resolves names off the hot path and off the control
-/// lock ([`refresh_names`]), and a changed address publishes a new table.
-fn resolved() -> &'static std::sync::Mutex<HashMap<String, Option<SocketAddr>>> {
-    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Option<SocketAddr>>>> =
-        std::sync::OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
-
-fn resolve(label: &str) -> Option<SocketAddr> {
-    if let Ok(a) = label.parse() {
-        return Some(a);
-    }
-    if let Some(known) = resolved()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(label)
-    {
-        return *known;
-    }
-    let addr = lookup_blocking(label);
-    resolved()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(label.to_string(), addr);
-    addr
-}
-
-fn lookup_blocking(label: &str) -> Option<SocketAddr> {
-    match label.to_socket_addrs() {
-        Ok(mut addrs) => addrs.next(),
-        Err(e) => {
-            log::warn!("instance {label} does not resolve: {e}");
-            None
-        }
-    }
-}
-
-/// Re-resolve every instance given by name among `labels`; true when an
-/// address changed (the caller publishes a new table).
-pub async fn refresh_names(labels: &[String]) -> bool {
-    let mut changed = false;
-    for label in labels {
-        if label.parse::<SocketAddr>().is_ok() {
-            continue;
-        }
-        let now = match tokio::net::lookup_host(label.as_str()).await {
-            Ok(mut addrs) => addrs.next(),
-            Err(_) => None,
-        };
-        let mut cache = resolved().lock().unwrap_or_else(|p| p.into_inner());
-        if cache.get(label) != Some(&now) {
-            log::info!("instance {label} now resolves to {now:?}");
-            cache.insert(label.clone(), now);
-            changed = true;
-        }
-    }
-    changed
-}
-
 /// `host:port` → `host`, also for `[v6]:port`.
 fn strip_port(host: &[u8]) -> &[u8] {
     if host.first() == Some(&b'[') {
@@ -346,7 +311,7 @@ fn strip_port(host: &[u8]) -> &[u8] {
 pub(crate) fn compile_toml(toml: &str, health: &Health) -> RouteTable {
     let (cfg, state) = crate::config::Config::parse(toml, std::path::Path::new("t.toml"))
         .expect("test config parses");
-    RouteTable::compile(&state, &cfg.routing, health, 1)
+    RouteTable::compile(&state, &cfg.routing, health, &Addresses::new(), 1)
 }
 
 #[cfg(test)]
