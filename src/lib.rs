@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod drain;
 pub mod health;
 pub mod metrics;
 pub mod model;
