@@ -499,7 +499,7 @@ fn sigterm_with_a_successor_fails_no_request() {
     });
     old.signal(libc::SIGTERM);
     let drained: Vec<_> = in_flight.into_iter().map(|t| t.join().unwrap()).collect();
-    let slow_served = drained.into_iter().filter(|r| served(r)).count();
+    let slow_served = drained.into_iter().filter(served).count();
     println!("SIGTERM: {slow_served} of 3 slow requests in flight completed");
     assert_eq!(slow_served, 3, "{}", old.log());
     let status = old.wait_exit(60);
