@@ -54,6 +54,10 @@ pub struct Config {
     pub sites: Vec<SiteConfig>,
 }
 
+/// Longest drain window: an old process lingering longer than this holds
+/// memory and file descriptors for clients that will not come back.
+pub const MAX_DRAIN_SECS: u64 = 600;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
@@ -68,6 +72,10 @@ pub struct ServerSection {
     /// SIGTERM: how long to keep serving in-flight requests before exit.
     pub grace_period_secs: u64,
     pub graceful_shutdown_timeout_secs: u64,
+    /// SIGQUIT/SIGTERM: how long kept-alive client connections stay open,
+    /// every response on them saying `Connection: close`, before the idle
+    /// ones are closed (see `drain`).
+    pub drain_secs: u64,
     /// Unix socket the listening sockets pass over on `serve --upgrade`.
     pub upgrade_sock: String,
     pub pid_file: String,
@@ -94,6 +102,7 @@ impl Default for ServerSection {
             threads: 2,
             grace_period_secs: 5,
             graceful_shutdown_timeout_secs: 5,
+            drain_secs: 10,
             upgrade_sock: "/tmp/slotproxy_upgrade.sock".into(),
             pid_file: "/tmp/slotproxy.pid".into(),
             connect_timeout_ms: 2000,
@@ -373,6 +382,12 @@ impl Config {
                 bad(key, "must be at least 1");
             }
         }
+        if self.server.drain_secs > MAX_DRAIN_SECS {
+            bad(
+                "server.drain_secs",
+                &format!("{} is more than {MAX_DRAIN_SECS}", self.server.drain_secs),
+            );
+        }
         if self.health.interval_ms == 0 {
             bad("health.interval_ms", "must be at least 1");
         }
@@ -623,6 +638,16 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
             e.contains("no slot of site \"shop\" runs build \"v7\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn drain_secs_defaults_to_ten_and_is_bounded() {
+        let (config, _) = parse(GOOD).unwrap();
+        assert_eq!(config.server.drain_secs, 10);
+        let with = |v: &str| GOOD.replace("[server]\n", &format!("[server]\ndrain_secs = {v}\n"));
+        assert_eq!(parse(&with("0")).unwrap().0.server.drain_secs, 0);
+        let e = error_of(&with("601"));
+        assert!(e.contains("server.drain_secs: 601 is more than 600"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod drain;
 pub mod health;
 pub mod instance_client;
 pub mod metrics;

@@ -13,6 +13,8 @@
 //! control listeners (metrics, admin) so the new process can bind them;
 //! SIGUSR2 does the whole upgrade from inside: it starts
 //! `<this binary> serve --config <same> --upgrade`, then SIGQUITs itself.
+//! After SIGTERM or SIGQUIT, open client connections drain for
+//! `server.drain_secs` (see `drain`) before idle ones are closed.
 //!
 //! The state directory has one writer (a `flock`): on SIGQUIT the old
 //! process releases it and stops writing, and the new one, waiting for the
@@ -177,6 +179,7 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
     admin::check_exposure(&config.admin.listen, token.as_deref())?;
     crate::access_log::init(&config.access_log)?;
     crate::metrics::metrics();
+    crate::drain::configure(config.server.drain_secs);
     // Control listeners bind here, synchronously, so a port clash is
     // reported before anything serves or the state is touched; after
     // `--upgrade` they are bound later, once the old process lets go.
@@ -241,6 +244,7 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
                     admin::router(admin_state),
                 ));
                 tokio::spawn(watch_sigquit());
+                tokio::spawn(crate::drain::start_on_signals());
                 let handing = c.clone();
                 tokio::spawn(async move {
                     handed_over().await;
@@ -276,8 +280,8 @@ fn bind_now(
 }
 
 /// Serve `router` on the listener bound at start, or (after `--upgrade`)
-/// on `addr` once it is free; stop accepting when the sockets are handed
-/// over to a successor.
+/// on `addr` once it is free; free the address when the sockets are handed
+/// over to a successor, and drain the open connections (`drain`).
 async fn serve_control(
     what: &'static str,
     now: Option<std::net::TcpListener>,
@@ -291,9 +295,17 @@ async fn serve_control(
     match listener {
         Ok(l) => {
             log::info!("{what} on http://{addr}");
-            let served = axum::serve(l, router)
-                .with_graceful_shutdown(handed_over())
-                .await;
+            let router = router.layer(axum::middleware::map_response(
+                crate::drain::close_when_draining,
+            ));
+            let served = match crate::drain::ReleasingListener::new(l, handed_over()) {
+                Ok(l) => {
+                    axum::serve(l, router)
+                        .with_graceful_shutdown(crate::drain::window_over())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e) = served {
                 log::error!("{what} stopped: {e}");
             }
@@ -330,7 +342,11 @@ async fn reload_on_sighup(control: Arc<ControlPlane>, swaps: Arc<SwapEngine>, pa
 pub fn server_conf(server: &ServerSection) -> ServerConf {
     ServerConf {
         threads: server.threads,
-        grace_period_seconds: Some(server.grace_period_secs),
+        // the drain window runs inside pingora's grace period
+        grace_period_seconds: Some(crate::drain::pingora_grace_secs(
+            server.grace_period_secs,
+            server.drain_secs,
+        )),
         graceful_shutdown_timeout_seconds: Some(server.graceful_shutdown_timeout_secs),
         upgrade_sock: server.upgrade_sock.clone(),
         pid_file: server.pid_file.clone(),
@@ -344,7 +360,7 @@ pub fn server_conf(server: &ServerSection) -> ServerConf {
 }
 
 /// Run the proxy until a shutdown signal; SIGTERM drains, SIGQUIT hands the
-/// sockets to a process started with `--upgrade`.
+/// sockets to a process started with `--upgrade`, then drains.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Refuse a bad config before taking anything over from a running
     // process; the same reading configures pingora and the control plane.
@@ -364,8 +380,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rt.control.table(),
         crate::proxy::UpstreamTimeouts::from_config(&cfg.server),
     );
-    let mut service =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "slotproxy");
+    // pingora's HTTP app, its idle-connection cut held until the drain ends
+    let app =
+        crate::drain::DrainingApp::new(pingora_proxy::http_proxy(&server.configuration, proxy));
+    let mut service = pingora_core::services::listening::Service::new("slotproxy".into(), app);
     for addr in &cfg.server.listen {
         service.add_tcp(addr);
     }

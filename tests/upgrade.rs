@@ -1,7 +1,12 @@
 //! Zero-downtime operations: a graceful binary upgrade (`serve --upgrade`
-//! plus SIGQUIT to the old process) and a SIGTERM drain, both under
-//! continuous load from several client threads using keep-alive and fresh
-//! connections. No request may fail and no connection may be refused.
+//! plus SIGQUIT to the old process) and a SIGTERM with a successor, both
+//! under continuous GET and POST load on kept-alive and fresh HTTP/1.1
+//! connections, and kept-alive scrapes of the metrics listener.
+//!
+//! No request may fail — a kept-alive connection closed under a request
+//! ("stale keep-alive") is a failure like any other and is never retried:
+//! the drain (`[server] drain_secs`) must tell clients to leave with
+//! `Connection: close` instead.
 
 mod common;
 use common::*;
@@ -11,51 +16,117 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Short, so the old process is gone within seconds; long enough that a
+/// client sending continuously always crosses it with a request.
+const DRAIN_SECS: u64 = 2;
+
+/// Client threads that open a fresh connection for every request.
+const FRESH_CLIENTS: usize = 2;
+
 #[derive(Default)]
 struct Counts {
     ok: AtomicUsize,
+    /// Answers on a kept-alive connection that said `Connection: close`:
+    /// the drain telling the client to move (not a failure).
+    told_to_close: AtomicUsize,
     /// A fresh connection was refused.
     refused: AtomicUsize,
     /// A fresh connection failed (reset, EOF) or a response was cut short.
     broken: AtomicUsize,
+    /// A reused connection was closed before any byte of the response.
+    stale_keepalive: AtomicUsize,
     /// A response other than 200.
     bad_status: AtomicUsize,
-    /// An idle keep-alive connection was closed by the server just as the
-    /// next request went out (before any response byte); the request was
-    /// retried on a new connection, as HTTP clients do (RFC 9112 §9.3.1).
-    keepalive_retries: AtomicUsize,
 }
 
 impl Counts {
     fn show(&self) -> String {
         format!(
-            "ok={} refused={} broken={} bad_status={} keepalive_retries={}",
+            "ok={} told_to_close={} refused={} broken={} stale_keepalive={} bad_status={}",
             self.ok.load(SeqCst),
+            self.told_to_close.load(SeqCst),
             self.refused.load(SeqCst),
             self.broken.load(SeqCst),
+            self.stale_keepalive.load(SeqCst),
+            self.bad_status.load(SeqCst)
+        )
+    }
+
+    fn failures(&self) -> (usize, usize, usize, usize) {
+        (
+            self.refused.load(SeqCst),
+            self.broken.load(SeqCst),
+            self.stale_keepalive.load(SeqCst),
             self.bad_status.load(SeqCst),
-            self.keepalive_retries.load(SeqCst)
         )
     }
 }
 
 enum Failure {
     /// Nothing of a response arrived on a reused connection.
-    StaleKeepAlive,
+    StaleKeepAlive(String),
     Refused,
     Broken(String),
 }
 
-/// One HTTP/1.1 GET on `conn` (opened if `None`). Returns the status and
-/// whether the server keeps the connection open.
+#[derive(Clone, Copy)]
+enum Method {
+    Get,
+    Post,
+}
+
+/// Where a client sends its requests: a fresh connection goes to
+/// `ports[live]`; `live` moves on when the test retires the process at
+/// `ports[0]` (what a load balancer does before a SIGTERM).
+struct Target {
+    ports: Vec<u16>,
+    live: Arc<AtomicUsize>,
+    host: &'static str,
+    path: &'static str,
+    /// Counts the clients that opened a connection past `ports[0]`.
+    moved: Arc<AtomicUsize>,
+    counted_move: AtomicBool,
+}
+
+impl Target {
+    fn new(
+        ports: &[u16],
+        live: &Arc<AtomicUsize>,
+        moved: &Arc<AtomicUsize>,
+        host: &'static str,
+        path: &'static str,
+    ) -> Target {
+        Target {
+            ports: ports.to_vec(),
+            live: live.clone(),
+            host,
+            path,
+            moved: moved.clone(),
+            counted_move: AtomicBool::new(false),
+        }
+    }
+}
+
+struct Answer {
+    status: u16,
+    /// The server closes the connection after this response.
+    closes: bool,
+}
+
+/// One HTTP/1.1 request on `conn` (opened if `None`).
 fn request(
     conn: &mut Option<BufReader<TcpStream>>,
-    port: u16,
-    host: &str,
+    target: &Target,
+    method: Method,
     keep_alive: bool,
-) -> Result<u16, Failure> {
+) -> Result<Answer, Failure> {
     let reused = conn.is_some();
     if conn.is_none() {
+        let i = target.live.load(SeqCst).min(target.ports.len() - 1);
+        if i > 0 && !target.counted_move.swap(true, SeqCst) {
+            target.moved.fetch_add(1, SeqCst);
+        }
+        let port = target.ports[i];
         let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::ConnectionRefused {
                 Failure::Refused
@@ -72,29 +143,35 @@ fn request(
     } else {
         "Connection: close\r\n"
     };
-    let req = format!("GET /load HTTP/1.1\r\nHost: {host}\r\n{close}\r\n");
-    let stale = |e: String| {
+    let (host, path) = (target.host, target.path);
+    let req = match method {
+        Method::Get => format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{close}\r\n"),
+        Method::Post => format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\n{close}Content-Type: text/plain\r\nContent-Length: 12\r\n\r\norder=42&q=1"
+        ),
+    };
+    let before_response = |e: String| {
         if reused {
-            Failure::StaleKeepAlive
+            Failure::StaleKeepAlive(e)
         } else {
             Failure::Broken(e)
         }
     };
     c.get_mut()
         .write_all(req.as_bytes())
-        .map_err(|e| stale(format!("write: {e}")))?;
+        .map_err(|e| before_response(format!("write: {e}")))?;
     let mut status_line = String::new();
     match c.read_line(&mut status_line) {
-        Ok(0) => return Err(stale("EOF before the response".into())),
+        Ok(0) => return Err(before_response("EOF before the response".into())),
         Ok(_) => {}
-        Err(e) => return Err(stale(format!("read: {e}"))),
+        Err(e) => return Err(before_response(format!("read: {e}"))),
     }
     let status: u16 = status_line
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| Failure::Broken(format!("bad status line {status_line:?}")))?;
-    let (mut len, mut server_closes) = (None, !keep_alive);
+    let (mut len, mut closes) = (None, false);
     loop {
         let mut line = String::new();
         match c.read_line(&mut line) {
@@ -110,36 +187,44 @@ fn request(
             len = v.trim().parse::<usize>().ok();
         }
         if line == "connection: close" {
-            server_closes = true;
+            closes = true;
         }
     }
     let len = len.ok_or_else(|| Failure::Broken("no content-length".into()))?;
     let mut body = vec![0; len];
     c.read_exact(&mut body)
         .map_err(|e| Failure::Broken(format!("body: {e}")))?;
-    if server_closes {
+    if closes || !keep_alive {
         *conn = None;
     }
-    Ok(status)
+    Ok(Answer { status, closes })
 }
 
-/// A client thread sending requests until `stop`.
-fn load(port: u16, keep_alive: bool, stop: Arc<AtomicBool>, counts: Arc<Counts>) {
+/// A client sending requests until `stop`; every outcome is counted once,
+/// nothing is retried.
+fn load(
+    target: Target,
+    method: Method,
+    keep_alive: bool,
+    stop: Arc<AtomicBool>,
+    counts: Arc<Counts>,
+) {
     let mut conn = None;
     while !stop.load(SeqCst) {
-        let mut result = request(&mut conn, port, "shop.test", keep_alive);
-        if let Err(Failure::StaleKeepAlive) = result {
-            counts.keepalive_retries.fetch_add(1, SeqCst);
-            conn = None;
-            result = request(&mut conn, port, "shop.test", keep_alive);
-        }
-        match result {
-            Ok(200) => {
+        match request(&mut conn, &target, method, keep_alive) {
+            Ok(Answer {
+                status: 200,
+                closes,
+            }) => {
                 counts.ok.fetch_add(1, SeqCst);
+                if closes && keep_alive {
+                    counts.told_to_close.fetch_add(1, SeqCst);
+                }
             }
             Ok(other) => {
-                eprintln!("status {other}");
+                eprintln!("status {}", other.status);
                 counts.bad_status.fetch_add(1, SeqCst);
+                conn = None;
             }
             Err(Failure::Refused) => {
                 counts.refused.fetch_add(1, SeqCst);
@@ -150,11 +235,49 @@ fn load(port: u16, keep_alive: bool, stop: Arc<AtomicBool>, counts: Arc<Counts>)
                 counts.broken.fetch_add(1, SeqCst);
                 conn = None;
             }
-            Err(Failure::StaleKeepAlive) => {
-                counts.broken.fetch_add(1, SeqCst);
+            Err(Failure::StaleKeepAlive(e)) => {
+                eprintln!("stale keep-alive: {e}");
+                counts.stale_keepalive.fetch_add(1, SeqCst);
                 conn = None;
             }
         }
+    }
+}
+
+/// Kept-alive scrapes of a control listener (metrics). Its address is
+/// re-bound by the new process rather than passed over, so a fresh
+/// connection may be refused for a moment (counted, then retried after a
+/// pause); a request on an open connection must never fail.
+fn scrape_load(target: Target, stop: Arc<AtomicBool>, counts: Arc<Counts>) {
+    let mut conn = None;
+    while !stop.load(SeqCst) {
+        match request(&mut conn, &target, Method::Get, true) {
+            Ok(a) if a.status == 200 => {
+                counts.ok.fetch_add(1, SeqCst);
+                if a.closes {
+                    counts.told_to_close.fetch_add(1, SeqCst);
+                }
+            }
+            Ok(_) => {
+                counts.bad_status.fetch_add(1, SeqCst);
+                conn = None;
+            }
+            Err(Failure::Refused) => {
+                counts.refused.fetch_add(1, SeqCst);
+                conn = None;
+            }
+            Err(Failure::Broken(e)) => {
+                eprintln!("scrape broken: {e}");
+                counts.broken.fetch_add(1, SeqCst);
+                conn = None;
+            }
+            Err(Failure::StaleKeepAlive(e)) => {
+                eprintln!("scrape stale keep-alive: {e}");
+                counts.stale_keepalive.fetch_add(1, SeqCst);
+                conn = None;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -219,30 +342,81 @@ instances = ["{slow}"]
     )
 }
 
+fn start_proxy(sites: &str) -> Proxy {
+    Proxy::start_edited(sites, 4, |text| {
+        text.replacen(
+            "[server]\n",
+            &format!("[server]\ndrain_secs = {DRAIN_SECS}\n"),
+            1,
+        )
+    })
+}
+
+/// Client threads for every kind of request: GET and POST, kept-alive and
+/// fresh connections.
+fn start_load(
+    ports: &[u16],
+    live: &Arc<AtomicUsize>,
+    moved: &Arc<AtomicUsize>,
+    stop: &Arc<AtomicBool>,
+    counts: &Arc<Counts>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let kinds: [_; 4 + FRESH_CLIENTS] = [
+        (Method::Get, true),
+        (Method::Post, true),
+        (Method::Get, true),
+        (Method::Post, true),
+        (Method::Get, false),
+        (Method::Post, false),
+    ];
+    kinds
+        .into_iter()
+        .map(|(method, keep_alive)| {
+            let target = Target::new(ports, live, moved, "shop.test", "/load");
+            let (stop, counts) = (stop.clone(), counts.clone());
+            std::thread::spawn(move || load(target, method, keep_alive, stop, counts))
+        })
+        .collect()
+}
+
+fn slow_request(port: u16, keep_alive: bool) -> std::thread::JoinHandle<Result<Answer, Failure>> {
+    std::thread::spawn(move || {
+        let none = Arc::new(AtomicUsize::new(0));
+        let target = Target::new(&[port], &none, &none, "slow.test", "/load");
+        request(&mut None, &target, Method::Get, keep_alive)
+    })
+}
+
+fn served(r: &Result<Answer, Failure>) -> bool {
+    matches!(r, Ok(Answer { status: 200, .. }))
+}
+
 #[test]
-fn upgrade_and_sigterm_drain_lose_no_request() {
+fn upgrade_fails_no_request_on_kept_alive_or_fresh_connections() {
     let (a, b) = (App::start("v1"), App::start("v1"));
-    let delay = Duration::from_millis(1500);
-    let (slow, arrived) = slow_upstream(delay);
-    let mut proxy = Proxy::start_graceful(&sites(&[&a, &b], &slow), 4);
+    let (slow, arrived) = slow_upstream(Duration::from_millis(1500));
+    let mut proxy = start_proxy(&sites(&[&a, &b], &slow));
 
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(Counts::default());
-    let clients: Vec<_> = (0..6)
-        .map(|i| {
-            let (stop, counts, port) = (stop.clone(), counts.clone(), proxy.port);
-            std::thread::spawn(move || load(port, i % 2 == 0, stop, counts))
-        })
-        .collect();
-    let ok_now = |counts: &Counts| counts.ok.load(SeqCst);
-    wait_for(20, "load to flow", || (ok_now(&counts) > 200).then_some(()));
+    let (live, moved) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = start_load(&[proxy.port], &live, &moved, &stop, &counts);
+    let scrapes = Arc::new(Counts::default());
+    {
+        let target = Target::new(&[proxy.metrics_port], &live, &moved, "metrics", "/metrics");
+        let (stop, scrapes) = (stop.clone(), scrapes.clone());
+        clients.push(std::thread::spawn(move || {
+            scrape_load(target, stop, scrapes)
+        }));
+    }
+    let ok_now = || counts.ok.load(SeqCst);
+    wait_for(20, "load to flow", || (ok_now() > 200).then_some(()));
+    wait_for(20, "scrapes to flow", || {
+        (scrapes.ok.load(SeqCst) > 3).then_some(())
+    });
 
     // A slow request in flight on the old process across the upgrade.
-    let slow_port = proxy.port;
-    let across_upgrade = std::thread::spawn(move || {
-        let mut c = None;
-        request(&mut c, slow_port, "slow.test", false)
-    });
+    let across_upgrade = slow_request(proxy.port, false);
     wait_for(10, "the slow request to reach the upstream", || {
         (arrived.load(SeqCst) == 1).then_some(())
     });
@@ -254,58 +428,98 @@ fn upgrade_and_sigterm_drain_lose_no_request() {
     );
     // The old process hands over, drains and exits; load goes on meanwhile.
     proxy.wait_retired(60);
-    let after_upgrade = ok_now(&counts);
+    let after_upgrade = ok_now();
     wait_for(20, "load to flow through the new process", || {
-        (ok_now(&counts) > after_upgrade + 200).then_some(())
+        (ok_now() > after_upgrade + 200).then_some(())
     });
-    assert!(matches!(across_upgrade.join().unwrap(), Ok(200)));
-    // The new process serves metrics once the old one released the port.
+    assert!(served(&across_upgrade.join().unwrap()), "{}", proxy.log());
+    let scraped = scrapes.ok.load(SeqCst);
     wait_for(30, "the new process to serve /metrics", || {
-        client()
-            .get(format!("http://127.0.0.1:{}/metrics", proxy.metrics_port))
-            .send()
-            .ok()
-            .filter(|r| r.status().is_success())
+        (scrapes.ok.load(SeqCst) > scraped + 3).then_some(())
     });
-    println!("across the upgrade: {}", counts.show());
 
     stop.store(true, SeqCst);
     for c in clients {
         c.join().unwrap();
     }
-    let c = &counts;
+    println!("proxy across the upgrade: {}", counts.show());
+    println!("metrics scrapes across the upgrade: {}", scrapes.show());
     assert_eq!(
-        (
-            c.refused.load(SeqCst),
-            c.broken.load(SeqCst),
-            c.bad_status.load(SeqCst)
-        ),
-        (0, 0, 0),
-        "{}\n{}",
-        c.show(),
+        counts.failures(),
+        (0, 0, 0, 0),
+        "(refused, broken, stale_keepalive, bad_status)\n{}\n{}",
+        counts.show(),
         proxy.log()
     );
+    // The drain announced itself on the kept-alive connections.
+    assert!(counts.told_to_close.load(SeqCst) > 0, "{}", counts.show());
+    // Scrapes: none failed on an open connection; a fresh one may be refused
+    // while the address passes from the old process to the new one.
+    let (_, broken, stale, bad) = scrapes.failures();
+    assert_eq!((broken, stale, bad), (0, 0, 0), "{}", scrapes.show());
+    assert!(scrapes.told_to_close.load(SeqCst) > 0, "{}", scrapes.show());
+}
 
-    // SIGTERM: requests in flight (on fresh and keep-alive connections)
-    // finish within the grace period, then the process exits cleanly.
+#[test]
+fn sigterm_with_a_successor_fails_no_request() {
+    let (a, b) = (App::start("v1"), App::start("v1"));
+    let (slow, arrived) = slow_upstream(Duration::from_millis(1500));
+    let mut old = start_proxy(&sites(&[&a, &b], &slow));
+    // The successor: another slotproxy on its own address, as behind a load
+    // balancer (or a Kubernetes Service) that moves fresh connections to it
+    // before the old one gets SIGTERM.
+    let successor = start_proxy(&sites(&[&a, &b], &slow));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Counts::default());
+    let (live, moved) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients = start_load(&[old.port, successor.port], &live, &moved, &stop, &counts);
+    let ok_now = || counts.ok.load(SeqCst);
+    wait_for(20, "load to flow", || (ok_now() > 200).then_some(()));
+
+    // Slow requests in flight on the old process across the SIGTERM, on
+    // kept-alive and fresh connections.
     let before = arrived.load(SeqCst);
-    let slow_port = proxy.port;
-    let in_flight: Vec<_> = (0..3)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut c = None;
-                request(&mut c, slow_port, "slow.test", true)
-            })
-        })
+    let in_flight: Vec<_> = [true, false, true]
+        .into_iter()
+        .map(|ka| slow_request(old.port, ka))
         .collect();
     wait_for(10, "the slow requests to reach the upstream", || {
         (arrived.load(SeqCst) == before + 3).then_some(())
     });
-    proxy.signal(libc::SIGTERM);
+
+    // Fresh connections go to the successor from now on (the two clients
+    // that open one per request have moved before the SIGTERM, as a load
+    // balancer drains an endpoint first: a connection still in the old
+    // listener's backlog when it closes would be reset, drain or not); the
+    // kept-alive ones stay on the old process until it tells them to leave.
+    live.store(1, SeqCst);
+    wait_for(20, "the fresh-connection clients to move", || {
+        (moved.load(SeqCst) >= FRESH_CLIENTS).then_some(())
+    });
+    old.signal(libc::SIGTERM);
     let drained: Vec<_> = in_flight.into_iter().map(|t| t.join().unwrap()).collect();
-    let served = drained.iter().filter(|r| matches!(r, Ok(200))).count();
-    println!("SIGTERM drain: {served} of 3 slow requests in flight completed");
-    assert_eq!(served, 3, "{}", proxy.log());
-    let status = proxy.wait_exit(30);
-    assert!(status.success(), "exit {status}:\n{}", proxy.log());
+    let slow_served = drained.into_iter().filter(served).count();
+    println!("SIGTERM: {slow_served} of 3 slow requests in flight completed");
+    assert_eq!(slow_served, 3, "{}", old.log());
+    let status = old.wait_exit(60);
+    assert!(status.success(), "exit {status}:\n{}", old.log());
+    let after = ok_now();
+    wait_for(20, "load to flow through the successor", || {
+        (ok_now() > after + 200).then_some(())
+    });
+
+    stop.store(true, SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    println!("across the SIGTERM: {}", counts.show());
+    assert_eq!(
+        counts.failures(),
+        (0, 0, 0, 0),
+        "(refused, broken, stale_keepalive, bad_status)\n{}\n{}",
+        counts.show(),
+        old.log()
+    );
+    assert!(counts.told_to_close.load(SeqCst) > 0, "{}", counts.show());
 }

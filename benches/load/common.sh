@@ -70,7 +70,7 @@ build() {
     log "cargo build --release (slotproxy and examples/bare_pingora)"
     (cd "$REPO" && cargo build --release --bin slotproxy --example bare_pingora)
   fi
-  SLOTPROXY="$REPO/target/release/slotproxy"
+  SLOTPROXY="${SLOTPROXY_BIN:-$REPO/target/release/slotproxy}"
   BARE="$REPO/target/release/examples/bare_pingora"
   [ -x "$SLOTPROXY" ] && [ -x "$BARE" ] || { echo "release binaries missing" >&2; exit 1; }
 }
@@ -128,6 +128,7 @@ CONF
 # slotproxy: 90/10 split between production and staging, cookie pinning,
 # one worker thread, health checks as default.
 # start_slotproxy [NAME [BINARY]]: NAME keeps the files of two instances apart.
+# SLOTPROXY_SERVER_EXTRA: more [server] lines (e.g. "drain_secs = 3").
 start_slotproxy() {
   local name="${1:-slotproxy}" bin="${2:-$SLOTPROXY}"
   SLOTPROXY_PORT=$(free_port)
@@ -139,6 +140,7 @@ listen = ["127.0.0.1:$SLOTPROXY_PORT"]
 threads = 1
 upgrade_sock = "$TMP/$name-upgrade.sock"
 pid_file = "$TMP/$name.pid"
+${SLOTPROXY_SERVER_EXTRA:-}
 
 [admin]
 listen = "127.0.0.1:$SLOTPROXY_ADMIN_PORT"
