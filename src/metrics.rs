@@ -455,10 +455,11 @@ pub fn router() -> axum::Router {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample(text: &str, series: &str) -> Option<f64> {
+    /// The value of one series in a scrape.
+    pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }

@@ -39,13 +39,9 @@ impl RouteTable {
 
 #[cfg(test)]
 mod tests {
+    use crate::metrics::tests::sample;
     use crate::routing::table::compile_toml as table;
     use std::sync::Arc;
-
-    fn sample(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-    }
 
     #[test]
     fn routing_share_matches_the_compiled_rules_and_drops_stale_series() {
