@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod proxy;

@@ -378,8 +378,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rt.control.table(),
         crate::proxy::UpstreamTimeouts::from_config(&cfg.server),
     );
-    let mut service =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, proxy, "slotproxy");
+    let mut app = pingora_proxy::HttpProxy::new(proxy, server.configuration.clone());
+    app.handle_init_modules();
+    // SPEC §14: connection limits, idle and header time-outs, header size
+    let limits = crate::limits::Limits::from_config(&cfg.server);
+    log::info!("at most {} client connections", limits.max_connections);
+    let mut service = pingora_core::services::listening::Service::new(
+        "slotproxy".into(),
+        crate::limits::Limited::new(app, limits),
+    );
     for addr in &cfg.server.listen {
         service.add_tcp(addr);
     }
