@@ -241,3 +241,56 @@ fn connections_beyond_max_connections_are_closed_at_once() {
         ) >= 1.0
     );
 }
+
+/// POST with `Content-Length: 100` and 2 bytes of body, then silence.
+fn short_body(proxy: &Proxy) -> (u16, String) {
+    let mut s = connect(proxy);
+    s.write_all(b"POST / HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 100\r\n\r\nab")
+        .unwrap();
+    read_response(&mut s).expect("an answer to the stalled body")
+}
+
+fn assert_client_error_not_upstream(proxy: &Proxy) {
+    let text = scrape(proxy);
+    assert_eq!(
+        value(
+            &text,
+            r#"slotproxy_requests_total{code="408",site="shop",slot="production"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"slotproxy_requests_total{code="502""#),
+        "{text}"
+    );
+    let upstream_errors: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("slotproxy_upstream_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(upstream_errors, 0.0, "{text}");
+}
+
+#[test]
+fn short_body_is_408_and_a_client_error() {
+    let app = App::start("v1");
+    let proxy = proxy_with(&app, "body_timeout_secs = 1");
+    let (status, body) = short_body(&proxy);
+    assert_eq!(status, 408, "{body}");
+    assert_client_error_not_upstream(&proxy);
+}
+
+#[test]
+fn short_body_is_408_even_when_the_app_times_out_first() {
+    // The app waits for the body the client never sends; its read time-out
+    // fires first. Still the client's fault.
+    let app = App::start("v1");
+    let proxy = proxy_with(
+        &app,
+        "body_timeout_secs = 30\nupstream_read_timeout_secs = 1",
+    );
+    let (status, body) = short_body(&proxy);
+    assert_eq!(status, 408, "{body}");
+    assert_client_error_not_upstream(&proxy);
+}
