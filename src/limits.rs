@@ -72,6 +72,19 @@ impl Limits {
     }
 }
 
+/// A plain-HTTP listener whose connections keep no read buffer of their
+/// own. pingora puts a 64 KB read buffer under every accepted connection
+/// (`DEFAULT_L4_READ_BUFFER_SIZE`, there for TLS's 16 KB records) for as
+/// long as it is open, idle or not: that was most of the ~100 KB an idle
+/// keep-alive connection cost. Plain HTTP reads the header and body into
+/// buffers of their own, so it loses nothing without it; writes keep
+/// pingora's one-segment buffer.
+pub fn plain_listener(addr: &str) -> pingora_core::listeners::ListenerConfig {
+    use pingora_core::listeners::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
+    pingora_core::listeners::ListenerConfig::tcp(addr)
+        .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
+}
+
 /// `max_connections` when the config leaves it out: half the process's
 /// open-file limit, so the other half stays free for connections to the
 /// apps, health checks and files — running out of descriptors is what turns

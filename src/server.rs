@@ -388,7 +388,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         crate::limits::Limited::new(app, limits),
     );
     for addr in &cfg.server.listen {
-        service.add_tcp(addr);
+        service.add_listener(crate::limits::plain_listener(addr));
     }
     if let (Some(cert), Some(key)) = (&cfg.server.tls_cert_path, &cfg.server.tls_key_path) {
         for addr in &cfg.server.tls_listen {
