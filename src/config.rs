@@ -90,6 +90,21 @@ pub struct ServerSection {
     /// that is not idempotent cannot be retried on a connection the app
     /// closed under it.
     pub upstream_idle_timeout_secs: u64,
+    /// Limits (enforced in `limits`): an idle client keep-alive
+    /// connection is closed after this long.
+    pub keepalive_timeout_secs: u64,
+    /// The whole request header must arrive within this long (else 408).
+    pub header_timeout_secs: u64,
+    /// Longest pause while a client sends its body (else 408).
+    pub body_timeout_secs: u64,
+    /// Larger request headers get 431.
+    pub max_header_bytes: usize,
+    /// Longer request targets get 414.
+    pub max_uri_bytes: usize,
+    /// Open client connections per process; absent: half the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Open connections per client address (IPv6: per /64); 0 = no limit.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerSection {
@@ -109,6 +124,13 @@ impl Default for ServerSection {
             upstream_read_timeout_secs: 60,
             upstream_write_timeout_secs: 60,
             upstream_idle_timeout_secs: 4,
+            keepalive_timeout_secs: 75,
+            header_timeout_secs: 60,
+            body_timeout_secs: 60,
+            max_header_bytes: 32768,
+            max_uri_bytes: 8192,
+            max_connections: None,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -377,6 +399,15 @@ impl Config {
                 "server.upstream_idle_timeout_secs",
                 self.server.upstream_idle_timeout_secs,
             ),
+            (
+                "server.keepalive_timeout_secs",
+                self.server.keepalive_timeout_secs,
+            ),
+            (
+                "server.header_timeout_secs",
+                self.server.header_timeout_secs,
+            ),
+            ("server.body_timeout_secs", self.server.body_timeout_secs),
         ] {
             if v == 0 {
                 bad(key, "must be at least 1");
@@ -386,6 +417,33 @@ impl Config {
             bad(
                 "server.drain_secs",
                 &format!("{} is more than {MAX_DRAIN_SECS}", self.server.drain_secs),
+            );
+        }
+        // pingora itself refuses headers over 1 MB (with a bare 400)
+        const PINGORA_MAX_HEADER: usize = 1_048_575;
+        let s = &self.server;
+        if !(1024..=PINGORA_MAX_HEADER).contains(&s.max_header_bytes) {
+            bad(
+                "server.max_header_bytes",
+                &format!(
+                    "{} is out of range 1024-{PINGORA_MAX_HEADER}",
+                    s.max_header_bytes
+                ),
+            );
+        }
+        if s.max_uri_bytes < 16 || s.max_uri_bytes > s.max_header_bytes {
+            bad(
+                "server.max_uri_bytes",
+                &format!(
+                    "{} is out of range 16-{} (server.max_header_bytes: the request line is part of the header)",
+                    s.max_uri_bytes, s.max_header_bytes
+                ),
+            );
+        }
+        if s.max_connections == Some(0) {
+            bad(
+                "server.max_connections",
+                "must be at least 1 (leave it out for half the open-file limit)",
             );
         }
         if self.health.interval_ms == 0 {
@@ -661,6 +719,49 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
             e.contains("server.tls_key_path: cannot read /nonexistent/key.pem"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn limits_have_nginx_like_defaults_and_are_checked() {
+        let (cfg, _) = parse(GOOD).unwrap();
+        assert_eq!(cfg.server.keepalive_timeout_secs, 75);
+        assert_eq!(cfg.server.max_header_bytes, 32768);
+        assert_eq!(cfg.server.max_uri_bytes, 8192);
+        assert_eq!(cfg.server.max_connections, None);
+        assert_eq!(cfg.server.max_connections_per_ip, 0);
+        let with = |extra: &str| {
+            error_of(&GOOD.replace(
+                "listen = [\"127.0.0.1:0\"]",
+                &format!("listen = [\"127.0.0.1:0\"]\n{extra}"),
+            ))
+        };
+        let e = with("keepalive_timeout_secs = 0");
+        assert!(
+            e.contains("server.keepalive_timeout_secs: must be at least 1"),
+            "{e}"
+        );
+        let e = with("max_header_bytes = 100");
+        assert!(
+            e.contains("server.max_header_bytes: 100 is out of range"),
+            "{e}"
+        );
+        let e = with("max_header_bytes = 4096\nmax_uri_bytes = 8192");
+        assert!(
+            e.contains("server.max_uri_bytes: 8192 is out of range 16-4096"),
+            "{e}"
+        );
+        let e = with("max_connections = 0");
+        assert!(
+            e.contains("server.max_connections: must be at least 1"),
+            "{e}"
+        );
+        let (cfg, _) = parse(&GOOD.replace(
+            "listen = [\"127.0.0.1:0\"]",
+            "listen = [\"127.0.0.1:0\"]\nmax_connections = 5\nmax_connections_per_ip = 2",
+        ))
+        .unwrap();
+        assert_eq!(cfg.server.max_connections, Some(5));
+        assert_eq!(cfg.server.max_connections_per_ip, 2);
     }
 
     #[test]

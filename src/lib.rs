@@ -15,6 +15,7 @@ pub mod demo;
 pub mod drain;
 pub mod health;
 pub mod instance_client;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod names;

@@ -94,6 +94,8 @@ pub struct Metrics {
     in_flight: IntGauge,
     table_version: IntGauge,
     access_log_dropped: IntCounter,
+    connections_open: IntGauge,
+    connections_refused: IntCounterVec,
     /// Handles of the slots of the last published table, by (site, slot).
     slots: Mutex<HashMap<SlotKey, Arc<SlotHandles>>>,
     /// Label sets of the table gauges written last, to remove stale ones.
@@ -277,6 +279,20 @@ fn build() -> prometheus::Result<Metrics> {
     registry.register(Box::new(in_flight.clone()))?;
     registry.register(Box::new(table_version.clone()))?;
     registry.register(Box::new(access_log_dropped.clone()))?;
+    let connections_open = IntGauge::new(
+        "slotproxy_connections_open",
+        "Client connections open on the proxy listeners now.",
+    )?;
+    let connections_refused = IntCounterVec::new(
+        Opts::new(
+            "slotproxy_connections_refused_total",
+            "Client connections closed at accept, by reason \
+             (max_connections, max_connections_per_ip).",
+        ),
+        &["reason"],
+    )?;
+    registry.register(Box::new(connections_open.clone()))?;
+    registry.register(Box::new(connections_refused.clone()))?;
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -303,6 +319,8 @@ fn build() -> prometheus::Result<Metrics> {
         in_flight,
         table_version,
         access_log_dropped,
+        connections_open,
+        connections_refused,
         slots: Mutex::new(HashMap::new()),
         gauge_series: Mutex::new(GaugeSeries::default()),
         unknown,
@@ -427,6 +445,37 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         metrics().in_flight.dec();
+    }
+}
+
+/// Export every refusal reason at 0, so alerts see the series from the start.
+pub fn connections_init(reasons: [&str; 2]) {
+    for r in reasons {
+        metrics().connections_refused.with_label_values(&[r]);
+    }
+}
+
+/// A client connection closed at accept (see `limits`).
+pub fn connection_refused(reason: &str) {
+    metrics()
+        .connections_refused
+        .with_label_values(&[reason])
+        .inc();
+}
+
+/// Counts an open client connection while it lives.
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    pub fn start() -> OpenConnection {
+        metrics().connections_open.inc();
+        OpenConnection(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics().connections_open.dec();
     }
 }
 

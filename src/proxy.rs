@@ -5,8 +5,8 @@
 //! request_filter → host lookup, `decide`, `ip_allow`, local 404/403/503;
 //! upstream_peer → next instance of the chosen slot (again after a connect
 //! failure, never another slot); upstream_request_filter → `X-Forwarded-*`
-//! and `X-Slot-Name`; response_filter → the pin cookie; fail_to_proxy → 502;
-//! logging → metrics and the access log.
+//! and `X-Slot-Name`; response_filter → the pin cookie; fail_to_proxy → 502
+//! (408 when the client stalled its body); logging → metrics and the access log.
 
 use crate::metrics::{self, UpstreamErrorKind};
 use crate::routing::forwarded::{client_ip, forwarded_for_value, is_trusted};
@@ -410,13 +410,16 @@ impl ProxyHttp for SlotProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        // A client that stalls its body is not the app's failure (it gets 408).
+        let client_fault =
+            crate::limits::client_fault(e.etype(), e.esource(), session.is_body_done());
         // Connect failures were counted in fail_to_connect as they happened.
         let upstream =
             e.esource() == &ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectNoRoute);
-        if upstream && !ctx.connect_failed {
+        if upstream && !ctx.connect_failed && client_fault.is_none() {
             ctx.count_upstream_error(e);
         }
-        let code = match e.etype() {
+        let code = client_fault.unwrap_or_else(|| match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
@@ -426,7 +429,7 @@ impl ProxyHttp for SlotProxy {
                 },
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
-        };
+        });
         if session.response_written().is_some() {
             // The response had begun (the upstream died mid-body): write
             // nothing more, close the connection, so the client sees a
@@ -442,6 +445,11 @@ impl ProxyHttp for SlotProxy {
             );
             if let Err(err) = respond(session, 502, msg).await {
                 log::debug!("could not send 502: {err}");
+            }
+        } else if code == 408 {
+            let msg = "408 Request Timeout: the request body stopped arriving before it was complete (server.body_timeout_secs)";
+            if let Err(err) = respond(session, 408, msg.into()).await {
+                log::debug!("could not send 408: {err}");
             }
         } else if code > 0 {
             let _ = session.respond_error(code).await;

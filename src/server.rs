@@ -380,12 +380,19 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rt.control.table(),
         crate::proxy::UpstreamTimeouts::from_config(&cfg.server),
     );
-    // pingora's HTTP app, its idle-connection cut held until the drain ends
-    let app =
-        crate::drain::DrainingApp::new(pingora_proxy::http_proxy(&server.configuration, proxy));
-    let mut service = pingora_core::services::listening::Service::new("slotproxy".into(), app);
+    let mut app = pingora_proxy::HttpProxy::new(proxy, server.configuration.clone());
+    app.handle_init_modules();
+    // Connection limits, idle and header time-outs, header size (limits.rs),
+    // around pingora's HTTP app whose idle-connection cut waits for the end
+    // of the drain window (drain.rs).
+    let limits = crate::limits::Limits::from_config(&cfg.server);
+    log::info!("at most {} client connections", limits.max_connections);
+    let mut service = pingora_core::services::listening::Service::new(
+        "slotproxy".into(),
+        crate::limits::Limited::new(crate::drain::DrainingApp::new(app), limits),
+    );
     for addr in &cfg.server.listen {
-        service.add_tcp(addr);
+        service.add_listener(crate::limits::plain_listener(addr));
     }
     if let (Some(cert), Some(key)) = (&cfg.server.tls_cert_path, &cfg.server.tls_key_path) {
         for addr in &cfg.server.tls_listen {

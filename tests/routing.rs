@@ -703,3 +703,13 @@ fn cookie_and_parameter_names_are_configurable_and_reloadable() {
         "qa"
     );
 }
+
+#[test]
+fn trailing_dot_host_routes_like_the_name_without_it() {
+    let shop = Shop::start();
+    let proxy = Proxy::start(&shop.config("traffic_percent = 0"));
+    let a = get(&proxy, "shop.test.", "/", &[]);
+    assert_eq!((a.status, a.slot()), (200, "production"), "{a:?}");
+    let a = get(&proxy, "shop-staging.slots.test.:8080", "/", &[]);
+    assert_eq!((a.status, a.slot()), (200, "staging"), "{a:?}");
+}

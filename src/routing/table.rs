@@ -243,10 +243,12 @@ impl RouteTable {
         }
     }
 
-    /// Look up a `Host` header value: case-insensitive, port ignored, no
-    /// allocation for names up to 255 bytes.
+    /// Look up a `Host` header value: case-insensitive, port ignored, a
+    /// trailing dot ignored (`shop.example.com.` is the same fully qualified
+    /// name), no allocation for names up to 255 bytes.
     pub fn lookup_host(&self, host: &[u8]) -> Option<HostTarget> {
         let host = strip_port(host);
+        let host = host.strip_suffix(b".").unwrap_or(host);
         let mut buf = [0u8; 255];
         if host.is_empty() || host.len() > buf.len() {
             return None;
@@ -406,5 +408,21 @@ traffic_percent = 20
         assert_eq!(strip_port(b"a.b:80"), b"a.b");
         assert_eq!(strip_port(b"a.b"), b"a.b");
         assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
+    }
+
+    #[test]
+    fn a_trailing_dot_names_the_same_host() {
+        let t = table(CFG, &Health::new());
+        let plain = t.lookup_host(b"shop.example.com");
+        assert!(plain.is_some());
+        assert_eq!(t.lookup_host(b"shop.example.com."), plain);
+        assert_eq!(t.lookup_host(b"SHOP.example.com.:8080"), plain);
+        assert_eq!(
+            t.lookup_host(b"shop-staging.slots.local."),
+            t.lookup_host(b"shop-staging.slots.local")
+        );
+        // only one dot, and never the whole name
+        assert_eq!(t.lookup_host(b"shop.example.com.."), None);
+        assert_eq!(t.lookup_host(b"."), None);
     }
 }

@@ -1,0 +1,600 @@
+//! Downstream limits (README, "Configuration reference", `[server]`):
+//! what one client may cost the proxy.
+//!
+//! pingora 0.9 on its own keeps an idle HTTP/1.1 keep-alive connection open
+//! forever (it marks every 1.1 request's connection "keep-alive, no
+//! time-out"), buffers a request header up to 1 MB before refusing it with
+//! a bare 400, has no limit on open connections, and reads each header with
+//! a per-read (not total) time-out, so a client trickling bytes is never cut
+//! off. This module owns the fix, as a [`ServerApp`] wrapped around the
+//! pingora proxy application:
+//!
+//! * **accept**: [`Connections::admit`] refuses a connection beyond
+//!   `max_connections` or `max_connections_per_ip` by closing it at once
+//!   (counted in `slotproxy_connections_refused_total{reason}`), before it
+//!   can cost a buffer or a file descriptor for an upstream;
+//! * **between requests** (HTTP/1.x): the idle connection waits for its next
+//!   request holding no heap buffer, and is closed after
+//!   `keepalive_timeout_secs` (the first request: `header_timeout_secs`);
+//! * **the request header** is read here, not by pingora, into a buffer
+//!   capped at `max_header_bytes` (more → 431 at once), with the request line
+//!   capped at `max_uri_bytes` (more → 414) and the whole header due within
+//!   `header_timeout_secs` (else 408). The complete header is then handed to
+//!   pingora as the session's first bytes ([`ServerSession::set_pipelined_prefix`]),
+//!   which parses it without reading again;
+//! * **the request body** is read by pingora with `body_timeout_secs` between
+//!   reads; a client that stalls gets 408 ([`client_fault`] decides).
+//!
+//! HTTP/2 connections (TLS with ALPN `h2`) are counted and limited at accept
+//! and otherwise handed to pingora unchanged.
+//!
+//! The decisions ([`check_head`], [`client_fault`], the counters of
+//! [`Connections`]) are plain functions, tested below without sockets.
+
+use crate::config::ServerSection;
+use async_trait::async_trait;
+use bytes::{BufMut, BytesMut};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::ShutdownWatch;
+use pingora_error::{ErrorSource, ErrorType};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `[server]` limits, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub keepalive_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
+    pub max_connections: usize,
+    /// 0: no limit.
+    pub max_connections_per_ip: usize,
+}
+
+impl Limits {
+    pub fn from_config(s: &ServerSection) -> Limits {
+        Limits {
+            keepalive_timeout: Duration::from_secs(s.keepalive_timeout_secs),
+            header_timeout: Duration::from_secs(s.header_timeout_secs),
+            body_timeout: Duration::from_secs(s.body_timeout_secs),
+            max_header_bytes: s.max_header_bytes,
+            max_uri_bytes: s.max_uri_bytes,
+            max_connections: s.max_connections.unwrap_or_else(auto_max_connections),
+            max_connections_per_ip: s.max_connections_per_ip,
+        }
+    }
+}
+
+/// A plain-HTTP listener whose connections keep no read buffer of their
+/// own. pingora puts a 64 KB read buffer under every accepted connection
+/// (`DEFAULT_L4_READ_BUFFER_SIZE`, there for TLS's 16 KB records) for as
+/// long as it is open, idle or not: that was most of the ~100 KB an idle
+/// keep-alive connection cost. Plain HTTP reads the header and body into
+/// buffers of their own, so it loses nothing without it; writes keep
+/// pingora's one-segment buffer.
+pub fn plain_listener(addr: &str) -> pingora_core::listeners::ListenerConfig {
+    use pingora_core::listeners::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
+    pingora_core::listeners::ListenerConfig::tcp(addr)
+        .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
+}
+
+/// `max_connections` when the config leaves it out: half the process's
+/// open-file limit, so the other half stays free for connections to the
+/// apps, health checks and files — running out of descriptors is what turns
+/// one client's idle connections into 502s for everyone.
+pub fn auto_max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
+        return 1 << 20;
+    }
+    ((lim.rlim_cur / 2) as usize).clamp(16, 1 << 20)
+}
+
+/// What the bytes of a request header read so far allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// The header is not complete yet and within limits: read more.
+    Incomplete,
+    /// The header ends within the buffer.
+    Complete,
+    /// More than `max_header_bytes` without the header's end: 431.
+    TooLarge,
+    /// The request target is longer than `max_uri_bytes`: 414.
+    UriTooLong,
+}
+
+/// Judge the start of a request (`buf` holds bytes from its first byte on).
+/// The request line is judged first, so a long URI gets 414 even when it
+/// also makes the header too large.
+pub fn check_head(buf: &[u8], max_header: usize, max_uri: usize) -> Head {
+    // RFC 9112 §2.2: empty lines before the request line are ignored.
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let rest = &buf[start..];
+    let line_end = memchr::memchr(b'\n', rest);
+    let line = &rest[..line_end.unwrap_or(rest.len())];
+    let target = match memchr::memchr(b' ', line) {
+        Some(sp) => {
+            let after = &line[sp + 1..];
+            match (line_end, memchr::memrchr(b' ', after)) {
+                // a complete line: the target ends at the last space
+                (Some(_), Some(end)) => after[..end].len(),
+                (Some(_), None) => after.len(),
+                // still arriving: " HTTP/1.1\r" may follow the target
+                (None, _) => after.len().saturating_sub(" HTTP/1.1\r".len()),
+            }
+        }
+        None => 0,
+    };
+    if target > max_uri {
+        return Head::UriTooLong;
+    }
+    match header_end(buf) {
+        Some(end) if end <= max_header => Head::Complete,
+        Some(_) => Head::TooLarge,
+        None if buf.len() > max_header => Head::TooLarge,
+        None => Head::Incomplete,
+    }
+}
+
+/// Length of the header up to and including its blank line (`\n\r\n` or
+/// `\n\n`, as httparse accepts bare LF), ignoring leading empty lines.
+fn header_end(buf: &[u8]) -> Option<usize> {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    for i in memchr::memchr_iter(b'\n', &buf[start..]) {
+        let i = start + i;
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some(i + 2),
+            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The status a failed request gets when the client, not the app, caused
+/// it, else `None`. A client that stops sending its body makes either our
+/// body read time out, or — when `upstream_read_timeout_secs` is shorter —
+/// the app's, because the app is still waiting for that body: both are the
+/// client's (408), never the app's.
+pub fn client_fault(etype: &ErrorType, source: &ErrorSource, body_done: bool) -> Option<u16> {
+    match (etype, source) {
+        (ErrorType::ReadTimedout, ErrorSource::Downstream) => Some(408),
+        (ErrorType::ReadTimedout, ErrorSource::Upstream) if !body_done => Some(408),
+        _ => None,
+    }
+}
+
+/// Why a connection was refused at accept (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    MaxConnections,
+    MaxConnectionsPerIp,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 2] = [Refusal::MaxConnections, Refusal::MaxConnectionsPerIp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::MaxConnectionsPerIp => "max_connections_per_ip",
+        }
+    }
+}
+
+/// The key a per-client limit counts under: the address, or for IPv6 its
+/// /64 (one subscriber usually holds a whole /64, so counting single
+/// addresses would let one client open a connection per address).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// Open client connections of this process, in total and per client.
+#[derive(Debug)]
+pub struct Connections {
+    max: usize,
+    max_per_ip: usize,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection; releases its count when dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    conns: Arc<Connections>,
+    key: Option<IpAddr>,
+}
+
+impl Connections {
+    pub fn new(max: usize, max_per_ip: usize) -> Arc<Connections> {
+        Arc::new(Connections {
+            max,
+            max_per_ip,
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Count a new connection from `ip`, or say why it must be refused.
+    pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Admitted, Refusal> {
+        let was = self.open.fetch_add(1, Ordering::AcqRel);
+        if was >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::MaxConnections);
+        }
+        let key = match ip {
+            Some(ip) if self.max_per_ip > 0 => {
+                let key = client_key(ip);
+                let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+                let n = map.entry(key).or_insert(0);
+                if *n >= self.max_per_ip {
+                    drop(map);
+                    self.open.fetch_sub(1, Ordering::AcqRel);
+                    return Err(Refusal::MaxConnectionsPerIp);
+                }
+                *n += 1;
+                Some(key)
+            }
+            _ => None,
+        };
+        Ok(Admitted {
+            conns: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let mut map = self.conns.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&key);
+                }
+            }
+        }
+        self.conns.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The pingora application `A` behind the limits above.
+pub struct Limited<A> {
+    inner: Arc<A>,
+    limits: Limits,
+    conns: Arc<Connections>,
+}
+
+impl<A> Limited<A> {
+    pub fn new(inner: A, limits: Limits) -> Limited<A> {
+        crate::metrics::connections_init(Refusal::ALL.map(Refusal::as_str));
+        Limited {
+            inner: Arc::new(inner),
+            conns: Connections::new(limits.max_connections, limits.max_connections_per_ip),
+            limits,
+        }
+    }
+}
+
+/// How reading a request header ended, short of a complete header.
+enum NoHead {
+    /// Closed, idle too long, or shutting down: close without a word.
+    Quiet,
+    /// Answer with this status and close.
+    Refuse(u16),
+}
+
+/// First read of a request: small and on the stack, so an idle connection
+/// holds no heap buffer (nginx's `client_header_buffer_size` is 1 KB).
+const FIRST_READ: usize = 1024;
+/// Header buffer to start with once a request arrives (pingora's too).
+const HEADER_BUF: usize = 4096;
+/// After refusing a request, how long to read and discard what the client
+/// still sends, so closing does not reset the connection (a reset can
+/// destroy the answer before the client reads it).
+const LINGER: Duration = Duration::from_secs(1);
+
+impl<A> Limited<A> {
+    /// Read one request header: its first bytes within `idle`, all of it by
+    /// `deadline` (counted from the first byte when `None`).
+    async fn read_head(
+        &self,
+        stream: &mut Stream,
+        idle: Duration,
+        deadline: Option<Instant>,
+        shutdown: &ShutdownWatch,
+    ) -> Result<BytesMut, NoHead> {
+        let mut first = [0u8; FIRST_READ];
+        let mut stop = shutdown.clone();
+        let n = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read(&mut first)) => match r {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return Err(NoHead::Quiet),
+            },
+            // An idle connection outlives the shutdown broadcast until the
+            // drain window ends (drain.rs): a client may be sending its next
+            // request on it right now, and that request gets an answer (with
+            // `Connection: close`) instead of a closed socket.
+            _ = async {
+                let _ = stop.wait_for(|down| *down).await;
+                crate::drain::start();
+                crate::drain::window_over().await;
+            } => return Err(NoHead::Quiet),
+        };
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.header_timeout);
+        let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
+        buf.extend_from_slice(&first[..n]);
+        let l = &self.limits;
+        loop {
+            match check_head(&buf, l.max_header_bytes, l.max_uri_bytes) {
+                Head::Complete => return Ok(buf),
+                Head::TooLarge => return Err(NoHead::Refuse(431)),
+                Head::UriTooLong => return Err(NoHead::Refuse(414)),
+                Head::Incomplete => {}
+            }
+            // never buffer more than one byte past the limit
+            let room = (l.max_header_bytes + 1).saturating_sub(buf.len()).max(1);
+            buf.reserve(room.min(HEADER_BUF));
+            let mut capped = (&mut buf).limit(room);
+            let read = stream.read_buf(&mut capped);
+            match tokio::time::timeout_at(deadline.into(), read).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Err(NoHead::Quiet),
+                Err(_) => return Err(NoHead::Refuse(408)),
+            }
+        }
+    }
+
+    /// Answer a request refused before pingora saw it, then close.
+    async fn refuse(&self, mut stream: Stream, status: u16, started: Instant) {
+        let why = match status {
+            431 => format!(
+                "431 Request Header Fields Too Large: the request header is larger than {} bytes (server.max_header_bytes)",
+                self.limits.max_header_bytes
+            ),
+            414 => format!(
+                "414 URI Too Long: the request target is longer than {} bytes (server.max_uri_bytes)",
+                self.limits.max_uri_bytes
+            ),
+            _ => format!(
+                "408 Request Timeout: the request header did not arrive within {} s (server.header_timeout_secs)",
+                self.limits.header_timeout.as_secs()
+            ),
+        };
+        let reason = match status {
+            431 => "Request Header Fields Too Large",
+            414 => "URI Too Long",
+            _ => "Request Timeout",
+        };
+        let text = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{why}\n",
+            why.len() + 1
+        );
+        crate::metrics::request_finished(None, status, started.elapsed());
+        let sent = tokio::time::timeout(LINGER, async {
+            stream.write_all(text.as_bytes()).await?;
+            stream.flush().await?;
+            // FIN, then drain: see LINGER
+            stream.shutdown().await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+        let mut sink = [0u8; FIRST_READ];
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
+    /// The HTTP/1.x keep-alive loop of pingora's own `ServerApp` (apps/mod.rs),
+    /// with the header read and the idle wait done here.
+    async fn serve_h1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let accepted = Instant::now();
+        let mut persisted: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            let (idle, deadline) = if first {
+                let d = accepted + self.limits.header_timeout;
+                (self.limits.header_timeout, Some(d))
+            } else {
+                (self.limits.keepalive_timeout, None)
+            };
+            let started = Instant::now();
+            let head = match self.read_head(&mut stream, idle, deadline, shutdown).await {
+                Ok(head) => head,
+                Err(NoHead::Quiet) => return,
+                Err(NoHead::Refuse(status)) => return self.refuse(stream, status, started).await,
+            };
+            let mut session = ServerSession::new_http1(stream);
+            // pingora's own rule: keep-alive unless shutting down; the idle
+            // time-out itself is enforced above, not by pingora
+            session.set_keepalive(if *shutdown.borrow() { None } else { Some(0) });
+            if let Some(p) = persisted.take() {
+                p.apply_to_session(&mut session);
+            }
+            // slotproxy does not enable pingora's HTTP/1.1 pipelining, so
+            // the previous request left no bytes of this one behind
+            session.set_pipelined_prefix(head);
+            session.set_read_timeout(Some(self.limits.body_timeout));
+            let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
+                return;
+            };
+            let (s, p) = reused.consume();
+            stream = s;
+            persisted = p;
+            first = false;
+        }
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let _admitted = match self.conns.admit(ip) {
+            Ok(a) => a,
+            Err(why) => {
+                crate::metrics::connection_refused(why.as_str());
+                log::debug!("refused a connection from {ip:?}: {}", why.as_str());
+                return None;
+            }
+        };
+        let _open = crate::metrics::OpenConnection::start();
+        match stream.selected_alpn_proto() {
+            None | Some(ALPN::H1) => self.serve_h1(stream, shutdown).await,
+            Some(_) => {
+                // HTTP/2 (and anything else): pingora's own handling
+                let _ = ServerApp::process_new(&self.inner, stream, shutdown).await;
+            }
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAXH: usize = 100;
+    const MAXU: usize = 20;
+
+    fn head(s: &str) -> Head {
+        check_head(s.as_bytes(), MAXH, MAXU)
+    }
+
+    #[test]
+    fn a_header_is_complete_at_its_blank_line() {
+        assert_eq!(head("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Head::Complete);
+        assert_eq!(head("GET / HTTP/1.1\nHost: a\n\n"), Head::Complete);
+        assert_eq!(head("\r\nGET / HTTP/1.1\r\n\r\n"), Head::Complete);
+        assert_eq!(head("GET / HTTP/1.1\r\nHost: a\r\n"), Head::Incomplete);
+        assert_eq!(head("GET / HT"), Head::Incomplete);
+        assert_eq!(head(""), Head::Incomplete);
+        assert_eq!(head("\r\n"), Head::Incomplete);
+        // body bytes after the header do not count against it
+        let with_body = format!("POST / HTTP/1.1\r\n\r\n{}", "x".repeat(500));
+        assert_eq!(head(&with_body), Head::Complete);
+    }
+
+    #[test]
+    fn a_header_over_the_limit_is_too_large_before_it_ends() {
+        let big = format!("GET / HTTP/1.1\r\nCookie: {}", "a".repeat(MAXH));
+        assert_eq!(head(&big), Head::TooLarge);
+        assert_eq!(head(&format!("{big}\r\n\r\n")), Head::TooLarge);
+        let exact = format!("GET / HTTP/1.1\r\nA: {}\r\n\r\n", "a".repeat(MAXH - 23));
+        assert_eq!(exact.len(), MAXH);
+        assert_eq!(head(&exact), Head::Complete);
+    }
+
+    #[test]
+    fn a_long_target_is_414_even_before_its_line_ends() {
+        let t = "/".to_string() + &"u".repeat(MAXU - 1);
+        assert_eq!(head(&format!("GET {t} HTTP/1.1\r\n\r\n")), Head::Complete);
+        assert_eq!(
+            head(&format!("GET {t}u HTTP/1.1\r\n\r\n")),
+            Head::UriTooLong
+        );
+        assert_eq!(head(&format!("GET {t}uuuuuuuuuuu")), Head::UriTooLong);
+        assert_eq!(head(&format!("GET {t}")), Head::Incomplete);
+        // judged before the header size
+        let huge = format!("GET /{} HTTP/1.1\r\n", "u".repeat(MAXH));
+        assert_eq!(head(&huge), Head::UriTooLong);
+    }
+
+    #[test]
+    fn stalled_bodies_are_the_clients_fault() {
+        use ErrorSource::*;
+        use ErrorType::*;
+        assert_eq!(client_fault(&ReadTimedout, &Downstream, false), Some(408));
+        assert_eq!(client_fault(&ReadTimedout, &Upstream, false), Some(408));
+        // the app had the whole request and did not answer: its fault
+        assert_eq!(client_fault(&ReadTimedout, &Upstream, true), None);
+        assert_eq!(client_fault(&ConnectRefused, &Upstream, false), None);
+        assert_eq!(client_fault(&ConnectionClosed, &Downstream, false), None);
+    }
+
+    #[test]
+    fn connections_are_limited_in_total_and_per_client() {
+        let c = Connections::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = c.admit(Some(a)).unwrap();
+        let _a2 = c.admit(Some(a)).unwrap();
+        assert_eq!(c.admit(Some(a)).unwrap_err(), Refusal::MaxConnectionsPerIp);
+        let _b1 = c.admit(Some(b)).unwrap();
+        assert_eq!(c.admit(Some(b)).unwrap_err(), Refusal::MaxConnections);
+        assert_eq!(c.open(), 3);
+        drop(a1);
+        assert_eq!(c.open(), 2);
+        let _a3 = c.admit(Some(a)).unwrap();
+        assert!(c.per_ip.lock().unwrap().len() == 2);
+    }
+
+    #[test]
+    fn per_client_counts_are_forgotten_when_zero_and_off_at_zero() {
+        let c = Connections::new(10, 1);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        drop(c.admit(Some(a)).unwrap());
+        assert!(c.per_ip.lock().unwrap().is_empty());
+        let unlimited = Connections::new(10, 0);
+        let _x: Vec<_> = (0..5).map(|_| unlimited.admit(Some(a)).unwrap()).collect();
+        assert!(unlimited.per_ip.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let k = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(k("2001:db8:1:2:aaaa::1"), k("2001:db8:1:2:bbbb::2"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("::ffff:10.0.0.1"), k("10.0.0.1"));
+    }
+}
