@@ -20,7 +20,11 @@
 //!   a `Connection: close` response layer and a listener that lets go of its
 //!   address at hand-over while its open connections drain.
 //!
-//! The proxy hooks only call [`draining`] and turn keep-alive off.
+//! The HTTP/1 connection loop (`limits`) reads [`draining`] to turn
+//! keep-alive off for every request read during the drain, and waits for
+//! [`window_over`] before it closes an idle connection (gracefully:
+//! `limits::linger_close`); the proxy's `response_filter` turns it off for
+//! requests read before the drain began and answered after.
 
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};

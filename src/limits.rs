@@ -266,6 +266,7 @@ impl Connections {
             }
             _ => None,
         };
+        crate::metrics::connection_opened();
         Ok(Admitted {
             conns: self.clone(),
             key,
@@ -285,6 +286,7 @@ impl Drop for Admitted {
             }
         }
         self.conns.open.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::connection_closed();
     }
 }
 
@@ -308,8 +310,11 @@ impl<A> Limited<A> {
 
 /// How reading a request header ended, short of a complete header.
 enum NoHead {
-    /// Closed, idle too long, or shutting down: close without a word.
+    /// Closed by the client, or idle too long: close without a word.
     Quiet,
+    /// Still idle when the drain window ended: close without a word, but
+    /// lingering (see [`linger_close`]), as a request may be on its way.
+    Drained,
     /// Answer with this status and close.
     Refuse(u16),
 }
@@ -349,7 +354,7 @@ impl<A> Limited<A> {
                 let _ = stop.wait_for(|down| *down).await;
                 crate::drain::start();
                 crate::drain::window_over().await;
-            } => return Err(NoHead::Quiet),
+            } => return Err(NoHead::Drained),
         };
         let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.header_timeout);
         let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
@@ -402,26 +407,37 @@ impl<A> Limited<A> {
             why.len() + 1
         );
         crate::metrics::request_finished(None, status, started.elapsed());
-        let sent = tokio::time::timeout(LINGER, async {
+        let written = tokio::time::timeout(LINGER, async {
             stream.write_all(text.as_bytes()).await?;
-            stream.flush().await?;
-            // FIN, then drain: see LINGER
-            stream.shutdown().await
+            stream.flush().await
         })
         .await;
-        if !matches!(sent, Ok(Ok(()))) {
-            return;
+        if matches!(written, Ok(Ok(()))) {
+            linger_close(stream).await;
         }
-        let mut sink = [0u8; FIRST_READ];
-        let _ = tokio::time::timeout(LINGER, async {
-            while let Ok(n) = stream.read(&mut sink).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
     }
+}
+
+/// Close a client connection gracefully: FIN first, then read and discard
+/// what the client still sends for up to [`LINGER`]. Closing a socket with
+/// unread bytes — a request that was on its way — makes the kernel answer
+/// with a reset, which can destroy a response the client has not read yet
+/// and tells it nothing; a FIN followed by silence is an ordinary close an
+/// HTTP client retries on a new connection.
+async fn linger_close(mut stream: Stream) {
+    let fin = tokio::time::timeout(LINGER, stream.shutdown()).await;
+    if !matches!(fin, Ok(Ok(()))) {
+        return;
+    }
+    let mut sink = [0u8; FIRST_READ];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
@@ -442,12 +458,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
             let head = match self.read_head(&mut stream, idle, deadline, shutdown).await {
                 Ok(head) => head,
                 Err(NoHead::Quiet) => return,
+                Err(NoHead::Drained) => return linger_close(stream).await,
                 Err(NoHead::Refuse(status)) => return self.refuse(stream, status, started).await,
             };
             let mut session = ServerSession::new_http1(stream);
-            // pingora's own rule: keep-alive unless shutting down; the idle
-            // time-out itself is enforced above, not by pingora
-            session.set_keepalive(if *shutdown.borrow() { None } else { Some(0) });
+            // Keep-alive unless shutting down or draining: during the drain
+            // every answer on this connection (local ones included) says
+            // `Connection: close`, so the client's next request goes to a
+            // new connection. The idle time-out itself is enforced above.
+            let closing = *shutdown.borrow() || crate::drain::draining();
+            session.set_keepalive(if closing { None } else { Some(0) });
             if let Some(p) = persisted.take() {
                 p.apply_to_session(&mut session);
             }
@@ -484,7 +504,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
                 return None;
             }
         };
-        let _open = crate::metrics::OpenConnection::start();
         match stream.selected_alpn_proto() {
             None | Some(ALPN::H1) => self.serve_h1(stream, shutdown).await,
             Some(_) => {

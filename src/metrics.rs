@@ -463,20 +463,14 @@ pub fn connection_refused(reason: &str) {
         .inc();
 }
 
-/// Counts an open client connection while it lives.
-pub struct OpenConnection(());
-
-impl OpenConnection {
-    pub fn start() -> OpenConnection {
-        metrics().connections_open.inc();
-        OpenConnection(())
-    }
+/// A client connection was admitted (see `limits::Admitted`).
+pub fn connection_opened() {
+    metrics().connections_open.inc();
 }
 
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        metrics().connections_open.dec();
-    }
+/// An admitted client connection closed.
+pub fn connection_closed() {
+    metrics().connections_open.dec();
 }
 
 pub fn access_log_dropped() {

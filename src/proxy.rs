@@ -201,11 +201,6 @@ impl ProxyHttp for SlotProxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        // During a drain every answer, local ones included, closes the
-        // connection, so the client's next request goes to a fresh one.
-        if crate::drain::draining() {
-            session.set_keepalive(None);
-        }
         let table = self.table.load_full();
         let req = session.req_header();
         let Some(target) = table.lookup_host(host_of(req)) else {
@@ -383,7 +378,9 @@ impl ProxyHttp for SlotProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // a request read before the drain began, answered after
+        // A request read before the drain began, answered after it did
+        // (requests read during the drain have keep-alive off already:
+        // `limits`' connection loop).
         if crate::drain::draining() {
             session.set_keepalive(None);
         }

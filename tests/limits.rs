@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn site(app: &App) -> String {
     format!(
@@ -75,10 +75,19 @@ fn read_response(s: &mut TcpStream) -> std::io::Result<(u16, String)> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// Whether the peer has closed: a read returns EOF or a reset.
+/// Whether the peer has closed: a read returns EOF or a reset. A read that
+/// times out (the socket's read time-out) means the connection is still
+/// open, so this is false.
 fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 64];
-    matches!(s.read(&mut b), Ok(0) | Err(_))
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
 }
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n";
@@ -94,10 +103,9 @@ fn idle_keepalive_connection_is_closed_after_the_timeout() {
     // the connection stays usable for a next request...
     s.write_all(GET).unwrap();
     assert_eq!(read_response(&mut s).unwrap().0, 200);
-    // ...and is closed once idle (the read times out at 10 s if it is not)
-    let idle = Instant::now();
+    // ...and is closed once idle (within the 10 s read time-out of
+    // `connect`, or `closed` says it is still open)
     assert!(closed(&mut s), "the idle connection was not closed");
-    assert!(idle.elapsed() < Duration::from_secs(9));
 }
 
 #[test]
