@@ -77,7 +77,8 @@ pub fn configure(drain_secs: u64) {
         .store(drain_secs.saturating_mul(1000), Ordering::Relaxed);
 }
 
-fn window() -> Duration {
+/// The drain window (`[server] drain_secs`).
+pub fn window() -> Duration {
     Duration::from_millis(state().window_ms.load(Ordering::Relaxed))
 }
 

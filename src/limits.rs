@@ -341,19 +341,23 @@ impl<A> Limited<A> {
     ) -> Result<BytesMut, NoHead> {
         let mut first = [0u8; FIRST_READ];
         let mut stop = shutdown.clone();
+        let idle_since = Instant::now();
         let n = tokio::select! {
             r = tokio::time::timeout(idle, stream.read(&mut first)) => match r {
                 Ok(Ok(n)) if n > 0 => n,
                 _ => return Err(NoHead::Quiet),
             },
-            // An idle connection outlives the shutdown broadcast until the
-            // drain window ends (drain.rs): a client may be sending its next
-            // request on it right now, and that request gets an answer (with
-            // `Connection: close`) instead of a closed socket.
+            // An idle connection outlives the shutdown broadcast: it is
+            // closed only once the drain window is over (drain.rs) *and* it
+            // has been idle for a whole window itself, so a connection that
+            // was just accepted, or just answered, still gets its request
+            // read and answered (with `Connection: close`) instead of a
+            // closed socket.
             _ = async {
                 let _ = stop.wait_for(|down| *down).await;
                 crate::drain::start();
                 crate::drain::window_over().await;
+                tokio::time::sleep_until((idle_since + crate::drain::window()).into()).await;
             } => return Err(NoHead::Drained),
         };
         let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.header_timeout);

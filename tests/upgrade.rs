@@ -200,15 +200,17 @@ fn request(
     Ok(Answer { status, closes })
 }
 
-/// A client sending requests until `stop`; every outcome is counted once,
-/// nothing is retried.
+/// A client sending requests until `stop`, `pause` apart; every outcome
+/// is counted once, nothing is retried.
 fn load(
     target: Target,
     method: Method,
     keep_alive: bool,
+    pause: Duration,
     stop: Arc<AtomicBool>,
     counts: Arc<Counts>,
 ) {
+    let what = target.path;
     let mut conn = None;
     while !stop.load(SeqCst) {
         match request(&mut conn, &target, method, keep_alive) {
@@ -222,7 +224,7 @@ fn load(
                 }
             }
             Ok(other) => {
-                eprintln!("status {}", other.status);
+                eprintln!("{what}: status {}", other.status);
                 counts.bad_status.fetch_add(1, SeqCst);
                 conn = None;
             }
@@ -231,53 +233,17 @@ fn load(
                 conn = None;
             }
             Err(Failure::Broken(e)) => {
-                eprintln!("broken: {e}");
+                eprintln!("{what}: broken: {e}");
                 counts.broken.fetch_add(1, SeqCst);
                 conn = None;
             }
             Err(Failure::StaleKeepAlive(e)) => {
-                eprintln!("stale keep-alive: {e}");
+                eprintln!("{what}: stale keep-alive: {e}");
                 counts.stale_keepalive.fetch_add(1, SeqCst);
                 conn = None;
             }
         }
-    }
-}
-
-/// Kept-alive scrapes of a control listener (metrics). Its address is
-/// re-bound by the new process rather than passed over, so a fresh
-/// connection may be refused for a moment (counted, then retried after a
-/// pause); a request on an open connection must never fail.
-fn scrape_load(target: Target, stop: Arc<AtomicBool>, counts: Arc<Counts>) {
-    let mut conn = None;
-    while !stop.load(SeqCst) {
-        match request(&mut conn, &target, Method::Get, true) {
-            Ok(a) if a.status == 200 => {
-                counts.ok.fetch_add(1, SeqCst);
-                if a.closes {
-                    counts.told_to_close.fetch_add(1, SeqCst);
-                }
-            }
-            Ok(_) => {
-                counts.bad_status.fetch_add(1, SeqCst);
-                conn = None;
-            }
-            Err(Failure::Refused) => {
-                counts.refused.fetch_add(1, SeqCst);
-                conn = None;
-            }
-            Err(Failure::Broken(e)) => {
-                eprintln!("scrape broken: {e}");
-                counts.broken.fetch_add(1, SeqCst);
-                conn = None;
-            }
-            Err(Failure::StaleKeepAlive(e)) => {
-                eprintln!("scrape stale keep-alive: {e}");
-                counts.stale_keepalive.fetch_add(1, SeqCst);
-                conn = None;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
     }
 }
 
@@ -374,7 +340,9 @@ fn start_load(
         .map(|(method, keep_alive)| {
             let target = Target::new(ports, live, moved, "shop.test", "/load");
             let (stop, counts) = (stop.clone(), counts.clone());
-            std::thread::spawn(move || load(target, method, keep_alive, stop, counts))
+            std::thread::spawn(move || {
+                load(target, method, keep_alive, Duration::ZERO, stop, counts)
+            })
         })
         .collect()
 }
@@ -406,7 +374,18 @@ fn upgrade_fails_no_request_on_kept_alive_or_fresh_connections() {
         let target = Target::new(&[proxy.metrics_port], &live, &moved, "metrics", "/metrics");
         let (stop, scrapes) = (stop.clone(), scrapes.clone());
         clients.push(std::thread::spawn(move || {
-            scrape_load(target, stop, scrapes)
+            // Kept-alive scrapes of a control listener: its address is
+            // re-bound by the new process rather than passed over, so a
+            // fresh connection may be refused for a moment (counted); a
+            // request on an open connection must never fail.
+            load(
+                target,
+                Method::Get,
+                true,
+                Duration::from_millis(20),
+                stop,
+                scrapes,
+            )
         }));
     }
     let ok_now = || counts.ok.load(SeqCst);
