@@ -24,6 +24,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -129,6 +130,10 @@ pub struct SlotHandles {
     upstream_errors: [IntCounter; UpstreamErrorKind::ALL.len()],
     /// Counters of `COMMON_CODES`, resolved on first use.
     codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
+    /// Responses and 5xx responses, for [`slot_figures`] (the ramp's
+    /// judge and the dashboard) without reading the counter vector.
+    responses: AtomicU64,
+    errors_5xx: AtomicU64,
 }
 
 impl std::fmt::Debug for SlotHandles {
@@ -149,6 +154,8 @@ impl SlotHandles {
                     .with_label_values(&[site, slot, k.as_str()])
             }),
             codes: Default::default(),
+            responses: AtomicU64::new(0),
+            errors_5xx: AtomicU64::new(0),
         }
     }
 
@@ -166,6 +173,10 @@ impl SlotHandles {
         } else {
             CLIENT_CLOSED
         };
+        self.responses.fetch_add(1, Ordering::Relaxed);
+        if (500..=599).contains(&code) {
+            self.errors_5xx.fetch_add(1, Ordering::Relaxed);
+        }
         let buf = itoa_buf(code);
         let text = std::str::from_utf8(&buf).unwrap_or("0");
         let labels = [&*self.site, &*self.slot, text];
@@ -477,6 +488,118 @@ pub fn access_log_dropped() {
     metrics().access_log_dropped.inc();
 }
 
+/// What one slot has answered since the process started (or since the slot
+/// appeared). Two snapshots taken an interval apart give that interval's
+/// [`Window`]: this is how the ramp judges a slot and how the dashboard
+/// shows requests per second, from the proxy's own counters rather than
+/// from a Prometheus scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotFigures {
+    pub responses: u64,
+    pub errors_5xx: u64,
+    /// Cumulative counts of `slotproxy_request_duration_seconds` per bucket
+    /// of [`LATENCY_BUCKETS`] (the `+Inf` bucket is `responses`).
+    pub duration_buckets: Vec<u64>,
+}
+
+/// The difference between two [`SlotFigures`] of one slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Window {
+    pub responses: u64,
+    pub errors_5xx: u64,
+    /// Per-bucket cumulative counts over the window, as in `SlotFigures`.
+    pub duration_buckets: Vec<u64>,
+}
+
+impl SlotFigures {
+    /// What happened between `earlier` and `self`. Counters never go down
+    /// while a slot exists; a slot that was removed and created again
+    /// starts over, which reads as a window from zero.
+    pub fn since(&self, earlier: &SlotFigures) -> Window {
+        let restarted = self.responses < earlier.responses;
+        let base = |i: usize| {
+            if restarted {
+                0
+            } else {
+                earlier.duration_buckets.get(i).copied().unwrap_or(0)
+            }
+        };
+        Window {
+            responses: self.responses - if restarted { 0 } else { earlier.responses },
+            errors_5xx: self.errors_5xx.saturating_sub(if restarted {
+                0
+            } else {
+                earlier.errors_5xx
+            }),
+            duration_buckets: (self.duration_buckets.iter().enumerate())
+                .map(|(i, &c)| c.saturating_sub(base(i)))
+                .collect(),
+        }
+    }
+}
+
+impl Window {
+    /// Share of the responses that were 5xx (0 when there were none).
+    pub fn error_ratio(&self) -> f64 {
+        if self.responses == 0 {
+            0.0
+        } else {
+            self.errors_5xx as f64 / self.responses as f64
+        }
+    }
+
+    /// The `q` quantile (0..=1) of the request duration in seconds,
+    /// interpolated inside its bucket as Prometheus' `histogram_quantile`
+    /// does; `None` with no responses. Above the last bucket it answers
+    /// the last bucket's bound, which is a lower bound of the truth.
+    pub fn quantile_secs(&self, q: f64) -> Option<f64> {
+        if self.responses == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.responses as f64;
+        let mut below = 0u64;
+        let mut lower = 0.0;
+        for (i, &upper) in LATENCY_BUCKETS.iter().enumerate() {
+            let count = self.duration_buckets.get(i).copied().unwrap_or(0);
+            if count as f64 >= rank && count > below {
+                let in_bucket = (count - below) as f64;
+                return Some(lower + (upper - lower) * (rank - below as f64) / in_bucket);
+            }
+            below = count;
+            lower = upper;
+        }
+        LATENCY_BUCKETS.last().copied()
+    }
+}
+
+/// The figures of one slot of the current table; `None` if no published
+/// table has it.
+pub fn slot_figures(site: &str, slot: &str) -> Option<SlotFigures> {
+    let m = metrics();
+    let handles = {
+        let cache = m.slots.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(&(Box::from(site), Box::from(slot))).cloned()?
+    };
+    Some(handles.figures())
+}
+
+impl SlotHandles {
+    fn figures(&self) -> SlotFigures {
+        use prometheus::core::Metric;
+        let proto = self.duration.metric();
+        let h = proto.get_histogram();
+        SlotFigures {
+            responses: self.responses.load(Ordering::Relaxed),
+            errors_5xx: self.errors_5xx.load(Ordering::Relaxed),
+            duration_buckets: h
+                .get_bucket()
+                .iter()
+                .map(|b| b.cumulative_count())
+                .collect(),
+        }
+    }
+}
+
 /// Everything in the registry, in the Prometheus text format.
 pub fn render() -> String {
     let mut buf = Vec::new();
@@ -533,6 +656,57 @@ pub(crate) mod tests {
             ),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn slot_figures_give_the_window_between_two_snapshots() {
+        let view = SlotView {
+            site: "metrics-figures",
+            slot: "staging",
+            routing_percent: 10.0,
+            instances: vec![],
+        };
+        let handles = observe_table(1, &[view]);
+        let h = Some(&*handles[0]);
+        request_finished(h, 200, Duration::from_millis(1));
+        let before = slot_figures("metrics-figures", "staging").unwrap();
+        assert_eq!(before.responses, 1);
+        for _ in 0..97 {
+            request_finished(h, 200, Duration::from_micros(300));
+        }
+        request_finished(h, 503, Duration::from_millis(3));
+        request_finished(h, 500, Duration::from_secs(2));
+        let window = slot_figures("metrics-figures", "staging")
+            .unwrap()
+            .since(&before);
+        assert_eq!((window.responses, window.errors_5xx), (99, 2));
+        assert!((window.error_ratio() - 2.0 / 99.0).abs() < 1e-9);
+        // 97 of 99 under 0.5 ms: the median sits in the first bucket, the
+        // p99 (rank 98.01) in the 1-2.5 s bucket that holds the slow one
+        let p50 = window.quantile_secs(0.5).unwrap();
+        assert!(p50 > 0.0 && p50 <= 0.0005, "{p50}");
+        let p99 = window.quantile_secs(0.99).unwrap();
+        assert!((1.0..=2.5).contains(&p99), "{p99}");
+        assert_eq!(Window::default().quantile_secs(0.99), None);
+        assert_eq!(Window::default().error_ratio(), 0.0);
+        assert!(slot_figures("metrics-figures", "absent").is_none());
+    }
+
+    #[test]
+    fn a_window_across_a_restarted_slot_counts_from_zero() {
+        let later = SlotFigures {
+            responses: 3,
+            errors_5xx: 1,
+            duration_buckets: vec![3; LATENCY_BUCKETS.len()],
+        };
+        let earlier = SlotFigures {
+            responses: 10,
+            errors_5xx: 5,
+            duration_buckets: vec![10; LATENCY_BUCKETS.len()],
+        };
+        let w = later.since(&earlier);
+        assert_eq!((w.responses, w.errors_5xx), (3, 1));
+        assert_eq!(w.duration_buckets[0], 3);
     }
 
     #[test]
