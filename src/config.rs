@@ -105,6 +105,11 @@ pub struct ServerSection {
     pub max_connections: Option<usize>,
     /// Open connections per client address (IPv6: per /64); 0 = no limit.
     pub max_connections_per_ip: usize,
+    /// Plain listeners accept HTTP/2 with prior knowledge (h2c) beside
+    /// HTTP/1.x; TLS listeners offer `h2` by ALPN whatever this says.
+    pub h2c: bool,
+    /// Most concurrent streams one HTTP/2 client connection may open.
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl Default for ServerSection {
@@ -131,6 +136,8 @@ impl Default for ServerSection {
             max_uri_bytes: 8192,
             max_connections: None,
             max_connections_per_ip: 0,
+            h2c: true,
+            h2_max_concurrent_streams: 128,
         }
     }
 }

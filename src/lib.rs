@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod control;
 pub mod demo;
 pub mod drain;

@@ -32,6 +32,7 @@
 //! [`Connections`]) are plain functions, tested below without sockets.
 
 use crate::config::ServerSection;
+use crate::connection::Fenced;
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -57,6 +58,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// 0: no limit.
     pub max_connections_per_ip: usize,
+    /// Plain connections may start with the HTTP/2 preface (h2c).
+    pub h2c: bool,
 }
 
 impl Limits {
@@ -69,6 +72,7 @@ impl Limits {
             max_uri_bytes: s.max_uri_bytes,
             max_connections: s.max_connections.unwrap_or_else(auto_max_connections),
             max_connections_per_ip: s.max_connections_per_ip,
+            h2c: s.h2c,
         }
     }
 }
@@ -331,42 +335,50 @@ const LINGER: Duration = Duration::from_secs(1);
 
 impl<A> Limited<A> {
     /// Read one request header: its first bytes within `idle`, all of it by
-    /// `deadline` (counted from the first byte when `None`).
+    /// `deadline` (counted from the first byte when `None`). Bytes of it
+    /// already read (pipelined behind the previous request) count as its
+    /// first bytes. Returns the bytes read and the header's length.
     async fn read_head(
         &self,
-        stream: &mut Stream,
+        conn: &mut Fenced,
         idle: Duration,
         deadline: Option<Instant>,
         shutdown: &ShutdownWatch,
-    ) -> Result<BytesMut, NoHead> {
-        let mut first = [0u8; FIRST_READ];
-        let mut stop = shutdown.clone();
-        let idle_since = Instant::now();
-        let n = tokio::select! {
-            r = tokio::time::timeout(idle, stream.read(&mut first)) => match r {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return Err(NoHead::Quiet),
-            },
-            // An idle connection outlives the shutdown broadcast: it is
-            // closed only once the drain window is over (drain.rs) *and* it
-            // has been idle for a whole window itself, so a connection that
-            // was just accepted, or just answered, still gets its request
-            // read and answered (with `Connection: close`) instead of a
-            // closed socket.
-            _ = async {
-                let _ = stop.wait_for(|down| *down).await;
-                crate::drain::start();
-                crate::drain::window_over().await;
-                tokio::time::sleep_until((idle_since + crate::drain::window()).into()).await;
-            } => return Err(NoHead::Drained),
-        };
+    ) -> Result<(BytesMut, usize), NoHead> {
+        let mut buf = conn.take_next();
+        if buf.is_empty() {
+            let mut first = [0u8; FIRST_READ];
+            let mut stop = shutdown.clone();
+            let idle_since = Instant::now();
+            let n = tokio::select! {
+                r = tokio::time::timeout(idle, conn.read_socket(&mut first)) => match r {
+                    Ok(Ok(n)) if n > 0 => n,
+                    _ => return Err(NoHead::Quiet),
+                },
+                // An idle connection outlives the shutdown broadcast: it is
+                // closed only once the drain window is over (drain.rs) *and* it
+                // has been idle for a whole window itself, so a connection that
+                // was just accepted, or just answered, still gets its request
+                // read and answered (with `Connection: close`) instead of a
+                // closed socket.
+                _ = async {
+                    let _ = stop.wait_for(|down| *down).await;
+                    crate::drain::start();
+                    crate::drain::window_over().await;
+                    tokio::time::sleep_until((idle_since + crate::drain::window()).into()).await;
+                } => return Err(NoHead::Drained),
+            };
+            buf = BytesMut::with_capacity(HEADER_BUF.max(n));
+            buf.extend_from_slice(&first[..n]);
+        }
         let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.header_timeout);
-        let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
-        buf.extend_from_slice(&first[..n]);
         let l = &self.limits;
         loop {
             match check_head(&buf, l.max_header_bytes, l.max_uri_bytes) {
-                Head::Complete => return Ok(buf),
+                Head::Complete => {
+                    let len = header_end(&buf).unwrap_or(buf.len());
+                    return Ok((buf, len));
+                }
                 Head::TooLarge => return Err(NoHead::Refuse(431)),
                 Head::UriTooLong => return Err(NoHead::Refuse(414)),
                 Head::Incomplete => {}
@@ -375,7 +387,7 @@ impl<A> Limited<A> {
             let room = (l.max_header_bytes + 1).saturating_sub(buf.len()).max(1);
             buf.reserve(room.min(HEADER_BUF));
             let mut capped = (&mut buf).limit(room);
-            let read = stream.read_buf(&mut capped);
+            let read = conn.socket().read_buf(&mut capped);
             match tokio::time::timeout_at(deadline.into(), read).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return Err(NoHead::Quiet),
@@ -444,11 +456,17 @@ async fn linger_close(mut stream: Stream) {
     .await;
 }
 
+/// The start of the HTTP/2 connection preface (RFC 9113 §3.4) as the
+/// header reader sees it: a request line and an empty header.
+const H2_PREFACE_HEAD: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
+
 impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
     /// The HTTP/1.x keep-alive loop of pingora's own `ServerApp` (apps/mod.rs),
-    /// with the header read and the idle wait done here.
-    async fn serve_h1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+    /// with the header read and the idle wait done here, and pipelined
+    /// requests answered in order (`connection`).
+    async fn serve_h1(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
         let accepted = Instant::now();
+        let mut conn = Fenced::new(stream, self.limits.max_header_bytes + 1);
         let mut persisted: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
@@ -459,13 +477,25 @@ impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
                 (self.limits.keepalive_timeout, None)
             };
             let started = Instant::now();
-            let head = match self.read_head(&mut stream, idle, deadline, shutdown).await {
+            let (buf, head_len) = match self.read_head(&mut conn, idle, deadline, shutdown).await {
                 Ok(head) => head,
                 Err(NoHead::Quiet) => return,
-                Err(NoHead::Drained) => return linger_close(stream).await,
-                Err(NoHead::Refuse(status)) => return self.refuse(stream, status, started).await,
+                Err(NoHead::Drained) => return linger_close(conn.into_inner()).await,
+                Err(NoHead::Refuse(status)) => {
+                    return self.refuse(conn.into_inner(), status, started).await
+                }
             };
-            let mut session = ServerSession::new_http1(stream);
+            if first && self.limits.h2c && buf.starts_with(H2_PREFACE_HEAD) {
+                // an h2c client with prior knowledge: pingora's HTTP/2
+                // server reads the preface again from the start
+                conn.replay(buf);
+                let _ = ServerApp::process_new(&self.inner, Box::new(conn), shutdown).await;
+                return;
+            }
+            let (mine, allow, next) = crate::connection::split_request(buf, head_len);
+            conn.fence(allow);
+            conn.put_next(next);
+            let mut session = ServerSession::new_http1(Box::new(conn));
             // Keep-alive unless shutting down or draining: during the drain
             // every answer on this connection (local ones included) says
             // `Connection: close`, so the client's next request goes to a
@@ -475,15 +505,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
             if let Some(p) = persisted.take() {
                 p.apply_to_session(&mut session);
             }
-            // slotproxy does not enable pingora's HTTP/1.1 pipelining, so
-            // the previous request left no bytes of this one behind
-            session.set_pipelined_prefix(head);
+            // pingora's own pipelining stays off: the fence keeps the next
+            // request's bytes away from it
+            session.set_pipelined_prefix(mine);
             session.set_read_timeout(Some(self.limits.body_timeout));
             let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
                 return;
             };
             let (s, p) = reused.consume();
-            stream = s;
+            conn = match s.into_any().downcast::<Fenced>() {
+                Ok(c) => *c,
+                // pingora hands back the stream it was given
+                Err(_) => return,
+            };
             persisted = p;
             first = false;
         }

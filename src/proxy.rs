@@ -80,6 +80,9 @@ pub struct RequestCtx {
     pub connect_start: Option<Instant>,
     /// The last upstream failure was a connect failure, already counted.
     pub connect_failed: bool,
+    /// The client connection's keep-alive as it was when the first
+    /// interim (1xx) response went out (see `response_filter`).
+    pub keepalive_before_interim: Option<Option<u64>>,
     _in_flight: metrics::InFlight,
 }
 
@@ -98,6 +101,7 @@ impl Default for RequestCtx {
             start: Instant::now(),
             connect_start: None,
             connect_failed: false,
+            keepalive_before_interim: None,
             _in_flight: metrics::InFlight::start(),
         }
     }
@@ -378,6 +382,33 @@ impl ProxyHttp for SlotProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            // An interim response (100 Continue, 103 Early Hints) carries no
+            // cookie: the final response does. pingora turns keep-alive off
+            // when it writes one before the request body was read (the
+            // 100-continue case); remember what it was.
+            if ctx.keepalive_before_interim.is_none() {
+                ctx.keepalive_before_interim = Some(session.get_keepalive());
+            }
+            return Ok(());
+        }
+        if let Some(Some(keepalive)) = ctx.keepalive_before_interim {
+            // the body was read after the interim response: the connection
+            // is as reusable as before it
+            if session.is_body_done() && session.get_keepalive().is_none() {
+                session.set_keepalive(Some(keepalive));
+            }
+        }
+        if session.req_header().version == http::Version::HTTP_10 {
+            // HTTP/1.0 has no chunked coding (RFC 9112 §6.1): without a
+            // length, the body ends when the connection closes
+            if resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
+                resp.remove_header(&http::header::TRANSFER_ENCODING);
+            }
+            if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
+                session.set_keepalive(None);
+            }
+        }
         // A request read before the drain began, answered after it did
         // (requests read during the drain have keep-alive off already:
         // `limits`' connection loop).

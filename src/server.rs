@@ -359,6 +359,26 @@ pub fn server_conf(server: &ServerSection) -> ServerConf {
     }
 }
 
+/// How client HTTP/2 connections are served (README, "Protocols"): h2c on
+/// plain listeners when `server.h2c`, an idle connection closed after
+/// `keepalive_timeout_secs` as HTTP/1's are, a header list capped at
+/// `max_header_bytes` (HPACK-decoded size, as RFC 9113 §6.5.2 counts it),
+/// and at most `h2_max_concurrent_streams` streams at once.
+fn http2_options(
+    s: &crate::config::ServerSection,
+) -> (
+    pingora_core::apps::HttpServerOptions,
+    pingora_core::protocols::http::v2::server::H2Options,
+) {
+    let mut server = pingora_core::apps::HttpServerOptions::default();
+    server.h2c = s.h2c;
+    server.h2_idle_timeout = Some(std::time::Duration::from_secs(s.keepalive_timeout_secs));
+    let mut h2 = pingora_core::protocols::http::v2::server::H2Options::new();
+    h2.max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(s.h2_max_concurrent_streams);
+    (server, h2)
+}
+
 /// Run the proxy until a shutdown signal; SIGTERM drains, SIGQUIT hands the
 /// sockets to a process started with `--upgrade`, then drains.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -382,6 +402,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let mut app = pingora_proxy::HttpProxy::new(proxy, server.configuration.clone());
     app.handle_init_modules();
+    let (server_options, h2_options) = http2_options(&cfg.server);
+    app.server_options = Some(server_options);
+    app.h2_options = Some(h2_options);
     // Connection limits, idle and header time-outs, header size (limits.rs),
     // around pingora's HTTP app whose idle-connection cut waits for the end
     // of the drain window (drain.rs).
@@ -396,9 +419,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let (Some(cert), Some(key)) = (&cfg.server.tls_cert_path, &cfg.server.tls_key_path) {
         for addr in &cfg.server.tls_listen {
-            service
-                .add_tls(addr, &cert.to_string_lossy(), &key.to_string_lossy())
-                .map_err(|e| anyhow::anyhow!("server.tls_listen {addr}: {e}"))?;
+            let mut tls = pingora_core::listeners::tls::TlsSettings::intermediate(
+                &cert.to_string_lossy(),
+                &key.to_string_lossy(),
+            )
+            .map_err(|e| anyhow::anyhow!("server.tls_listen {addr}: {e}"))?;
+            // ALPN: h2 first, http/1.1 for clients without it
+            tls.enable_h2();
+            service.add_tls_with_settings(addr, None, tls);
         }
     }
     server.add_service(service);

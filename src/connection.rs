@@ -1,0 +1,400 @@
+//! One client HTTP/1 connection as the connection loop (`limits`) hands it
+//! to pingora, request after request: how HTTP/1.1 pipelining is answered
+//! in order (RFC 9112 §9.3.2), as nginx does.
+//!
+//! pingora reads a request's body itself and, once the body is complete,
+//! keeps reading the socket while the response is produced (to notice a
+//! client that goes away). With requests pipelined behind the current one,
+//! either read takes the next request's bytes — pingora 0.9 then fails the
+//! current response ("Sent data after end of body") or drops the next one.
+//! So pingora is given a [`Fenced`] connection: it may read exactly the
+//! current request's body from the socket ([`body_length`] decides how many
+//! bytes that is), and what arrives after it is kept aside as the start of
+//! the next request, which the connection loop reads from there with the
+//! same limits as any other. Bytes that cannot be framed with certainty (a
+//! chunked body, an upgrade, a malformed header) are not fenced: pingora
+//! gets them all, as before, and closes the connection after answering if
+//! something followed them.
+//!
+//! The fence also replays bytes already read (the HTTP/2 connection
+//! preface of an h2c client, found by the connection loop) to pingora's
+//! HTTP/2 server.
+
+use bytes::{Buf, BytesMut};
+use pingora_core::protocols::tls::TlsRef;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+/// How many body bytes follow a request header on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// Exactly this many (0: no body; RFC 9112 §6.3: a request with
+    /// neither Content-Length nor Transfer-Encoding has none).
+    Exactly(u64),
+    /// Not known from the header alone (chunked, an upgrade, CONNECT), or
+    /// a header pingora will refuse anyway: no fence.
+    Unknown,
+}
+
+/// Most headers a request may have for its body to be framed here; one
+/// with more is simply not fenced.
+const MAX_HEADERS: usize = 128;
+
+/// The body length of the request whose complete header is `head`.
+pub fn body_length(head: &[u8]) -> BodyLength {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return BodyLength::Unknown,
+    }
+    if req.method == Some("CONNECT") {
+        return BodyLength::Unknown;
+    }
+    let mut length: Option<u64> = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") || h.name.eq_ignore_ascii_case("upgrade")
+        {
+            return BodyLength::Unknown;
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(h.value).ok().map(str::trim);
+            let n = match value {
+                Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().ok(),
+                _ => None,
+            };
+            match (n, length) {
+                (Some(n), None) => length = Some(n),
+                // two lengths (even equal ones) or a bad one: pingora
+                // refuses the request; leave it unfenced
+                _ => return BodyLength::Unknown,
+            }
+        }
+    }
+    BodyLength::Exactly(length.unwrap_or(0))
+}
+
+/// Split what was read with a request header: its header and the part of
+/// the body already here go to pingora, the rest is the next request's.
+/// Returns (for pingora, body bytes still to read from the socket or
+/// `None` for no fence, the next request's bytes).
+pub fn split_request(mut buf: BytesMut, head_len: usize) -> (BytesMut, Option<u64>, BytesMut) {
+    match body_length(&buf[..head_len]) {
+        BodyLength::Exactly(len) => {
+            let here = (buf.len() - head_len) as u64;
+            if here > len {
+                let next = buf.split_off(head_len + len as usize);
+                (buf, Some(0), next)
+            } else {
+                (buf, Some(len - here), BytesMut::new())
+            }
+        }
+        BodyLength::Unknown => (buf, None, BytesMut::new()),
+    }
+}
+
+/// A client connection whose reads pingora can be kept from taking past
+/// the current request (see the module doc).
+#[derive(Debug)]
+pub struct Fenced {
+    inner: Stream,
+    /// Bytes pingora may still read from the socket for this request;
+    /// `None`: no fence.
+    allow: Option<u64>,
+    /// Bytes of the next request(s), read while fenced; or bytes to replay
+    /// to the next reader when `replay` is set.
+    next: BytesMut,
+    replay: bool,
+    /// Most bytes kept in `next` (the header limit plus one: the
+    /// connection loop refuses a longer header anyway).
+    cap: usize,
+}
+
+/// Size of one read taken while fenced.
+const FENCED_READ: usize = 1024;
+
+impl Fenced {
+    pub fn new(inner: Stream, cap: usize) -> Fenced {
+        Fenced {
+            inner,
+            allow: None,
+            next: BytesMut::new(),
+            replay: false,
+            cap,
+        }
+    }
+
+    /// From here on pingora may read `allow` more bytes (`None`: any).
+    pub fn fence(&mut self, allow: Option<u64>) {
+        self.allow = allow;
+        self.replay = false;
+    }
+
+    /// Take the bytes of the next request read so far.
+    pub fn take_next(&mut self) -> BytesMut {
+        std::mem::take(&mut self.next)
+    }
+
+    /// Keep `bytes` as the start of the next request.
+    pub fn put_next(&mut self, bytes: BytesMut) {
+        debug_assert!(self.next.is_empty());
+        self.next = bytes;
+    }
+
+    /// Let the next reader read `bytes` first, then the socket, unfenced.
+    pub fn replay(&mut self, bytes: BytesMut) {
+        self.next = bytes;
+        self.replay = true;
+        self.allow = None;
+    }
+
+    /// Whether a request's bytes are already here (so the connection
+    /// loop must not wait for the socket).
+    pub fn has_next(&self) -> bool {
+        !self.next.is_empty()
+    }
+
+    /// Read from the socket itself, past any fence (the connection loop,
+    /// between requests).
+    pub async fn read_socket(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).await
+    }
+
+    pub fn socket(&mut self) -> &mut Stream {
+        &mut self.inner
+    }
+
+    pub fn into_inner(self) -> Stream {
+        self.inner
+    }
+
+    /// The fence is closed: read the socket into `next` (so the client's
+    /// pipelined bytes do not sit unread) until it would block, reporting
+    /// only the end of the connection.
+    fn poll_fenced(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let _ = buf;
+        loop {
+            if self.next.len() >= self.cap {
+                // the next header is already too long; the loop will say
+                // 431 once this response is done. Nothing wakes this read.
+                return Poll::Pending;
+            }
+            let mut chunk = [0u8; FENCED_READ];
+            let mut rb = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                // the client closed: pingora sees the end of the connection
+                return Poll::Ready(Ok(()));
+            }
+            self.next.extend_from_slice(rb.filled());
+        }
+    }
+}
+
+impl AsyncRead for Fenced {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.replay && !this.next.is_empty() {
+            let n = this.next.len().min(buf.remaining());
+            buf.put_slice(&this.next[..n]);
+            this.next.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        match this.allow {
+            None => Pin::new(&mut this.inner).poll_read(cx, buf),
+            Some(0) => this.poll_fenced(cx, buf),
+            Some(allow) => {
+                let max = usize::try_from(allow).unwrap_or(usize::MAX).min(buf.remaining());
+                let mut part = buf.take(max);
+                let start = part.filled().as_ptr();
+                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
+                debug_assert_eq!(start, part.filled().as_ptr());
+                let n = part.filled().len();
+                // SAFETY: `part` is the unfilled part of `buf`, and the
+                // read above initialised its first `n` bytes (tokio's
+                // `Take` does the same).
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                this.allow = Some(allow - n as u64);
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Fenced {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait::async_trait]
+impl Shutdown for Fenced {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for Fenced {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Fenced {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Fenced {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Fenced {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora_core::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Fenced {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait::async_trait]
+impl Peek for Fenced {
+    /// Peek at replayed bytes (the h2c preface check of pingora's HTTP
+    /// server reads exactly the preface's length).
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        if !self.replay {
+            return Ok(false);
+        }
+        while self.next.len() < buf.len() {
+            let mut chunk = [0u8; FENCED_READ];
+            let n = self.inner.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.next.extend_from_slice(&chunk[..n]);
+        }
+        buf.copy_from_slice(&self.next[..buf.len()]);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn len(head: &str) -> BodyLength {
+        body_length(head.as_bytes())
+    }
+
+    #[test]
+    fn requests_without_framing_headers_have_no_body() {
+        assert_eq!(len("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), BodyLength::Exactly(0));
+        assert_eq!(len("DELETE /x HTTP/1.0\r\n\r\n"), BodyLength::Exactly(0));
+        assert_eq!(
+            len("POST / HTTP/1.1\r\ncontent-LENGTH:  12 \r\n\r\n"),
+            BodyLength::Exactly(12)
+        );
+    }
+
+    #[test]
+    fn anything_uncertain_is_not_fenced() {
+        for head in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            assert_eq!(len(head), BodyLength::Unknown, "{head:?}");
+        }
+        let many: String = (0..MAX_HEADERS + 1).map(|i| format!("h{i}: v\r\n")).collect();
+        assert_eq!(len(&format!("GET / HTTP/1.1\r\n{many}\r\n")), BodyLength::Unknown);
+    }
+
+    #[test]
+    fn pipelined_bytes_are_split_at_the_end_of_the_body() {
+        let get = "GET /a HTTP/1.1\r\n\r\n";
+        let post = "POST /b HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+        let buf = BytesMut::from(format!("{post}hello{get}").as_str());
+        let (mine, allow, next) = split_request(buf, post.len());
+        assert_eq!(&mine[..], format!("{post}hello").as_bytes());
+        assert_eq!(allow, Some(0));
+        assert_eq!(&next[..], get.as_bytes());
+        // part of the body still to come
+        let buf = BytesMut::from(format!("{post}he").as_str());
+        let (mine, allow, next) = split_request(buf, post.len());
+        assert_eq!((mine.len(), allow, next.len()), (post.len() + 2, Some(3), 0));
+        // a chunked body is not split
+        let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let buf = BytesMut::from(format!("{chunked}0\r\n\r\n{get}").as_str());
+        let total = buf.len();
+        let (mine, allow, next) = split_request(buf, chunked.len());
+        assert_eq!((mine.len(), allow, next.len()), (total, None, 0));
+    }
+}
