@@ -33,6 +33,8 @@ pub struct Entry<'a> {
     pub instance: &'a str,
     pub method: &'a str,
     pub path: &'a str,
+    /// The client's protocol: `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub protocol: &'static str,
     pub status: u16,
     /// Response body bytes sent to the client.
     pub bytes: usize,
@@ -56,7 +58,7 @@ impl Entry<'_> {
                 let client = self.client.map_or("-".to_string(), |c| c.to_string());
                 // Client-supplied parts are escaped so a line stays one line.
                 format!(
-                    "{} {} {} {} {} {} \"{} {}\" {} {} {:.6} {}\n",
+                    "{} {} {} {} {} {} \"{} {} {}\" {} {} {:.6} {}\n",
                     self.time,
                     client,
                     self.host.escape_debug(),
@@ -65,6 +67,7 @@ impl Entry<'_> {
                     self.instance,
                     self.method.escape_debug(),
                     self.path.escape_debug(),
+                    self.protocol,
                     self.status,
                     self.bytes,
                     self.duration,
@@ -145,6 +148,7 @@ mod tests {
             instance: "127.0.0.1:9201",
             method: "GET",
             path,
+            protocol: "HTTP/1.1",
             status: 200,
             bytes: 12,
             duration: 0.0015,
@@ -158,7 +162,7 @@ mod tests {
         assert_eq!(
             line,
             "2024-05-01T10:00:00.000Z 10.0.0.1 shop.test shop staging 127.0.0.1:9201 \
-             \"GET /a b\\\"\\n\" 200 12 0.001500 weighted\n"
+             \"GET /a b\\\"\\n HTTP/1.1\" 200 12 0.001500 weighted\n"
         );
     }
 

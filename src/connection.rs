@@ -60,7 +60,8 @@ pub fn body_length(head: &[u8]) -> BodyLength {
     }
     let mut length: Option<u64> = None;
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") || h.name.eq_ignore_ascii_case("upgrade")
+        if h.name.eq_ignore_ascii_case("transfer-encoding")
+            || h.name.eq_ignore_ascii_case("upgrade")
         {
             return BodyLength::Unknown;
         }
@@ -178,7 +179,11 @@ impl Fenced {
     /// The fence is closed: read the socket into `next` (so the client's
     /// pipelined bytes do not sit unread) until it would block, reporting
     /// only the end of the connection.
-    fn poll_fenced(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_fenced(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let _ = buf;
         loop {
             if self.next.len() >= self.cap {
@@ -215,7 +220,9 @@ impl AsyncRead for Fenced {
             None => Pin::new(&mut this.inner).poll_read(cx, buf),
             Some(0) => this.poll_fenced(cx, buf),
             Some(allow) => {
-                let max = usize::try_from(allow).unwrap_or(usize::MAX).min(buf.remaining());
+                let max = usize::try_from(allow)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.remaining());
                 let mut part = buf.take(max);
                 let start = part.filled().as_ptr();
                 ready!(Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
@@ -347,7 +354,10 @@ mod tests {
 
     #[test]
     fn requests_without_framing_headers_have_no_body() {
-        assert_eq!(len("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), BodyLength::Exactly(0));
+        assert_eq!(
+            len("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            BodyLength::Exactly(0)
+        );
         assert_eq!(len("DELETE /x HTTP/1.0\r\n\r\n"), BodyLength::Exactly(0));
         assert_eq!(
             len("POST / HTTP/1.1\r\ncontent-LENGTH:  12 \r\n\r\n"),
@@ -373,8 +383,13 @@ mod tests {
         ] {
             assert_eq!(len(head), BodyLength::Unknown, "{head:?}");
         }
-        let many: String = (0..MAX_HEADERS + 1).map(|i| format!("h{i}: v\r\n")).collect();
-        assert_eq!(len(&format!("GET / HTTP/1.1\r\n{many}\r\n")), BodyLength::Unknown);
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("h{i}: v\r\n"))
+            .collect();
+        assert_eq!(
+            len(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            BodyLength::Unknown
+        );
     }
 
     #[test]
@@ -389,7 +404,10 @@ mod tests {
         // part of the body still to come
         let buf = BytesMut::from(format!("{post}he").as_str());
         let (mine, allow, next) = split_request(buf, post.len());
-        assert_eq!((mine.len(), allow, next.len()), (post.len() + 2, Some(3), 0));
+        assert_eq!(
+            (mine.len(), allow, next.len()),
+            (post.len() + 2, Some(3), 0)
+        );
         // a chunked body is not split
         let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         let buf = BytesMut::from(format!("{chunked}0\r\n\r\n{get}").as_str());

@@ -97,6 +97,8 @@ pub struct Metrics {
     access_log_dropped: IntCounter,
     connections_open: IntGauge,
     connections_refused: IntCounterVec,
+    /// `slotproxy_requests_by_protocol_total`, in [`PROTOCOLS`] order.
+    by_protocol: [IntCounter; PROTOCOLS.len()],
     /// Handles of the slots of the last published table, by (site, slot).
     slots: Mutex<HashMap<SlotKey, Arc<SlotHandles>>>,
     /// Label sets of the table gauges written last, to remove stale ones.
@@ -302,6 +304,15 @@ fn build() -> prometheus::Result<Metrics> {
         ),
         &["reason"],
     )?;
+    let by_protocol_vec = IntCounterVec::new(
+        Opts::new(
+            "slotproxy_requests_by_protocol_total",
+            "Requests answered, by the client's protocol (HTTP/1.0, HTTP/1.1, HTTP/2.0).",
+        ),
+        &["protocol"],
+    )?;
+    registry.register(Box::new(by_protocol_vec.clone()))?;
+    let by_protocol = PROTOCOLS.map(|p| by_protocol_vec.with_label_values(&[p]));
     registry.register(Box::new(connections_open.clone()))?;
     registry.register(Box::new(connections_refused.clone()))?;
     #[cfg(target_os = "linux")]
@@ -332,6 +343,7 @@ fn build() -> prometheus::Result<Metrics> {
         access_log_dropped,
         connections_open,
         connections_refused,
+        by_protocol,
         slots: Mutex::new(HashMap::new()),
         gauge_series: Mutex::new(GaugeSeries::default()),
         unknown,
@@ -420,6 +432,27 @@ pub fn request_finished(slot: Option<&SlotHandles>, code: u16, elapsed: Duration
     let h = slot.unwrap_or(&m.unknown);
     h.count(&m.requests, code);
     h.duration.observe(elapsed.as_secs_f64());
+}
+
+/// The client protocols requests are counted and logged under.
+pub const PROTOCOLS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"];
+
+/// The name a request's HTTP version is logged under (HTTP/0.9 and
+/// HTTP/3 never reach the proxy; they would count as HTTP/1.1).
+pub fn protocol_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_10 => PROTOCOLS[0],
+        http::Version::HTTP_2 => PROTOCOLS[2],
+        _ => PROTOCOLS[1],
+    }
+}
+
+/// Count one answered request under its client protocol.
+pub fn request_protocol(v: http::Version) {
+    let name = protocol_name(v);
+    if let Some(i) = PROTOCOLS.iter().position(|&p| p == name) {
+        metrics().by_protocol[i].inc();
+    }
 }
 
 /// Time to open a new upstream connection.

@@ -494,6 +494,7 @@ impl ProxyHttp for SlotProxy {
             .map_or(metrics::CLIENT_CLOSED, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
         metrics::request_finished(ctx.slot_metrics(), status, elapsed);
+        metrics::request_protocol(session.req_header().version);
         if let Some(format) = crate::access_log::format() {
             let line = access_entry(session, ctx, status, elapsed).format(format);
             crate::access_log::write(line);
@@ -524,6 +525,7 @@ fn access_entry<'a>(
         instance: ctx.instance_label().unwrap_or("-"),
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        protocol: metrics::protocol_name(req.version),
         status,
         bytes: session.body_bytes_sent(),
         duration: elapsed.as_secs_f64(),

@@ -6,7 +6,8 @@
 //! - `/chunked/<n>`: `n` bytes in a chunked body, in 3 chunks;
 //! - `/early`: a `103 Early Hints` interim response, then 200;
 //! - `/slow/<ms>`: answers after `ms` milliseconds;
-//! - anything else: 200 with the method, path and body length as its body.
+//! - anything else: 200 with the method, path and body length as its body,
+//!   and the slot the proxy named (`X-Slot-Name`) in `x-seen-slot`.
 //!
 //! It reads `Expect: 100-continue` requests as a real server does: it sends
 //! `100 Continue` before reading the body.
@@ -53,6 +54,7 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
         let (mut len, mut expect, mut chunked) = (0usize, false, false);
+        let mut slot = String::from("-");
         loop {
             let mut h = String::new();
             r.read_line(&mut h)?;
@@ -66,6 +68,7 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
                 "content-length" => len = v.parse().unwrap_or(0),
                 "expect" => expect = v == "100-continue",
                 "transfer-encoding" => chunked = v.contains("chunked"),
+                "x-slot-name" => slot = v,
                 _ => {}
             }
         }
@@ -112,7 +115,7 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
         let text = format!("{method} {path} {}", body.len());
         write!(
             out,
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{text}",
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nx-seen-slot: {slot}\r\n\r\n{text}",
             text.len()
         )?;
     }
@@ -190,7 +193,10 @@ fn read_response(s: &mut TcpStream) -> std::io::Result<Response> {
         head,
         body: Vec::new(),
     };
-    match r.header("content-length").map(|v| v.parse::<usize>().unwrap()) {
+    match r
+        .header("content-length")
+        .map(|v| v.parse::<usize>().unwrap())
+    {
         Some(len) => {
             r.body.resize(len, 0);
             s.read_exact(&mut r.body)?;
@@ -216,11 +222,17 @@ fn http10_clients_get_a_close_delimited_body_never_chunked() {
         let head = read_head(&mut s).unwrap();
         let mut body = Vec::new();
         s.read_to_end(&mut body).unwrap();
-        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
         if version == "1.0" {
             assert!(!chunked, "HTTP/1.0 got a chunked answer:\n{head}");
             assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-            assert_eq!(body, payload(30000), "the body is the app's bytes, unframed");
+            assert_eq!(
+                body,
+                payload(30000),
+                "the body is the app's bytes, unframed"
+            );
         } else {
             // an HTTP/1.1 client still gets the app's chunked framing
             assert!(chunked, "{head}");
@@ -271,7 +283,10 @@ fn interim_responses_carry_no_cookie() {
         .unwrap();
     let early = read_head(&mut s).unwrap();
     assert!(early.starts_with("HTTP/1.1 103"), "{early}");
-    assert!(early.to_ascii_lowercase().contains("link: </style.css>"), "{early}");
+    assert!(
+        early.to_ascii_lowercase().contains("link: </style.css>"),
+        "{early}"
+    );
     assert!(
         !early.to_ascii_lowercase().contains("set-cookie"),
         "a 1xx response carried a cookie:\n{early}"
@@ -279,7 +294,8 @@ fn interim_responses_carry_no_cookie() {
     let r = read_response(&mut s).unwrap();
     assert_eq!(r.status(), 200);
     assert!(
-        r.header("set-cookie").is_some_and(|c| c.starts_with("x-ms-routing-name=")),
+        r.header("set-cookie")
+            .is_some_and(|c| c.starts_with("x-ms-routing-name=")),
         "the final response pins the visitor:\n{}",
         r.head
     );
@@ -305,4 +321,132 @@ fn keep_alive_survives_expect_100_continue() {
         .unwrap();
     let r = read_response(&mut s).expect("the connection was kept");
     assert_eq!(r.body, b"GET /next 0");
+}
+
+/// A proxy with a TLS listener too; returns it and the TLS port.
+fn proxy_with_tls(sites: &str, server_keys: &str) -> (Proxy, u16) {
+    let tls_port = free_port();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let keys = format!(
+        "threads = 1\ntls_listen = [\"127.0.0.1:{tls_port}\"]\ntls_cert_path = \"{}\"\ntls_key_path = \"{}\"\n{server_keys}\n",
+        fixtures.join("tls-cert.pem").display(),
+        fixtures.join("tls-key.pem").display()
+    );
+    let proxy = Proxy::start_edited(sites, 1, move |t| t.replacen("threads = 1\n", &keys, 1));
+    (proxy, tls_port)
+}
+
+/// An HTTP/2 client for `shop.test` on `port`: by ALPN over TLS, or with
+/// prior knowledge (h2c) over plain TCP.
+fn h2_client(port: u16, tls: bool) -> reqwest::blocking::Client {
+    let b = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .resolve("shop.test", ([127, 0, 0, 1], port).into());
+    if tls {
+        b.danger_accept_invalid_certs(true)
+    } else {
+        b.http2_prior_knowledge()
+    }
+    .build()
+    .unwrap()
+}
+
+/// The same routing over HTTP/2 as over HTTP/1.1: a new visitor is
+/// bucketed and pinned, the pin is honoured, the opt-in link wins, and
+/// the answer's protocol is HTTP/2.
+fn routes_over_h2(client: &reqwest::blocking::Client, base: &str) {
+    let r = client
+        .get(format!("{base}/h2"))
+        .send()
+        .expect("an HTTP/2 answer");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status().as_u16(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let slot = r.headers()["x-seen-slot"].to_str().unwrap().to_string();
+    // production's pin is "self", as Azure's
+    let pin = if slot == "production" { "self" } else { &slot };
+    assert!(
+        cookie.starts_with(&format!("x-ms-routing-name={pin};")),
+        "{cookie}"
+    );
+    assert_eq!(r.text().unwrap(), "GET /h2 0");
+    for _ in 0..10 {
+        let r = client
+            .get(format!("{base}/again"))
+            .header("cookie", format!("x-ms-routing-name={pin}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.headers()["x-seen-slot"], slot.as_str(), "the pin holds");
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+    let r = client
+        .post(format!("{base}/upload?x-ms-routing-name=staging"))
+        .body(vec![7u8; 100_000])
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-seen-slot"], "staging");
+    assert_eq!(
+        r.text().unwrap(),
+        "POST /upload?x-ms-routing-name=staging 100000"
+    );
+}
+
+#[test]
+fn http2_by_alpn_on_tls_and_by_prior_knowledge_on_plain_listeners() {
+    let app = RawApp::start();
+    let (proxy, tls_port) = proxy_with_tls(&site(&app), "");
+    routes_over_h2(
+        &h2_client(tls_port, true),
+        &format!("https://shop.test:{tls_port}"),
+    );
+    let port = proxy.port;
+    routes_over_h2(&h2_client(port, false), &format!("http://shop.test:{port}"));
+    // HTTP/1.1 clients still get HTTP/1.1 on both listeners
+    let h1 = reqwest::blocking::Client::builder()
+        .http1_only()
+        .danger_accept_invalid_certs(true)
+        .resolve("shop.test", ([127, 0, 0, 1], tls_port).into())
+        .build()
+        .unwrap();
+    let r = h1
+        .get(format!("https://shop.test:{tls_port}/one"))
+        .send()
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    let mut s = connect(&proxy);
+    s.write_all(b"GET /plain HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().body, b"GET /plain 0");
+    // the protocol is counted
+    let text = scrape(&proxy);
+    assert!(
+        value(
+            &text,
+            r#"slotproxy_requests_by_protocol_total{protocol="HTTP/2.0"}"#
+        ) >= 24.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"slotproxy_requests_by_protocol_total{protocol="HTTP/1.1"}"#
+        ) >= 2.0
+    );
+}
+
+#[test]
+fn h2c_can_be_turned_off() {
+    let app = RawApp::start();
+    let proxy = Proxy::start_edited(&site(&app), 1, |t| {
+        t.replacen("threads = 1\n", "threads = 1\nh2c = false\n", 1)
+    });
+    let err = h2_client(proxy.port, false)
+        .get(format!("http://shop.test:{}/", proxy.port))
+        .send();
+    assert!(err.is_err(), "h2c answered though server.h2c = false");
+    // HTTP/1.1 is unaffected
+    let mut s = connect(&proxy);
+    s.write_all(b"GET /plain HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().body, b"GET /plain 0");
 }
