@@ -10,6 +10,7 @@
 //! no I/O, no handlers, no HTTP client.
 
 use crate::model::{Deployment, Health, Settings, Site, Slot, Warmup};
+pub use crate::model::{HealthCheck, InstancesProtocol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -79,7 +80,7 @@ pub struct CreateSlot {
 /// A deployment in its flat shape: the `PUT …/deployment` body, what the
 /// CLI's `deploy` sends, and what a `[[sites.slots]]` table of the config
 /// file holds. Warm-up keys left out take their defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Deploy {
     pub build_version: String,
@@ -94,6 +95,14 @@ pub struct Deploy {
     pub warmup_retries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings_hook_path: Option<String>,
+    /// `http1` (default) or `h2c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances_protocol: Option<InstancesProtocol>,
+    /// `http` (default) or `grpc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_read_timeout_secs: Option<u64>,
 }
 
 impl Deploy {
@@ -109,6 +118,9 @@ impl Deploy {
                 self.warmup_retries,
             ),
             settings_hook_path: self.settings_hook_path.clone(),
+            instances_protocol: self.instances_protocol.unwrap_or_default(),
+            health_check: self.health_check.unwrap_or_default(),
+            upstream_read_timeout_secs: self.upstream_read_timeout_secs,
         }
     }
 }
@@ -384,7 +396,7 @@ mod tests {
             warmup_statuses: None,
             warmup_timeout_secs: None,
             warmup_retries: Some(2),
-            settings_hook_path: None,
+            ..Deploy::default()
         }
         .to_deployment();
         assert_eq!(d.warmup.path, "/ready");

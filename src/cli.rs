@@ -210,6 +210,32 @@ pub struct DeployArgs {
     /// Path a swap POSTs the effective settings to on every instance.
     #[arg(long)]
     pub settings_hook_path: Option<String>,
+    /// What the instances speak: http1 (default) or h2c (HTTP/2 without
+    /// TLS, as gRPC servers).
+    #[arg(long, value_parser = parse_protocol)]
+    pub instances_protocol: Option<api::InstancesProtocol>,
+    /// How instances are health-checked and warmed up: http (default) or
+    /// grpc (the standard gRPC health service; needs h2c).
+    #[arg(long, value_parser = parse_health_check)]
+    pub health_check: Option<api::HealthCheck>,
+    /// Longest quiet time of a response (WebSockets, server-sent events),
+    /// over the proxy's upstream_read_timeout_secs.
+    #[arg(long)]
+    pub upstream_read_timeout_secs: Option<u64>,
+}
+
+/// A value named as in the API's JSON (its serde name).
+fn by_serde_name<T: serde::de::DeserializeOwned>(s: &str, allowed: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?} is not one of {allowed}"))
+}
+
+fn parse_protocol(s: &str) -> Result<api::InstancesProtocol, String> {
+    by_serde_name(s, "http1, h2c")
+}
+
+fn parse_health_check(s: &str) -> Result<api::HealthCheck, String> {
+    by_serde_name(s, "http, grpc")
 }
 
 fn parse_share(s: &str) -> Result<(String, f64), String> {
@@ -333,6 +359,9 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 warmup_timeout_secs: args.warmup_timeout_secs,
                 warmup_retries: args.warmup_retries,
                 settings_hook_path: args.settings_hook_path,
+                instances_protocol: args.instances_protocol,
+                health_check: args.health_check,
+                upstream_read_timeout_secs: args.upstream_read_timeout_secs,
             };
             let path = api::path(api::DEPLOYMENT, &[&args.site, &args.slot]);
             let (raw, v): (_, Revised<DeployedView>) = api.call("PUT", &path, Some(&body))?;

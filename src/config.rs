@@ -308,6 +308,9 @@ pub struct SlotConfig {
     pub settings: BTreeMap<String, String>,
     #[serde(default)]
     pub sticky_settings: BTreeMap<String, String>,
+    pub instances_protocol: Option<crate::model::InstancesProtocol>,
+    pub health_check: Option<crate::model::HealthCheck>,
+    pub upstream_read_timeout_secs: Option<u64>,
 }
 
 impl Config {
@@ -580,6 +583,9 @@ fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> S
                 warmup_timeout_secs: c.warmup_timeout_secs,
                 warmup_retries: c.warmup_retries,
                 settings_hook_path: c.settings_hook_path.clone(),
+                instances_protocol: c.instances_protocol,
+                health_check: c.health_check,
+                upstream_read_timeout_secs: c.upstream_read_timeout_secs,
             }
             .to_deployment(),
         ),
@@ -591,6 +597,12 @@ fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> S
                 ("warmup_timeout_secs", c.warmup_timeout_secs.is_some()),
                 ("warmup_retries", c.warmup_retries.is_some()),
                 ("settings_hook_path", c.settings_hook_path.is_some()),
+                ("instances_protocol", c.instances_protocol.is_some()),
+                ("health_check", c.health_check.is_some()),
+                (
+                    "upstream_read_timeout_secs",
+                    c.upstream_read_timeout_secs.is_some(),
+                ),
             ];
             for (name, set) in deployment_keys {
                 if set {

@@ -67,14 +67,14 @@ pub async fn run(control: Arc<ControlPlane>, cfg: HealthSection) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let labels = table.load().instance_labels();
-        trackers.retain(|l, _| labels.contains(l));
+        let instances = table.load().probes();
+        trackers.retain(|l, _| instances.iter().any(|(i, _)| i == l));
         let mut probes = tokio::task::JoinSet::new();
-        for label in labels {
+        for (label, how) in instances {
             let client = client.clone();
             let path = cfg.path.clone();
             probes.spawn(async move {
-                let ok = client.probe(&label, &path, timeout).await;
+                let ok = client.probe(&label, &path, how, timeout).await;
                 (label, ok)
             });
         }

@@ -6,8 +6,14 @@
 //! [`Outcome`] a person can read in the activity log. Connections are not
 //! pooled: these calls are seconds apart, and a pooled connection an app
 //! closed meanwhile would turn into a false failure.
+//!
+//! Each call speaks the deployment's `instances_protocol` (HTTP/1.1, or
+//! HTTP/2 with prior knowledge for h2c), and with `health_check = "grpc"`
+//! health checks and warm-up ask the standard gRPC health service
+//! (`grpc.health.v1.Health/Check` for the server as a whole) instead of
+//! `GET`ting a path.
 
-use crate::model::{Settings, Warmup};
+use crate::model::{HealthCheck, InstancesProtocol, Probe, Settings, Warmup};
 use std::time::{Duration, Instant};
 
 /// An instance's answer: its status, or (the status if it answered, why it
@@ -17,21 +23,43 @@ pub type Outcome = Result<u16, (Option<u16>, String)>;
 #[derive(Clone)]
 pub struct InstanceClient {
     http: reqwest::Client,
+    h2c: reqwest::Client,
 }
+
+/// The gRPC health service's method (grpc/grpc health-checking.md).
+const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+/// `HealthCheckRequest { service: "" }` (the server as a whole) in a gRPC
+/// message frame: not compressed, 0 bytes long.
+const GRPC_CHECK_SERVER: [u8; 5] = [0, 0, 0, 0, 0];
 
 impl InstanceClient {
     pub fn new() -> Result<InstanceClient, String> {
-        reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .map(|http| InstanceClient { http })
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))
+        let build = |b: reqwest::ClientBuilder| {
+            b.pool_max_idle_per_host(0)
+                .build()
+                .map_err(|e| format!("cannot build an HTTP client: {e}"))
+        };
+        Ok(InstanceClient {
+            http: build(reqwest::Client::builder().http1_only())?,
+            h2c: build(reqwest::Client::builder().http2_prior_knowledge())?,
+        })
     }
 
-    /// A health probe: any HTTP answer below 500 within `timeout` is healthy.
-    pub async fn probe(&self, instance: &str, path: &str, timeout: Duration) -> bool {
+    fn client(&self, protocol: InstancesProtocol) -> &reqwest::Client {
+        match protocol {
+            InstancesProtocol::Http1 => &self.http,
+            InstancesProtocol::H2c => &self.h2c,
+        }
+    }
+
+    /// A health probe: any HTTP answer below 500 within `timeout` is
+    /// healthy; for a gRPC health check, `SERVING`.
+    pub async fn probe(&self, instance: &str, path: &str, how: Probe, timeout: Duration) -> bool {
+        if how.check == HealthCheck::Grpc {
+            return self.grpc_serving(instance, timeout).await.is_ok();
+        }
         match self
-            .http
+            .client(how.protocol)
             .get(format!("http://{instance}{path}"))
             .timeout(timeout)
             .send()
@@ -42,6 +70,53 @@ impl InstanceClient {
         }
     }
 
+    /// Ask the instance's gRPC health service whether the server serves.
+    pub async fn grpc_serving(&self, instance: &str, timeout: Duration) -> Result<(), String> {
+        let resp = self
+            .h2c
+            .post(format!("http://{instance}{GRPC_HEALTH_CHECK}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/grpc")
+            .header(reqwest::header::TE, "trailers")
+            .body(GRPC_CHECK_SERVER.to_vec())
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        if !resp.status().is_success() {
+            return Err(format!("gRPC health check answered HTTP {}", resp.status()));
+        }
+        // a failed call without a message puts its status in the headers
+        if let Some(status) = resp.headers().get("grpc-status") {
+            if status.as_bytes() != b"0" {
+                let msg = resp
+                    .headers()
+                    .get("grpc-message")
+                    .and_then(|m| m.to_str().ok())
+                    .unwrap_or("");
+                return Err(format!(
+                    "gRPC health check failed: grpc-status {} {msg}",
+                    String::from_utf8_lossy(status.as_bytes())
+                ));
+            }
+        }
+        let body = resp.bytes().await.map_err(|e| describe(&e))?;
+        match grpc_health_status(&body) {
+            Some(1) => Ok(()),
+            Some(other) => Err(format!(
+                "gRPC health service says {}",
+                match other {
+                    0 => "UNKNOWN",
+                    2 => "NOT_SERVING",
+                    3 => "SERVICE_UNKNOWN",
+                    _ => "an unknown status",
+                }
+            )),
+            None => {
+                Err("no gRPC health answer (does the server serve grpc.health.v1.Health?)".into())
+            }
+        }
+    }
+
     /// POST `settings` as a JSON object to `hook` (the deployment's
     /// `settings_hook_path`); a 2xx passes.
     pub async fn post_settings(
@@ -49,10 +124,11 @@ impl InstanceClient {
         instance: &str,
         hook: &str,
         settings: &Settings,
+        protocol: InstancesProtocol,
         timeout: Duration,
     ) -> Outcome {
         let sent = self
-            .http
+            .client(protocol)
             .post(format!("http://{instance}{hook}"))
             .json(settings)
             .timeout(timeout)
@@ -75,6 +151,7 @@ impl InstanceClient {
         &self,
         instance: &str,
         path: &str,
+        protocol: InstancesProtocol,
         deadline: Duration,
     ) -> (Outcome, u32) {
         let url = format!("http://{instance}{path}");
@@ -83,7 +160,7 @@ impl InstanceClient {
         loop {
             attempts += 1;
             let sent = self
-                .http
+                .client(protocol)
                 .get(&url)
                 .timeout(Duration::from_secs(2))
                 .send()
@@ -102,14 +179,32 @@ impl InstanceClient {
     /// Warm an instance up: `GET warm.path` with the `Host` its future users
     /// send, until a status in `warm.statuses` (any, when empty), retried
     /// `warm.retries` times with backoff. Returns the outcome and the number
-    /// of tries.
-    pub async fn warm_up(&self, instance: &str, host: &str, warm: &Warmup) -> (Outcome, u32) {
+    /// of tries. A gRPC deployment is warm when its health service says
+    /// `SERVING`.
+    pub async fn warm_up(
+        &self,
+        instance: &str,
+        host: &str,
+        warm: &Warmup,
+        how: Probe,
+    ) -> (Outcome, u32) {
         let url = format!("http://{instance}{}", warm.path);
         let tries = warm.retries.saturating_add(1);
         let mut last = (None, String::new());
         for attempt in 1..=tries {
+            if how.check == HealthCheck::Grpc {
+                let timeout = Duration::from_secs(warm.timeout_secs);
+                match self.grpc_serving(instance, timeout).await {
+                    Ok(()) => return (Ok(200), attempt),
+                    Err(why) => last = (None, why),
+                }
+                if attempt < tries {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                continue;
+            }
             let sent = self
-                .http
+                .client(how.protocol)
                 .get(&url)
                 .header(reqwest::header::HOST, host)
                 .timeout(Duration::from_secs(warm.timeout_secs))
@@ -134,6 +229,50 @@ impl InstanceClient {
         }
         (Err(last), tries)
     }
+}
+
+/// The `status` of a gRPC `HealthCheckResponse` frame (`None` if `body`
+/// is not one uncompressed message). The message is protobuf: field 1, a
+/// varint enum; an empty message means status 0 (UNKNOWN).
+pub fn grpc_health_status(body: &[u8]) -> Option<u64> {
+    let (&flag, rest) = body.split_first()?;
+    if flag != 0 || rest.len() < 4 {
+        return None;
+    }
+    let len = u32::from_be_bytes(rest[..4].try_into().ok()?) as usize;
+    let mut msg = rest.get(4..4 + len)?;
+    let mut status = 0;
+    while !msg.is_empty() {
+        let key = varint(&mut msg)?;
+        match (key >> 3, key & 7) {
+            (1, 0) => status = varint(&mut msg)?,
+            // skip other fields: varint, 64-bit, length-delimited, 32-bit
+            (_, 0) => {
+                varint(&mut msg)?;
+            }
+            (_, 1) => msg = msg.get(8..)?,
+            (_, 2) => {
+                let n = varint(&mut msg)? as usize;
+                msg = msg.get(n..)?;
+            }
+            (_, 5) => msg = msg.get(4..)?,
+            _ => return None,
+        }
+    }
+    Some(status)
+}
+
+/// Read one protobuf varint off the front of `buf`.
+fn varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &b) in buf.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            *buf = &buf[i + 1..];
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Pause before warm-up try `attempt + 1`: doubling from 200 ms, at most 2 s.
@@ -161,6 +300,26 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_health_answers_are_read_from_their_frame() {
+        // SERVING
+        assert_eq!(grpc_health_status(&[0, 0, 0, 0, 2, 0x08, 0x01]), Some(1));
+        // NOT_SERVING, with an unknown field before it
+        assert_eq!(
+            grpc_health_status(&[0, 0, 0, 0, 5, 0x12, 0x01, b'x', 0x08, 0x02]),
+            Some(2)
+        );
+        // the empty message: UNKNOWN
+        assert_eq!(grpc_health_status(&[0, 0, 0, 0, 0]), Some(0));
+        // compressed, short, truncated or malformed
+        assert_eq!(grpc_health_status(&[1, 0, 0, 0, 2, 0x08, 0x01]), None);
+        assert_eq!(grpc_health_status(&[0, 0, 0]), None);
+        assert_eq!(grpc_health_status(&[0, 0, 0, 0, 3, 0x08, 0x01]), None);
+        assert_eq!(grpc_health_status(&[0, 0, 0, 0, 2, 0x08, 0x80]), None);
+        assert_eq!(grpc_health_status(&[0, 0, 0, 0, 1, 0x0b]), None);
+        assert_eq!(grpc_health_status(&[]), None);
+    }
 
     #[test]
     fn backoff_doubles_up_to_two_seconds() {

@@ -71,7 +71,7 @@ enum Command {
         version: String,
     },
     #[command(flatten)]
-    Client(slotproxy::cli::ClientCommand),
+    Client(Box<slotproxy::cli::ClientCommand>),
 }
 
 fn main() {
@@ -84,7 +84,7 @@ fn main() {
         }
         Command::DemoApp { listen, version } => demo_app(&listen, &version),
         Command::Client(cmd) => {
-            if let Err(e) = slotproxy::cli::run(cmd) {
+            if let Err(e) = slotproxy::cli::run(*cmd) {
                 eprintln!("slotproxy: {e:#}");
                 std::process::exit(1);
             }

@@ -96,6 +96,61 @@ pub struct Deployment {
     /// instance.
     #[serde(default)]
     pub settings_hook_path: Option<String>,
+    /// What the instances speak: HTTP/1.1, or HTTP/2 without TLS (gRPC).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub instances_protocol: InstancesProtocol,
+    /// How health checks and warm-up ask an instance whether it serves.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub health_check: HealthCheck,
+    /// Longest wait for an instance to send (more of) its response, over
+    /// `[server] upstream_read_timeout_secs` — for WebSockets and
+    /// server-sent events that stay quiet longer than ordinary requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_read_timeout_secs: Option<u64>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// The protocol between the proxy and a deployment's instances (SPEC §12).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstancesProtocol {
+    /// HTTP/1.1 (WebSocket upgrades included).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge, no TLS: what gRPC servers speak.
+    H2c,
+}
+
+/// How health checks and warm-up reach a deployment's instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Probe {
+    pub protocol: InstancesProtocol,
+    pub check: HealthCheck,
+}
+
+impl Deployment {
+    pub fn probe(&self) -> Probe {
+        Probe {
+            protocol: self.instances_protocol,
+            check: self.health_check,
+        }
+    }
+}
+
+/// How an instance is asked whether it can serve (health checks, warm-up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheck {
+    /// `GET [health] path` (warm-up: `warmup_path`); any status below 500
+    /// is healthy.
+    #[default]
+    Http,
+    /// The standard gRPC health service (`grpc.health.v1.Health/Check`,
+    /// the server as a whole): healthy when it answers `SERVING`.
+    Grpc,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,6 +337,20 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
 
 impl Deployment {
     fn validate(&self, key: &str, out: &mut Vec<Problem>) {
+        if self.health_check == HealthCheck::Grpc
+            && self.instances_protocol != InstancesProtocol::H2c
+        {
+            out.push(problem(
+                format!("{key}.health_check"),
+                "gRPC health checks need HTTP/2: set instances_protocol = \"h2c\"",
+            ));
+        }
+        if self.upstream_read_timeout_secs == Some(0) {
+            out.push(problem(
+                format!("{key}.upstream_read_timeout_secs"),
+                "must be at least 1 second",
+            ));
+        }
         if self.build_version.trim().is_empty() {
             out.push(problem(format!("{key}.build_version"), "must not be empty"));
         }
@@ -532,6 +601,9 @@ mod tests {
             instances: vec!["127.0.0.1:3000".into()],
             warmup: Warmup::default(),
             settings_hook_path: None,
+            instances_protocol: InstancesProtocol::Http1,
+            health_check: HealthCheck::Http,
+            upstream_read_timeout_secs: None,
         });
         slots.insert("production".into(), prod);
         let mut staging = Slot::empty("staging");
@@ -624,6 +696,9 @@ mod tests {
                 ..Warmup::default()
             },
             settings_hook_path: None,
+            instances_protocol: InstancesProtocol::Http1,
+            health_check: HealthCheck::Http,
+            upstream_read_timeout_secs: None,
         };
         let mut p = Vec::new();
         d.validate("d", &mut p);

@@ -283,12 +283,17 @@ impl ProxyHttp for SlotProxy {
         let addr = pool.instances[i]
             .addr
             .ok_or_else(|| no_route("instance does not resolve"))?;
+        let (h2c, read_timeout) = (pool.h2c, pool.read_timeout);
         ctx.attempts += 1;
         ctx.instance = Some(i);
         ctx.connect_start = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
+        if h2c {
+            // HTTP/2 only, without TLS: pingora then speaks h2c
+            peer.options.set_http_version(2, 2);
+        }
         peer.options.connection_timeout = Some(self.timeouts.connect);
-        peer.options.read_timeout = Some(self.timeouts.read);
+        peer.options.read_timeout = Some(read_timeout.unwrap_or(self.timeouts.read));
         peer.options.write_timeout = Some(self.timeouts.write);
         peer.options.idle_timeout = Some(self.timeouts.idle);
         Ok(Box::new(peer))

@@ -110,6 +110,7 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
             out.flush()?;
         }
         if let Some(ms) = path.strip_prefix("/slow/") {
+            let ms = ms.split('?').next().unwrap_or(ms);
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
         }
         let text = format!("{method} {path} {}", body.len());
@@ -449,4 +450,49 @@ fn h2c_can_be_turned_off() {
     s.write_all(b"GET /plain HTTP/1.1\r\nHost: shop.test\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut s).unwrap().body, b"GET /plain 0");
+}
+
+#[test]
+fn a_slot_can_wait_longer_for_quiet_responses_than_the_server_default() {
+    let app = RawApp::start();
+    let sites = format!(
+        r#"
+[[sites]]
+name = "shop"
+hostnames = ["shop.test"]
+[[sites.slots]]
+name = "production"
+build_version = "v1"
+instances = ["{a}"]
+[[sites.slots]]
+name = "staging"
+build_version = "v2"
+instances = ["{a}"]
+traffic_percent = 0
+upstream_read_timeout_secs = 10
+"#,
+        a = app.addr()
+    );
+    let proxy = Proxy::start_edited(&sites, 1, |t| {
+        t.replacen(
+            "threads = 1\n",
+            "threads = 1\nupstream_read_timeout_secs = 1\n",
+            1,
+        )
+    });
+    let ask = |query: &str| {
+        let mut s = connect(&proxy);
+        write!(
+            s,
+            "GET /slow/2000{query} HTTP/1.1\r\nHost: shop.test\r\n\r\n"
+        )
+        .unwrap();
+        read_response(&mut s).unwrap()
+    };
+    // production keeps the server's 1 s: the app's 2 s silence is a 502
+    assert_eq!(ask("").status(), 502);
+    // staging waits up to its own 10 s
+    let r = ask("?x-ms-routing-name=staging");
+    assert_eq!(r.status(), 200, "{}", r.head);
+    assert_eq!(r.header("x-seen-slot"), Some("staging"));
 }

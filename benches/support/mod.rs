@@ -15,6 +15,9 @@ pub fn slot(name: &str, percent: Option<f64>, port: u16) -> Slot {
             instances: vec![format!("127.0.0.1:{port}")],
             warmup: Warmup::default(),
             settings_hook_path: None,
+            instances_protocol: Default::default(),
+            health_check: Default::default(),
+            upstream_read_timeout_secs: None,
         }),
         ..Slot::empty(name)
     }

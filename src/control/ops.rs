@@ -326,7 +326,7 @@ instances = ["127.0.0.1:2"]
             warmup_statuses: Some(vec![200]),
             warmup_timeout_secs: None,
             warmup_retries: Some(2),
-            settings_hook_path: None,
+            ..Deploy::default()
         }
     }
 

@@ -77,6 +77,12 @@ pub struct SlotRoute {
 pub struct Pool {
     pub build_version: Box<str>,
     pub instances: Vec<Instance>,
+    /// The instances speak HTTP/2 without TLS (`instances_protocol = "h2c"`).
+    pub h2c: bool,
+    /// How health checks reach the instances.
+    pub probe: crate::model::Probe,
+    /// The deployment's own `upstream_read_timeout_secs`, if it sets one.
+    pub read_timeout: Option<std::time::Duration>,
     next: AtomicUsize,
 }
 
@@ -194,6 +200,11 @@ impl RouteTable {
                             healthy: health.get(label).copied().unwrap_or(true),
                         })
                         .collect(),
+                    h2c: d.instances_protocol == crate::model::InstancesProtocol::H2c,
+                    probe: d.probe(),
+                    read_timeout: d
+                        .upstream_read_timeout_secs
+                        .map(std::time::Duration::from_secs),
                     next: AtomicUsize::new(0),
                 });
                 let live = pool.as_ref().is_some_and(Pool::is_live);
@@ -266,15 +277,29 @@ impl RouteTable {
 
     /// Every instance label in the table, for the health checker.
     pub fn instance_labels(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
+        let mut out: Vec<String> = self.probes().into_iter().map(|(l, _)| l).collect();
+        out.dedup();
+        out
+    }
+
+    /// Every instance with how its deployment asks whether it serves,
+    /// sorted by label; an instance in two deployments that ask differently
+    /// is listed once, with the first slot's way.
+    pub fn probes(&self) -> Vec<(String, crate::model::Probe)> {
+        let mut out: Vec<(String, crate::model::Probe)> = self
             .sites
             .iter()
             .flat_map(|s| s.slots.iter())
             .filter_map(|s| s.pool.as_ref())
-            .flat_map(|p| p.instances.iter().map(|i| i.label.to_string()))
+            .flat_map(|p| {
+                let probe = p.probe;
+                p.instances
+                    .iter()
+                    .map(move |i| (i.label.to_string(), probe))
+            })
             .collect();
-        out.sort();
-        out.dedup();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
         out
     }
 }

@@ -463,12 +463,15 @@ impl SwapEngine {
         settings: &Settings,
     ) -> Result<(), String> {
         let timeout = Duration::from_secs(d.warmup.timeout_secs);
+        let protocol = d.instances_protocol;
         let mut tasks = tokio::task::JoinSet::new();
         for inst in &d.instances {
             let (client, inst) = (self.client.clone(), inst.clone());
             let (hook, settings) = (hook.to_string(), settings.clone());
             tasks.spawn(async move {
-                let outcome = client.post_settings(&inst, &hook, &settings, timeout).await;
+                let outcome = client
+                    .post_settings(&inst, &hook, &settings, protocol, timeout)
+                    .await;
                 (inst, outcome, 1)
             });
         }
@@ -477,12 +480,14 @@ impl SwapEngine {
 
     async fn wait_restart(&self, op: &mut Operation, d: &Deployment) -> Result<(), String> {
         let deadline = Duration::from_secs(d.warmup.timeout_secs);
+        let protocol = d.instances_protocol;
         let mut tasks = tokio::task::JoinSet::new();
         for inst in &d.instances {
             let (client, inst) = (self.client.clone(), inst.clone());
             let path = d.warmup.path.clone();
             tasks.spawn(async move {
-                let (outcome, attempts) = client.wait_answers(&inst, &path, deadline).await;
+                let (outcome, attempts) =
+                    client.wait_answers(&inst, &path, protocol, deadline).await;
                 (inst, outcome, attempts)
             });
         }
@@ -495,9 +500,9 @@ impl SwapEngine {
         let mut tasks = tokio::task::JoinSet::new();
         for inst in &d.instances {
             let (client, inst, host) = (self.client.clone(), inst.clone(), host.clone());
-            let warm = d.warmup.clone();
+            let (warm, how) = (d.warmup.clone(), d.probe());
             tasks.spawn(async move {
-                let (outcome, attempts) = client.warm_up(&inst, &host, &warm).await;
+                let (outcome, attempts) = client.warm_up(&inst, &host, &warm, how).await;
                 (inst, outcome, attempts)
             });
         }
