@@ -496,3 +496,40 @@ upstream_read_timeout_secs = 10
     assert_eq!(r.status(), 200, "{}", r.head);
     assert_eq!(r.header("x-seen-slot"), Some("staging"));
 }
+
+#[test]
+fn http2_connections_get_the_same_limits_as_http1() {
+    let app = RawApp::start();
+    let proxy = Proxy::start_edited(&site(&app), 1, |t| {
+        t.replacen(
+            "threads = 1\n",
+            "threads = 1\nkeepalive_timeout_secs = 1\nmax_header_bytes = 4096\nmax_uri_bytes = 1024\n",
+            1,
+        )
+    });
+    // a header list over max_header_bytes is refused with 431
+    let c = h2_client(proxy.port, false);
+    let url = format!("http://shop.test:{}/big", proxy.port);
+    let r = c
+        .get(&url)
+        .header("x-big", "a".repeat(8000))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 431);
+    assert_eq!(c.get(&url).send().unwrap().status().as_u16(), 200);
+
+    // an idle HTTP/2 connection is closed after keepalive_timeout_secs
+    let mut s = connect(&proxy);
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap(); // empty SETTINGS
+    let started = std::time::Instant::now();
+    let mut sink = [0u8; 1024];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) => panic!("the idle HTTP/2 connection was not closed: {e}"),
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
