@@ -189,6 +189,8 @@ start_bare() {
 # upstreams, the same forwarded headers.
 start_nginx() {
   NGINX_PORT=$(free_port)
+  # the same server over HTTP/2 without TLS (h2c, prior knowledge)
+  NGINX_H2_PORT=$(free_port)
   cat > "$TMP/nginx.conf" <<CONF
 worker_processes 1;
 pid $TMP/nginx.pid;
@@ -233,6 +235,7 @@ http {
     }
     server {
         listen 127.0.0.1:$NGINX_PORT reuseport;
+        listen 127.0.0.1:$NGINX_H2_PORT http2;
         location / {
             proxy_pass http://\$route;
             proxy_http_version 1.1;

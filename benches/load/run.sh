@@ -7,6 +7,9 @@
 # machine hits all of them alike. One worker each; the proxy under test runs
 # on core PROXY_CPU (1), wrk and the upstream on core CLIENT_CPU (0).
 #
+# The `-h2c` targets are measured with h2load instead of wrk: HTTP/2 with
+# prior knowledge, STREAMS (10) concurrent streams on each connection.
+#
 # Settings (env): DURATION=5 seconds per measurement, ROUNDS=3, CONNS=50
 # keep-alive connections, WARMUP=1 second per target before round 1,
 # SKIP_BUILD=1 to reuse target/release, KEEP_TMP=1 to keep configs and logs.
@@ -65,6 +68,8 @@ TARGETS=(
   "nginx-pinned|$NGINX_PORT|$PIN_COOKIE|$NGINX_PID"
   "haproxy|$HAPROXY_PORT||$HAPROXY_PID"
   "haproxy-pinned|$HAPROXY_PORT|$PIN_COOKIE|$HAPROXY_PID"
+  "slotproxy-h2c|$SLOTPROXY_PORT||$SLOTPROXY_PID"
+  "nginx-h2c|$NGINX_H2_PORT||$NGINX_PID"
   ${EXTRA[@]+"${EXTRA[@]}"}
 )
 RESULTS="$TMP/results.tsv"
@@ -77,7 +82,15 @@ measure() {
   [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
   local t0 t1 out
   t0=$(cpu_ns "$pid")
-  out=$(taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$port/" | grep '^RESULT' || true)
+  if [[ "$name" == *-h2c ]]; then
+    # h2load: per-request durations go to a log that h2report.py reads
+    rm -f "$TMP/h2.log"
+    taskset -c "$CLIENT_CPU" h2load -t1 "-c$CONNS" "-m${STREAMS:-10}" -D "$secs" \
+      -H ':authority: bench.local' --log-file="$TMP/h2.log" "http://127.0.0.1:$port/" > "$TMP/h2.out" 2>&1 || true
+    out=$(python3 "$HERE/h2report.py" "$TMP/h2.out" "$TMP/h2.log" | grep '^RESULT' || true)
+  else
+    out=$(taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$port/" | grep '^RESULT' || true)
+  fi
   t1=$(cpu_ns "$pid")
   [ -n "$out" ] || { echo "wrk printed no result for $name" >&2; exit 1; }
   [ "$round" = warmup ] && return

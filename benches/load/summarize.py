@@ -61,6 +61,7 @@ pairs = [
     ("slotproxy-pinned", "nginx-pinned"),
     ("slotproxy", "haproxy"),
     ("slotproxy-pinned", "haproxy-pinned"),
+    ("slotproxy-h2c", "nginx-h2c"),
     ("slotproxy", "direct"),
     ("slotproxy", "bare-pingora"),
     ("slotproxy-pinned", "bare-pingora"),
