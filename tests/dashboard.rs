@@ -499,3 +499,102 @@ fn token_prompt_and_phone_width() {
     b.find("#login[open]");
     b.wait_text("#login-error", "refused the token");
 }
+
+/// The JSON paths the page uses, without a browser.
+#[test]
+fn swap_preview_live_and_listeners_over_the_api() {
+    let (prod, staging) = (App::start("v1"), App::start("v2"));
+    let proxy = Proxy::start(&sites(&prod, &staging));
+
+    let (status, p) = proxy.admin(
+        "GET",
+        "/api/v1/sites/shop/slots/staging/swap-preview?target_slot=production",
+        None,
+    );
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["pending_preview"], Value::Null);
+    assert_eq!(
+        p["source_changes"]["changed"],
+        json!([{"key": "DATABASE_URL", "before": "postgres://staging-db/shop",
+                "after": "postgres://prod-db/shop", "sticky": true}])
+    );
+    assert_eq!(p["target_changes"]["build_version_before"], "v1");
+    assert_eq!(p["target_changes"]["build_version_after"], "v2");
+    assert_eq!(p["target_changes"]["changed"][0]["key"], "FEATURE_FLAGS");
+    // target defaults to production, as for the swap itself
+    let (_, same) = proxy.admin("GET", "/api/v1/sites/shop/slots/staging/swap-preview", None);
+    assert_eq!(same, p);
+    // refused as the swap would be, with the same words
+    let (status, e) = proxy.admin("GET", "/api/v1/sites/shop/slots/qa/swap-preview", None);
+    assert_eq!(status, 409);
+    assert!(
+        e["error"].as_str().unwrap().contains("no deployment"),
+        "{e}"
+    );
+    let (status, e) = proxy.admin(
+        "GET",
+        "/api/v1/sites/shop/slots/staging/swap-preview?target=production",
+        None,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `target`"),
+        "{e}"
+    );
+    let (status, _) = proxy.admin("GET", "/api/v1/sites/shop/slots/nope/swap-preview", None);
+    assert_eq!(status, 404);
+    let (status, _) = proxy.admin_as(
+        None,
+        "GET",
+        "/api/v1/sites/shop/slots/staging/swap-preview",
+        None,
+    );
+    assert_eq!(status, 401);
+
+    // live: the first call takes the snapshot, a later one has rates
+    let (status, first) = proxy.admin("GET", "/api/v1/sites/shop/live", None);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["window_secs"], Value::Null);
+    let before = first["slots"][2]["responses_total"].as_u64().unwrap();
+    assert_eq!(first["slots"][2]["slot"], "staging");
+    for _ in 0..50 {
+        assert_eq!(get(&proxy, "shop-staging.slots.test", "/", &[]).status, 200);
+    }
+    let live = wait_for(10, "a window with staging's requests", || {
+        let (_, v) = proxy.admin("GET", "/api/v1/sites/shop/live", None);
+        (v["window_secs"].as_f64().is_some()).then_some(v)
+    });
+    let s = &live["slots"][2];
+    assert_eq!(s["responses_total"].as_u64().unwrap() - before, 50);
+    assert!(s["requests_per_sec"].as_f64().unwrap() > 0.0, "{live}");
+    assert_eq!(s["errors_5xx_per_sec"], json!(0.0));
+    assert_eq!(live["slots"][0]["slot"], "production");
+    assert_eq!(live["slots"][0]["requests_per_sec"], json!(0.0));
+    let (status, _) = proxy.admin("GET", "/api/v1/sites/nope/live", None);
+    assert_eq!(status, 404);
+
+    let (_, l) = proxy.admin("GET", "/api/v1/listeners", None);
+    assert_eq!(
+        l,
+        json!({"http": [format!("127.0.0.1:{}", proxy.port)], "https": []})
+    );
+
+    // the page's files need no token; anything else under it is 404
+    let js = client()
+        .get(proxy.admin_url("/dashboard/app.js"))
+        .send()
+        .unwrap();
+    assert_eq!(js.status().as_u16(), 200);
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    let none = client()
+        .get(proxy.admin_url("/dashboard/secret"))
+        .send()
+        .unwrap();
+    assert_eq!(none.status().as_u16(), 404);
+}
