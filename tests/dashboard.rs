@@ -492,6 +492,22 @@ fn token_prompt_and_phone_width() {
     );
     assert_eq!(fits, json!(true));
 
+    // start a preview and cancel it: production never changed
+    b.click("#swap-start-preview");
+    b.wait_text("#swap-status", "previewing");
+    b.click("#swap-cancel");
+    b.wait_text("#swap-status", "succeeded");
+    b.wait_text(
+        "#activity li:first-child summary",
+        "reset staging → production",
+    );
+    b.find("#activity li:nth-child(2)[data-status='cancelled']");
+    assert_eq!(
+        get(&proxy, "shop.test", "/?x-ms-routing-name=self", &[]).version(),
+        "v1"
+    );
+    b.find("#swap-go");
+
     // a token revoked under the page (another tab signed out, or the token
     // changed): the next call gets 401 and the page asks again
     b.press("#swap-dialog [data-close]", Key::Escape);
