@@ -36,6 +36,17 @@ pub const ACTIVITY: &str = "/api/v1/sites/{site}/activity";
 pub const OPERATION: &str = "/api/v1/operations/{id}";
 pub const RELOAD: &str = "/api/v1/reload";
 
+// The dashboard (README, "Dashboard"): its page and static files need no
+// token (they hold no data); the two JSON paths below it uses do.
+pub const DASHBOARD: &str = "/";
+pub const DASHBOARD_FILE: &str = "/dashboard/{file}";
+/// What a swap would change, before it starts (Azure's swap dialog).
+pub const SWAP_PREVIEW: &str = "/api/v1/sites/{site}/slots/{slot}/swap-preview";
+/// Requests and 5xx per second per slot, from the proxy's own counters.
+pub const LIVE: &str = "/api/v1/sites/{site}/live";
+/// Where the proxy listens, so the dashboard can link slot host names.
+pub const LISTENERS: &str = "/api/v1/listeners";
+
 /// Fill the `{…}` parameters of `template` in order with `args`, each
 /// percent-encoded: names are validated server-side, but a typo with `/` or
 /// `?` must not turn into a different path.
@@ -279,6 +290,88 @@ pub struct SwapStarted {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Reloaded {
     pub reloaded: String,
+}
+
+/// `GET …/swap-preview?target_slot=…`: the settings a swap of `source`
+/// into `target` would change and keep, as Azure's swap dialog shows them.
+/// Answered only for a swap that could start now (else the error the
+/// swap itself would get: 404, 400 or 409).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwapPreview {
+    pub site: String,
+    pub source: String,
+    pub target: String,
+    /// The operation of a preview of this pair that is pending (so the
+    /// swap would complete it), if any.
+    pub pending_preview: Option<String>,
+    /// Azure's "Source Changes": what phase 1 does to the source's
+    /// instances — they get the target's sticky settings, and keep running
+    /// their build.
+    pub source_changes: SlotChanges,
+    /// Azure's "Target Changes": what the target slot serves after the
+    /// switch compared with now — the source's build and swappable
+    /// settings, with the target's sticky settings kept.
+    pub target_changes: SlotChanges,
+}
+
+/// One side of a [`SwapPreview`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotChanges {
+    pub slot: String,
+    pub build_version_before: Option<String>,
+    pub build_version_after: Option<String>,
+    /// Settings added, removed or given another value, by key.
+    pub changed: Vec<SettingChange>,
+    /// Settings that keep their value, by key.
+    pub unchanged: Vec<SettingChange>,
+}
+
+/// One setting before and after (`null`: not set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingChange {
+    pub key: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    /// After the swap, the value comes from the target's sticky settings.
+    pub sticky: bool,
+}
+
+/// The query of `GET …/swap-preview`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwapPreviewQuery {
+    /// Defaults to production.
+    #[serde(default)]
+    pub target_slot: Option<String>,
+}
+
+/// `GET /api/v1/sites/{site}/live`: each slot's rates over the last few
+/// seconds (the window between two snapshots of its counters).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveView {
+    pub site: String,
+    /// Seconds the rates are measured over; `null` on the first call,
+    /// which only takes the snapshot the next one is measured from.
+    pub window_secs: Option<f64>,
+    pub slots: Vec<SlotLive>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotLive {
+    pub slot: String,
+    /// Responses per second (every status, 499 included).
+    pub requests_per_sec: Option<f64>,
+    pub errors_5xx_per_sec: Option<f64>,
+    /// Responses since the slot's counters started.
+    pub responses_total: u64,
+    pub errors_5xx_total: u64,
+}
+
+/// `GET /api/v1/listeners`: the proxy's listening addresses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListenersView {
+    pub http: Vec<String>,
+    pub https: Vec<String>,
 }
 
 // ---- rendering views from the model -------------------------------------------

@@ -17,6 +17,7 @@ pub mod drain;
 pub mod health;
 pub mod instance_client;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod names;

@@ -222,7 +222,11 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
     let s = swaps.clone();
     let (admin_addr, metrics_addr) = (config.admin.listen.clone(), config.metrics.listen.clone());
     let admin_state =
-        admin::AdminState::new(control.clone(), swaps.clone(), token, args.config.clone());
+        admin::AdminState::new(control.clone(), swaps.clone(), token, args.config.clone())
+            .with_listeners(
+                config.server.listen.clone(),
+                config.server.tls_listen.clone(),
+            );
     std::thread::Builder::new()
         .name("slotproxy-control".into())
         .spawn(move || {

@@ -4,7 +4,8 @@
 //!
 //! - `auth`: the token and the middleware that checks it;
 //! - `extract`: strict JSON bodies, path parameters, error answers;
-//! - `sites`, `slots`, `routing`, `swaps`: the handlers, by resource.
+//! - `sites`, `slots`, `routing`, `swaps`: the handlers, by resource;
+//! - `dashboard`: the web page on `/` and the JSON only it needs.
 //!
 //! Handlers are thin: they parse, hand a pure function from
 //! [`control::ops`](crate::control::ops) to [`ControlPlane::update_at`]
@@ -13,6 +14,7 @@
 //! The admin layer never touches the routing table.
 
 mod auth;
+mod dashboard;
 mod extract;
 mod routing;
 mod sites;
@@ -31,7 +33,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use extract::ApiResult;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Request bodies larger than this are refused with 413: every body the API
 /// takes is a few hundred bytes.
@@ -46,6 +48,10 @@ pub struct AdminState {
     token: Option<Arc<str>>,
     /// The file `POST /api/v1/reload` re-reads.
     pub config_path: PathBuf,
+    /// The dashboard's live rates: snapshots of the proxy's counters.
+    live: Arc<Mutex<crate::live::Sampler>>,
+    /// The proxy's listeners, for the dashboard's links.
+    listeners: Arc<api::ListenersView>,
 }
 
 impl AdminState {
@@ -60,7 +66,16 @@ impl AdminState {
             swaps,
             token: token.map(Arc::from),
             config_path,
+            live: Default::default(),
+            listeners: Default::default(),
         }
+    }
+
+    /// Tell the dashboard where the proxy listens (`[server] listen`,
+    /// `tls_listen`).
+    pub fn with_listeners(mut self, http: Vec<String>, https: Vec<String>) -> Self {
+        self.listeners = Arc::new(api::ListenersView { http, https });
+        self
     }
 
     /// Run a control-plane write off the async worker: it fsyncs.
@@ -90,6 +105,9 @@ pub fn router(state: AdminState) -> Router {
             get(routing::show).put(routing::set).delete(routing::clear),
         )
         .route(api::SWAP, post(swaps::start))
+        .route(api::SWAP_PREVIEW, get(swaps::preview))
+        .route(api::LIVE, get(dashboard::live))
+        .route(api::LISTENERS, get(dashboard::listeners))
         .route(api::OPERATION, get(swaps::operation))
         .route(api::ACTIVITY, get(swaps::activity))
         .route(api::RELOAD, post(sites::reload))
@@ -102,6 +120,10 @@ pub fn router(state: AdminState) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    // No token for these: health, and the dashboard's page and files,
+    // which hold no data (the page asks for the token to call the API).
     api.route(api::HEALTHZ, get(sites::healthz))
+        .route(api::DASHBOARD, get(dashboard::page))
+        .route(api::DASHBOARD_FILE, get(dashboard::file))
         .with_state(state)
 }

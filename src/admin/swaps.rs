@@ -1,10 +1,10 @@
-//! Handlers for swaps and the activity log: start a swap, one operation, a
-//! site's operations.
+//! Handlers for swaps and the activity log: preview what a swap would
+//! change, start a swap, one operation, a site's operations.
 
-use super::extract::{ApiError, ApiResult, JsonBody, Path};
+use super::extract::{ApiError, ApiResult, JsonBody, Path, Query};
 use super::AdminState;
-use crate::api::{Action, Operation, StartSwap, SwapStarted};
-use crate::control::swap::SwapRequest;
+use crate::api::{Action, Operation, StartSwap, SwapPreview, SwapPreviewQuery, SwapStarted};
+use crate::control::swap::{swap_preview, SwapRequest};
 use crate::model::PRODUCTION;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,6 +27,27 @@ pub(super) async fn start(
         .await
         .map_err(ApiError::internal)??;
     Ok((StatusCode::ACCEPTED, Json(SwapStarted { operation_id })))
+}
+
+/// What a swap of `slot` into `target_slot` would change; the error the
+/// swap itself would get if it could not start now.
+pub(super) async fn preview(
+    State(st): State<AdminState>,
+    Path((site, slot)): Path<(String, String)>,
+    Query(q): Query<SwapPreviewQuery>,
+) -> ApiResult<Json<SwapPreview>> {
+    let request = SwapRequest {
+        target: q.target_slot.unwrap_or_else(|| PRODUCTION.to_string()),
+        site,
+        source: slot,
+        action: Action::Swap,
+    };
+    let pending = st.control.preview(&request.site);
+    Ok(Json(swap_preview(
+        &st.control.state(),
+        pending.as_ref(),
+        &request,
+    )?))
 }
 
 pub(super) async fn operation(

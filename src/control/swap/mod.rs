@@ -11,11 +11,14 @@
 //! source's own settings back and leaves production as it was.
 //!
 //! - `plan`: pure — may a swap start, and the switch itself;
+//! - `preview`: pure — what a swap would change, before it starts;
 //! - `engine`: runs the phases, talking to the instances through
 //!   [`InstanceClient`](crate::instance_client::InstanceClient).
 
 mod engine;
 mod plan;
+mod preview;
 
 pub use engine::SwapEngine;
 pub use plan::SwapRequest;
+pub use preview::swap_preview;
