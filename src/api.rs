@@ -178,6 +178,9 @@ pub struct SiteView {
     pub hostnames: Vec<String>,
     pub slot_domain: Option<String>,
     pub trusted_proxies: Vec<String>,
+    /// `header:<name>` or `cookie:<name>` when the site assigns by user key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_key: Option<String>,
     /// Production first, then the others by name.
     pub slots: Vec<SlotView>,
     pub routing: RoutingView,
@@ -278,6 +281,7 @@ impl SiteView {
             hostnames: site.hostnames.clone(),
             slot_domain: site.slot_domain.clone(),
             trusted_proxies: site.trusted_proxies.iter().map(|n| n.to_string()).collect(),
+            assignment_key: site.assignment_key.clone(),
             slots: site
                 .slots_in_order()
                 .map(|s| SlotView::of(site, s, health))

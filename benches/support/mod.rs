@@ -34,6 +34,7 @@ pub fn site(i: usize) -> Site {
         hostnames: vec![format!("site{i}.example.com")],
         slot_domain: Some("slots.example.com".into()),
         trusted_proxies: Vec::new(),
+        assignment_key: None,
         slots: slots.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }
 }
