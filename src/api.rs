@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub use crate::activity::{Action, Operation, Status};
+pub use crate::ramp::{
+    CallbackAnswer, CallbackRequest, Gates, OnBreach, RampSpec as StartRamp, RampStatus, Verdict,
+    VerdictResult,
+};
 
 /// The environment variable the admin token can come from (server and CLI).
 pub const TOKEN_ENV: &str = "SLOTPROXY_ADMIN_TOKEN";
@@ -34,6 +38,8 @@ pub const TRAFFIC_ROUTING: &str = "/api/v1/sites/{site}/traffic-routing";
 pub const ACTIVITY: &str = "/api/v1/sites/{site}/activity";
 pub const OPERATION: &str = "/api/v1/operations/{id}";
 pub const RELOAD: &str = "/api/v1/reload";
+/// `PUT` starts (or replaces) a ramp, `GET` shows it, `DELETE` stops it.
+pub const RAMP: &str = "/api/v1/sites/{site}/slots/{slot}/ramp";
 
 /// Fill the `{…}` parameters of `template` in order with `args`, each
 /// percent-encoded: names are validated server-side, but a typo with `/` or
@@ -270,6 +276,40 @@ pub struct SwapStarted {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Reloaded {
     pub reloaded: String,
+}
+
+/// `GET`/`PUT`/`DELETE …/slots/{slot}/ramp`: the ramp, its state and its
+/// last verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RampView {
+    pub site: String,
+    pub slot: String,
+    pub status: RampStatus,
+    /// The slot's routing rule now (`null`: none).
+    pub percent: Option<f64>,
+    #[serde(flatten)]
+    pub spec: StartRamp,
+    /// Its activity-log operation (action `ramp`, one phase per verdict).
+    pub operation_id: String,
+    pub started_at: String,
+    pub updated_at: String,
+    pub last_verdict: Option<Verdict>,
+}
+
+impl RampView {
+    pub fn of(site: &str, slot: &str, ramp: &crate::ramp::Ramp, percent: Option<f64>) -> RampView {
+        RampView {
+            site: site.into(),
+            slot: slot.into(),
+            status: ramp.status,
+            percent,
+            spec: ramp.spec.clone(),
+            operation_id: ramp.operation_id.clone(),
+            started_at: ramp.started_at.clone(),
+            updated_at: ramp.updated_at.clone(),
+            last_verdict: ramp.last_verdict.clone(),
+        }
+    }
 }
 
 // ---- rendering views from the model -------------------------------------------
