@@ -3,13 +3,16 @@
 //! the routing value out of the raw query string and `Cookie` header bytes,
 //! roll the thread-local RNG, then `decide`.
 //!
+//! The `bucket_*` and `user_key_*` cases route a site in sticky-bucket
+//! assignment (README, "Assignment").
+//!
 //! Target: ≤ 100 ns for every case.
 
 mod support;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
-use slotproxy::config::RoutingSection;
+use slotproxy::config::{Assignment, RoutingSection};
 use slotproxy::routing::table::Addresses;
 use slotproxy::routing::{route, Health, RouteTable};
 
@@ -82,6 +85,59 @@ fn bench_decide(c: &mut Criterion) {
             "{name}: routed as {got}, expected {want}"
         );
         group.bench_function(*name, |b| b.iter(|| route(&table, target, black_box(req))));
+    }
+
+    // Sticky buckets (`[routing] assignment = "bucket"`) and a user key.
+    let mut keyed = support::state(1);
+    for site in keyed.sites.values_mut() {
+        site.assignment_key = Some("header:X-User-Id".into());
+    }
+    let bucket_routing = RoutingSection {
+        assignment: Assignment::Bucket,
+        ..RoutingSection::default()
+    };
+    let buckets = RouteTable::compile(
+        &state,
+        &bucket_routing,
+        &Health::new(),
+        &Addresses::new(),
+        1,
+    );
+    let keyed = RouteTable::compile(
+        &keyed,
+        &bucket_routing,
+        &Health::new(),
+        &Addresses::new(),
+        1,
+    );
+    let mut with_key = request("/products/42", &[b"_ga=GA1.2.1234567890.1700000000"]);
+    with_key
+        .insert_header("x-user-id", "user-8f14e45fceea167a5a36dedd4bea2543")
+        .expect("key");
+    let bucket_cases: Vec<(&str, &RouteTable, RequestHeader, &str)> = vec![
+        ("bucket_new", &buckets, request("/products/42", &[]), "weighted"),
+        (
+            "bucket_cookie",
+            &buckets,
+            request(
+                "/products/42",
+                &[b"_ga=GA1.2.1234567890.1700000000; session=8f14e45fceea167a5a36dedd4bea2543; x-ms-routing-name=b.4821"],
+            ),
+            "cookie",
+        ),
+        (
+            "bucket_garbage",
+            &buckets,
+            request("/products/42", &[b"x-ms-routing-name=b.99999"]),
+            "re-bucketed",
+        ),
+        ("user_key_header", &keyed, with_key, "user-key"),
+    ];
+    for (name, table, req, want) in &bucket_cases {
+        let target = table.lookup_host(b"site0.example.com").expect("host");
+        let got = route(table, target, req).reason.as_str();
+        assert_eq!(got, *want, "{name}");
+        group.bench_function(*name, |b| b.iter(|| route(table, target, black_box(req))));
     }
     group.finish();
 }

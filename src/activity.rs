@@ -22,6 +22,14 @@ pub enum PhaseName {
     ApplySourceSettings,
     RestoreSettings,
     RecoverSettings,
+    /// Ramp entries (action `ramp`): its start, each verdict, its stop.
+    Start,
+    Step,
+    Wait,
+    Hold,
+    Breach,
+    Callback,
+    Stop,
 }
 
 impl PhaseName {
@@ -34,6 +42,13 @@ impl PhaseName {
             PhaseName::ApplySourceSettings => "apply_source_settings",
             PhaseName::RestoreSettings => "restore_settings",
             PhaseName::RecoverSettings => "recover_settings",
+            PhaseName::Start => "start",
+            PhaseName::Step => "step",
+            PhaseName::Wait => "wait",
+            PhaseName::Hold => "hold",
+            PhaseName::Breach => "breach",
+            PhaseName::Callback => "callback",
+            PhaseName::Stop => "stop",
         }
     }
 }
@@ -77,6 +92,8 @@ pub enum Action {
     Swap,
     Preview,
     Reset,
+    /// A ramp of a slot's share (README, "Ramp"); one phase per verdict.
+    Ramp,
 }
 
 impl Action {
@@ -85,6 +102,7 @@ impl Action {
             Action::Swap => "swap",
             Action::Preview => "preview",
             Action::Reset => "reset",
+            Action::Ramp => "ramp",
         }
     }
 }
@@ -203,6 +221,18 @@ impl Operation {
             };
             p.detail = detail.into();
         }
+    }
+
+    /// Add a phase that began and ended now.
+    pub fn add_phase(&mut self, name: PhaseName, result: PhaseResult, detail: impl Into<String>) {
+        let t = now();
+        self.phases.push(Phase {
+            name,
+            started_at: t.clone(),
+            ended_at: Some(t),
+            result,
+            detail: detail.into(),
+        });
     }
 
     pub fn skip_phase(&mut self, name: PhaseName, detail: impl Into<String>) {

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub use crate::activity::{Action, Operation, Status};
+pub use crate::ramp::{
+    CallbackAnswer, CallbackRequest, Gates, OnBreach, RampSpec as StartRamp, RampStatus, Verdict,
+    VerdictResult,
+};
 
 /// The environment variable the admin token can come from (server and CLI).
 pub const TOKEN_ENV: &str = "SLOTPROXY_ADMIN_TOKEN";
@@ -35,6 +39,8 @@ pub const TRAFFIC_ROUTING: &str = "/api/v1/sites/{site}/traffic-routing";
 pub const ACTIVITY: &str = "/api/v1/sites/{site}/activity";
 pub const OPERATION: &str = "/api/v1/operations/{id}";
 pub const RELOAD: &str = "/api/v1/reload";
+/// `PUT` starts (or replaces) a ramp, `GET` shows it, `DELETE` stops it.
+pub const RAMP: &str = "/api/v1/sites/{site}/slots/{slot}/ramp";
 
 // The dashboard (README, "Dashboard"): its page and static files need no
 // token (they hold no data); the two JSON paths below it uses do.
@@ -201,6 +207,9 @@ pub struct SiteView {
     pub hostnames: Vec<String>,
     pub slot_domain: Option<String>,
     pub trusted_proxies: Vec<String>,
+    /// `header:<name>` or `cookie:<name>` when the site assigns by user key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_key: Option<String>,
     /// Production first, then the others by name.
     pub slots: Vec<SlotView>,
     pub routing: RoutingView,
@@ -374,6 +383,40 @@ pub struct ListenersView {
     pub https: Vec<String>,
 }
 
+/// `GET`/`PUT`/`DELETE …/slots/{slot}/ramp`: the ramp, its state and its
+/// last verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RampView {
+    pub site: String,
+    pub slot: String,
+    pub status: RampStatus,
+    /// The slot's routing rule now (`null`: none).
+    pub percent: Option<f64>,
+    #[serde(flatten)]
+    pub spec: StartRamp,
+    /// Its activity-log operation (action `ramp`, one phase per verdict).
+    pub operation_id: String,
+    pub started_at: String,
+    pub updated_at: String,
+    pub last_verdict: Option<Verdict>,
+}
+
+impl RampView {
+    pub fn of(site: &str, slot: &str, ramp: &crate::ramp::Ramp, percent: Option<f64>) -> RampView {
+        RampView {
+            site: site.into(),
+            slot: slot.into(),
+            status: ramp.status,
+            percent,
+            spec: ramp.spec.clone(),
+            operation_id: ramp.operation_id.clone(),
+            started_at: ramp.started_at.clone(),
+            updated_at: ramp.updated_at.clone(),
+            last_verdict: ramp.last_verdict.clone(),
+        }
+    }
+}
+
 // ---- rendering views from the model -------------------------------------------
 
 impl SiteView {
@@ -383,6 +426,7 @@ impl SiteView {
             hostnames: site.hostnames.clone(),
             slot_domain: site.slot_domain.clone(),
             trusted_proxies: site.trusted_proxies.iter().map(|n| n.to_string()).collect(),
+            assignment_key: site.assignment_key.clone(),
             slots: site
                 .slots_in_order()
                 .map(|s| SlotView::of(site, s, health))

@@ -1,6 +1,6 @@
 //! The admin-client half of the `slotproxy` binary, shaped after
 //! `az webapp deployment slot`: `slot create|list|delete`,
-//! `traffic-routing set|show|clear`, `slot swap|auto-swap`, `activity`,
+//! `traffic-routing set|show|clear|ramp`, `slot swap|auto-swap`, `activity`,
 //! `deploy`, `reload`.
 //!
 //! Every verb is one call of the admin API; its paths, request bodies and
@@ -11,8 +11,8 @@
 
 use crate::api::{
     self, Action, AutoSwapConfig, AutoSwapStarted, CreateSlot, Deploy, DeployedView, ErrorBody,
-    Operation, Revised, RoutingView, SiteView, SitesView, SlotView, StartSwap, Status, SwapStarted,
-    TrafficRouting, TOKEN_ENV,
+    OnBreach, Operation, RampView, Revised, RoutingView, SiteView, SitesView, SlotView, StartRamp,
+    StartSwap, Status, SwapStarted, TrafficRouting, TOKEN_ENV,
 };
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
@@ -69,7 +69,8 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// List a site's swap operations, newest first.
+    /// List a site's swap and ramp operations, newest first (a ramp with
+    /// its steps).
     Activity {
         #[arg(long)]
         site: String,
@@ -184,6 +185,73 @@ pub enum RoutingCmd {
         #[arg(long)]
         site: String,
     },
+    /// Raise a slot's share step by step, judged every interval by the
+    /// proxy's own counters (5xx share, p99), rolled back on a breach.
+    Ramp {
+        #[command(subcommand)]
+        cmd: RampCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RampCmd {
+    /// Start (or replace) the ramp of a slot, from its current percent.
+    Start(Box<RampStartArgs>),
+    /// Show a slot's ramp, its last verdict and every step so far.
+    Show {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        slot: String,
+    },
+    /// Stop a slot's ramp; its rule stays where the ramp left it.
+    Stop {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        slot: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RampStartArgs {
+    #[arg(long)]
+    site: String,
+    #[arg(long)]
+    slot: String,
+    /// Percentage points per interval [default: 10].
+    #[arg(long)]
+    step: Option<f64>,
+    /// Seconds between verdicts [default: 60].
+    #[arg(long)]
+    interval_secs: Option<f64>,
+    /// Start at least here; a rollback goes back here [default: 0].
+    #[arg(long)]
+    min_percent: Option<f64>,
+    /// Hold here [default: 100].
+    #[arg(long)]
+    max_percent: Option<f64>,
+    /// Highest 5xx share per interval, 0-1 [default: 0.02].
+    #[arg(long)]
+    max_error_ratio: Option<f64>,
+    /// Highest p99 request time per interval, ms [default: not judged].
+    #[arg(long)]
+    max_p99_ms: Option<f64>,
+    /// Fewer responses in an interval: wait, no verdict [default: 100].
+    #[arg(long)]
+    min_requests: Option<u64>,
+    /// POSTed the figures every interval; may answer {"percent": N}.
+    #[arg(long)]
+    decision_callback_url: Option<String>,
+    /// What a breach does.
+    #[arg(long, value_enum, default_value_t = BreachAction::Rollback)]
+    on_breach: BreachAction,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum BreachAction {
+    Rollback,
+    Pause,
 }
 
 #[derive(Args, Debug)]
@@ -323,6 +391,10 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        ClientCommand::TrafficRouting {
+            cmd: RoutingCmd::Ramp { cmd },
+            conn,
+        } => ramp(&Api::new(&conn)?, cmd),
         ClientCommand::TrafficRouting { cmd, conn } => {
             let api = Api::new(&conn)?;
             let (raw, v): (_, Revised<RoutingView>) = match cmd {
@@ -346,6 +418,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 RoutingCmd::Clear { site } => {
                     api.call::<(), _>("DELETE", &api::path(api::TRAFFIC_ROUTING, &[&site]), None)?
                 }
+                RoutingCmd::Ramp { .. } => unreachable!("handled above"),
             };
             api.print(&raw, || routing_table(&v.body))
         }
@@ -407,6 +480,85 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `traffic-routing ramp start|show|stop`.
+fn ramp(api: &Api, cmd: RampCmd) -> anyhow::Result<()> {
+    let (site, slot, method, body) = match cmd {
+        RampCmd::Start(args) => {
+            let RampStartArgs {
+                site,
+                slot,
+                step,
+                interval_secs,
+                min_percent,
+                max_percent,
+                max_error_ratio,
+                max_p99_ms,
+                min_requests,
+                decision_callback_url,
+                on_breach,
+            } = *args;
+            // the API's defaults for whatever is not given
+            let mut b: StartRamp = serde_json::from_str("{}")?;
+            b.step = step.unwrap_or(b.step);
+            b.interval_secs = interval_secs.unwrap_or(b.interval_secs);
+            b.min_percent = min_percent.unwrap_or(b.min_percent);
+            b.max_percent = max_percent.unwrap_or(b.max_percent);
+            b.gates.max_error_ratio = max_error_ratio.or(b.gates.max_error_ratio);
+            b.gates.max_p99_ms = max_p99_ms;
+            b.gates.min_requests = min_requests.unwrap_or(b.gates.min_requests);
+            b.decision_callback_url = decision_callback_url;
+            b.on_breach = match on_breach {
+                BreachAction::Rollback => OnBreach::Rollback,
+                BreachAction::Pause => OnBreach::Pause,
+            };
+            (site, slot, "PUT", Some(b))
+        }
+        RampCmd::Show { site, slot } => (site, slot, "GET", None),
+        RampCmd::Stop { site, slot } => (site, slot, "DELETE", None),
+    };
+    let path = api::path(api::RAMP, &[&site, &slot]);
+    let (raw, v): (_, Revised<RampView>) = api.call(method, &path, body.as_ref())?;
+    let op = if api.output == Output::Table {
+        let op_path = api::path(api::OPERATION, &[&v.body.operation_id]);
+        api.call::<(), Operation>("GET", &op_path, None)
+            .ok()
+            .map(|o| o.1)
+    } else {
+        None
+    };
+    api.print(&raw, || ramp_text(&v.body, op.as_ref()))
+}
+
+fn ramp_text(r: &RampView, op: Option<&Operation>) -> String {
+    let mut out = format!(
+        "ramp of {}/{}: {} at {} (from {}% to {}% by {} every {} s), operation {}\n",
+        r.site,
+        r.slot,
+        r.status.as_str(),
+        r.percent.map_or("no rule".into(), percent),
+        r.spec.min_percent,
+        r.spec.max_percent,
+        r.spec.step,
+        r.spec.interval_secs,
+        r.operation_id
+    );
+    if let Some(op) = op {
+        out.push_str(&phases_text(op));
+    }
+    out
+}
+
+/// The phases of an operation, one line each.
+fn phases_text(op: &Operation) -> String {
+    op.phases
+        .iter()
+        .map(|p| {
+            let at = p.ended_at.as_deref().unwrap_or(&p.started_at);
+            format!("  {at}  {:<9} {:<9} {}\n", p.name, p.result, p.detail)
+        })
+        .collect()
 }
 
 /// Start a swap and, unless `no_wait`, print its phases as they end until
@@ -490,10 +642,20 @@ fn activity_table(ops: &[Operation]) -> String {
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &["OPERATION", "STARTED", "ACTION", "SLOTS", "STATUS", "ERROR"],
         &rows,
-    )
+    );
+    // a ramp's steps are its phases: show them (a swap's are shown by
+    // `slot swap` as it runs)
+    for o in ops.iter().filter(|o| o.action == Action::Ramp) {
+        out.push_str(&format!(
+            "\nramp {} ({} -> {}):\n",
+            o.id, o.source, o.target
+        ));
+        out.push_str(&phases_text(o));
+    }
+    out
 }
 
 struct Api {

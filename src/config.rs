@@ -194,6 +194,20 @@ pub struct RoutingSection {
     pub cookie_name: String,
     pub query_param: String,
     pub cookie_max_age_secs: u64,
+    /// What the pin cookie holds: the slot name (Azure's way) or a sticky
+    /// bucket (`routing::buckets`).
+    pub assignment: Assignment,
+}
+
+/// `[routing] assignment`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    /// The cookie holds the slot name (`x-ms-routing-name=staging`).
+    #[default]
+    Slot,
+    /// The cookie holds a bucket `b.<0..9999>`; slots own bucket ranges.
+    Bucket,
 }
 
 impl Default for RoutingSection {
@@ -202,6 +216,7 @@ impl Default for RoutingSection {
             cookie_name: "x-ms-routing-name".into(),
             query_param: "x-ms-routing-name".into(),
             cookie_max_age_secs: 3600,
+            assignment: Assignment::Slot,
         }
     }
 }
@@ -282,6 +297,9 @@ pub struct SiteConfig {
     pub slot_domain: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// `header:<name>` or `cookie:<name>`: bucket by this user key.
+    #[serde(default)]
+    pub assignment_key: Option<String>,
     #[serde(default)]
     pub slots: Vec<SlotConfig>,
 }
@@ -520,6 +538,7 @@ impl Config {
                     .collect(),
                 slot_domain: sc.slot_domain.as_ref().map(|d| d.to_ascii_lowercase()),
                 trusted_proxies: trusted,
+                assignment_key: sc.assignment_key.clone(),
                 slots: BTreeMap::new(),
             };
             for (li, slc) in sc.slots.iter().enumerate() {

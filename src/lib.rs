@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod proxy;
+pub mod ramp;
 pub mod routing;
 pub mod server;
 pub mod store;

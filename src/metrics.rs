@@ -633,6 +633,73 @@ impl SlotHandles {
     }
 }
 
+/// The ramp metrics (README, "Ramp"), registered on first use.
+struct RampMetrics {
+    percent: prometheus::GaugeVec,
+    verdicts: IntCounterVec,
+}
+
+/// Every `result` of `slotproxy_ramp_verdicts_total` (`ramp::VerdictResult`),
+/// exported at 0 from the start.
+pub const RAMP_RESULTS: [&str; 5] = ["step", "hold", "wait", "breach", "callback"];
+
+fn ramp_metrics() -> &'static RampMetrics {
+    static RAMP: OnceLock<RampMetrics> = OnceLock::new();
+    RAMP.get_or_init(|| {
+        let percent = prometheus::GaugeVec::new(
+            Opts::new(
+                "slotproxy_ramp_percent",
+                "The share a running ramp last set for the slot (its routing rule).",
+            ),
+            &["site", "slot"],
+        )
+        .expect("metric definition is valid");
+        let verdicts = IntCounterVec::new(
+            Opts::new(
+                "slotproxy_ramp_verdicts_total",
+                "Ramp verdicts, by result (step, hold, wait, breach, callback).",
+            ),
+            &["result"],
+        )
+        .expect("metric definition is valid");
+        let registry = &metrics().registry;
+        for c in [
+            Box::new(percent.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(verdicts.clone()),
+        ] {
+            if let Err(e) = registry.register(c) {
+                log::error!("cannot register ramp metrics: {e}");
+            }
+        }
+        for r in RAMP_RESULTS {
+            verdicts.with_label_values(&[r]);
+        }
+        RampMetrics { percent, verdicts }
+    })
+}
+
+/// Export the ramp metrics (verdicts at 0) before any ramp runs.
+pub fn ramp_init() {
+    ramp_metrics();
+}
+
+/// A ramp of `site`/`slot` set its rule to `percent`; `None`: the ramp
+/// ended, its series goes.
+pub fn ramp_percent(site: &str, slot: &str, percent: Option<f64>) {
+    let m = &ramp_metrics().percent;
+    match percent {
+        Some(p) => m.with_label_values(&[site, slot]).set(p),
+        None => {
+            let _ = m.remove_label_values(&[site, slot]);
+        }
+    }
+}
+
+/// Count one ramp verdict (`result` is one of [`RAMP_RESULTS`]).
+pub fn ramp_verdict(result: &str) {
+    ramp_metrics().verdicts.with_label_values(&[result]).inc();
+}
+
 /// Everything in the registry, in the Prometheus text format.
 pub fn render() -> String {
     let mut buf = Vec::new();

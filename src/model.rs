@@ -50,6 +50,10 @@ pub struct Site {
     /// Peers whose `X-Forwarded-*` headers are trusted and extended.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// `header:<name>` or `cookie:<name>`: the user key whose hash is the
+    /// client's bucket (README, "Assignment"); implies bucket assignment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_key: Option<String>,
     pub slots: BTreeMap<String, Slot>,
 }
 
@@ -132,6 +136,20 @@ pub struct Probe {
 }
 
 impl Deployment {
+    /// A deployment of `build_version` on `instances`, every other key at
+    /// its default (as a config slot with only those two keys).
+    pub fn of(build_version: &str, instances: Vec<String>) -> Deployment {
+        Deployment {
+            build_version: build_version.into(),
+            instances,
+            warmup: Warmup::default(),
+            settings_hook_path: None,
+            instances_protocol: InstancesProtocol::default(),
+            health_check: HealthCheck::default(),
+            upstream_read_timeout_secs: None,
+        }
+    }
+
     pub fn probe(&self) -> Probe {
         Probe {
             protocol: self.instances_protocol,
@@ -322,6 +340,33 @@ pub fn check_instance(addr: &str) -> Result<(), String> {
     }
 }
 
+/// Where a site's user key comes from (`[[sites]] assignment_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource<'a> {
+    /// A request header, e.g. `header:X-User-Id` (matched case-insensitively).
+    Header(&'a str),
+    /// A cookie, e.g. `cookie:uid`.
+    Cookie(&'a str),
+}
+
+/// Parse `header:<name>` or `cookie:<name>`.
+pub fn parse_assignment_key(s: &str) -> Result<KeySource<'_>, String> {
+    let bad =
+        || format!("{s:?}: write \"header:<name>\" (e.g. header:X-User-Id) or \"cookie:<name>\"");
+    let (kind, name) = s.split_once(':').ok_or_else(bad)?;
+    let token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    match kind {
+        "header" if token && http::HeaderName::from_bytes(name.as_bytes()).is_ok() => {
+            Ok(KeySource::Header(name))
+        }
+        "cookie" if token => Ok(KeySource::Cookie(name)),
+        _ => Err(bad()),
+    }
+}
+
 /// Parse a CIDR, accepting a bare address as a single-host network.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     if let Ok(net) = s.parse::<IpNet>() {
@@ -465,6 +510,11 @@ impl State {
             if let Some(d) = &site.slot_domain {
                 if let Err(e) = check_hostname(d) {
                     out.push(problem(format!("{sk}.slot_domain"), e));
+                }
+            }
+            if let Some(k) = &site.assignment_key {
+                if let Err(e) = parse_assignment_key(k) {
+                    out.push(problem(format!("{sk}.assignment_key"), e));
                 }
             }
             if !site.slots.contains_key(PRODUCTION) {
@@ -614,6 +664,7 @@ mod tests {
             hostnames: vec!["shop.example.com".into()],
             slot_domain: Some("slots.example.com".into()),
             trusted_proxies: vec![],
+            assignment_key: None,
             slots,
         }
     }
@@ -680,6 +731,23 @@ mod tests {
 
     #[test]
     fn names_and_addresses() {
+        assert_eq!(
+            parse_assignment_key("header:X-User-Id"),
+            Ok(KeySource::Header("X-User-Id"))
+        );
+        assert_eq!(
+            parse_assignment_key("cookie:uid"),
+            Ok(KeySource::Cookie("uid"))
+        );
+        for bad in [
+            "X-User-Id",
+            "header:",
+            "query:u",
+            "cookie:a;b",
+            "header:a b",
+        ] {
+            assert!(parse_assignment_key(bad).is_err(), "{bad}");
+        }
         assert!(check_name("staging-2").is_ok());
         assert!(check_name("Staging").is_err());
         assert!(check_name("self").is_err());

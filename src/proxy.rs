@@ -424,8 +424,11 @@ impl ProxyHttp for SlotProxy {
             return Ok(());
         };
         if decision.set_cookie {
-            if let Some(slot) = ctx.slot() {
-                let secure = ctx.https;
+            let secure = ctx.https;
+            if let (Some(bucket), Some(table)) = (decision.bucket, &ctx.table) {
+                let cookie = table.bucket_cookie(u32::from(bucket), secure);
+                resp.append_header(http::header::SET_COOKIE, cookie)?;
+            } else if let Some(slot) = ctx.slot() {
                 let cookie = if secure {
                     &slot.cookie_secure
                 } else {

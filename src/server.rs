@@ -179,6 +179,7 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
     admin::check_exposure(&config.admin.listen, token.as_deref())?;
     crate::access_log::init(&config.access_log)?;
     crate::metrics::metrics();
+    crate::metrics::ramp_init();
     crate::drain::configure(config.server.drain_secs);
     // Control listeners bind here, synchronously, so a port clash is
     // reported before anything serves or the state is touched; after
@@ -257,6 +258,7 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
                 });
                 tokio::spawn(upgrade_on_sigusr2(path.clone()));
                 tokio::spawn(crate::health::run(c.clone(), health));
+                tokio::spawn(crate::control::ramp::run(c.clone()));
                 reload_on_sighup(c, s, path).await;
             })
         })?;

@@ -3,22 +3,17 @@
 
 #![allow(dead_code)]
 
-use slotproxy::model::{Deployment, Site, Slot, State, Warmup, PRODUCTION};
+use slotproxy::model::{Deployment, Site, Slot, State, PRODUCTION};
 use std::collections::BTreeMap;
 
 /// A slot with a deployment on one loopback instance.
 pub fn slot(name: &str, percent: Option<f64>, port: u16) -> Slot {
     Slot {
         traffic_percent: percent,
-        deployment: Some(Deployment {
-            build_version: format!("{name}-v1"),
-            instances: vec![format!("127.0.0.1:{port}")],
-            warmup: Warmup::default(),
-            settings_hook_path: None,
-            instances_protocol: Default::default(),
-            health_check: Default::default(),
-            upstream_read_timeout_secs: None,
-        }),
+        deployment: Some(Deployment::of(
+            &format!("{name}-v1"),
+            vec![format!("127.0.0.1:{port}")],
+        )),
         ..Slot::empty(name)
     }
 }
@@ -37,6 +32,7 @@ pub fn site(i: usize) -> Site {
         hostnames: vec![format!("site{i}.example.com")],
         slot_domain: Some("slots.example.com".into()),
         trusted_proxies: Vec::new(),
+        assignment_key: None,
         slots: slots.into_iter().map(|s| (s.name.clone(), s)).collect(),
     }
 }

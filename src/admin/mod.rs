@@ -4,7 +4,7 @@
 //!
 //! - `auth`: the token and the middleware that checks it;
 //! - `extract`: strict JSON bodies, path parameters, error answers;
-//! - `sites`, `slots`, `routing`, `swaps`: the handlers, by resource;
+//! - `sites`, `slots`, `routing`, `swaps`, `ramp`: the handlers, by resource;
 //! - `dashboard`: the web page on `/` and the JSON only it needs.
 //!
 //! Handlers are thin: they parse, hand a pure function from
@@ -16,6 +16,7 @@
 mod auth;
 mod dashboard;
 mod extract;
+mod ramp;
 mod routing;
 mod sites;
 mod slots;
@@ -111,6 +112,10 @@ pub fn router(state: AdminState) -> Router {
         .route(api::OPERATION, get(swaps::operation))
         .route(api::ACTIVITY, get(swaps::activity))
         .route(api::RELOAD, post(sites::reload))
+        .route(
+            api::RAMP,
+            get(ramp::show).put(ramp::start).delete(ramp::stop),
+        )
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         // Auth wraps the fallbacks too: an unauthenticated client learns

@@ -78,6 +78,11 @@ fn merge_site(cur: &mut Site, old: Option<&Site>, new: &Site) {
         old.map(|o| &o.trusted_proxies),
         &new.trusted_proxies,
     );
+    pick(
+        &mut cur.assignment_key,
+        old.map(|o| &o.assignment_key),
+        &new.assignment_key,
+    );
     let empty = BTreeMap::new();
     let old_slots = old.map_or(&empty, |o| &o.slots);
     let names: Vec<&String> = old_slots.keys().chain(new.slots.keys()).collect();

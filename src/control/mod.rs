@@ -7,6 +7,7 @@
 
 pub mod merge;
 pub mod ops;
+pub mod ramp;
 pub mod reload;
 pub mod swap;
 
@@ -81,7 +82,8 @@ impl ControlPlane {
         for mut op in store.load_operations()? {
             // A swap that was running when the process died: the routing is
             // whatever its last atomic write left (pre- or post-switch).
-            if op.status == Status::Running {
+            // (A ramp's operation stays running: its runner picks it up.)
+            if op.status == Status::Running && op.action != crate::activity::Action::Ramp {
                 let phase = op.phases.last().map_or("start", |p| p.name.as_str());
                 op.finish(
                     Status::Interrupted,
@@ -256,6 +258,12 @@ impl ControlPlane {
             .filter(|o| o.site == site)
             .cloned()
             .collect()
+    }
+
+    /// Every ramp (by site, then slot) and the state, read together.
+    pub fn ramps(&self) -> (ramp::Ramps, State) {
+        let inner = self.lock();
+        (inner.doc.ramps.clone(), inner.doc.state.clone())
     }
 
     pub fn preview(&self, site: &str) -> Option<Preview> {

@@ -8,11 +8,16 @@
 //! raw query string, the raw `Cookie` header values and a roll in, which
 //! slot serves the request and whether to (re)set the pin cookie out.
 
-use super::table::{HostTarget, RouteTable, SiteRoutes, WEIGHT_SCALE};
+use super::buckets::{key_bucket, parse_bucket, slot_of_bucket};
+use super::table::{BucketRoutes, HostTarget, RouteTable, SiteRoutes, UserKey, WEIGHT_SCALE};
 use rand::Rng;
 
 /// Longest routing value we look at; anything longer is treated as absent.
 pub const MAX_VALUE_LEN: usize = 64;
+
+/// Longest user key (`assignment_key`) we hash; a longer one, an empty one
+/// or a repeated one is treated as absent (the client gets a bucket cookie).
+pub const MAX_KEY_LEN: usize = 256;
 
 /// Why a request went where it went (for the access log and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +32,8 @@ pub enum Reason {
     Weighted,
     /// A stale or unusable pin cookie: picked again and overwritten.
     Rebucketed,
+    /// Bucket assignment by the site's user key (`assignment_key`).
+    UserKey,
 }
 
 impl Reason {
@@ -37,6 +44,7 @@ impl Reason {
             Reason::Cookie => "cookie",
             Reason::Weighted => "weighted",
             Reason::Rebucketed => "re-bucketed",
+            Reason::UserKey => "user-key",
         }
     }
 }
@@ -46,18 +54,29 @@ pub struct Decision {
     /// Index into `SiteRoutes::slots`.
     pub slot: u16,
     pub reason: Reason,
-    /// The response must set the pin cookie for `slot`.
+    /// The response must set the pin cookie: `b.<bucket>` when `bucket`
+    /// is given, else the name of `slot`.
     pub set_cookie: bool,
+    /// The client's bucket, in bucket assignment (`routing::buckets`),
+    /// unless it was routed by slot name (query, `self` or a slot pin).
+    pub bucket: Option<u16>,
+}
+
+impl Decision {
+    fn to(slot: u16, reason: Reason, set_cookie: bool) -> Decision {
+        Decision {
+            slot,
+            reason,
+            set_cookie,
+            bucket: None,
+        }
+    }
 }
 
 /// Route a request whose Host led to `target` in `table`.
 pub fn route(table: &RouteTable, target: HostTarget, req: &http::request::Parts) -> Decision {
     if let Some(slot) = target.slot {
-        return Decision {
-            slot,
-            reason: Reason::SlotHost,
-            set_cookie: false,
-        };
+        return Decision::to(slot, Reason::SlotHost, false);
     }
     let site = &table.sites[target.site as usize];
     let query = req
@@ -72,7 +91,25 @@ pub fn route(table: &RouteTable, target: HostTarget, req: &http::request::Parts)
         table.cookie_finder(),
     );
     let roll = rand::rng().random_range(0..WEIGHT_SCALE);
-    decide(site, query, cookie, roll)
+    let key = match site.buckets.as_ref().and_then(|b| b.key.as_ref()) {
+        None => None,
+        Some(UserKey::Header(name)) => {
+            let mut values = req.headers.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (Some(v), None) => Some(v.as_bytes()),
+                _ => None,
+            }
+        }
+        Some(UserKey::Cookie(finder)) => cookie_raw(
+            req.headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes()),
+            finder,
+        ),
+    }
+    .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN);
+    decide_keyed(site, query, cookie, key, roll)
 }
 
 /// Route a request on a production host name.
@@ -86,6 +123,19 @@ pub fn decide(
     cookie: Option<&[u8]>,
     roll: u32,
 ) -> Decision {
+    decide_keyed(site, query, cookie, None, roll)
+}
+
+/// [`decide`] with the client's user key (the value of the site's
+/// `assignment_key`, when it has one and the request carries it). In
+/// bucket assignment `roll` is also the bucket a new client gets.
+pub fn decide_keyed(
+    site: &SiteRoutes,
+    query: Option<&[u8]>,
+    cookie: Option<&[u8]>,
+    key: Option<&[u8]>,
+    roll: u32,
+) -> Decision {
     if let Some(v) = query {
         let target = if v.eq_ignore_ascii_case(b"self") {
             Some(0)
@@ -94,38 +144,62 @@ pub fn decide(
             find_slot(site, v).filter(|&i| i == 0 || site.slots[i as usize].has_rule)
         };
         if let Some(slot) = target {
-            return Decision {
-                slot,
-                reason: Reason::Query,
-                set_cookie: true,
-            };
+            return Decision::to(slot, Reason::Query, true);
         }
     }
     let mut reason = Reason::Weighted;
     if let Some(v) = cookie {
         if v.eq_ignore_ascii_case(b"self") {
-            return Decision {
-                slot: 0,
-                reason: Reason::Cookie,
-                set_cookie: false,
-            };
+            return Decision::to(0, Reason::Cookie, false);
         }
         if let Some(i) = find_slot(site, v) {
             let slot = &site.slots[i as usize];
             if i != 0 && slot.has_rule && slot.pool.as_ref().is_some_and(|p| p.is_live()) {
+                return Decision::to(i, Reason::Cookie, false);
+            }
+        }
+        if let (Some(b), None) = (&site.buckets, key) {
+            if let Some(n) = parse_bucket(v) {
                 return Decision {
-                    slot: i,
+                    slot: bucket_slot(site, b, n),
                     reason: Reason::Cookie,
                     set_cookie: false,
+                    bucket: Some(n as u16),
                 };
             }
         }
         reason = Reason::Rebucketed;
     }
+    let Some(b) = &site.buckets else {
+        return Decision::to(weighted(site, roll), reason, true);
+    };
+    // A user key needs no cookie: it lands in the same bucket every time,
+    // on every node.
+    let (n, reason, set_cookie) = match key {
+        Some(k) => (key_bucket(k, &site.name), Reason::UserKey, false),
+        None => (roll, reason, true),
+    };
     Decision {
-        slot: weighted(site, roll),
+        slot: bucket_slot(site, b, n),
         reason,
-        set_cookie: true,
+        set_cookie,
+        bucket: Some(n as u16),
+    }
+}
+
+/// The slot serving bucket `n`: its range's owner while that slot can
+/// serve, production otherwise.
+fn bucket_slot(site: &SiteRoutes, b: &BucketRoutes, n: u32) -> u16 {
+    match slot_of_bucket(&b.ranges, n) {
+        Some(i)
+            if site.slots[i as usize]
+                .pool
+                .as_ref()
+                .is_some_and(|p| p.is_live()) =>
+        {
+            i
+        }
+        _ => 0,
     }
 }
 
@@ -184,6 +258,14 @@ pub fn cookie_value_with<'a>(
     headers: impl Iterator<Item = &'a [u8]>,
     finder: &memchr::memmem::Finder<'_>,
 ) -> Option<&'a [u8]> {
+    cookie_raw(headers, finder).filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
+}
+
+/// The cookie's value, whatever its length (absent if missing or repeated).
+fn cookie_raw<'a>(
+    headers: impl Iterator<Item = &'a [u8]>,
+    finder: &memchr::memmem::Finder<'_>,
+) -> Option<&'a [u8]> {
     let name = finder.needle();
     if name.is_empty() {
         return None;
@@ -200,7 +282,7 @@ pub fn cookie_value_with<'a>(
             found = Some(v);
         }
     }
-    found.filter(|v| !v.is_empty() && v.len() <= MAX_VALUE_LEN)
+    found
 }
 
 /// The value of the cookie whose name is `header[at..at + len]`, if that is a
@@ -304,6 +386,146 @@ instances = ["127.0.0.1:3004"]
         );
         // and it no longer takes part in the split
         assert!(s.weights.is_empty());
+    }
+
+    fn bucket_table(staging: f64, extra: &str) -> crate::routing::RouteTable {
+        table(
+            &format!(
+                "[routing]\nassignment = \"bucket\"\n{}",
+                CFG.replace(
+                    "traffic_percent = 20",
+                    &format!("traffic_percent = {staging}")
+                )
+                .replace(
+                    "hostnames = [\"shop.example.com\"]",
+                    &format!("hostnames = [\"shop.example.com\"]\n{extra}")
+                )
+            ),
+            &Health::new(),
+        )
+    }
+
+    #[test]
+    fn buckets_route_by_range_and_keep_clients_when_a_share_grows() {
+        let t10 = bucket_table(10.0, "");
+        let t20 = bucket_table(20.0, "");
+        let (s10, s20) = (&t10.sites[0], &t20.sites[0]);
+        let staging = idx(s10, "staging");
+        // a new client gets the bucket it rolled, and a cookie for it
+        let d = decide(s10, None, None, 999);
+        assert_eq!(
+            (d.slot, d.reason, d.set_cookie, d.bucket),
+            (staging, Reason::Weighted, true, Some(999))
+        );
+        for n in 0..WEIGHT_SCALE {
+            let cookie = format!("b.{n}");
+            let (a, b) = (
+                decide(s10, None, Some(cookie.as_bytes()), 0),
+                decide(s20, None, Some(cookie.as_bytes()), 0),
+            );
+            assert_eq!(
+                (a.reason, a.set_cookie, a.bucket),
+                (Reason::Cookie, false, Some(n as u16))
+            );
+            assert_eq!(a.slot == staging, n < 1000, "bucket {n} at 10%");
+            assert_eq!(b.slot == staging, n < 2000, "bucket {n} at 20%");
+            if a.slot == staging {
+                assert_eq!(b.slot, staging, "raising moved bucket {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_bucket_cookies_are_rebucketed_and_names_still_pin() {
+        let t = bucket_table(10.0, "");
+        let s = &t.sites[0];
+        for bad in [&b"b.10000"[..], b"b.x", b"b.", b"nosuchslot", b"b.-3"] {
+            let d = decide(s, None, Some(bad), 4321);
+            assert_eq!(
+                (d.slot, d.reason, d.set_cookie, d.bucket),
+                (0, Reason::Rebucketed, true, Some(4321)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // self, slot names and the query parameter work as in slot mode
+        let d = decide(s, None, Some(b"self"), 5);
+        assert_eq!((d.slot, d.reason, d.bucket), (0, Reason::Cookie, None));
+        let d = decide(s, None, Some(b"optin"), 5);
+        assert_eq!((d.slot, d.bucket), (idx(s, "optin"), None));
+        let d = decide(s, Some(b"self"), Some(b"b.5"), 5);
+        assert_eq!(
+            (d.slot, d.reason, d.set_cookie, d.bucket),
+            (0, Reason::Query, true, None)
+        );
+    }
+
+    #[test]
+    fn a_dead_slots_buckets_go_to_production_without_shifting_the_others() {
+        let cfg = format!(
+            "[routing]\nassignment = \"bucket\"\n{}[[sites.slots]]\nname = \"zeta\"\ntraffic_percent = 10\ninstances = [\"127.0.0.1:3005\"]\n",
+            CFG
+        );
+        let up = table(&cfg, &Health::new());
+        let down = table(&cfg, &[("127.0.0.1:3002".to_string(), false)].into());
+        let (u, d) = (&up.sites[0], &down.sites[0]);
+        // staging (20%) first, zeta (10%) after it
+        assert_eq!(decide(u, None, Some(b"b.100"), 0).slot, idx(u, "staging"));
+        assert_eq!(decide(d, None, Some(b"b.100"), 0).slot, 0);
+        for db in [&up, &down] {
+            let s = &db.sites[0];
+            assert_eq!(decide(s, None, Some(b"b.2500"), 0).slot, idx(s, "zeta"));
+        }
+    }
+
+    #[test]
+    fn a_user_key_picks_the_bucket_and_needs_no_cookie() {
+        let t = bucket_table(50.0, "assignment_key = \"header:X-User-Id\"");
+        let s = &t.sites[0];
+        let n = crate::routing::buckets::key_bucket(b"alice", "shop");
+        let d = decide_keyed(s, None, Some(b"b.1"), Some(b"alice"), 7777);
+        assert_eq!(
+            (d.reason, d.set_cookie, d.bucket),
+            (Reason::UserKey, false, Some(n as u16))
+        );
+        assert_eq!(d.slot == idx(s, "staging"), n < 5000);
+        // the query parameter and self still win
+        let d = decide_keyed(s, Some(b"self"), None, Some(b"alice"), 0);
+        assert_eq!((d.slot, d.reason), (0, Reason::Query));
+        let d = decide_keyed(s, None, Some(b"self"), Some(b"alice"), 0);
+        assert_eq!((d.slot, d.reason), (0, Reason::Cookie));
+        // a keyed site is in bucket mode even with [routing] assignment = "slot"
+        let slot_mode = table(
+            &CFG.replace(
+                "hostnames = [\"shop.example.com\"]",
+                "hostnames = [\"shop.example.com\"]\nassignment_key = \"cookie:uid\"",
+            ),
+            &Health::new(),
+        );
+        assert!(slot_mode.sites[0].buckets.is_some());
+    }
+
+    #[test]
+    fn route_reads_the_user_key_from_the_request() {
+        let t = bucket_table(50.0, "assignment_key = \"header:X-User-Id\"");
+        let target = t.lookup_host(b"shop.example.com").unwrap();
+        let req = |headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder().uri("/");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let n = crate::routing::buckets::key_bucket(b"u-42", "shop") as u16;
+        for _ in 0..20 {
+            let d = route(&t, target, &req(&[("x-user-id", "u-42")]));
+            assert_eq!((d.reason, d.bucket), (Reason::UserKey, Some(n)));
+        }
+        // repeated or empty: no key, a bucket cookie instead
+        let d = route(&t, target, &req(&[("x-user-id", "a"), ("x-user-id", "b")]));
+        assert_eq!((d.reason, d.set_cookie), (Reason::Weighted, true));
+        let d = route(&t, target, &req(&[("x-user-id", "")]));
+        assert_eq!(d.reason, Reason::Weighted);
     }
 
     #[test]

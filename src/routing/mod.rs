@@ -2,6 +2,7 @@
 //! and the forwarded-header rules. Nothing here does I/O: instance health
 //! and resolved addresses come in as inputs of `RouteTable::compile`.
 
+pub mod buckets;
 pub mod decide;
 pub mod forwarded;
 mod observe;

@@ -6,8 +6,9 @@
 //! a request would otherwise compute (cumulative weights, `Set-Cookie` header
 //! values, resolved socket addresses) is computed here.
 
-use crate::config::RoutingSection;
-use crate::model::{State, PRODUCTION};
+use super::buckets::bucket_ranges;
+use crate::config::{Assignment, RoutingSection};
+use crate::model::{KeySource, State, PRODUCTION};
 use http::HeaderValue;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -42,6 +43,9 @@ pub struct RouteTable {
     pub query_param: Box<str>,
     /// Searcher for `cookie_name` in `Cookie` headers, built once.
     cookie_finder: memchr::memmem::Finder<'static>,
+    /// What follows `<cookie_name>=b.<n>` in a bucket's `Set-Cookie`
+    /// (attributes; index 1 with `Secure`).
+    bucket_cookie_attrs: [Box<str>; 2],
 }
 
 #[derive(Debug)]
@@ -53,6 +57,27 @@ pub struct SiteRoutes {
     /// take part in the weighted pick; a roll past the last goes to production.
     pub weights: Vec<(u32, u16)>,
     pub trusted_proxies: Vec<IpNet>,
+    /// `Some` when the site assigns clients by sticky bucket.
+    pub buckets: Option<BucketRoutes>,
+}
+
+/// Bucket assignment of a site (`routing::buckets`).
+#[derive(Debug)]
+pub struct BucketRoutes {
+    /// Contiguous bucket ranges (exclusive upper edge, slot) of every slot
+    /// with a positive rule, in routing order, live or not: the buckets of
+    /// a slot that cannot serve go to production for as long as it is
+    /// down, without shifting the ranges of the slots after it.
+    pub ranges: Vec<(u32, u16)>,
+    /// Where the user key comes from, if the site has one.
+    pub key: Option<UserKey>,
+}
+
+/// A site's `assignment_key`, ready to look up.
+#[derive(Debug)]
+pub enum UserKey {
+    Header(http::HeaderName),
+    Cookie(Box<memchr::memmem::Finder<'static>>),
 }
 
 #[derive(Debug)]
@@ -177,6 +202,7 @@ impl RouteTable {
             }
             let mut slots = Vec::with_capacity(site.slots.len());
             let mut weights = Vec::new();
+            let mut shares = Vec::new();
             let mut cumulative = 0u32;
             for slot in site.slots_in_order() {
                 let slot_idx = slots.len() as u16;
@@ -210,6 +236,9 @@ impl RouteTable {
                 let live = pool.as_ref().is_some_and(Pool::is_live);
                 if let Some(p) = slot.traffic_percent {
                     let bp = (p * 100.0).round() as u32;
+                    if slot.name != PRODUCTION {
+                        shares.push((slot_idx, bp));
+                    }
                     // A slot that cannot serve gives its share to production
                     // rather than sending that share of users to an error.
                     if slot.name != PRODUCTION && bp > 0 && live {
@@ -237,11 +266,30 @@ impl RouteTable {
                     cookie_secure: set_cookie(routing, value, true),
                 });
             }
+            // validated when the state was; an unusable key is no key
+            let key = site
+                .assignment_key
+                .as_deref()
+                .and_then(|k| crate::model::parse_assignment_key(k).ok())
+                .and_then(|k| match k {
+                    KeySource::Header(h) => http::HeaderName::from_bytes(h.as_bytes())
+                        .ok()
+                        .map(UserKey::Header),
+                    KeySource::Cookie(c) => Some(UserKey::Cookie(Box::new(
+                        memchr::memmem::Finder::new(c.as_bytes()).into_owned(),
+                    ))),
+                });
+            let buckets =
+                (routing.assignment == Assignment::Bucket || key.is_some()).then(|| BucketRoutes {
+                    ranges: bucket_ranges(&shares),
+                    key,
+                });
             sites.push(SiteRoutes {
                 name: site.name.as_str().into(),
                 slots,
                 weights,
                 trusted_proxies: site.trusted_proxies.clone(),
+                buckets,
             });
         }
         RouteTable {
@@ -251,7 +299,21 @@ impl RouteTable {
             cookie_name: routing.cookie_name.as_str().into(),
             query_param: routing.query_param.as_str().into(),
             cookie_finder: memchr::memmem::Finder::new(routing.cookie_name.as_bytes()).into_owned(),
+            bucket_cookie_attrs: [false, true].map(|secure| {
+                let full = set_cookie(routing, "b.0", secure);
+                let text = full.to_str().unwrap_or("");
+                text.find(';').map_or("", |i| &text[i..]).into()
+            }),
         }
+    }
+
+    /// The `Set-Cookie` value giving a client bucket `bucket`. Built per
+    /// response (one small allocation), and only for a client that gets a
+    /// new bucket: 10,000 ready-made values per site would cost more.
+    pub fn bucket_cookie(&self, bucket: u32, secure: bool) -> HeaderValue {
+        let attrs = &self.bucket_cookie_attrs[usize::from(secure)];
+        let text = format!("{}=b.{bucket}{attrs}", self.cookie_name);
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     /// Look up a `Host` header value: case-insensitive, port ignored, a

@@ -27,6 +27,10 @@ pub struct Persisted {
     /// Previews waiting for `swap` or `reset`, by site.
     #[serde(default)]
     pub previews: BTreeMap<String, Preview>,
+    /// Ramps by site, then slot (`control::ramp`); stopped and finished
+    /// ones stay, to be shown, until replaced or their slot is deleted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ramps: BTreeMap<String, BTreeMap<String, crate::ramp::Ramp>>,
 }
 
 /// A preview (swap phases 1–2 done, paused) waiting to be completed or reset.

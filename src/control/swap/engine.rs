@@ -208,6 +208,7 @@ impl SwapEngine {
             Action::Reset => self.reset(&plan, &mut op).await,
             Action::Preview => self.preview(&plan, &mut op).await,
             Action::Swap => self.swap(&plan, &mut op).await,
+            Action::Ramp => op.finish(Status::Failed, Some("a ramp is not a swap".into())),
         }
         // Free the site before the final record is written: a client that
         // sees this operation end may start the next swap at once.
