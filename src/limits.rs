@@ -423,6 +423,28 @@ impl<A> Limited<A> {
             why.len() + 1
         );
         crate::metrics::request_finished(None, status, started.elapsed());
+        if let Some(format) = crate::access_log::format() {
+            // refused before any request was parsed: who, and what status
+            let client = stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+            let entry = crate::access_log::Entry {
+                time: crate::activity::now(),
+                client,
+                host: "-",
+                site: "-",
+                slot: "-",
+                instance: "-",
+                method: "-",
+                path: "-",
+                protocol: "HTTP/1.1",
+                status,
+                bytes: why.len() + 1,
+                duration: started.elapsed().as_secs_f64(),
+                reason: "-",
+            };
+            crate::access_log::write(entry.format(format));
+        }
         let written = tokio::time::timeout(LINGER, async {
             stream.write_all(text.as_bytes()).await?;
             stream.flush().await

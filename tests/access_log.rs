@@ -67,6 +67,7 @@ instances = ["{staging}"]
     assert_eq!(q["instance"], staging.addr());
     assert_eq!(q["reason"], "query");
     assert_eq!(q["method"], "GET");
+    assert_eq!(q["protocol"], "HTTP/1.1");
     assert_eq!(q["status"], 200);
     assert_eq!(q["host"], "shop.test");
     assert_eq!(q["client"], "127.0.0.1");
@@ -101,4 +102,46 @@ instances = ["{staging}"]
 /// `2024-05-01T10:00:00.123Z`
 fn chrono_like(t: &str) -> bool {
     t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T'
+}
+
+#[test]
+fn requests_refused_before_routing_are_logged_too() {
+    use std::io::{Read, Write};
+    let app = App::start("v1");
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("access.log");
+    let proxy = Proxy::start(&format!(
+        r#"
+[access_log]
+enabled = true
+format = "json"
+path = "{log}"
+[[sites]]
+name = "shop"
+hostnames = ["shop.test"]
+[[sites.slots]]
+name = "production"
+instances = ["{app}"]
+"#,
+        log = log_path.display(),
+        app = app.addr(),
+    ));
+    // a request line over max_uri_bytes (8192): 414 before any routing
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    write!(
+        s,
+        "GET /{} HTTP/1.1\r\nHost: shop.test\r\n\r\n",
+        "u".repeat(9000)
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    let line: serde_json::Value = wait_for(10, "the refusal's access log line", || {
+        let text = std::fs::read_to_string(&log_path).ok()?;
+        serde_json::from_str(text.lines().next()?).ok()
+    });
+    assert_eq!(line["status"], 414);
+    assert_eq!(line["client"], "127.0.0.1");
+    assert_eq!(line["site"], "-");
 }
