@@ -2,8 +2,8 @@
 for wrk, so run.sh and summarize.py treat both alike.
 
 usage: h2report.py H2LOAD_OUTPUT H2LOAD_LOG_FILE
-The log (h2load --log-file) has one line per request: start time, status,
-stream id, duration in microseconds.
+The log (h2load --log-file) has one line per request, tab-separated: start
+time (µs since the epoch), status, microseconds until the end of the response.
 """
 
 import re
@@ -13,9 +13,9 @@ out, log = open(sys.argv[1]).read(), sys.argv[2]
 durations, non2xx = [], 0
 for line in open(log):
     parts = line.split("\t")
-    if len(parts) < 4:
+    if len(parts) < 3:
         continue
-    status, us = int(parts[1]), int(parts[3])
+    status, us = int(parts[1]), int(parts[2])
     durations.append(us)
     if not 200 <= status < 300:
         non2xx += 1
