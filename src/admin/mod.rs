@@ -4,7 +4,7 @@
 //!
 //! - `auth`: the token and the middleware that checks it;
 //! - `extract`: strict JSON bodies, path parameters, error answers;
-//! - `sites`, `slots`, `routing`, `swaps`: the handlers, by resource.
+//! - `sites`, `slots`, `routing`, `swaps`, `fleet`: the handlers, by resource.
 //!
 //! Handlers are thin: they parse, hand a pure function from
 //! [`control::ops`](crate::control::ops) to [`ControlPlane::update_at`]
@@ -14,6 +14,7 @@
 
 mod auth;
 mod extract;
+mod fleet;
 mod routing;
 mod sites;
 mod slots;
@@ -25,6 +26,7 @@ pub use extract::{parse_body, ApiError};
 use crate::api;
 use crate::control::swap::SwapEngine;
 use crate::control::{ControlError, ControlPlane};
+use crate::store::EtcdStore;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post, put};
@@ -46,6 +48,8 @@ pub struct AdminState {
     token: Option<Arc<str>>,
     /// The file `POST /api/v1/reload` re-reads.
     pub config_path: PathBuf,
+    /// The fleet's store, when the state is in etcd (`GET /api/v1/fleet`).
+    pub fleet: Option<Arc<EtcdStore>>,
 }
 
 impl AdminState {
@@ -60,7 +64,14 @@ impl AdminState {
             swaps,
             token: token.map(Arc::from),
             config_path,
+            fleet: None,
         }
+    }
+
+    /// Serve `GET /api/v1/fleet` from this etcd store.
+    pub fn with_fleet(mut self, fleet: Option<Arc<EtcdStore>>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     /// Run a control-plane write off the async worker: it fsyncs.
@@ -93,6 +104,7 @@ pub fn router(state: AdminState) -> Router {
         .route(api::OPERATION, get(swaps::operation))
         .route(api::ACTIVITY, get(swaps::activity))
         .route(api::RELOAD, post(sites::reload))
+        .route(api::FLEET, get(fleet::list))
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         // Auth wraps the fallbacks too: an unauthenticated client learns

@@ -14,13 +14,17 @@ use crate::activity::{Operation, Status};
 use crate::config::{Config, RoutingSection};
 use crate::model::{Problem, State};
 use crate::routing::{Health, RouteTable};
-use crate::store::{Persisted, Preview, StateStore, StoreError};
+use crate::store::{Persisted, Preview, StateStore, StoreError, StoreListener};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How many operations the activity log keeps (oldest dropped first).
 pub const ACTIVITY_RETENTION: usize = 1000;
+
+/// How often a write is applied again on a newer state another node wrote
+/// meanwhile before it is given up with 409.
+const WRITE_ATTEMPTS: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -75,10 +79,19 @@ impl ControlPlane {
         seed: State,
         store: Box<dyn StateStore>,
     ) -> Result<ControlPlane, ControlError> {
-        let doc = store.load()?.unwrap_or_default();
+        let loaded = store.load()?;
+        // A fleet's store that holds a state already is what is true: the
+        // config seeds only an empty one (SPEC §9).
+        let seeded = store.shared() && loaded.is_some();
+        let doc = loaded.unwrap_or_default();
         let mut operations = BTreeMap::new();
         let mut interrupted = Vec::new();
         for mut op in store.load_operations()? {
+            if store.shared() {
+                // a swap `running` here may be running on another node
+                operations.insert(op.id.clone(), op);
+                continue;
+            }
             // A swap that was running when the process died: the routing is
             // whatever its last atomic write left (pre- or post-switch).
             if op.status == Status::Running {
@@ -123,8 +136,23 @@ impl ControlPlane {
             store,
             interrupted: Mutex::new(interrupted),
         };
-        cp.apply_config(config, seed)?;
+        if seeded {
+            log::info!(
+                "state from {} (revision {}); config.toml's [[sites]] seed only an empty store, so they are not applied",
+                cp.store.describe(),
+                cp.lock().doc.revision
+            );
+            cp.republish();
+        } else {
+            cp.apply_config(config, seed)?;
+        }
         Ok(cp)
+    }
+
+    /// `Err(why)` while the state store cannot be written (a fleet's etcd
+    /// is unreachable): the node serves its last table, degraded.
+    pub fn store_health(&self) -> Result<(), String> {
+        self.store.health()
     }
 
     /// The swaps that were interrupted by the last stop (once).
@@ -172,7 +200,7 @@ impl ControlPlane {
     /// validate, is persisted, then published. Nothing changes on error.
     pub fn update<T>(
         &self,
-        f: impl FnOnce(&mut State) -> Result<T, ControlError>,
+        f: impl FnMut(&mut State) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
         self.update_at(f).map(|(out, _)| out)
     }
@@ -182,7 +210,7 @@ impl ControlPlane {
     /// caller can tell which of several concurrent writes landed last.
     pub fn update_at<T>(
         &self,
-        f: impl FnOnce(&mut State) -> Result<T, ControlError>,
+        mut f: impl FnMut(&mut State) -> Result<T, ControlError>,
     ) -> Result<(T, u64), ControlError> {
         self.update_doc(|doc| f(&mut doc.state))
     }
@@ -190,43 +218,86 @@ impl ControlPlane {
     /// The most general change: `f` edits a copy of the whole persisted
     /// document (state and pending previews), so several edits land in one
     /// durable write. The state must validate; nothing changes on error.
+    ///
+    /// With a shared store another node may have written first: then `f`
+    /// runs again on the state it wrote (so it may run more than once), and
+    /// the change lands on top of the other one instead of replacing it.
     pub fn update_doc<T>(
         &self,
-        f: impl FnOnce(&mut Persisted) -> Result<T, ControlError>,
+        f: impl FnMut(&mut Persisted) -> Result<T, ControlError>,
     ) -> Result<(T, u64), ControlError> {
         let mut inner = self.lock();
-        let mut doc = inner.doc.clone();
-        let out = f(&mut doc)?;
-        let problems = doc.state.validate();
-        if !problems.is_empty() {
-            return Err(ControlError::Invalid(problems));
-        }
-        if doc != inner.doc {
-            self.commit(&mut inner, doc)?;
-        }
+        let (out, _) = self.write_locked(&mut inner, f)?;
         Ok((out, inner.doc.revision))
+    }
+
+    /// The compare-and-swap loop: edit a copy, validate, persist; on a
+    /// conflict take the winner's document and edit that. Returns whether
+    /// anything was written.
+    fn write_locked<T>(
+        &self,
+        inner: &mut Inner,
+        mut f: impl FnMut(&mut Persisted) -> Result<T, ControlError>,
+    ) -> Result<(T, bool), ControlError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut doc = inner.doc.clone();
+            let out = f(&mut doc)?;
+            let problems = doc.state.validate();
+            if !problems.is_empty() {
+                return Err(ControlError::Invalid(problems));
+            }
+            if doc == inner.doc {
+                return Ok((out, false));
+            }
+            match self.commit(inner, doc) {
+                Ok(()) => return Ok((out, true)),
+                Err(ControlError::Store(StoreError::Conflict(current))) => {
+                    self.adopt(inner, *current);
+                    if attempt >= WRITE_ATTEMPTS {
+                        return Err(ControlError::Conflict(format!(
+                            "other nodes changed the state {attempt} times while this change was being written; try again (revision now {})",
+                            inner.doc.revision
+                        )));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Take a document another node wrote and serve it.
+    fn adopt(&self, inner: &mut Inner, doc: Persisted) {
+        if doc != inner.doc {
+            inner.doc = doc;
+            self.forget_undeployed_health(inner);
+            self.publish(inner);
+        }
     }
 
     /// Apply a (re)loaded config: the three-way merge of `merge`, validated
     /// as a whole; on error the running state is kept.
     pub fn apply_config(&self, config: &Config, seed: State) -> Result<(), ControlError> {
         let mut inner = self.lock();
-        let merged = merge::apply_config(&inner.doc.state, &inner.doc.applied_config, &seed);
-        let problems = merged.validate();
-        if !problems.is_empty() {
-            return Err(ControlError::Invalid(problems));
-        }
         let routing_changed = inner.routing != config.routing;
-        inner.routing = config.routing.clone();
-        let mut doc = inner.doc.clone();
-        doc.state = merged;
-        doc.applied_config = seed;
-        if doc != inner.doc {
-            self.commit(&mut inner, doc)?;
-        } else if routing_changed || inner.table_version == 0 {
-            self.publish(&mut inner);
+        let old_routing = std::mem::replace(&mut inner.routing, config.routing.clone());
+        let written = self.write_locked(&mut inner, |doc| {
+            doc.state = merge::apply_config(&doc.state, &doc.applied_config, &seed);
+            doc.applied_config = seed.clone();
+            Ok(())
+        });
+        match written {
+            Err(e) => {
+                inner.routing = old_routing;
+                Err(e)
+            }
+            Ok(((), false)) if routing_changed || inner.table_version == 0 => {
+                self.publish(&mut inner);
+                Ok(())
+            }
+            Ok(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// Durably record a new or changed operation of the activity log.
@@ -265,7 +336,7 @@ impl ControlPlane {
     /// Persist (or clear) the pending preview of `site`.
     pub fn set_preview(&self, site: &str, preview: Option<Preview>) -> Result<(), ControlError> {
         self.update_doc(|doc| {
-            match preview {
+            match preview.clone() {
                 Some(p) => doc.previews.insert(site.to_string(), p),
                 None => doc.previews.remove(site),
             };
@@ -309,27 +380,7 @@ impl ControlPlane {
         doc.revision = inner.doc.revision + 1;
         self.store.save(&doc)?;
         inner.doc = doc;
-        // Forget the health of instances no longer deployed anywhere: if the
-        // address comes back later it starts fresh (up), as the health
-        // checker's tracker for it does.
-        let deployed: std::collections::HashSet<&str> = inner
-            .doc
-            .state
-            .sites
-            .values()
-            .flat_map(|s| s.slots.values())
-            .filter_map(|s| s.deployment.as_ref())
-            .flat_map(|d| d.instances.iter().map(String::as_str))
-            .collect();
-        let stale: Vec<String> = inner
-            .health
-            .keys()
-            .filter(|l| !deployed.contains(l.as_str()))
-            .cloned()
-            .collect();
-        for label in stale {
-            inner.health.remove(&label);
-        }
+        self.forget_undeployed_health(inner);
         self.publish(inner);
         for id in ended {
             if let Some(mut op) = inner.operations.get(&id).cloned() {
@@ -348,6 +399,30 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Forget the health of instances no longer deployed anywhere: if the
+    /// address comes back later it starts fresh (up), as the health
+    /// checker's tracker for it does.
+    fn forget_undeployed_health(&self, inner: &mut Inner) {
+        let deployed: std::collections::HashSet<&str> = inner
+            .doc
+            .state
+            .sites
+            .values()
+            .flat_map(|s| s.slots.values())
+            .filter_map(|s| s.deployment.as_ref())
+            .flat_map(|d| d.instances.iter().map(String::as_str))
+            .collect();
+        let stale: Vec<String> = inner
+            .health
+            .keys()
+            .filter(|l| !deployed.contains(l.as_str()))
+            .cloned()
+            .collect();
+        for label in stale {
+            inner.health.remove(&label);
+        }
+    }
+
     fn publish(&self, inner: &mut Inner) {
         inner.table_version += 1;
         // names new to this state resolve here, before the table is built
@@ -361,5 +436,42 @@ impl ControlPlane {
         );
         table.attach_metrics();
         self.table.store(Arc::new(table));
+    }
+}
+
+/// What other nodes of a fleet wrote, as the shared store reports it: the
+/// table follows without this node writing anything.
+impl StoreListener for ControlPlane {
+    fn state_changed(&self, doc: Persisted) {
+        let mut inner = self.lock();
+        // an older document than the one held (this node's own write seen
+        // late) changes nothing
+        if doc.revision > inner.doc.revision {
+            log::info!("state revision {} from another node", doc.revision);
+            self.adopt(&mut inner, doc);
+        }
+    }
+
+    fn operation_changed(&self, op: Operation) {
+        self.lock().operations.insert(op.id.clone(), op);
+    }
+
+    fn operation_deleted(&self, id: &str) {
+        self.lock().operations.remove(id);
+    }
+
+    fn reloaded(&self, doc: Option<Persisted>, ops: Vec<Operation>) {
+        let mut inner = self.lock();
+        if let Some(doc) = doc {
+            if doc != inner.doc {
+                log::info!(
+                    "state read anew from the store: revision {} (held {})",
+                    doc.revision,
+                    inner.doc.revision
+                );
+                self.adopt(&mut inner, doc);
+            }
+        }
+        inner.operations = ops.into_iter().map(|o| (o.id.clone(), o)).collect();
     }
 }

@@ -1,12 +1,15 @@
 //! Where the control plane's state lives between restarts.
 //!
 //! `StateStore` is the seam: the embedded default is [`FileStore`] (one JSON
-//! document, replaced atomically), and a shared store (etcd, so a fleet of
-//! proxies follows one state) can be added behind the same trait without
-//! touching the `ControlPlane`.
+//! document, replaced atomically), and [`EtcdStore`] shares one state among
+//! a fleet of proxies (SPEC §9). The `ControlPlane` does not know which: it
+//! retries a write the store reports as [`StoreError::Conflict`], and takes
+//! what a shared store reports through [`StoreListener`].
 
+mod etcd;
 mod file;
 
+pub use etcd::{EtcdStore, FleetNode};
 pub use file::FileStore;
 
 use crate::activity::Operation;
@@ -76,6 +79,28 @@ pub enum StoreError {
         path: String,
         source: serde_json::Error,
     },
+    /// A shared store cannot be reached (or answers with an error): nothing
+    /// was written. The admin API answers 503 with this text.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// Another node wrote first: the document was not saved; this is the
+    /// store's current one, to apply the change to again.
+    #[error("the state was changed by another node (revision {})", .0.revision)]
+    Conflict(Box<Persisted>),
+}
+
+/// What a shared store tells the control plane about changes made by other
+/// nodes. Each call carries the store's whole current view of what changed.
+pub trait StoreListener: Send + Sync {
+    /// The state document changed (another node's write).
+    fn state_changed(&self, doc: Persisted);
+    /// An activity-log entry was written.
+    fn operation_changed(&self, op: Operation);
+    /// An activity-log entry was deleted (retention).
+    fn operation_deleted(&self, id: &str);
+    /// Everything, read anew (after a reconnect, a compaction or a restored
+    /// store): replace what is held, whatever its revision.
+    fn reloaded(&self, doc: Option<Persisted>, ops: Vec<Operation>);
 }
 
 pub trait StateStore: Send + Sync {
@@ -95,4 +120,44 @@ pub trait StateStore: Send + Sync {
     fn release(&self) {}
     /// Where the state lives, for messages.
     fn describe(&self) -> String;
+    /// Shared by a fleet: config seeds it only when it is empty, and a swap
+    /// found `running` at start may be running on another node.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// `Err(why)` while the store cannot be written (the node serves from
+    /// its last state: `/healthz` says degraded).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<S: StateStore + ?Sized> StateStore for std::sync::Arc<S> {
+    fn load(&self) -> Result<Option<Persisted>, StoreError> {
+        (**self).load()
+    }
+    fn save(&self, doc: &Persisted) -> Result<(), StoreError> {
+        (**self).save(doc)
+    }
+    fn save_operation(&self, op: &Operation) -> Result<(), StoreError> {
+        (**self).save_operation(op)
+    }
+    fn load_operations(&self) -> Result<Vec<Operation>, StoreError> {
+        (**self).load_operations()
+    }
+    fn delete_operation(&self, id: &str) -> Result<(), StoreError> {
+        (**self).delete_operation(id)
+    }
+    fn release(&self) {
+        (**self).release()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn shared(&self) -> bool {
+        (**self).shared()
+    }
+    fn health(&self) -> Result<(), String> {
+        (**self).health()
+    }
 }
