@@ -235,9 +235,13 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
     // Repair what an interrupted swap left, then the declarative swap of
     // production's target_build_version.
     let s = swaps.clone();
+    let on_start = control.seeded_here();
     rt.spawn(async move {
         s.recover().await;
-        s.reconcile();
+        // a fleet's declarative swap on start: by the node that seeded only
+        if on_start {
+            s.reconcile();
+        }
     });
     let (c, health, path) = (control.clone(), config.health.clone(), args.config.clone());
     let s = swaps.clone();

@@ -69,6 +69,9 @@ pub struct ControlPlane {
     /// Swaps found running at open (the process died mid-swap), for the
     /// swap engine to put the apps' settings back in order.
     interrupted: Mutex<Vec<Operation>>,
+    /// This process wrote the config's `[[sites]]` at open (always with the
+    /// file store; with a fleet's store only the node that seeded it).
+    seeded_here: std::sync::atomic::AtomicBool,
 }
 
 impl ControlPlane {
@@ -83,6 +86,7 @@ impl ControlPlane {
         // A fleet's store that holds a state already is what is true: the
         // config seeds only an empty one (SPEC §9).
         let seeded = store.shared() && loaded.is_some();
+        let store_shared = store.shared();
         let doc = loaded.unwrap_or_default();
         let mut operations = BTreeMap::new();
         let mut interrupted = Vec::new();
@@ -135,6 +139,7 @@ impl ControlPlane {
             table: Arc::new(ArcSwap::from_pointee(table)),
             store,
             interrupted: Mutex::new(interrupted),
+            seeded_here: std::sync::atomic::AtomicBool::new(!store_shared),
         };
         if seeded {
             log::info!(
@@ -143,8 +148,11 @@ impl ControlPlane {
                 cp.lock().doc.revision
             );
             cp.republish();
-        } else {
-            cp.apply_config(config, seed)?;
+        } else if cp.apply_config_written(config, seed)? && store_shared {
+            // of nodes starting at once on an empty store, only the one
+            // whose seed landed gets here
+            cp.seeded_here
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(cp)
     }
@@ -279,6 +287,18 @@ impl ControlPlane {
     /// Apply a (re)loaded config: the three-way merge of `merge`, validated
     /// as a whole; on error the running state is kept.
     pub fn apply_config(&self, config: &Config, seed: State) -> Result<(), ControlError> {
+        self.apply_config_written(config, seed).map(|_| ())
+    }
+
+    /// Whether the state this process started with came from its own
+    /// config: what runs once "on start" for a fleet (the declarative swap)
+    /// runs on that node only, not once per node.
+    pub fn seeded_here(&self) -> bool {
+        self.seeded_here.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`apply_config`](Self::apply_config), telling whether it wrote.
+    fn apply_config_written(&self, config: &Config, seed: State) -> Result<bool, ControlError> {
         let mut inner = self.lock();
         let routing_changed = inner.routing != config.routing;
         let old_routing = std::mem::replace(&mut inner.routing, config.routing.clone());
@@ -294,9 +314,9 @@ impl ControlPlane {
             }
             Ok(((), false)) if routing_changed || inner.table_version == 0 => {
                 self.publish(&mut inner);
-                Ok(())
+                Ok(false)
             }
-            Ok(_) => Ok(()),
+            Ok(((), written)) => Ok(written),
         }
     }
 
