@@ -242,6 +242,8 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
         if on_start {
             s.reconcile();
         }
+        // then the swaps a dead node of the fleet leaves behind
+        s.recover_forever().await;
     });
     let (c, health, path) = (control.clone(), config.health.clone(), args.config.clone());
     let s = swaps.clone();

@@ -450,3 +450,184 @@ fn a_restored_etcd_is_read_anew_by_every_node() {
         });
     }
 }
+
+/// `shop` with settings hooks and sticky settings (as tests/swap.rs), and
+/// `extra` keys on the staging slot (e.g. a slow warm-up path).
+fn shop_with_settings(prod: &App, staging: &App, extra: &str) -> String {
+    format!(
+        r#"
+[[sites]]
+name = "shop"
+hostnames = ["shop.test"]
+slot_domain = "slots.test"
+[[sites.slots]]
+name = "production"
+build_version = "v1"
+instances = ["{}"]
+settings_hook_path = "/settings"
+[sites.slots.settings]
+FLAG = "old"
+[sites.slots.sticky_settings]
+DB = "prod-db"
+[[sites.slots]]
+name = "staging"
+build_version = "v2"
+instances = ["{}"]
+settings_hook_path = "/settings"
+{extra}
+[sites.slots.settings]
+FLAG = "new"
+[sites.slots.sticky_settings]
+DB = "staging-db"
+"#,
+        prod.addr(),
+        staging.addr()
+    )
+}
+
+fn start_swap(p: &Proxy) -> (u16, Value) {
+    api(
+        p,
+        "POST",
+        "/api/v1/sites/shop/slots/staging/swap",
+        Some(json!({"target_slot": "production"})),
+    )
+}
+
+fn operation(p: &Proxy, id: &str) -> Value {
+    api(p, "GET", &format!("/api/v1/operations/{id}"), None).1
+}
+
+/// What a request pinned to production (`x-ms-routing-name=self`) gets.
+fn prod_version(p: &Proxy) -> String {
+    get(p, "shop.test", "/", &[("cookie", "x-ms-routing-name=self")])
+        .version()
+        .to_string()
+}
+
+#[test]
+fn one_swap_per_site_in_the_whole_fleet() {
+    let etcd = Etcd::start();
+    let (v1, v2) = (App::start("v1"), App::start("v2"));
+    let prefix = unique_prefix("swaplock");
+    // a slow warm-up keeps the winner busy while the other asks
+    let sites = shop_with_settings(&v1, &v2, "warmup_path = \"/?delay_ms=1500\"");
+    let a = node(&etcd, &prefix, &sites);
+    let b = node(&etcd, &prefix, &sites);
+    // both at once, one through each node
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| start_swap(&a));
+        let tb = s.spawn(|| start_swap(&b));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    let (winner, loser, won, lost) = match (ra.0, rb.0) {
+        (202, 409) => (&a, &b, ra.1, rb.1),
+        (409, 202) => (&b, &a, rb.1, ra.1),
+        other => panic!(
+            "want one 202 and one 409, got {other:?}: {} / {}",
+            ra.1, rb.1
+        ),
+    };
+    let id = won["operation_id"].as_str().unwrap().to_string();
+    let error = lost["error"].as_str().unwrap();
+    assert!(error.contains("already running on node"), "{error}");
+    assert!(
+        error.contains(&format!("127.0.0.1:{}", winner.port)) && error.contains(&id),
+        "the 409 names the node holding the site and its operation: {error}"
+    );
+    // the same through the node that runs it: refused here too
+    let (code, body) = start_swap(winner);
+    assert_eq!(code, 409, "{body}");
+    let op = wait_for(30, "the swap to end", || {
+        let op = operation(loser, &id);
+        (op["status"] != "running").then_some(op)
+    });
+    assert_eq!(op["status"], "succeeded", "{op}");
+    // released: the other node may swap back at once
+    let (code, body) = start_swap(loser);
+    assert_eq!(code, 202, "{body}");
+    let back = body["operation_id"].as_str().unwrap().to_string();
+    let op = wait_for(30, "the swap back to end", || {
+        let op = operation(winner, &back);
+        (op["status"] != "running").then_some(op)
+    });
+    assert_eq!(op["status"], "succeeded", "{op}");
+    for p in [&a, &b] {
+        wait_for(3, "production back on v1", || {
+            (prod_version(p) == "v1").then_some(())
+        });
+    }
+}
+
+#[test]
+fn a_swap_whose_node_dies_is_taken_over_when_its_lease_expires() {
+    let etcd = Etcd::start();
+    let (v1, v2) = (App::start("v1"), App::start("v2"));
+    let prefix = unique_prefix("swapdies");
+    // the warm-up path answers after 20 s: the swap is sure to be waiting
+    // on it when its node is killed
+    let sites = shop_with_settings(
+        &v1,
+        &v2,
+        "warmup_path = \"/?delay_ms=20000\"\nwarmup_timeout_secs = 30",
+    );
+    let mut a = node(&etcd, &prefix, &sites);
+    let b = node(&etcd, &prefix, &sites);
+    let (code, body) = start_swap(&a);
+    assert_eq!(code, 202, "{body}");
+    let id = body["operation_id"].as_str().unwrap().to_string();
+    // B sees phase 1 done (it gave staging production's sticky settings)
+    // and the slow part begin: the restart wait and the warm-up both GET
+    // the warm-up path
+    let slow_phase = wait_for(10, "the warm-up path to be waited on, seen on B", || {
+        let op = operation(&b, &id);
+        op["phases"].as_array().and_then(|ps| {
+            ps.iter()
+                .find(|p| p["name"] == "wait_restart" || p["name"] == "warmup")
+                .map(|p| p["name"].as_str().unwrap().to_string())
+        })
+    });
+    assert_eq!(
+        get(&b, "shop-staging.slots.test", "/", &[]).field("settings"),
+        Some(r#"{"DB":"prod-db","FLAG":"new"}"#)
+    );
+    // while A runs it, B refuses a second one
+    let (code, body) = start_swap(&b);
+    assert_eq!(code, 409, "{body}");
+
+    a.kill();
+    // the claim's lease (5 s) expires; B takes over: interrupted, production
+    // untouched, staging's own settings posted back
+    let op = wait_for(15, "B to mark the swap interrupted", || {
+        let op = operation(&b, &id);
+        (op["status"] == "interrupted").then_some(op)
+    });
+    assert!(
+        op["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("phase {slow_phase}")),
+        "{op}"
+    );
+    wait_for(10, "staging's own settings to be re-applied", || {
+        let r = get(&b, "shop-staging.slots.test", "/", &[]);
+        (r.field("settings") == Some(r#"{"DB":"staging-db","FLAG":"new"}"#)).then_some(())
+    });
+    let recovered = operation(&b, &id);
+    assert!(
+        recovered["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["phase"] == "recover_settings" && i["instance"] == v2.addr()),
+        "{recovered}"
+    );
+    // the site still serves, from production as it was
+    let r = get(&b, "shop.test", "/", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(prod_version(&b), "v1");
+    // and the site is free again: a swap through B starts
+    a.spawn();
+    let (code, body) = start_swap(&b);
+    assert_eq!(code, 202, "{body}");
+}

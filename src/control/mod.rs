@@ -14,7 +14,10 @@ use crate::activity::{Operation, Status};
 use crate::config::{Config, RoutingSection};
 use crate::model::{Problem, State};
 use crate::routing::{Health, RouteTable};
-use crate::store::{Persisted, Preview, StateStore, StoreError, StoreListener};
+use crate::store::claim::{orphaned, LocalClaims};
+use crate::store::{
+    Claim, ClaimError, ClaimRecord, Persisted, Preview, StateStore, StoreError, StoreListener,
+};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,9 +69,16 @@ pub struct ControlPlane {
     inner: Mutex<Inner>,
     table: Arc<ArcSwap<RouteTable>>,
     store: Box<dyn StateStore>,
-    /// Swaps found running at open (the process died mid-swap), for the
-    /// swap engine to put the apps' settings back in order.
+    /// Swaps found running at open (the process died mid-swap, already
+    /// marked `interrupted`) or orphaned by a dead node of the fleet (still
+    /// `running`: whoever claims the site marks them), for the swap engine
+    /// to put the apps' settings back in order.
     interrupted: Mutex<Vec<Operation>>,
+    /// Wakes the swap engine when `interrupted` gained an entry.
+    interruptions: tokio::sync::Notify,
+    /// What runs once per name in this process (and, through the store's
+    /// lease, once in the fleet).
+    claims: LocalClaims,
     /// This process wrote the config's `[[sites]]` at open (always with the
     /// file store; with a fleet's store only the node that seeded it).
     seeded_here: std::sync::atomic::AtomicBool,
@@ -99,13 +109,7 @@ impl ControlPlane {
             // A swap that was running when the process died: the routing is
             // whatever its last atomic write left (pre- or post-switch).
             if op.status == Status::Running {
-                let phase = op.phases.last().map_or("start", |p| p.name.as_str());
-                op.finish(
-                    Status::Interrupted,
-                    Some(format!(
-                        "slotproxy stopped during phase {phase}; routing is as last persisted (the switch is one atomic write)"
-                    )),
-                );
+                interrupt(&mut op, "slotproxy stopped");
                 store.save_operation(&op)?;
                 interrupted.push(op.clone());
             }
@@ -139,6 +143,8 @@ impl ControlPlane {
             table: Arc::new(ArcSwap::from_pointee(table)),
             store,
             interrupted: Mutex::new(interrupted),
+            interruptions: tokio::sync::Notify::new(),
+            claims: LocalClaims::default(),
             seeded_here: std::sync::atomic::AtomicBool::new(!store_shared),
         };
         if seeded {
@@ -166,6 +172,26 @@ impl ControlPlane {
     /// The swaps that were interrupted by the last stop (once).
     pub fn take_interrupted(&self) -> Vec<Operation> {
         std::mem::take(&mut *self.interrupted.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Wait until [`take_interrupted`](Self::take_interrupted) has more.
+    pub async fn interruptions(&self) {
+        self.interruptions.notified().await
+    }
+
+    /// Take `name` for `operation`: once in this process and, with a
+    /// fleet's store, once in the fleet under a lease ("run once for the
+    /// fleet"); released when the [`Claim`] drops. See
+    /// [`crate::store::claim`].
+    pub fn claim(&self, name: &str, operation: &str) -> Result<Claim, ClaimError> {
+        self.claims
+            .claim(name, operation, || self.store.lease(name, operation))
+    }
+
+    /// An activity-log entry as the store holds it now (another node may
+    /// have changed it since this one last heard).
+    pub fn stored_operation(&self, id: &str) -> Result<Option<Operation>, ControlError> {
+        Ok(self.store.load_operation(id)?)
     }
 
     /// Hand the store to a successor process: from now on every change
@@ -459,6 +485,18 @@ impl ControlPlane {
     }
 }
 
+/// End an operation whose process (or fleet node) stopped while it ran:
+/// the routing is whatever its last atomic write left, pre- or post-switch.
+pub fn interrupt(op: &mut Operation, who: &str) {
+    let phase = op.phases.last().map_or("start", |p| p.name.as_str());
+    op.finish(
+        Status::Interrupted,
+        Some(format!(
+            "{who} during phase {phase}; routing is as last persisted (the switch is one atomic write)"
+        )),
+    );
+}
+
 /// What other nodes of a fleet wrote, as the shared store reports it: the
 /// table follows without this node writing anything.
 impl StoreListener for ControlPlane {
@@ -493,5 +531,25 @@ impl StoreListener for ControlPlane {
             }
         }
         inner.operations = ops.into_iter().map(|o| (o.id.clone(), o)).collect();
+    }
+
+    fn claims_seen(&self, live: Vec<ClaimRecord>) {
+        let found = orphaned(self.lock().operations.values(), &live);
+        if found.is_empty() {
+            return;
+        }
+        let mut queue = self.interrupted.lock().unwrap_or_else(|p| p.into_inner());
+        for op in found {
+            if !queue.iter().any(|q| q.id == op.id) {
+                log::info!(
+                    "{} of site {} runs under no live claim: its node stopped; taking over",
+                    op.id,
+                    op.site
+                );
+                queue.push(op);
+            }
+        }
+        drop(queue);
+        self.interruptions.notify_one();
     }
 }

@@ -14,6 +14,12 @@
 //!   node running that swap).
 //! - `/nodes/<id>`: a [`FleetNode`] under this node's lease, refreshed every
 //!   [`PROBE`]; it disappears when the node does.
+//! - `/claims/<name>`: a [`ClaimRecord`] (who runs which operation under it,
+//!   e.g. the swap of a site), created only if absent, under a lease of its
+//!   own that the holder keeps alive ([`CLAIM_TTL_SECS`]). Every node keeps
+//!   the set of live claims from the watch; when one goes (released, or its
+//!   node died and the lease expired) the control plane hears of it, to
+//!   take over what a dead node left running.
 //!
 //! The node's own copy of the last state it saw is kept as a snapshot in
 //! `[state] dir` (the [`FileStore`] format), so a node started while etcd is
@@ -27,15 +33,16 @@
 //! session reads everything again, which is also how a node catches up after
 //! a compaction or a restored etcd (revision going backwards).
 
+use super::claim::{ClaimError, ClaimRecord, FleetLease};
 use super::{FileStore, Persisted, StateStore, StoreError, StoreListener};
 use crate::activity::Operation;
 use crate::config::StateSection;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +55,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 pub const PROBE: Duration = Duration::from_secs(2);
 /// The node lease: a node that stops refreshing leaves the fleet list after it.
 const NODE_TTL_SECS: i64 = 10;
+/// A claim's lease (a swap's hold on its site): a node that dies mid-swap
+/// is taken over this long after its last keep-alive.
+pub const CLAIM_TTL_SECS: i64 = 5;
+/// How often a claim's lease is kept alive.
+const CLAIM_BEAT: Duration = Duration::from_millis(1500);
 /// Pause between sessions while etcd is unreachable.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -87,6 +99,8 @@ pub struct EtcdStore {
     why_down: Mutex<String>,
     released: AtomicBool,
     node: Mutex<FleetNode>,
+    /// The live claims of the fleet by key, as the watch last told.
+    claims: Mutex<BTreeMap<String, ClaimRecord>>,
 }
 
 impl EtcdStore {
@@ -150,6 +164,7 @@ impl EtcdStore {
                 revision: 0,
                 last_seen: now,
             }),
+            claims: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -164,6 +179,9 @@ impl EtcdStore {
     }
     fn nodes_prefix(&self) -> String {
         format!("{}/nodes/", self.prefix)
+    }
+    fn claims_prefix(&self) -> String {
+        format!("{}/claims/", self.prefix)
     }
 
     fn endpoints_text(&self) -> String {
@@ -225,10 +243,7 @@ impl EtcdStore {
 
     /// Read the whole prefix: the document (with its mod revision), the
     /// activity log, and the etcd revision of the read.
-    async fn read_all(
-        client: &mut Client,
-        prefix: &str,
-    ) -> Result<(Option<(Persisted, i64)>, Vec<Operation>, i64), String> {
+    async fn read_all(client: &mut Client, prefix: &str) -> Result<ReadAll, String> {
         let resp = tokio::time::timeout(
             CALL_TIMEOUT,
             client.get(prefix, Some(GetOptions::new().with_prefix())),
@@ -237,9 +252,16 @@ impl EtcdStore {
         .map_err(|_| format!("no answer within {}s", CALL_TIMEOUT.as_secs()))?
         .map_err(|e| e.to_string())?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let (mut doc, mut ops) = (None, Vec::new());
+        let (mut doc, mut ops, mut claims) = (None, Vec::new(), BTreeMap::new());
         let (state_key, ops_prefix) = (format!("{prefix}/state"), format!("{prefix}/operations/"));
+        let claims_prefix = format!("{prefix}/claims/");
         for kv in resp.kvs() {
+            if kv.key().starts_with(claims_prefix.as_bytes()) {
+                if let Ok(c) = serde_json::from_slice::<ClaimRecord>(kv.value()) {
+                    claims.insert(String::from_utf8_lossy(kv.key()).into_owned(), c);
+                }
+                continue;
+            }
             if kv.key() == state_key.as_bytes() {
                 let d: Persisted = serde_json::from_slice(kv.value())
                     .map_err(|e| format!("{state_key} is not valid state: {e}"))?;
@@ -254,7 +276,7 @@ impl EtcdStore {
                 }
             }
         }
-        Ok((doc, ops, revision))
+        Ok((doc, ops, claims, revision))
     }
 
     /// Keep the snapshot in step with what etcd holds (best effort: the
@@ -334,7 +356,7 @@ impl EtcdStore {
         last_revision: &mut i64,
     ) -> Result<String, String> {
         let mut client = self.client.clone();
-        let (doc, ops, revision) = Self::read_all(&mut client, &self.prefix).await?;
+        let (doc, ops, claims, revision) = Self::read_all(&mut client, &self.prefix).await?;
         let lease = tokio::time::timeout(CALL_TIMEOUT, client.lease_grant(NODE_TTL_SECS, None))
             .await
             .map_err(|_| "lease grant: no answer".to_string())?
@@ -365,6 +387,10 @@ impl EtcdStore {
         };
         *last_revision = revision;
         let _ = listener.send(Delivery::Reloaded(doc.map(|(d, _)| d), ops));
+        // what a node that died while this one was away left running
+        let live: Vec<ClaimRecord> = claims.values().cloned().collect();
+        *lock(&self.claims) = claims;
+        let _ = listener.send(Delivery::Claims(live));
         self.set_up(true, "");
         self.refresh_node(&mut client, lease).await?;
         let mut probe = tokio::time::interval(PROBE);
@@ -465,6 +491,7 @@ impl EtcdStore {
                 let _ = self.snapshot.delete_operation(&id);
                 listener.operation_deleted(&id);
             }
+            Delivery::Claims(live) => listener.claims_seen(live),
         }
     }
 
@@ -501,6 +528,21 @@ impl EtcdStore {
                 };
             }
             let _ = listener.send(Delivery::State(doc));
+        } else if key.starts_with(self.claims_prefix().as_bytes()) {
+            let name = String::from_utf8_lossy(key).into_owned();
+            let mut claims = lock(&self.claims);
+            match kind {
+                EventType::Put => {
+                    if let Ok(c) = serde_json::from_slice::<ClaimRecord>(kv.value()) {
+                        claims.insert(name, c);
+                    }
+                }
+                EventType::Delete => {
+                    claims.remove(&name);
+                    let live = claims.values().cloned().collect();
+                    let _ = listener.send(Delivery::Claims(live));
+                }
+            }
         } else if let Some(id) = key.strip_prefix(self.ops_prefix().as_bytes()) {
             let id = String::from_utf8_lossy(id).into_owned();
             if lock(&self.written)
@@ -530,7 +572,18 @@ enum Delivery {
     State(Persisted),
     Operation(Operation),
     OperationDeleted(String),
+    /// The live claims, after one ended or everything was read anew.
+    Claims(Vec<ClaimRecord>),
 }
+
+/// What one read of the whole prefix holds: the document with its mod
+/// revision, the activity log, the live claims by key, etcd's revision.
+type ReadAll = (
+    Option<(Persisted, i64)>,
+    Vec<Operation>,
+    BTreeMap<String, ClaimRecord>,
+    i64,
+);
 
 fn tls_options(
     cfg: &StateSection,
@@ -576,7 +629,7 @@ impl StateStore for EtcdStore {
             .recv_timeout(CALL_TIMEOUT + Duration::from_secs(1))
             .unwrap_or_else(|_| Err("no answer".into()));
         match read {
-            Ok((doc, ops, _)) => {
+            Ok((doc, ops, _, _)) => {
                 self.set_up(true, "");
                 for op in &ops {
                     self.snapshot_op(op);
@@ -715,6 +768,70 @@ impl StateStore for EtcdStore {
         true
     }
 
+    /// Create `<prefix>/claims/<name>` if absent, under a fresh lease kept
+    /// alive until the claim is released; held: the holder's record.
+    fn lease(
+        &self,
+        name: &str,
+        operation: &str,
+    ) -> Result<Option<Box<dyn FleetLease>>, ClaimError> {
+        let key = format!("{}{name}", self.claims_prefix());
+        let record = ClaimRecord {
+            name: name.into(),
+            node: lock(&self.node).id.clone(),
+            operation: operation.into(),
+            since: unix_now(),
+        };
+        let body = serde_json::to_vec(&record).expect("a claim serializes");
+        let mut client = self.client.clone();
+        let (id, resp) = self.call("claim", async move {
+            let id = client.lease_grant(CLAIM_TTL_SECS, None).await?.id();
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    body,
+                    Some(PutOptions::new().with_lease(id)),
+                )])
+                .or_else([TxnOp::get(key, None)]);
+            let resp = client.txn(txn).await;
+            if !resp.as_ref().is_ok_and(|r| r.succeeded()) {
+                let _ = client.lease_revoke(id).await;
+            }
+            Ok((id, resp?))
+        })?;
+        if !resp.succeeded() {
+            let holder = resp.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .and_then(|kv| serde_json::from_slice::<ClaimRecord>(kv.value()).ok()),
+                _ => None,
+            });
+            return Err(ClaimError::Held {
+                name: name.into(),
+                node: Some(holder.as_ref().map_or("?".into(), |h| h.node.clone())),
+                operation: holder.map_or("?".into(), |h| h.operation),
+            });
+        }
+        Ok(Some(Box::new(EtcdLease::keep(
+            id,
+            name,
+            self.client.clone(),
+            self.rt.handle().clone(),
+        ))))
+    }
+
+    fn load_operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
+        let mut client = self.client.clone();
+        let key = self.op_key(id);
+        let resp = self.call("read operation", async move { client.get(key, None).await })?;
+        Ok(resp
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice(kv.value()).ok()))
+    }
+
     fn health(&self) -> Result<(), String> {
         if self.up.load(Ordering::SeqCst) {
             Ok(())
@@ -746,5 +863,93 @@ impl EtcdStore {
             mod_revision: kv.mod_revision(),
         };
         Ok(StoreError::Conflict(Box::new(doc)))
+    }
+}
+
+/// A claim's lease, kept alive on the store's runtime until released.
+struct EtcdLease {
+    id: i64,
+    name: String,
+    client: Client,
+    rt: tokio::runtime::Handle,
+    lost: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl EtcdLease {
+    fn keep(id: i64, name: &str, client: Client, rt: tokio::runtime::Handle) -> EtcdLease {
+        let lost = Arc::new(AtomicBool::new(false));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (mut c, l, n) = (client.clone(), lost.clone(), name.to_string());
+        rt.spawn(async move {
+            let mut beat = tokio::time::interval(CLAIM_BEAT);
+            let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = beat.tick() => {
+                        if keeper.is_none() {
+                            keeper = c.lease_keep_alive(id).await.ok();
+                        }
+                        let Some((k, answers)) = keeper.as_mut() else { continue };
+                        let r = tokio::time::timeout(CALL_TIMEOUT, async {
+                            k.keep_alive().await?;
+                            answers.message().await
+                        })
+                        .await;
+                        match r {
+                            Ok(Ok(Some(a))) if a.ttl() > 0 => {}
+                            Ok(Ok(Some(_))) => {
+                                log::error!("the lease on {n} expired: another node may take it over");
+                                l.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                            // etcd unreachable: try again at the next beat
+                            _ => keeper = None,
+                        }
+                    }
+                }
+            }
+        });
+        EtcdLease {
+            id,
+            name: name.into(),
+            client,
+            rt,
+            lost,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl FleetLease for EtcdLease {
+    fn held(&self) -> bool {
+        !self.lost.load(Ordering::SeqCst)
+    }
+
+    fn release(&mut self) {
+        let Some(stop) = self.stop.take() else {
+            return;
+        };
+        let _ = stop.send(());
+        let (mut client, id) = (self.client.clone(), self.id);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn(async move {
+            let r = tokio::time::timeout(CALL_TIMEOUT, client.lease_revoke(id)).await;
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(CALL_TIMEOUT + Duration::from_secs(1)) {
+            Ok(Ok(Ok(_))) => {}
+            _ => log::warn!(
+                "cannot release {} now (etcd unreachable): it ends by itself within {CLAIM_TTL_SECS}s",
+                self.name
+            ),
+        }
+    }
+}
+
+impl Drop for EtcdLease {
+    fn drop(&mut self) {
+        self.release();
     }
 }

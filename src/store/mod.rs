@@ -6,9 +6,11 @@
 //! retries a write the store reports as [`StoreError::Conflict`], and takes
 //! what a shared store reports through [`StoreListener`].
 
+pub mod claim;
 mod etcd;
 mod file;
 
+pub use claim::{Claim, ClaimError, ClaimRecord, FleetLease};
 pub use etcd::{EtcdStore, FleetNode};
 pub use file::FileStore;
 
@@ -101,6 +103,11 @@ pub trait StoreListener: Send + Sync {
     /// Everything, read anew (after a reconnect, a compaction or a restored
     /// store): replace what is held, whatever its revision.
     fn reloaded(&self, doc: Option<Persisted>, ops: Vec<Operation>);
+    /// The claims held in the fleet now: after one ended (released, or its
+    /// node died and its lease expired) and after everything was read anew.
+    /// Delivered in order with the rest, so an operation's final record
+    /// arrives before the release of its claim.
+    fn claims_seen(&self, live: Vec<ClaimRecord>);
 }
 
 pub trait StateStore: Send + Sync {
@@ -129,6 +136,21 @@ pub trait StateStore: Send + Sync {
     /// its last state: `/healthz` says degraded).
     fn health(&self) -> Result<(), String> {
         Ok(())
+    }
+    /// The fleet-wide half of a [`Claim`] on `name` for `operation`: `None`
+    /// when the store is not shared (the claim is then this process's lock
+    /// alone); [`ClaimError::Held`] naming the holder when another node has
+    /// it.
+    fn lease(
+        &self,
+        _name: &str,
+        _operation: &str,
+    ) -> Result<Option<Box<dyn FleetLease>>, ClaimError> {
+        Ok(None)
+    }
+    /// One activity-log entry as stored now (not as this node last saw it).
+    fn load_operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
+        Ok(self.load_operations()?.into_iter().find(|o| o.id == id))
     }
 }
 
@@ -159,5 +181,15 @@ impl<S: StateStore + ?Sized> StateStore for std::sync::Arc<S> {
     }
     fn health(&self) -> Result<(), String> {
         (**self).health()
+    }
+    fn lease(
+        &self,
+        name: &str,
+        operation: &str,
+    ) -> Result<Option<Box<dyn FleetLease>>, ClaimError> {
+        (**self).lease(name, operation)
+    }
+    fn load_operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
+        (**self).load_operation(id)
     }
 }
