@@ -631,3 +631,66 @@ fn a_swap_whose_node_dies_is_taken_over_when_its_lease_expires() {
     let (code, body) = start_swap(&b);
     assert_eq!(code, 202, "{body}");
 }
+
+/// Not a check but a measurement (BENCHMARKS.md, "Fleet propagation"): the
+/// time from an acknowledged admin write on node A to node B serving the
+/// new route, over `FLEET_CHANGES` (default 1000) changes, printed as a
+/// table. Run it with
+/// `cargo test --test fleet -- --ignored --nocapture propagation`.
+#[test]
+#[ignore = "a measurement: run by hand, see BENCHMARKS.md"]
+fn propagation() {
+    let changes: usize = std::env::var("FLEET_CHANGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let etcd = Etcd::start();
+    let (v1, v2) = (App::start("v1"), App::start("v2"));
+    let prefix = unique_prefix("propagation");
+    let sites = shop(&v1, &v2);
+    let a = node(&etcd, &prefix, &sites);
+    let b = node(&etcd, &prefix, &sites);
+    // one kept-alive connection to B for the polling
+    let http = client();
+    let served_on_b = || {
+        http.get(b.url("/"))
+            .header("host", "shop.test")
+            .send()
+            .and_then(|r| r.text())
+            .map(|body| {
+                body.lines()
+                    .find_map(|l| l.strip_prefix("version: "))
+                    .unwrap_or("-")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let mut took = Vec::with_capacity(changes);
+    for i in 0..changes {
+        let (percent, want) = if i % 2 == 0 { (100, "v2") } else { (0, "v1") };
+        let (code, body) = set_staging(&a, percent);
+        assert_eq!(code, 200, "{body}");
+        let acked = std::time::Instant::now();
+        // poll back to back (wait_for's 25 ms pause would be the figure)
+        while served_on_b() != want {
+            assert!(
+                acked.elapsed() < std::time::Duration::from_secs(3),
+                "change {i} not served by B within 3 s"
+            );
+        }
+        took.push(acked.elapsed());
+    }
+    took.sort();
+    let at = |q: f64| took[((took.len() as f64 * q).ceil() as usize).clamp(1, took.len()) - 1];
+    let ms = |d: std::time::Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    println!("\n| changes | p50 ms | p90 ms | p99 ms | max ms |");
+    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "| {} | {} | {} | {} | {} |",
+        took.len(),
+        ms(at(0.50)),
+        ms(at(0.90)),
+        ms(at(0.99)),
+        ms(*took.last().unwrap())
+    );
+}
