@@ -52,6 +52,8 @@ pub const SWAP_PREVIEW: &str = "/api/v1/sites/{site}/slots/{slot}/swap-preview";
 pub const LIVE: &str = "/api/v1/sites/{site}/live";
 /// Where the proxy listens, so the dashboard can link slot host names.
 pub const LISTENERS: &str = "/api/v1/listeners";
+/// The live nodes of a fleet sharing one etcd state (SPEC §9).
+pub const FLEET: &str = "/api/v1/fleet";
 
 /// Fill the `{…}` parameters of `template` in order with `args`, each
 /// percent-encoded: names are validated server-side, but a typo with `/` or
@@ -541,4 +543,22 @@ mod tests {
         assert_eq!(d.warmup.retries, 2);
         assert!(d.warmup.statuses.is_empty());
     }
+}
+
+/// `GET /api/v1/fleet`: the live nodes sharing this node's etcd state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetView {
+    pub nodes: Vec<FleetNodeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetNodeView {
+    /// Host name and proxy address.
+    pub id: String,
+    /// The proxy's listen address.
+    pub address: String,
+    /// The state revision the node serves.
+    pub revision: u64,
+    /// When the node last refreshed its lease entry (RFC 3339, UTC).
+    pub last_seen: String,
 }

@@ -85,6 +85,19 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The nodes of a fleet sharing one etcd state.
+    Fleet {
+        #[command(subcommand)]
+        cmd: FleetCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCmd {
+    /// Live nodes: id, listen address, state revision served, last seen.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -469,6 +482,28 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             let path = api::path(api::ACTIVITY, &[&site]);
             let (raw, ops): (_, Vec<Operation>) = api.call::<(), _>("GET", &path, None)?;
             api.print(&raw, || activity_table(&ops[..ops.len().min(limit)]))
+        }
+        ClientCommand::Fleet {
+            cmd: FleetCmd::List,
+            conn,
+        } => {
+            let api = Api::new(&conn)?;
+            let (raw, fleet): (_, api::FleetView) = api.call::<(), _>("GET", api::FLEET, None)?;
+            api.print(&raw, || {
+                let rows: Vec<Vec<String>> = fleet
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.id.clone(),
+                            n.address.clone(),
+                            n.revision.to_string(),
+                            n.last_seen.clone(),
+                        ]
+                    })
+                    .collect();
+                table(&["NODE", "ADDRESS", "REVISION", "LAST SEEN"], &rows)
+            })
         }
         ClientCommand::Reload { conn } => {
             let api = Api::new(&conn)?;

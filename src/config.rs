@@ -177,14 +177,137 @@ impl Default for MetricsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateSection {
+    /// The file backend's state; with etcd, this node's local snapshot.
     pub dir: PathBuf,
+    /// Where the state lives: this node's `dir`, or etcd shared by a fleet
+    /// (SPEC §9).
+    pub backend: StateBackend,
+    pub etcd_endpoints: Vec<String>,
+    pub etcd_prefix: String,
+    pub etcd_username: Option<String>,
+    pub etcd_password: Option<String>,
+    pub etcd_ca_path: Option<PathBuf>,
+    pub etcd_cert_path: Option<PathBuf>,
+    pub etcd_key_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    File,
+    Etcd,
 }
 
 impl Default for StateSection {
     fn default() -> Self {
         StateSection {
             dir: PathBuf::from("./state"),
+            backend: StateBackend::File,
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: "/slotproxy".into(),
+            etcd_username: None,
+            etcd_password: None,
+            etcd_ca_path: None,
+            etcd_cert_path: None,
+            etcd_key_path: None,
         }
+    }
+}
+
+impl StateSection {
+    /// What is wrong with the `[state]` keys, each named by its key path.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, reason: String| {
+            out.push(Problem {
+                key: format!("state.{key}"),
+                reason,
+            })
+        };
+        let etcd_keys_set = !self.etcd_endpoints.is_empty()
+            || self.etcd_username.is_some()
+            || self.etcd_password.is_some()
+            || self.etcd_ca_path.is_some()
+            || self.etcd_cert_path.is_some()
+            || self.etcd_key_path.is_some();
+        if self.backend == StateBackend::File {
+            if etcd_keys_set {
+                bad(
+                    "backend",
+                    "etcd_* keys are set but backend is \"file\" (write backend = \"etcd\" to use them)".into(),
+                );
+            }
+            return out;
+        }
+        if self.etcd_endpoints.is_empty() {
+            bad(
+                "etcd_endpoints",
+                "backend is \"etcd\", so at least one endpoint is needed (e.g. [\"http://127.0.0.1:2379\"])".into(),
+            );
+        }
+        let tls = self.etcd_ca_path.is_some();
+        for (i, e) in self.etcd_endpoints.iter().enumerate() {
+            let key = format!("etcd_endpoints[{i}]");
+            match e.split_once("://") {
+                Some(("http", rest)) | Some(("https", rest)) if !rest.is_empty() => {
+                    if e.starts_with("http://") && tls {
+                        bad(&key, format!("{e:?} is plain http, but etcd_ca_path asks for TLS (write https://)"));
+                    }
+                }
+                _ => bad(
+                    &key,
+                    format!("{e:?} is not an etcd URL (write e.g. http://127.0.0.1:2379)"),
+                ),
+            }
+        }
+        if !self.etcd_prefix.starts_with('/')
+            || self.etcd_prefix.len() < 2
+            || self.etcd_prefix.ends_with('/')
+        {
+            bad(
+                "etcd_prefix",
+                format!(
+                    "{:?} must start with / and not end with / (e.g. \"/slotproxy\")",
+                    self.etcd_prefix
+                ),
+            );
+        }
+        if self.etcd_username.is_some() != self.etcd_password.is_some() {
+            bad(
+                "etcd_username",
+                "etcd_username and etcd_password go together".into(),
+            );
+        }
+        if self.etcd_cert_path.is_some() != self.etcd_key_path.is_some() {
+            bad(
+                "etcd_cert_path",
+                "etcd_cert_path and etcd_key_path (a client certificate) go together".into(),
+            );
+        }
+        if (self.etcd_cert_path.is_some()
+            || self
+                .etcd_endpoints
+                .iter()
+                .any(|e| e.starts_with("https://")))
+            && !tls
+        {
+            bad(
+                "etcd_ca_path",
+                "TLS to etcd (https endpoints or a client certificate) needs the CA that signed etcd's certificate".into(),
+            );
+        }
+        for (key, path) in [
+            ("etcd_ca_path", &self.etcd_ca_path),
+            ("etcd_cert_path", &self.etcd_cert_path),
+            ("etcd_key_path", &self.etcd_key_path),
+        ] {
+            if let Some(p) = path {
+                if let Err(e) = std::fs::read(p) {
+                    bad(key, format!("cannot read {}: {e}", p.display()));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -509,6 +632,7 @@ impl Config {
                 bad("admin.token", "must not be empty (leave it out instead)");
             }
         }
+        out.extend(self.state.problems());
         out
     }
 
@@ -806,5 +930,64 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
     fn deployment_keys_without_instances_are_errors() {
         let e = error_of(&format!("{GOOD}warmup_path = \"/ready\"\n"));
         assert!(e.contains("sites[shop].slots[staging].warmup_path"), "{e}");
+    }
+
+    fn with_state(state: &str) -> String {
+        GOOD.replacen("[[sites]]", &format!("[state]\n{state}\n[[sites]]"), 1)
+    }
+
+    #[test]
+    fn file_backend_is_the_default_and_etcd_keys_need_etcd() {
+        let (c, _) = parse(GOOD).unwrap();
+        assert_eq!(c.state.backend, StateBackend::File);
+        assert_eq!(c.state.etcd_prefix, "/slotproxy");
+        let e = error_of(&with_state("etcd_endpoints = [\"http://127.0.0.1:2379\"]"));
+        assert!(e.contains("state.backend: etcd_* keys are set"), "{e}");
+        let e = error_of(&with_state("backend = \"zookeeper\""));
+        assert!(e.contains("unknown variant `zookeeper`"), "{e}");
+        let e = error_of(&with_state("etcd_endpoint = []"));
+        assert!(e.contains("unknown field `etcd_endpoint`"), "{e}");
+    }
+
+    #[test]
+    fn etcd_backend_keys_are_checked_each_by_name() {
+        let ok = with_state(
+            "backend = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:2379\", \"http://10.0.0.2:2379\"]\netcd_prefix = \"/edge\"",
+        );
+        let (c, _) = parse(&ok).unwrap();
+        assert_eq!(c.state.backend, StateBackend::Etcd);
+        assert_eq!(c.state.etcd_endpoints.len(), 2);
+        let e = error_of(&with_state("backend = \"etcd\""));
+        assert!(
+            e.contains("state.etcd_endpoints: backend is \"etcd\""),
+            "{e}"
+        );
+        let e = error_of(&with_state(
+            "backend = \"etcd\"\netcd_endpoints = [\"127.0.0.1:2379\"]\netcd_prefix = \"/x/\"\netcd_username = \"u\"",
+        ));
+        assert!(
+            e.contains("state.etcd_endpoints[0]: \"127.0.0.1:2379\" is not an etcd URL"),
+            "{e}"
+        );
+        assert!(
+            e.contains("state.etcd_prefix: \"/x/\" must start with /"),
+            "{e}"
+        );
+        assert!(
+            e.contains("state.etcd_username: etcd_username and etcd_password go together"),
+            "{e}"
+        );
+        let e = error_of(&with_state(
+            "backend = \"etcd\"\netcd_endpoints = [\"https://e:2379\"]\netcd_cert_path = \"/nonexistent/c.pem\"",
+        ));
+        assert!(e.contains("state.etcd_ca_path: TLS to etcd"), "{e}");
+        assert!(
+            e.contains("state.etcd_cert_path: etcd_cert_path and etcd_key_path"),
+            "{e}"
+        );
+        assert!(
+            e.contains("state.etcd_cert_path: cannot read /nonexistent/c.pem"),
+            "{e}"
+        );
     }
 }

@@ -720,6 +720,24 @@ pub fn router() -> axum::Router {
     )
 }
 
+/// `slotproxy_state_store_up`: 1 while the state store can be written, 0
+/// while a fleet's etcd is unreachable (the node serves its last table).
+/// Set once at start, so the series exists from the first scrape.
+pub fn set_state_store_up(up: bool) {
+    static UP: OnceLock<IntGauge> = OnceLock::new();
+    let gauge = UP.get_or_init(|| {
+        let g = IntGauge::new(
+            "slotproxy_state_store_up",
+            "1 while the state store (file or etcd) can be written; 0 while etcd is unreachable.",
+        )
+        .expect("metric definition is valid");
+        // registered once, by this init: cannot clash
+        let _ = metrics().registry.register(Box::new(g.clone()));
+        g
+    });
+    gauge.set(i64::from(up));
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -21,12 +21,13 @@
 //! lock, opens the state then, so it reads what the old one last wrote.
 
 use crate::admin;
+use crate::config::StateBackend;
 use crate::config::{Config, ServerSection};
 use crate::control::swap::SwapEngine;
 use crate::control::ControlPlane;
 use crate::model::State;
 use crate::proxy::SlotProxy;
-use crate::store::FileStore;
+use crate::store::{EtcdStore, FileStore};
 use anyhow::Context;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -198,11 +199,31 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
     } else {
         Duration::ZERO
     };
-    let store = FileStore::open(&config.state.dir, patience)?;
-    let control = Arc::new(
-        ControlPlane::open(&config, seed, Box::new(store))
-            .with_context(|| format!("cannot apply {}", args.config.display()))?,
-    );
+    crate::metrics::set_state_store_up(true);
+    let (control, fleet) = match config.state.backend {
+        StateBackend::File => {
+            let store = FileStore::open(&config.state.dir, patience)?;
+            let control = ControlPlane::open(&config, seed, Box::new(store))
+                .with_context(|| format!("cannot apply {}", args.config.display()))?;
+            (Arc::new(control), None)
+        }
+        StateBackend::Etcd => {
+            let address = config
+                .server
+                .listen
+                .first()
+                .or(config.server.tls_listen.first())
+                .cloned()
+                .unwrap_or_default();
+            let store = EtcdStore::open(&config.state, &node_id(&address), &address, patience)?;
+            let control = ControlPlane::open(&config, seed, Box::new(store.clone()))
+                .with_context(|| format!("cannot apply {}", args.config.display()))?;
+            let control = Arc::new(control);
+            // every node, the writing one included, follows the store
+            store.follow(control.clone());
+            (control, Some(store))
+        }
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         // two workers: a slow disk (fsync) or a long compile on one must
@@ -215,9 +236,15 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
     // Repair what an interrupted swap left, then the declarative swap of
     // production's target_build_version.
     let s = swaps.clone();
+    let on_start = control.seeded_here();
     rt.spawn(async move {
         s.recover().await;
-        s.reconcile();
+        // a fleet's declarative swap on start: by the node that seeded only
+        if on_start {
+            s.reconcile();
+        }
+        // then the swaps a dead node of the fleet leaves behind
+        s.recover_forever().await;
     });
     let (c, health, path) = (control.clone(), config.health.clone(), args.config.clone());
     let s = swaps.clone();
@@ -227,7 +254,8 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
             .with_listeners(
                 config.server.listen.clone(),
                 config.server.tls_listen.clone(),
-            );
+            )
+            .with_fleet(fleet);
     std::thread::Builder::new()
         .name("slotproxy-control".into())
         .spawn(move || {
@@ -267,6 +295,21 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
         swaps,
         config,
     })
+}
+
+/// This node's name in the fleet list: host name and proxy address, which
+/// stay the same across restarts and upgrades of the node.
+fn node_id(address: &str) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if r == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "node".into()
+    };
+    format!("{host}/{address}")
 }
 
 /// Bind a control listener (admin, metrics, demo app) now, unless this

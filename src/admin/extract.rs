@@ -37,6 +37,11 @@ impl From<ControlError> for ApiError {
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
+            // a fleet's etcd is unreachable: the node serves, writes wait
+            ControlError::Store(crate::store::StoreError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ControlError::Store(crate::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
             ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

@@ -4,7 +4,7 @@
 //!
 //! - `auth`: the token and the middleware that checks it;
 //! - `extract`: strict JSON bodies, path parameters, error answers;
-//! - `sites`, `slots`, `routing`, `swaps`, `ramp`: the handlers, by resource;
+//! - `sites`, `slots`, `routing`, `swaps`, `ramp`, `fleet`: the handlers, by resource;
 //! - `dashboard`: the web page on `/` and the JSON only it needs.
 //!
 //! Handlers are thin: they parse, hand a pure function from
@@ -16,6 +16,7 @@
 mod auth;
 mod dashboard;
 mod extract;
+mod fleet;
 mod ramp;
 mod routing;
 mod sites;
@@ -28,6 +29,7 @@ pub use extract::{parse_body, ApiError};
 use crate::api;
 use crate::control::swap::SwapEngine;
 use crate::control::{ControlError, ControlPlane};
+use crate::store::EtcdStore;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post, put};
@@ -53,6 +55,8 @@ pub struct AdminState {
     live: Arc<Mutex<crate::live::Sampler>>,
     /// The proxy's listeners, for the dashboard's links.
     listeners: Arc<api::ListenersView>,
+    /// The fleet's store, when the state is in etcd (`GET /api/v1/fleet`).
+    pub fleet: Option<Arc<EtcdStore>>,
 }
 
 impl AdminState {
@@ -69,6 +73,7 @@ impl AdminState {
             config_path,
             live: Default::default(),
             listeners: Default::default(),
+            fleet: None,
         }
     }
 
@@ -76,6 +81,12 @@ impl AdminState {
     /// `tls_listen`).
     pub fn with_listeners(mut self, http: Vec<String>, https: Vec<String>) -> Self {
         self.listeners = Arc::new(api::ListenersView { http, https });
+        self
+    }
+
+    /// Serve `GET /api/v1/fleet` from this etcd store.
+    pub fn with_fleet(mut self, fleet: Option<Arc<EtcdStore>>) -> Self {
+        self.fleet = fleet;
         self
     }
 
@@ -116,6 +127,7 @@ pub fn router(state: AdminState) -> Router {
             api::RAMP,
             get(ramp::show).put(ramp::start).delete(ramp::stop),
         )
+        .route(api::FLEET, get(fleet::list))
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)
         // Auth wraps the fallbacks too: an unauthenticated client learns

@@ -27,7 +27,7 @@ pub(super) async fn start(
     let ((ramp, replaced, percent), revision) = st
         .write(move |c| {
             c.update_doc(|doc| {
-                let (r, old) = ramp::start(doc, &s, &sl, spec, &id, &now())?;
+                let (r, old) = ramp::start(doc, &s, &sl, spec.clone(), &id, &now())?;
                 Ok((r, old, percent_of(&doc.state, &s, &sl)))
             })
         })

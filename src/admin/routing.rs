@@ -43,7 +43,7 @@ async fn change_rules(
     st: &AdminState,
     site: String,
     what: &str,
-    edit: impl FnOnce(&mut Model, &str) -> Result<(), ControlError> + Send + 'static,
+    mut edit: impl FnMut(&mut Model, &str) -> Result<(), ControlError> + Send + 'static,
 ) -> ApiResult<Json<Revised<RoutingView>>> {
     let s = site.clone();
     let (view, revision) = st

@@ -19,8 +19,18 @@ pub(super) fn site_of<'a>(state: &'a Model, site: &str) -> ApiResult<&'a Site> {
     })
 }
 
-pub(super) async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// 200 whenever the node serves: with a fleet's etcd unreachable it still
+/// does (from its last state), so load balancers must keep it — the body
+/// says `degraded` and why.
+pub(super) async fn healthz(State(st): State<AdminState>) -> Json<serde_json::Value> {
+    match st.control.store_health() {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})),
+        Err(why) => Json(serde_json::json!({
+            "status": "degraded",
+            "state_store": format!("unavailable: {why}"),
+            "writes": "refused until the state store answers",
+        })),
+    }
 }
 
 pub(super) async fn list(State(st): State<AdminState>) -> Json<Revised<SitesView>> {

@@ -23,7 +23,7 @@ async fn change_slot<T: Send + 'static>(
     st: &AdminState,
     (site, slot): (String, String),
     what: &str,
-    edit: impl FnOnce(&mut Model, &str, &str) -> Result<T, ControlError> + Send + 'static,
+    mut edit: impl FnMut(&mut Model, &str, &str) -> Result<T, ControlError> + Send + 'static,
 ) -> ApiResult<(Revised<SlotView>, T)> {
     let (s, n) = (site.clone(), slot.clone());
     let ((out, after), revision) = st

@@ -15,13 +15,20 @@ use crate::activity::{Operation, Status};
 use crate::config::{Config, RoutingSection};
 use crate::model::{Problem, State};
 use crate::routing::{Health, RouteTable};
-use crate::store::{Persisted, Preview, StateStore, StoreError};
+use crate::store::claim::{orphaned, LocalClaims};
+use crate::store::{
+    Claim, ClaimError, ClaimRecord, Persisted, Preview, StateStore, StoreError, StoreListener,
+};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How many operations the activity log keeps (oldest dropped first).
 pub const ACTIVITY_RETENTION: usize = 1000;
+
+/// How often a write is applied again on a newer state another node wrote
+/// meanwhile before it is given up with 409.
+const WRITE_ATTEMPTS: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -63,9 +70,19 @@ pub struct ControlPlane {
     inner: Mutex<Inner>,
     table: Arc<ArcSwap<RouteTable>>,
     store: Box<dyn StateStore>,
-    /// Swaps found running at open (the process died mid-swap), for the
-    /// swap engine to put the apps' settings back in order.
+    /// Swaps found running at open (the process died mid-swap, already
+    /// marked `interrupted`) or orphaned by a dead node of the fleet (still
+    /// `running`: whoever claims the site marks them), for the swap engine
+    /// to put the apps' settings back in order.
     interrupted: Mutex<Vec<Operation>>,
+    /// Wakes the swap engine when `interrupted` gained an entry.
+    interruptions: tokio::sync::Notify,
+    /// What runs once per name in this process (and, through the store's
+    /// lease, once in the fleet).
+    claims: LocalClaims,
+    /// This process wrote the config's `[[sites]]` at open (always with the
+    /// file store; with a fleet's store only the node that seeded it).
+    seeded_here: std::sync::atomic::AtomicBool,
 }
 
 impl ControlPlane {
@@ -76,21 +93,25 @@ impl ControlPlane {
         seed: State,
         store: Box<dyn StateStore>,
     ) -> Result<ControlPlane, ControlError> {
-        let doc = store.load()?.unwrap_or_default();
+        let loaded = store.load()?;
+        // A fleet's store that holds a state already is what is true: the
+        // config seeds only an empty one (SPEC §9).
+        let seeded = store.shared() && loaded.is_some();
+        let store_shared = store.shared();
+        let doc = loaded.unwrap_or_default();
         let mut operations = BTreeMap::new();
         let mut interrupted = Vec::new();
         for mut op in store.load_operations()? {
+            if store.shared() {
+                // a swap `running` here may be running on another node
+                operations.insert(op.id.clone(), op);
+                continue;
+            }
             // A swap that was running when the process died: the routing is
             // whatever its last atomic write left (pre- or post-switch).
             // (A ramp's operation stays running: its runner picks it up.)
             if op.status == Status::Running && op.action != crate::activity::Action::Ramp {
-                let phase = op.phases.last().map_or("start", |p| p.name.as_str());
-                op.finish(
-                    Status::Interrupted,
-                    Some(format!(
-                        "slotproxy stopped during phase {phase}; routing is as last persisted (the switch is one atomic write)"
-                    )),
-                );
+                interrupt(&mut op, "slotproxy stopped");
                 store.save_operation(&op)?;
                 interrupted.push(op.clone());
             }
@@ -124,14 +145,55 @@ impl ControlPlane {
             table: Arc::new(ArcSwap::from_pointee(table)),
             store,
             interrupted: Mutex::new(interrupted),
+            interruptions: tokio::sync::Notify::new(),
+            claims: LocalClaims::default(),
+            seeded_here: std::sync::atomic::AtomicBool::new(!store_shared),
         };
-        cp.apply_config(config, seed)?;
+        if seeded {
+            log::info!(
+                "state from {} (revision {}); config.toml's [[sites]] seed only an empty store, so they are not applied",
+                cp.store.describe(),
+                cp.lock().doc.revision
+            );
+            cp.republish();
+        } else if cp.apply_config_written(config, seed)? && store_shared {
+            // of nodes starting at once on an empty store, only the one
+            // whose seed landed gets here
+            cp.seeded_here
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(cp)
+    }
+
+    /// `Err(why)` while the state store cannot be written (a fleet's etcd
+    /// is unreachable): the node serves its last table, degraded.
+    pub fn store_health(&self) -> Result<(), String> {
+        self.store.health()
     }
 
     /// The swaps that were interrupted by the last stop (once).
     pub fn take_interrupted(&self) -> Vec<Operation> {
         std::mem::take(&mut *self.interrupted.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Wait until [`take_interrupted`](Self::take_interrupted) has more.
+    pub async fn interruptions(&self) {
+        self.interruptions.notified().await
+    }
+
+    /// Take `name` for `operation`: once in this process and, with a
+    /// fleet's store, once in the fleet under a lease ("run once for the
+    /// fleet"); released when the [`Claim`] drops. See
+    /// [`crate::store::claim`].
+    pub fn claim(&self, name: &str, operation: &str) -> Result<Claim, ClaimError> {
+        self.claims
+            .claim(name, operation, || self.store.lease(name, operation))
+    }
+
+    /// An activity-log entry as the store holds it now (another node may
+    /// have changed it since this one last heard).
+    pub fn stored_operation(&self, id: &str) -> Result<Option<Operation>, ControlError> {
+        Ok(self.store.load_operation(id)?)
     }
 
     /// Hand the store to a successor process: from now on every change
@@ -174,7 +236,7 @@ impl ControlPlane {
     /// validate, is persisted, then published. Nothing changes on error.
     pub fn update<T>(
         &self,
-        f: impl FnOnce(&mut State) -> Result<T, ControlError>,
+        f: impl FnMut(&mut State) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
         self.update_at(f).map(|(out, _)| out)
     }
@@ -184,7 +246,7 @@ impl ControlPlane {
     /// caller can tell which of several concurrent writes landed last.
     pub fn update_at<T>(
         &self,
-        f: impl FnOnce(&mut State) -> Result<T, ControlError>,
+        mut f: impl FnMut(&mut State) -> Result<T, ControlError>,
     ) -> Result<(T, u64), ControlError> {
         self.update_doc(|doc| f(&mut doc.state))
     }
@@ -192,43 +254,98 @@ impl ControlPlane {
     /// The most general change: `f` edits a copy of the whole persisted
     /// document (state and pending previews), so several edits land in one
     /// durable write. The state must validate; nothing changes on error.
+    ///
+    /// With a shared store another node may have written first: then `f`
+    /// runs again on the state it wrote (so it may run more than once), and
+    /// the change lands on top of the other one instead of replacing it.
     pub fn update_doc<T>(
         &self,
-        f: impl FnOnce(&mut Persisted) -> Result<T, ControlError>,
+        f: impl FnMut(&mut Persisted) -> Result<T, ControlError>,
     ) -> Result<(T, u64), ControlError> {
         let mut inner = self.lock();
-        let mut doc = inner.doc.clone();
-        let out = f(&mut doc)?;
-        let problems = doc.state.validate();
-        if !problems.is_empty() {
-            return Err(ControlError::Invalid(problems));
-        }
-        if doc != inner.doc {
-            self.commit(&mut inner, doc)?;
-        }
+        let (out, _) = self.write_locked(&mut inner, f)?;
         Ok((out, inner.doc.revision))
+    }
+
+    /// The compare-and-swap loop: edit a copy, validate, persist; on a
+    /// conflict take the winner's document and edit that. Returns whether
+    /// anything was written.
+    fn write_locked<T>(
+        &self,
+        inner: &mut Inner,
+        mut f: impl FnMut(&mut Persisted) -> Result<T, ControlError>,
+    ) -> Result<(T, bool), ControlError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut doc = inner.doc.clone();
+            let out = f(&mut doc)?;
+            let problems = doc.state.validate();
+            if !problems.is_empty() {
+                return Err(ControlError::Invalid(problems));
+            }
+            if doc == inner.doc {
+                return Ok((out, false));
+            }
+            match self.commit(inner, doc) {
+                Ok(()) => return Ok((out, true)),
+                Err(ControlError::Store(StoreError::Conflict(current))) => {
+                    self.adopt(inner, *current);
+                    if attempt >= WRITE_ATTEMPTS {
+                        return Err(ControlError::Conflict(format!(
+                            "other nodes changed the state {attempt} times while this change was being written; try again (revision now {})",
+                            inner.doc.revision
+                        )));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Take a document another node wrote and serve it.
+    fn adopt(&self, inner: &mut Inner, doc: Persisted) {
+        if doc != inner.doc {
+            inner.doc = doc;
+            self.forget_undeployed_health(inner);
+            self.publish(inner);
+        }
     }
 
     /// Apply a (re)loaded config: the three-way merge of `merge`, validated
     /// as a whole; on error the running state is kept.
     pub fn apply_config(&self, config: &Config, seed: State) -> Result<(), ControlError> {
+        self.apply_config_written(config, seed).map(|_| ())
+    }
+
+    /// Whether the state this process started with came from its own
+    /// config: what runs once "on start" for a fleet (the declarative swap)
+    /// runs on that node only, not once per node.
+    pub fn seeded_here(&self) -> bool {
+        self.seeded_here.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`apply_config`](Self::apply_config), telling whether it wrote.
+    fn apply_config_written(&self, config: &Config, seed: State) -> Result<bool, ControlError> {
         let mut inner = self.lock();
-        let merged = merge::apply_config(&inner.doc.state, &inner.doc.applied_config, &seed);
-        let problems = merged.validate();
-        if !problems.is_empty() {
-            return Err(ControlError::Invalid(problems));
-        }
         let routing_changed = inner.routing != config.routing;
-        inner.routing = config.routing.clone();
-        let mut doc = inner.doc.clone();
-        doc.state = merged;
-        doc.applied_config = seed;
-        if doc != inner.doc {
-            self.commit(&mut inner, doc)?;
-        } else if routing_changed || inner.table_version == 0 {
-            self.publish(&mut inner);
+        let old_routing = std::mem::replace(&mut inner.routing, config.routing.clone());
+        let written = self.write_locked(&mut inner, |doc| {
+            doc.state = merge::apply_config(&doc.state, &doc.applied_config, &seed);
+            doc.applied_config = seed.clone();
+            Ok(())
+        });
+        match written {
+            Err(e) => {
+                inner.routing = old_routing;
+                Err(e)
+            }
+            Ok(((), false)) if routing_changed || inner.table_version == 0 => {
+                self.publish(&mut inner);
+                Ok(false)
+            }
+            Ok(((), written)) => Ok(written),
         }
-        Ok(())
     }
 
     /// Durably record a new or changed operation of the activity log.
@@ -273,7 +390,7 @@ impl ControlPlane {
     /// Persist (or clear) the pending preview of `site`.
     pub fn set_preview(&self, site: &str, preview: Option<Preview>) -> Result<(), ControlError> {
         self.update_doc(|doc| {
-            match preview {
+            match preview.clone() {
                 Some(p) => doc.previews.insert(site.to_string(), p),
                 None => doc.previews.remove(site),
             };
@@ -317,27 +434,7 @@ impl ControlPlane {
         doc.revision = inner.doc.revision + 1;
         self.store.save(&doc)?;
         inner.doc = doc;
-        // Forget the health of instances no longer deployed anywhere: if the
-        // address comes back later it starts fresh (up), as the health
-        // checker's tracker for it does.
-        let deployed: std::collections::HashSet<&str> = inner
-            .doc
-            .state
-            .sites
-            .values()
-            .flat_map(|s| s.slots.values())
-            .filter_map(|s| s.deployment.as_ref())
-            .flat_map(|d| d.instances.iter().map(String::as_str))
-            .collect();
-        let stale: Vec<String> = inner
-            .health
-            .keys()
-            .filter(|l| !deployed.contains(l.as_str()))
-            .cloned()
-            .collect();
-        for label in stale {
-            inner.health.remove(&label);
-        }
+        self.forget_undeployed_health(inner);
         self.publish(inner);
         for id in ended {
             if let Some(mut op) = inner.operations.get(&id).cloned() {
@@ -356,6 +453,30 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Forget the health of instances no longer deployed anywhere: if the
+    /// address comes back later it starts fresh (up), as the health
+    /// checker's tracker for it does.
+    fn forget_undeployed_health(&self, inner: &mut Inner) {
+        let deployed: std::collections::HashSet<&str> = inner
+            .doc
+            .state
+            .sites
+            .values()
+            .flat_map(|s| s.slots.values())
+            .filter_map(|s| s.deployment.as_ref())
+            .flat_map(|d| d.instances.iter().map(String::as_str))
+            .collect();
+        let stale: Vec<String> = inner
+            .health
+            .keys()
+            .filter(|l| !deployed.contains(l.as_str()))
+            .cloned()
+            .collect();
+        for label in stale {
+            inner.health.remove(&label);
+        }
+    }
+
     fn publish(&self, inner: &mut Inner) {
         inner.table_version += 1;
         // names new to this state resolve here, before the table is built
@@ -369,5 +490,74 @@ impl ControlPlane {
         );
         table.attach_metrics();
         self.table.store(Arc::new(table));
+    }
+}
+
+/// End an operation whose process (or fleet node) stopped while it ran:
+/// the routing is whatever its last atomic write left, pre- or post-switch.
+pub fn interrupt(op: &mut Operation, who: &str) {
+    let phase = op.phases.last().map_or("start", |p| p.name.as_str());
+    op.finish(
+        Status::Interrupted,
+        Some(format!(
+            "{who} during phase {phase}; routing is as last persisted (the switch is one atomic write)"
+        )),
+    );
+}
+
+/// What other nodes of a fleet wrote, as the shared store reports it: the
+/// table follows without this node writing anything.
+impl StoreListener for ControlPlane {
+    fn state_changed(&self, doc: Persisted) {
+        let mut inner = self.lock();
+        // an older document than the one held (this node's own write seen
+        // late) changes nothing
+        if doc.revision > inner.doc.revision {
+            log::info!("state revision {} from another node", doc.revision);
+            self.adopt(&mut inner, doc);
+        }
+    }
+
+    fn operation_changed(&self, op: Operation) {
+        self.lock().operations.insert(op.id.clone(), op);
+    }
+
+    fn operation_deleted(&self, id: &str) {
+        self.lock().operations.remove(id);
+    }
+
+    fn reloaded(&self, doc: Option<Persisted>, ops: Vec<Operation>) {
+        let mut inner = self.lock();
+        if let Some(doc) = doc {
+            if doc != inner.doc {
+                log::info!(
+                    "state read anew from the store: revision {} (held {})",
+                    doc.revision,
+                    inner.doc.revision
+                );
+                self.adopt(&mut inner, doc);
+            }
+        }
+        inner.operations = ops.into_iter().map(|o| (o.id.clone(), o)).collect();
+    }
+
+    fn claims_seen(&self, live: Vec<ClaimRecord>) {
+        let found = orphaned(self.lock().operations.values(), &live);
+        if found.is_empty() {
+            return;
+        }
+        let mut queue = self.interrupted.lock().unwrap_or_else(|p| p.into_inner());
+        for op in found {
+            if !queue.iter().any(|q| q.id == op.id) {
+                log::info!(
+                    "{} of site {} runs under no live claim: its node stopped; taking over",
+                    op.id,
+                    op.site
+                );
+                queue.push(op);
+            }
+        }
+        drop(queue);
+        self.interruptions.notify_one();
     }
 }

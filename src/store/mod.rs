@@ -1,12 +1,17 @@
 //! Where the control plane's state lives between restarts.
 //!
 //! `StateStore` is the seam: the embedded default is [`FileStore`] (one JSON
-//! document, replaced atomically), and a shared store (etcd, so a fleet of
-//! proxies follows one state) can be added behind the same trait without
-//! touching the `ControlPlane`.
+//! document, replaced atomically), and [`EtcdStore`] shares one state among
+//! a fleet of proxies (SPEC §9). The `ControlPlane` does not know which: it
+//! retries a write the store reports as [`StoreError::Conflict`], and takes
+//! what a shared store reports through [`StoreListener`].
 
+pub mod claim;
+mod etcd;
 mod file;
 
+pub use claim::{Claim, ClaimError, ClaimRecord, FleetLease};
+pub use etcd::{EtcdStore, FleetNode};
 pub use file::FileStore;
 
 use crate::activity::Operation;
@@ -80,6 +85,33 @@ pub enum StoreError {
         path: String,
         source: serde_json::Error,
     },
+    /// A shared store cannot be reached (or answers with an error): nothing
+    /// was written. The admin API answers 503 with this text.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// Another node wrote first: the document was not saved; this is the
+    /// store's current one, to apply the change to again.
+    #[error("the state was changed by another node (revision {})", .0.revision)]
+    Conflict(Box<Persisted>),
+}
+
+/// What a shared store tells the control plane about changes made by other
+/// nodes. Each call carries the store's whole current view of what changed.
+pub trait StoreListener: Send + Sync {
+    /// The state document changed (another node's write).
+    fn state_changed(&self, doc: Persisted);
+    /// An activity-log entry was written.
+    fn operation_changed(&self, op: Operation);
+    /// An activity-log entry was deleted (retention).
+    fn operation_deleted(&self, id: &str);
+    /// Everything, read anew (after a reconnect, a compaction or a restored
+    /// store): replace what is held, whatever its revision.
+    fn reloaded(&self, doc: Option<Persisted>, ops: Vec<Operation>);
+    /// The claims held in the fleet now: after one ended (released, or its
+    /// node died and its lease expired) and after everything was read anew.
+    /// Delivered in order with the rest, so an operation's final record
+    /// arrives before the release of its claim.
+    fn claims_seen(&self, live: Vec<ClaimRecord>);
 }
 
 pub trait StateStore: Send + Sync {
@@ -99,4 +131,69 @@ pub trait StateStore: Send + Sync {
     fn release(&self) {}
     /// Where the state lives, for messages.
     fn describe(&self) -> String;
+    /// Shared by a fleet: config seeds it only when it is empty, and a swap
+    /// found `running` at start may be running on another node.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// `Err(why)` while the store cannot be written (the node serves from
+    /// its last state: `/healthz` says degraded).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// The fleet-wide half of a [`Claim`] on `name` for `operation`: `None`
+    /// when the store is not shared (the claim is then this process's lock
+    /// alone); [`ClaimError::Held`] naming the holder when another node has
+    /// it.
+    fn lease(
+        &self,
+        _name: &str,
+        _operation: &str,
+    ) -> Result<Option<Box<dyn FleetLease>>, ClaimError> {
+        Ok(None)
+    }
+    /// One activity-log entry as stored now (not as this node last saw it).
+    fn load_operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
+        Ok(self.load_operations()?.into_iter().find(|o| o.id == id))
+    }
+}
+
+impl<S: StateStore + ?Sized> StateStore for std::sync::Arc<S> {
+    fn load(&self) -> Result<Option<Persisted>, StoreError> {
+        (**self).load()
+    }
+    fn save(&self, doc: &Persisted) -> Result<(), StoreError> {
+        (**self).save(doc)
+    }
+    fn save_operation(&self, op: &Operation) -> Result<(), StoreError> {
+        (**self).save_operation(op)
+    }
+    fn load_operations(&self) -> Result<Vec<Operation>, StoreError> {
+        (**self).load_operations()
+    }
+    fn delete_operation(&self, id: &str) -> Result<(), StoreError> {
+        (**self).delete_operation(id)
+    }
+    fn release(&self) {
+        (**self).release()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn shared(&self) -> bool {
+        (**self).shared()
+    }
+    fn health(&self) -> Result<(), String> {
+        (**self).health()
+    }
+    fn lease(
+        &self,
+        name: &str,
+        operation: &str,
+    ) -> Result<Option<Box<dyn FleetLease>>, ClaimError> {
+        (**self).lease(name, operation)
+    }
+    fn load_operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
+        (**self).load_operation(id)
+    }
 }

@@ -10,7 +10,7 @@
 
 mod runner;
 
-pub use runner::{run, runs_ramps};
+pub use runner::run;
 
 use super::ops::slot_mut;
 use super::ControlError;

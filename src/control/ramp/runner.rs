@@ -19,6 +19,7 @@ use crate::ramp::{
     asks_callback, judge, with_callback, CallbackAnswer, CallbackRequest, Figures, Judgement, Ramp,
     RampStatus, Verdict, VerdictResult,
 };
+use crate::store::claim::Claim;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,12 +27,43 @@ use std::time::{Duration, Instant};
 /// How often the runner looks for ramps that are due (and new ones).
 const TICK: Duration = Duration::from_millis(50);
 
-/// The one seam deciding whether this node runs ramps. With one state
-/// directory there is one node, so it does. A fleet sharing one state must
-/// let exactly one node answer `true` (e.g. the holder of a lease), or every
-/// node would step the same shared rule each interval.
-pub fn runs_ramps(_control: &ControlPlane) -> bool {
-    true
+/// The claim under which one node runs every ramp of the fleet.
+const RAMP_CLAIM: &str = "ramps";
+/// How often a node that does not run ramps asks for the claim again.
+const CLAIM_RETRY: Duration = Duration::from_secs(2);
+
+/// The one seam deciding whether this node runs ramps: the holder of the
+/// [`RAMP_CLAIM`] claim ("run once for the fleet", `store::claim`). With one
+/// state directory that is always this process; in a fleet one node at a
+/// time, and another takes over when its lease expires (every node would
+/// otherwise step the same shared rule each interval).
+struct RampDuty {
+    claim: Option<Claim>,
+    next_try: Instant,
+}
+
+impl RampDuty {
+    async fn held(&mut self, control: &Arc<ControlPlane>) -> bool {
+        if self.claim.as_ref().is_some_and(Claim::held) {
+            return true;
+        }
+        if self.claim.take().is_some() {
+            log::warn!("this node lost the claim on ramps; another node runs them now");
+        }
+        if Instant::now() < self.next_try {
+            return false;
+        }
+        self.next_try = Instant::now() + CLAIM_RETRY;
+        let c = control.clone();
+        match tokio::task::spawn_blocking(move || c.claim(RAMP_CLAIM, "ramp-runner")).await {
+            Ok(Ok(claim)) => {
+                log::info!("this node runs the ramps");
+                self.claim = Some(claim);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Where one running ramp's current interval started.
@@ -55,9 +87,13 @@ pub async fn run(control: Arc<ControlPlane>) {
         }
     };
     let mut tracks: HashMap<(String, String), Track> = HashMap::new();
+    let mut duty = RampDuty {
+        claim: None,
+        next_try: Instant::now(),
+    };
     loop {
         tokio::time::sleep(TICK).await;
-        if !runs_ramps(&control) {
+        if !duty.held(&control).await {
             tracks.clear();
             continue;
         }
@@ -180,7 +216,7 @@ async fn judge_once(
         j.clone(),
     );
     let applied =
-        blocking(move || c.update_doc(|doc| apply(doc, &s, &sl, &id, &jj, verdict))).await;
+        blocking(move || c.update_doc(|doc| apply(doc, &s, &sl, &id, &jj, verdict.clone()))).await;
     match applied {
         Ok((true, _)) => {}
         Ok((false, _)) => return, // stopped or replaced meanwhile

@@ -1,24 +1,32 @@
 //! The swap engine: runs a [`Plan`] phase by phase — settings, restart wait,
 //! warm-up, switch, source settings — records every phase and instance
-//! result in the activity log, and keeps one swap per site. Also starts the
-//! swaps nobody asked for by hand: auto swap after a deployment, the
-//! declarative swap of `target_build_version`, and the repair of settings
-//! after a restart interrupted a swap.
+//! result in the activity log, and keeps one swap per site — in the fleet,
+//! under the site's claim (`swap/<site>`, a lease in etcd: see
+//! [`crate::store::claim`]). Also starts the swaps nobody asked for by
+//! hand: auto swap after a deployment, the declarative swap of
+//! `target_build_version`, and the repair of settings after a restart (or
+//! a dead fleet node) interrupted a swap.
 
 use super::plan::{check, exchange, Plan, SwapRequest};
 use crate::activity::{Action, InstanceResult, Operation, PhaseName, Status};
-use crate::control::{ControlError, ControlPlane};
+use crate::control::{interrupt, ControlError, ControlPlane};
 use crate::instance_client::{InstanceClient, Outcome};
 use crate::model::{Deployment, Settings, Slot, PRODUCTION};
-use crate::store::Preview;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use crate::store::{Claim, ClaimError, Preview};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long a swap waits for the claim of a swap that has just ended (its
+/// final record is written before its claim is released) before 409.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// The claim a swap of `site` runs under: one swap per site in the fleet.
+pub fn swap_claim(site: &str) -> String {
+    format!("swap/{site}")
+}
 
 pub struct SwapEngine {
     control: Arc<ControlPlane>,
-    /// Sites with a swap running: one at a time per site.
-    busy: Mutex<HashSet<String>>,
     client: InstanceClient,
     rt: tokio::runtime::Handle,
 }
@@ -27,48 +35,61 @@ impl SwapEngine {
     pub fn new(control: Arc<ControlPlane>, rt: tokio::runtime::Handle) -> Arc<SwapEngine> {
         Arc::new(SwapEngine {
             control,
-            busy: Mutex::new(HashSet::new()),
             client: InstanceClient::new().expect("an HTTP client without TLS options builds"),
             rt,
         })
     }
 
-    fn busy(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Check and start a swap; it runs in the background. Returns the id of
-    /// its operation, already durably in the activity log.
+    /// Check and start a swap; it runs in the background under the site's
+    /// claim. Returns the id of its operation, already durably in the
+    /// activity log.
     pub fn start(self: &Arc<Self>, req: SwapRequest) -> Result<String, ControlError> {
-        if !self.busy().insert(req.site.clone()) {
-            return Err(ControlError::Conflict(format!(
-                "a swap of site {:?} is already running",
-                req.site
-            )));
-        }
-        let started = (|| {
-            let plan = check(
-                &self.control.state(),
-                self.control.preview(&req.site).as_ref(),
-                &req,
-            )?;
-            let op = Operation::new(&req.site, &req.source, &req.target, req.action);
-            self.control.record(&op)?;
-            Ok::<_, ControlError>((plan, op))
-        })();
-        let (plan, op) = match started {
-            Ok(v) => v,
-            Err(e) => {
-                self.busy().remove(&req.site);
-                return Err(e);
-            }
-        };
+        let op = Operation::new(&req.site, &req.source, &req.target, req.action);
+        // claimed before it is recorded: a running operation always has a
+        // live claim naming it, or its node is gone
+        let claim = self.claim_site(&req.site, &op.id)?;
+        let plan = check(
+            &self.control.state(),
+            self.control.preview(&req.site).as_ref(),
+            &req,
+        )?;
+        self.control.record(&op)?;
         let id = op.id.clone();
         let engine = self.clone();
         self.rt.spawn(async move {
-            engine.run(plan, op).await;
+            engine.run(plan, op, claim).await;
         });
         Ok(id)
+    }
+
+    /// Claim `site` for operation `id`, or 409 naming where a swap of it
+    /// runs. A claim whose operation has ended is about to be released: it
+    /// is waited for (briefly), so a client that sees a swap end may start
+    /// the next one at once, on any node.
+    fn claim_site(&self, site: &str, id: &str) -> Result<Claim, ControlError> {
+        let deadline = Instant::now() + RELEASE_WAIT;
+        loop {
+            match self.control.claim(&swap_claim(site), id) {
+                Ok(c) => return Ok(c),
+                Err(ClaimError::Held {
+                    node, operation, ..
+                }) => {
+                    let ending = self
+                        .control
+                        .operation(&operation)
+                        .is_some_and(|o| o.status.is_final());
+                    if ending && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    let place = node.map_or("on this node".to_string(), |n| format!("on node {n}"));
+                    return Err(ControlError::Conflict(format!(
+                        "a swap of site {site:?} is already running {place} (operation {operation})"
+                    )));
+                }
+                Err(ClaimError::Store(e)) => return Err(e.into()),
+            }
+        }
     }
 
     /// Swap `slot` into its `auto_swap_target`, if it has one (after a new
@@ -148,19 +169,52 @@ impl SwapEngine {
         started
     }
 
-    /// After a restart that interrupted swaps: each of the two slots of such
-    /// a swap posts its own effective settings to the deployment it holds
-    /// now, whichever side of the switch the process died on, so no app is
-    /// left running with the other slot's sticky settings.
+    /// Repair interrupted swaps as they are found, for the life of the
+    /// process: those of the last stop first, then those a dead fleet node
+    /// leaves (its lease on the site expires).
+    pub async fn recover_forever(self: Arc<Self>) {
+        loop {
+            self.recover().await;
+            self.control.interruptions().await;
+        }
+    }
+
+    /// After a restart (or a fleet node's death) that interrupted swaps:
+    /// each of the two slots of such a swap posts its own effective
+    /// settings to the deployment it holds now, whichever side of the
+    /// switch the process died on, so no app is left running with the other
+    /// slot's sticky settings.
+    ///
+    /// A swap orphaned in the fleet is still `running`: the node that wins
+    /// the site's claim reads it again and, if nobody ended it meanwhile,
+    /// marks it `interrupted` and repairs; the others leave it alone.
     pub async fn recover(self: &Arc<Self>) {
         for op in self.control.take_interrupted() {
             // hold the site so no swap runs while its settings are repaired
-            if !self.busy().insert(op.site.clone()) {
+            let Ok(_claim) = self.control.claim(&swap_claim(&op.site), &op.id) else {
                 continue;
+            };
+            let mut record = op.clone();
+            if op.status == Status::Running {
+                match self.control.stored_operation(&op.id) {
+                    Ok(Some(now)) if now.status == Status::Running => {
+                        record = now;
+                        interrupt(
+                            &mut record,
+                            "the node running it stopped (its lease on the site expired)",
+                        );
+                        self.save(&record);
+                        log::warn!("{}: marked interrupted; re-applying settings", op.id);
+                    }
+                    Ok(_) => continue, // ended, or already taken over
+                    Err(e) => {
+                        log::warn!("{}: cannot read it to take it over: {e}", op.id);
+                        continue;
+                    }
+                }
             }
             let state = self.control.state();
             if let Some(site) = state.sites.get(&op.site) {
-                let mut record = op.clone();
                 for name in [&op.source, &op.target] {
                     let Some(slot) = site.slots.get(name) else {
                         continue;
@@ -192,7 +246,6 @@ impl SwapEngine {
                 }
                 self.save(&record);
             }
-            self.busy().remove(&op.site);
         }
     }
 
@@ -202,18 +255,19 @@ impl SwapEngine {
         }
     }
 
-    async fn run(&self, plan: Plan, mut op: Operation) {
+    async fn run(&self, plan: Plan, mut op: Operation, claim: Claim) {
         let began = Instant::now();
         match op.action {
             Action::Reset => self.reset(&plan, &mut op).await,
             Action::Preview => self.preview(&plan, &mut op).await,
-            Action::Swap => self.swap(&plan, &mut op).await,
+            Action::Swap => self.swap(&plan, &mut op, &claim).await,
             Action::Ramp => op.finish(Status::Failed, Some("a ramp is not a swap".into())),
         }
-        // Free the site before the final record is written: a client that
-        // sees this operation end may start the next swap at once.
-        self.busy().remove(&plan.site.name);
+        // The final record first, then the claim: a node that sees the
+        // claim go while its operation still runs takes it for orphaned.
+        // (A swap asked for in between waits for the release: claim_site.)
         self.save(&op);
+        drop(claim);
         if op.action == Action::Swap {
             crate::metrics::swap_finished(&op.site, op.status.as_str(), began.elapsed());
         }
@@ -318,7 +372,7 @@ impl SwapEngine {
         }
     }
 
-    async fn swap(&self, plan: &Plan, op: &mut Operation) {
+    async fn swap(&self, plan: &Plan, op: &mut Operation, claim: &Claim) {
         if let Some(p) = &plan.completes {
             let why = format!("done by preview {}", p.operation_id);
             op.skip_phase(PhaseName::ApplySettings, why.clone());
@@ -342,6 +396,14 @@ impl SwapEngine {
 
         op.begin_phase(PhaseName::Switch);
         self.save(op);
+        if !claim.held() {
+            let e = format!(
+                "the lease on {} expired (the state store was unreachable for longer than it lasts); another node may have taken the site over, so production is left alone",
+                claim.name()
+            );
+            op.end_phase(false, e.clone());
+            return self.abort(plan, op, e).await;
+        }
         let site = plan.site.name.clone();
         let switched = self.control.update_doc(|doc| {
             exchange(&mut doc.state, plan)?;
