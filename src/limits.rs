@@ -481,6 +481,8 @@ async fn linger_close(mut stream: Stream) {
 /// The start of the HTTP/2 connection preface (RFC 9113 §3.4) as the
 /// header reader sees it: a request line and an empty header.
 const H2_PREFACE_HEAD: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
+/// The whole preface: that head, then `SM\r\n\r\n`.
+const H2_PREFACE_LEN: usize = 24;
 
 impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
     /// The HTTP/1.x keep-alive loop of pingora's own `ServerApp` (apps/mod.rs),
@@ -508,8 +510,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
                 }
             };
             if first && self.limits.h2c && buf.starts_with(H2_PREFACE_HEAD) {
-                // an h2c client with prior knowledge: pingora's HTTP/2
-                // server reads the preface again from the start
+                // an h2c client with prior knowledge: the whole 24-byte
+                // preface is due within the header time-out, then pingora's
+                // HTTP/2 server reads it again from the start
+                let mut buf = buf;
+                let deadline = accepted + self.limits.header_timeout;
+                while buf.len() < H2_PREFACE_LEN {
+                    let read = conn.socket().read_buf(&mut buf);
+                    match tokio::time::timeout_at(deadline.into(), read).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                }
                 conn.replay(buf);
                 let _ = ServerApp::process_new(&self.inner, Box::new(conn), shutdown).await;
                 return;
