@@ -156,18 +156,8 @@ impl Fenced {
         self.allow = None;
     }
 
-    /// Whether a request's bytes are already here (so the connection
-    /// loop must not wait for the socket).
-    pub fn has_next(&self) -> bool {
-        !self.next.is_empty()
-    }
-
-    /// Read from the socket itself, past any fence (the connection loop,
-    /// between requests).
-    pub async fn read_socket(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).await
-    }
-
+    /// The socket itself, past any fence (the connection loop reads the
+    /// header from it between requests).
     pub fn socket(&mut self) -> &mut Stream {
         &mut self.inner
     }
@@ -179,12 +169,7 @@ impl Fenced {
     /// The fence is closed: read the socket into `next` (so the client's
     /// pipelined bytes do not sit unread) until it would block, reporting
     /// only the end of the connection.
-    fn poll_fenced(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let _ = buf;
+    fn poll_fenced(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         loop {
             if self.next.len() >= self.cap {
                 // the next header is already too long; the loop will say
@@ -218,7 +203,7 @@ impl AsyncRead for Fenced {
         }
         match this.allow {
             None => Pin::new(&mut this.inner).poll_read(cx, buf),
-            Some(0) => this.poll_fenced(cx, buf),
+            Some(0) => this.poll_fenced(cx),
             Some(allow) => {
                 let max = usize::try_from(allow)
                     .unwrap_or(usize::MAX)

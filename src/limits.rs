@@ -351,7 +351,7 @@ impl<A> Limited<A> {
             let mut stop = shutdown.clone();
             let idle_since = Instant::now();
             let n = tokio::select! {
-                r = tokio::time::timeout(idle, conn.read_socket(&mut first)) => match r {
+                r = tokio::time::timeout(idle, conn.socket().read(&mut first)) => match r {
                     Ok(Ok(n)) if n > 0 => n,
                     _ => return Err(NoHead::Quiet),
                 },
@@ -422,7 +422,7 @@ impl<A> Limited<A> {
              content-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{why}\n",
             why.len() + 1
         );
-        crate::metrics::request_finished(None, status, started.elapsed());
+        crate::metrics::request_finished(None, status, started.elapsed(), http::Version::HTTP_11);
         if let Some(format) = crate::access_log::format() {
             // refused before any request was parsed: who, and what status
             let client = stream

@@ -99,6 +99,9 @@ pub struct Metrics {
     connections_refused: IntCounterVec,
     /// `slotproxy_requests_by_protocol_total`, in [`PROTOCOLS`] order.
     by_protocol: [IntCounter; PROTOCOLS.len()],
+    ramp_percent: prometheus::GaugeVec,
+    ramp_verdicts: IntCounterVec,
+    state_store_up: IntGauge,
     /// Handles of the slots of the last published table, by (site, slot).
     slots: Mutex<HashMap<SlotKey, Arc<SlotHandles>>>,
     /// Label sets of the table gauges written last, to remove stale ones.
@@ -132,9 +135,9 @@ pub struct SlotHandles {
     upstream_errors: [IntCounter; UpstreamErrorKind::ALL.len()],
     /// Counters of `COMMON_CODES`, resolved on first use.
     codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
-    /// Responses and 5xx responses, for [`slot_figures`] (the ramp's
-    /// judge and the dashboard) without reading the counter vector.
-    responses: AtomicU64,
+    /// 5xx responses, for [`slot_figures`] (the ramp's judge and the
+    /// dashboard) without reading the counter vector; the number of all
+    /// responses is the duration histogram's sample count.
     errors_5xx: AtomicU64,
 }
 
@@ -156,7 +159,6 @@ impl SlotHandles {
                     .with_label_values(&[site, slot, k.as_str()])
             }),
             codes: Default::default(),
-            responses: AtomicU64::new(0),
             errors_5xx: AtomicU64::new(0),
         }
     }
@@ -175,7 +177,6 @@ impl SlotHandles {
         } else {
             CLIENT_CLOSED
         };
-        self.responses.fetch_add(1, Ordering::Relaxed);
         if (500..=599).contains(&code) {
             self.errors_5xx.fetch_add(1, Ordering::Relaxed);
         }
@@ -313,6 +314,27 @@ fn build() -> prometheus::Result<Metrics> {
     )?;
     registry.register(Box::new(by_protocol_vec.clone()))?;
     let by_protocol = PROTOCOLS.map(|p| by_protocol_vec.with_label_values(&[p]));
+    let ramp_percent = prometheus::GaugeVec::new(
+        Opts::new(
+            "slotproxy_ramp_percent",
+            "The share a running ramp last set for the slot (its routing rule).",
+        ),
+        &["site", "slot"],
+    )?;
+    let ramp_verdicts = IntCounterVec::new(
+        Opts::new(
+            "slotproxy_ramp_verdicts_total",
+            "Ramp verdicts, by result (step, hold, wait, breach, callback).",
+        ),
+        &["result"],
+    )?;
+    let state_store_up = IntGauge::new(
+        "slotproxy_state_store_up",
+        "1 while the state store (file or etcd) can be written; 0 while etcd is unreachable.",
+    )?;
+    registry.register(Box::new(ramp_percent.clone()))?;
+    registry.register(Box::new(ramp_verdicts.clone()))?;
+    registry.register(Box::new(state_store_up.clone()))?;
     registry.register(Box::new(connections_open.clone()))?;
     registry.register(Box::new(connections_refused.clone()))?;
     #[cfg(target_os = "linux")]
@@ -344,6 +366,9 @@ fn build() -> prometheus::Result<Metrics> {
         connections_open,
         connections_refused,
         by_protocol,
+        ramp_percent,
+        ramp_verdicts,
+        state_store_up,
         slots: Mutex::new(HashMap::new()),
         gauge_series: Mutex::new(GaugeSeries::default()),
         unknown,
@@ -426,9 +451,15 @@ pub fn observe_table(version: u64, slots: &[SlotView<'_>]) -> Vec<Arc<SlotHandle
 }
 
 /// Count one finished request of the slot whose handles are `slot` (none:
-/// the request matched no site).
-pub fn request_finished(slot: Option<&SlotHandles>, code: u16, elapsed: Duration) {
+/// the request matched no site), and under its client protocol.
+pub fn request_finished(
+    slot: Option<&SlotHandles>,
+    code: u16,
+    elapsed: Duration,
+    version: http::Version,
+) {
     let m = metrics();
+    m.by_protocol[protocol_index(version)].inc();
     let h = slot.unwrap_or(&m.unknown);
     h.count(&m.requests, code);
     h.duration.observe(elapsed.as_secs_f64());
@@ -437,22 +468,19 @@ pub fn request_finished(slot: Option<&SlotHandles>, code: u16, elapsed: Duration
 /// The client protocols requests are counted and logged under.
 pub const PROTOCOLS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"];
 
-/// The name a request's HTTP version is logged under (HTTP/0.9 and
+/// Where a request's HTTP version is in [`PROTOCOLS`] (HTTP/0.9 and
 /// HTTP/3 never reach the proxy; they would count as HTTP/1.1).
-pub fn protocol_name(v: http::Version) -> &'static str {
+fn protocol_index(v: http::Version) -> usize {
     match v {
-        http::Version::HTTP_10 => PROTOCOLS[0],
-        http::Version::HTTP_2 => PROTOCOLS[2],
-        _ => PROTOCOLS[1],
+        http::Version::HTTP_10 => 0,
+        http::Version::HTTP_2 => 2,
+        _ => 1,
     }
 }
 
-/// Count one answered request under its client protocol.
-pub fn request_protocol(v: http::Version) {
-    let name = protocol_name(v);
-    if let Some(i) = PROTOCOLS.iter().position(|&p| p == name) {
-        metrics().by_protocol[i].inc();
-    }
+/// The name a request's HTTP version is logged under.
+pub fn protocol_name(v: http::Version) -> &'static str {
+    PROTOCOLS[protocol_index(v)]
 }
 
 /// Time to open a new upstream connection.
@@ -622,7 +650,7 @@ impl SlotHandles {
         let proto = self.duration.metric();
         let h = proto.get_histogram();
         SlotFigures {
-            responses: self.responses.load(Ordering::Relaxed),
+            responses: h.get_sample_count(),
             errors_5xx: self.errors_5xx.load(Ordering::Relaxed),
             duration_buckets: h
                 .get_bucket()
@@ -633,60 +661,18 @@ impl SlotHandles {
     }
 }
 
-/// The ramp metrics (README, "Ramp"), registered on first use.
-struct RampMetrics {
-    percent: prometheus::GaugeVec,
-    verdicts: IntCounterVec,
-}
-
-/// Every `result` of `slotproxy_ramp_verdicts_total` (`ramp::VerdictResult`),
-/// exported at 0 from the start.
-pub const RAMP_RESULTS: [&str; 5] = ["step", "hold", "wait", "breach", "callback"];
-
-fn ramp_metrics() -> &'static RampMetrics {
-    static RAMP: OnceLock<RampMetrics> = OnceLock::new();
-    RAMP.get_or_init(|| {
-        let percent = prometheus::GaugeVec::new(
-            Opts::new(
-                "slotproxy_ramp_percent",
-                "The share a running ramp last set for the slot (its routing rule).",
-            ),
-            &["site", "slot"],
-        )
-        .expect("metric definition is valid");
-        let verdicts = IntCounterVec::new(
-            Opts::new(
-                "slotproxy_ramp_verdicts_total",
-                "Ramp verdicts, by result (step, hold, wait, breach, callback).",
-            ),
-            &["result"],
-        )
-        .expect("metric definition is valid");
-        let registry = &metrics().registry;
-        for c in [
-            Box::new(percent.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(verdicts.clone()),
-        ] {
-            if let Err(e) = registry.register(c) {
-                log::error!("cannot register ramp metrics: {e}");
-            }
-        }
-        for r in RAMP_RESULTS {
-            verdicts.with_label_values(&[r]);
-        }
-        RampMetrics { percent, verdicts }
-    })
-}
-
-/// Export the ramp metrics (verdicts at 0) before any ramp runs.
-pub fn ramp_init() {
-    ramp_metrics();
+/// Export every ramp verdict result at 0 (the names of
+/// `ramp::VerdictResult`), so alerts see the series before any ramp runs.
+pub fn ramp_init(results: impl IntoIterator<Item = &'static str>) {
+    for r in results {
+        metrics().ramp_verdicts.with_label_values(&[r]);
+    }
 }
 
 /// A ramp of `site`/`slot` set its rule to `percent`; `None`: the ramp
 /// ended, its series goes.
 pub fn ramp_percent(site: &str, slot: &str, percent: Option<f64>) {
-    let m = &ramp_metrics().percent;
+    let m = &metrics().ramp_percent;
     match percent {
         Some(p) => m.with_label_values(&[site, slot]).set(p),
         None => {
@@ -695,9 +681,9 @@ pub fn ramp_percent(site: &str, slot: &str, percent: Option<f64>) {
     }
 }
 
-/// Count one ramp verdict (`result` is one of [`RAMP_RESULTS`]).
+/// Count one ramp verdict (`result`: a `ramp::VerdictResult` name).
 pub fn ramp_verdict(result: &str) {
-    ramp_metrics().verdicts.with_label_values(&[result]).inc();
+    metrics().ramp_verdicts.with_label_values(&[result]).inc();
 }
 
 /// Everything in the registry, in the Prometheus text format.
@@ -722,20 +708,8 @@ pub fn router() -> axum::Router {
 
 /// `slotproxy_state_store_up`: 1 while the state store can be written, 0
 /// while a fleet's etcd is unreachable (the node serves its last table).
-/// Set once at start, so the series exists from the first scrape.
 pub fn set_state_store_up(up: bool) {
-    static UP: OnceLock<IntGauge> = OnceLock::new();
-    let gauge = UP.get_or_init(|| {
-        let g = IntGauge::new(
-            "slotproxy_state_store_up",
-            "1 while the state store (file or etcd) can be written; 0 while etcd is unreachable.",
-        )
-        .expect("metric definition is valid");
-        // registered once, by this init: cannot clash
-        let _ = metrics().registry.register(Box::new(g.clone()));
-        g
-    });
-    gauge.set(i64::from(up));
+    metrics().state_store_up.set(i64::from(up));
 }
 
 #[cfg(test)]
@@ -786,14 +760,14 @@ pub(crate) mod tests {
         };
         let handles = observe_table(1, &[view]);
         let h = Some(&*handles[0]);
-        request_finished(h, 200, Duration::from_millis(1));
+        request_finished(h, 200, Duration::from_millis(1), http::Version::HTTP_11);
         let before = slot_figures("metrics-figures", "staging").unwrap();
         assert_eq!(before.responses, 1);
         for _ in 0..97 {
-            request_finished(h, 200, Duration::from_micros(300));
+            request_finished(h, 200, Duration::from_micros(300), http::Version::HTTP_11);
         }
-        request_finished(h, 503, Duration::from_millis(3));
-        request_finished(h, 500, Duration::from_secs(2));
+        request_finished(h, 503, Duration::from_millis(3), http::Version::HTTP_11);
+        request_finished(h, 500, Duration::from_secs(2), http::Version::HTTP_11);
         let window = slot_figures("metrics-figures", "staging")
             .unwrap()
             .since(&before);
@@ -833,8 +807,8 @@ pub(crate) mod tests {
             .requests
             .with_label_values(&[UNKNOWN, UNKNOWN, "499"])
             .get();
-        request_finished(None, 0, Duration::ZERO);
-        request_finished(None, 404, Duration::ZERO);
+        request_finished(None, 0, Duration::ZERO, http::Version::HTTP_11);
+        request_finished(None, 404, Duration::ZERO, http::Version::HTTP_11);
         let after = metrics()
             .requests
             .with_label_values(&[UNKNOWN, UNKNOWN, "499"])

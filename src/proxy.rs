@@ -501,8 +501,8 @@ impl ProxyHttp for SlotProxy {
             .response_written()
             .map_or(metrics::CLIENT_CLOSED, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
-        metrics::request_finished(ctx.slot_metrics(), status, elapsed);
-        metrics::request_protocol(session.req_header().version);
+        let version = session.req_header().version;
+        metrics::request_finished(ctx.slot_metrics(), status, elapsed, version);
         if let Some(format) = crate::access_log::format() {
             let line = access_entry(session, ctx, status, elapsed).format(format);
             crate::access_log::write(line);

@@ -180,7 +180,9 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
     admin::check_exposure(&config.admin.listen, token.as_deref())?;
     crate::access_log::init(&config.access_log)?;
     crate::metrics::metrics();
-    crate::metrics::ramp_init();
+    crate::metrics::ramp_init(
+        crate::ramp::VerdictResult::ALL.map(crate::ramp::VerdictResult::as_str),
+    );
     crate::drain::configure(config.server.drain_secs);
     // Control listeners bind here, synchronously, so a port clash is
     // reported before anything serves or the state is touched; after

@@ -69,6 +69,44 @@ name = "empty"
     ));
 
     let before = scrape(&proxy);
+    // SPEC §14: every series with a fixed label set is there at 0 before
+    // anything happened, so `rate()` and alerts see it from the start
+    let at_zero = |series: String| {
+        assert!(
+            before.lines().any(|l| l == format!("{series} 0")),
+            "{series} is not exported at 0:\n{before}"
+        )
+    };
+    for p in ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"] {
+        at_zero(format!(
+            r#"slotproxy_requests_by_protocol_total{{protocol="{p}"}}"#
+        ));
+    }
+    for r in ["step", "hold", "wait", "breach", "callback"] {
+        at_zero(format!(r#"slotproxy_ramp_verdicts_total{{result="{r}"}}"#));
+    }
+    for r in ["max_connections", "max_connections_per_ip"] {
+        at_zero(format!(
+            r#"slotproxy_connections_refused_total{{reason="{r}"}}"#
+        ));
+    }
+    for k in [
+        "connect_refused",
+        "timeout",
+        "no_instance",
+        "closed",
+        "other",
+    ] {
+        at_zero(format!(
+            r#"slotproxy_upstream_errors_total{{kind="{k}",site="shop",slot="staging"}}"#
+        ));
+    }
+    for result in ["succeeded", "failed"] {
+        at_zero(format!(
+            r#"slotproxy_swaps_total{{result="{result}",site="shop"}}"#
+        ));
+    }
+    assert_eq!(value(&before, "slotproxy_state_store_up"), 1.0);
     for _ in 0..5 {
         let a = get(
             &proxy,
