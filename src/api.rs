@@ -244,6 +244,10 @@ pub struct DeploymentView {
     pub warmup_timeout_secs: u64,
     pub warmup_retries: u32,
     pub settings_hook_path: Option<String>,
+    pub instances_protocol: InstancesProtocol,
+    pub health_check: HealthCheck,
+    /// `null`: the server's `upstream_read_timeout_secs`.
+    pub upstream_read_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -475,6 +479,9 @@ impl DeploymentView {
             warmup_timeout_secs: d.warmup.timeout_secs,
             warmup_retries: d.warmup.retries,
             settings_hook_path: d.settings_hook_path.clone(),
+            instances_protocol: d.instances_protocol,
+            health_check: d.health_check,
+            upstream_read_timeout_secs: d.upstream_read_timeout_secs,
         }
     }
 }

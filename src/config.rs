@@ -559,6 +559,10 @@ impl Config {
                 self.server.header_timeout_secs,
             ),
             ("server.body_timeout_secs", self.server.body_timeout_secs),
+            (
+                "server.h2_max_concurrent_streams",
+                u64::from(self.server.h2_max_concurrent_streams),
+            ),
         ] {
             if v == 0 {
                 bad(key, "must be at least 1");
@@ -897,6 +901,11 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
                 &format!("listen = [\"127.0.0.1:0\"]\n{extra}"),
             ))
         };
+        let e = with("h2_max_concurrent_streams = 0");
+        assert!(
+            e.contains("server.h2_max_concurrent_streams: must be at least 1"),
+            "{e}"
+        );
         let e = with("keepalive_timeout_secs = 0");
         assert!(
             e.contains("server.keepalive_timeout_secs: must be at least 1"),
@@ -930,6 +939,38 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
     fn deployment_keys_without_instances_are_errors() {
         let e = error_of(&format!("{GOOD}warmup_path = \"/ready\"\n"));
         assert!(e.contains("sites[shop].slots[staging].warmup_path"), "{e}");
+    }
+
+    #[test]
+    fn slot_protocol_keys_are_checked() {
+        let slot = |extra: &str| format!("{GOOD}instances = [\"127.0.0.1:9\"]\n{extra}\n");
+        let e = error_of(&slot("health_check = \"grpc\""));
+        assert!(
+            e.contains("health_check") && e.contains("instances_protocol = \"h2c\""),
+            "{e}"
+        );
+        let e = error_of(&slot("upstream_read_timeout_secs = 0"));
+        assert!(
+            e.contains("upstream_read_timeout_secs: must be at least 1"),
+            "{e}"
+        );
+        let e = error_of(&slot("instances_protocol = \"h2\""));
+        assert!(
+            e.contains("h2") && e.contains("http1") && e.contains("h2c"),
+            "{e}"
+        );
+        let (cfg, state) = parse(&slot(
+            "instances_protocol = \"h2c\"\nhealth_check = \"grpc\"\nupstream_read_timeout_secs = 3600",
+        ))
+        .unwrap();
+        let _ = cfg;
+        let d = state.sites["shop"].slots["staging"]
+            .deployment
+            .clone()
+            .unwrap();
+        assert_eq!(d.instances_protocol, crate::model::InstancesProtocol::H2c);
+        assert_eq!(d.health_check, crate::model::HealthCheck::Grpc);
+        assert_eq!(d.upstream_read_timeout_secs, Some(3600));
     }
 
     fn with_state(state: &str) -> String {

@@ -68,7 +68,12 @@ pub async fn run(control: Arc<ControlPlane>, cfg: HealthSection) {
     loop {
         tick.tick().await;
         let instances = table.load().probes();
-        trackers.retain(|l, _| instances.iter().any(|(i, _)| i == l));
+        // `probes` is sorted by label
+        trackers.retain(|l, _| {
+            instances
+                .binary_search_by(|(i, _)| i.as_str().cmp(l))
+                .is_ok()
+        });
         let mut probes = tokio::task::JoinSet::new();
         for (label, how) in instances {
             let client = client.clone();

@@ -403,10 +403,7 @@ impl<A> Limited<A> {
                 "431 Request Header Fields Too Large: the request header is larger than {} bytes (server.max_header_bytes)",
                 self.limits.max_header_bytes
             ),
-            414 => format!(
-                "414 URI Too Long: the request target is longer than {} bytes (server.max_uri_bytes)",
-                self.limits.max_uri_bytes
-            ),
+            414 => uri_too_long(self.limits.max_uri_bytes),
             _ => format!(
                 "408 Request Timeout: the request header did not arrive within {} s (server.header_timeout_secs)",
                 self.limits.header_timeout.as_secs()
@@ -454,6 +451,14 @@ impl<A> Limited<A> {
             linger_close(stream).await;
         }
     }
+}
+
+/// The answer to a request target over `max_uri_bytes` (HTTP/1 here, HTTP/2
+/// in `proxy`, where pingora's HTTP/2 server has parsed the request).
+pub fn uri_too_long(max_uri_bytes: usize) -> String {
+    format!(
+        "414 URI Too Long: the request target is longer than {max_uri_bytes} bytes (server.max_uri_bytes)"
+    )
 }
 
 /// Close a client connection gracefully: FIN first, then read and discard

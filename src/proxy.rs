@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 pub struct SlotProxy {
     table: Arc<ArcSwap<RouteTable>>,
     timeouts: UpstreamTimeouts,
+    /// `[server] max_uri_bytes`, checked here for HTTP/2 requests (HTTP/1
+    /// ones were checked on the way in, by `limits`).
+    max_uri_bytes: usize,
 }
 
 /// Time limits on the way to an app instance (`[server]` config).
@@ -50,8 +53,16 @@ impl UpstreamTimeouts {
 }
 
 impl SlotProxy {
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, timeouts: UpstreamTimeouts) -> Self {
-        SlotProxy { table, timeouts }
+    pub fn new(
+        table: Arc<ArcSwap<RouteTable>>,
+        timeouts: UpstreamTimeouts,
+        max_uri_bytes: usize,
+    ) -> Self {
+        SlotProxy {
+            table,
+            timeouts,
+            max_uri_bytes,
+        }
     }
 }
 
@@ -205,8 +216,14 @@ impl ProxyHttp for SlotProxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let table = self.table.load_full();
         let req = session.req_header();
+        if req.version == http::Version::HTTP_2
+            && req.uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_bytes
+        {
+            let msg = crate::limits::uri_too_long(self.max_uri_bytes);
+            return respond(session, 414, msg).await;
+        }
+        let table = self.table.load_full();
         let Some(target) = table.lookup_host(host_of(req)) else {
             let msg = format!(
                 "404 Not Found: no site is configured for host {}",

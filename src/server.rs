@@ -450,6 +450,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let proxy = SlotProxy::new(
         rt.control.table(),
         crate::proxy::UpstreamTimeouts::from_config(&cfg.server),
+        cfg.server.max_uri_bytes,
     );
     let mut app = pingora_proxy::HttpProxy::new(proxy, server.configuration.clone());
     app.handle_init_modules();

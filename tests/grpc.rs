@@ -103,8 +103,8 @@ fn sync<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-fn series(proxy: &Proxy, series: &str) -> f64 {
-    sync(|| value(&scrape(proxy), series))
+fn series(proxy: &Proxy, series: &str) -> Option<f64> {
+    sync(|| sample(&scrape(proxy), series))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +119,14 @@ async fn grpc_calls_pass_through_and_follow_a_swap_while_streams_stay() {
         )
     };
     let p = &proxy;
-    assert_eq!(series(p, &up(a)), 1.0);
+    // instances start up, so wait past the thresholds (2 × 100 ms) first:
+    // an HTTP/1 probe of these servers would have marked them down by then
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(series(p, &up(a)), Some(1.0));
+    assert_eq!(
+        series(p, &up(b).replace("production", "staging")),
+        Some(1.0)
+    );
 
     let mut c = client(proxy.port).await;
     // unary, production
@@ -179,7 +186,7 @@ async fn grpc_calls_pass_through_and_follow_a_swap_while_streams_stay() {
         format!(r#"slotproxy_instance_up{{instance="127.0.0.1:{a}",site="shop",slot="staging"}}"#);
     sync(|| {
         wait_for(20, "the NOT_SERVING instance to be marked down", || {
-            (value(&scrape(&proxy), &down) == 0.0).then_some(())
+            (sample(&scrape(&proxy), &down) == Some(0.0)).then_some(())
         })
     });
 }

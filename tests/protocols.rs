@@ -517,6 +517,11 @@ fn http2_connections_get_the_same_limits_as_http1() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 431);
     assert_eq!(c.get(&url).send().unwrap().status().as_u16(), 200);
+    // a request target over max_uri_bytes is refused with 414, as over HTTP/1
+    let long = format!("{url}?q={}", "u".repeat(2000));
+    let r = c.get(&long).send().unwrap();
+    assert_eq!(r.status().as_u16(), 414);
+    assert!(r.text().unwrap().contains("server.max_uri_bytes"));
 
     // an idle HTTP/2 connection is closed after keepalive_timeout_secs
     let mut s = connect(&proxy);

@@ -337,13 +337,6 @@ impl RouteTable {
         &self.cookie_finder
     }
 
-    /// Every instance label in the table, for the health checker.
-    pub fn instance_labels(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.probes().into_iter().map(|(l, _)| l).collect();
-        out.dedup();
-        out
-    }
-
     /// Every instance with how its deployment asks whether it serves,
     /// sorted by label; an instance in two deployments that ask differently
     /// is listed once, with the first slot's way.

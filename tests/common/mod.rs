@@ -483,6 +483,18 @@ pub fn scrape(proxy: &Proxy) -> String {
     resp.text().unwrap()
 }
 
+/// The value of one series (`name{labels}` exactly as exposed), `None` if
+/// it is not exported at all.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// The value of one series (`name{labels}` exactly as exposed), 0 if absent.
 pub fn value(text: &str, series: &str) -> f64 {
     text.lines()

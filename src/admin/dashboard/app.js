@@ -788,7 +788,19 @@ $('#deploy-form').addEventListener('submit', async (ev) => {
     error.textContent = problems.join('; ');
     return;
   }
+  // keys the dialog does not edit stay as the slot's deployment has them
+  // (a redeploy must not turn a gRPC slot back into HTTP/1, say)
+  const current = page.view.slots.find((s) => s.name === deploy.slot)?.deployment;
   const body = { build_version: build, instances };
+  if (current) {
+    body.warmup_timeout_secs = current.warmup_timeout_secs;
+    body.warmup_retries = current.warmup_retries;
+    body.instances_protocol = current.instances_protocol;
+    body.health_check = current.health_check;
+    if (current.upstream_read_timeout_secs != null) {
+      body.upstream_read_timeout_secs = current.upstream_read_timeout_secs;
+    }
+  }
   const warmupPath = $('#deploy-warmup-path').value.trim();
   if (warmupPath) body.warmup_path = warmupPath;
   if (codes.length) body.warmup_statuses = codes;
