@@ -236,14 +236,7 @@ impl Operation {
     }
 
     pub fn skip_phase(&mut self, name: PhaseName, detail: impl Into<String>) {
-        let t = now();
-        self.phases.push(Phase {
-            name,
-            started_at: t.clone(),
-            ended_at: Some(t),
-            result: PhaseResult::Skipped,
-            detail: detail.into(),
-        });
+        self.add_phase(name, PhaseResult::Skipped, detail);
     }
 
     pub fn finish(&mut self, status: Status, error: Option<String>) {

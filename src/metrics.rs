@@ -559,7 +559,7 @@ pub struct SlotFigures {
     pub responses: u64,
     pub errors_5xx: u64,
     /// Cumulative counts of `slotproxy_request_duration_seconds` per bucket
-    /// of [`LATENCY_BUCKETS`] (the `+Inf` bucket is `responses`).
+    /// of the request-duration buckets (the `+Inf` bucket is `responses`).
     pub duration_buckets: Vec<u64>,
 }
 

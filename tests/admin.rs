@@ -279,6 +279,36 @@ fn refused_requests_change_nothing() {
     let deploy = "/api/v1/sites/shop/slots/staging/deployment";
     let routing = "/api/v1/sites/shop/traffic-routing";
     let cases: Vec<Case> = vec![
+        // a ramp is not a swap action
+        (
+            Some(TOKEN),
+            "POST",
+            "/api/v1/sites/shop/slots/staging/swap",
+            Some(r#"{"action": "ramp"}"#),
+            400,
+            "a ramp is PUT on",
+        ),
+        // gRPC health checks need HTTP/2 to the instances
+        (
+            Some(TOKEN),
+            "PUT",
+            deploy,
+            Some(
+                r#"{"build_version": "v3", "instances": ["127.0.0.1:1"], "health_check": "grpc"}"#,
+            ),
+            400,
+            "instances_protocol = \"h2c\"",
+        ),
+        (
+            Some(TOKEN),
+            "PUT",
+            deploy,
+            Some(
+                r#"{"build_version": "v3", "instances": ["127.0.0.1:1"], "instances_protocol": "h2"}"#,
+            ),
+            400,
+            "unknown variant `h2`",
+        ),
         (
             Some(TOKEN),
             "PUT",

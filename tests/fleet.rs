@@ -291,13 +291,11 @@ fn etcd_down_keeps_serving_refuses_writes_and_catches_up() {
     assert_eq!(store_up(&a), 1.0);
 
     etcd.kill();
-    let mut served = 0;
     for p in [&a, &b] {
         wait_for(15, "the node to notice etcd is gone", || {
             // proxying goes on all along
             let r = get(p, "shop.test", "/", &[]);
             assert_eq!(r.status, 200, "{}", r.body);
-            served += 1;
             (healthz(p)["status"] == "degraded").then_some(())
         });
         assert_eq!(store_up(p), 0.0);
@@ -310,7 +308,6 @@ fn etcd_down_keeps_serving_refuses_writes_and_catches_up() {
             healthz(p)
         );
     }
-    assert!(served > 0);
     let (code, body) = set_staging(&a, 100);
     assert_eq!(code, 503, "{body}");
     assert!(

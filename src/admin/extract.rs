@@ -33,18 +33,22 @@ impl ApiError {
 
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
-        let status = match &e {
-            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            // a fleet's etcd is unreachable: the node serves, writes wait
-            ControlError::Store(crate::store::StoreError::Unavailable(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ControlError::Store(crate::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
-            ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
+        ApiError::new(status_of(&e), e.to_string())
+    }
+}
+
+/// The status a control-plane refusal answers with.
+pub fn status_of(e: &ControlError) -> StatusCode {
+    match e {
+        ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+        ControlError::Conflict(_) => StatusCode::CONFLICT,
+        // a fleet's etcd is unreachable: the node serves, writes wait
+        ControlError::Store(crate::store::StoreError::Unavailable(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ControlError::Store(crate::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
+        ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

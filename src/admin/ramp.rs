@@ -96,7 +96,7 @@ pub(super) async fn show(
     State(st): State<AdminState>,
     Path((site, slot)): Path<(String, String)>,
 ) -> ApiResult<Json<Revised<RampView>>> {
-    let (ramps, state) = st.control.ramps();
+    let (ramps, state) = (st.control.ramps(), st.control.state());
     let ramp = ramps.get(&site).and_then(|r| r.get(&slot)).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

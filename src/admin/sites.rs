@@ -69,10 +69,11 @@ pub(super) async fn reload(State(st): State<AdminState>) -> ApiResult<Json<Revis
     .map_err(ApiError::internal)?;
     if let Err(e) = result {
         log::error!("admin: reload refused, running state kept: {e}");
-        let status = if e.is_invalid_input() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
+        // a bad file is the caller's (400); the rest as any other write
+        // (503 while a fleet's etcd is unreachable, 409 on conflicts)
+        let status = match &e {
+            crate::control::reload::ReloadError::Config(_) => StatusCode::BAD_REQUEST,
+            crate::control::reload::ReloadError::Control(c) => super::extract::status_of(c),
         };
         return Err(ApiError::new(
             status,

@@ -15,12 +15,6 @@ pub(super) async fn start(
     Path((site, slot)): Path<(String, String)>,
     JsonBody(req): JsonBody<StartSwap>,
 ) -> ApiResult<(StatusCode, Json<SwapStarted>)> {
-    if req.action == Some(Action::Ramp) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "action: use swap, preview or reset (a ramp is PUT on …/slots/{slot}/ramp)",
-        ));
-    }
     let request = SwapRequest {
         site,
         source: slot,

@@ -156,7 +156,7 @@ impl ControlPlane {
                 cp.lock().doc.revision
             );
             cp.republish();
-        } else if cp.apply_config_written(config, seed)? && store_shared {
+        } else if cp.apply_config_written(config, seed, store_shared)? && store_shared {
             // of nodes starting at once on an empty store, only the one
             // whose seed landed gets here
             cp.seeded_here
@@ -234,15 +234,8 @@ impl ControlPlane {
 
     /// Apply a change: `f` edits a copy of the state; the result must
     /// validate, is persisted, then published. Nothing changes on error.
-    pub fn update<T>(
-        &self,
-        f: impl FnMut(&mut State) -> Result<T, ControlError>,
-    ) -> Result<T, ControlError> {
-        self.update_at(f).map(|(out, _)| out)
-    }
-
-    /// [`update`](Self::update), also returning the revision of the state
-    /// the change produced (unchanged if the change was a no-op), so a
+    /// Returns `f`'s answer and the revision of the state the change
+    /// produced (unchanged if the change was a no-op), so a
     /// caller can tell which of several concurrent writes landed last.
     pub fn update_at<T>(
         &self,
@@ -263,7 +256,7 @@ impl ControlPlane {
         f: impl FnMut(&mut Persisted) -> Result<T, ControlError>,
     ) -> Result<(T, u64), ControlError> {
         let mut inner = self.lock();
-        let (out, _) = self.write_locked(&mut inner, f)?;
+        let (out, _) = self.write_locked(&mut inner, WRITE_ATTEMPTS, f)?;
         Ok((out, inner.doc.revision))
     }
 
@@ -273,6 +266,7 @@ impl ControlPlane {
     fn write_locked<T>(
         &self,
         inner: &mut Inner,
+        attempts: usize,
         mut f: impl FnMut(&mut Persisted) -> Result<T, ControlError>,
     ) -> Result<(T, bool), ControlError> {
         let mut attempt = 0;
@@ -291,7 +285,7 @@ impl ControlPlane {
                 Ok(()) => return Ok((out, true)),
                 Err(ControlError::Store(StoreError::Conflict(current))) => {
                     self.adopt(inner, *current);
-                    if attempt >= WRITE_ATTEMPTS {
+                    if attempt >= attempts {
                         return Err(ControlError::Conflict(format!(
                             "other nodes changed the state {attempt} times while this change was being written; try again (revision now {})",
                             inner.doc.revision
@@ -315,7 +309,7 @@ impl ControlPlane {
     /// Apply a (re)loaded config: the three-way merge of `merge`, validated
     /// as a whole; on error the running state is kept.
     pub fn apply_config(&self, config: &Config, seed: State) -> Result<(), ControlError> {
-        self.apply_config_written(config, seed).map(|_| ())
+        self.apply_config_written(config, seed, false).map(|_| ())
     }
 
     /// Whether the state this process started with came from its own
@@ -326,15 +320,33 @@ impl ControlPlane {
     }
 
     /// [`apply_config`](Self::apply_config), telling whether it wrote.
-    fn apply_config_written(&self, config: &Config, seed: State) -> Result<bool, ControlError> {
+    /// `seeding`: the first write to an empty shared store. It is tried
+    /// once: when another node's seed landed first, that one is the state
+    /// (SPEC §9: one seeds, the rest load it), and this node's config is
+    /// not merged over it.
+    fn apply_config_written(
+        &self,
+        config: &Config,
+        seed: State,
+        seeding: bool,
+    ) -> Result<bool, ControlError> {
         let mut inner = self.lock();
         let routing_changed = inner.routing != config.routing;
         let old_routing = std::mem::replace(&mut inner.routing, config.routing.clone());
-        let written = self.write_locked(&mut inner, |doc| {
+        let attempts = if seeding { 1 } else { WRITE_ATTEMPTS };
+        let written = self.write_locked(&mut inner, attempts, |doc| {
             doc.state = merge::apply_config(&doc.state, &doc.applied_config, &seed);
             doc.applied_config = seed.clone();
             Ok(())
         });
+        let written = match written {
+            // another node seeded first: its document was adopted
+            Err(ControlError::Conflict(_)) if seeding => {
+                log::info!("another node seeded the shared state first; serving its state");
+                Ok(((), false))
+            }
+            other => other,
+        };
         match written {
             Err(e) => {
                 inner.routing = old_routing;
@@ -377,10 +389,9 @@ impl ControlPlane {
             .collect()
     }
 
-    /// Every ramp (by site, then slot) and the state, read together.
-    pub fn ramps(&self) -> (ramp::Ramps, State) {
-        let inner = self.lock();
-        (inner.doc.ramps.clone(), inner.doc.state.clone())
+    /// Every ramp, by site, then slot.
+    pub fn ramps(&self) -> ramp::Ramps {
+        self.lock().doc.ramps.clone()
     }
 
     pub fn preview(&self, site: &str) -> Option<Preview> {

@@ -1,7 +1,7 @@
 //! The run-time changes the admin API (and CLI) can make, as pure functions
 //! on a `State`.
 //!
-//! Each function edits a copy handed to it by [`ControlPlane::update`]
+//! Each function edits a copy handed to it by [`ControlPlane::update_at`]
 //! (which then validates, persists and publishes), so they hold no locks, do
 //! no I/O and are unit-tested here without sockets. They check what
 //! `State::validate` cannot know — which site or slot the request names, and
@@ -11,7 +11,7 @@
 //!
 //! The request bodies they take are the API's wire types ([`crate::api`]).
 //!
-//! [`ControlPlane::update`]: super::ControlPlane::update
+//! [`ControlPlane::update_at`]: super::ControlPlane::update_at
 
 use super::ControlError;
 use crate::api::{AutoSwapConfig, CreateSlot, Deploy, SetSettings, TrafficRouting};
@@ -236,7 +236,7 @@ instances = ["127.0.0.1:2"]
         &s.sites["shop"]
     }
 
-    /// Run `f` the way `ControlPlane::update` does: on a copy, kept only if
+    /// Run `f` the way `ControlPlane::update_at` does: on a copy, kept only if
     /// it succeeds and validates.
     fn apply<T>(
         s: &State,

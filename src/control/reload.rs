@@ -22,13 +22,6 @@ pub enum ReloadError {
     Control(#[from] ControlError),
 }
 
-impl ReloadError {
-    /// The caller's mistake (a bad file) rather than the server's.
-    pub fn is_invalid_input(&self) -> bool {
-        !matches!(self, ReloadError::Control(ControlError::Store(_)))
-    }
-}
-
 /// Apply the config file at `path` to the running control plane, then run
 /// any swap it asks for.
 pub fn reload(

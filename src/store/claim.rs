@@ -1,7 +1,7 @@
 //! "Run once for the fleet under a lease": a named, exclusive claim.
 //!
 //! Something that must run on one node of the fleet at a time — a swap of a
-//! site (`swap/<site>`), later a traffic ramp — takes a [`Claim`] before it
+//! site (`swap/<site>`), the ramps (`ramps`) — takes a [`Claim`] before it
 //! starts and holds it until it ends:
 //!
 //! ```ignore
@@ -235,7 +235,10 @@ mod tests {
             operation: mine.id.clone(),
             since: 0,
         }];
-        let found = orphaned([&mine, &dead, &done], &live);
+        // a running ramp is carried on by the ramp runner, never orphaned
+        let mut ramp = Operation::new("shop", "production", "staging", Action::Ramp);
+        ramp.status = Status::Running;
+        let found = orphaned([&mine, &dead, &done, &ramp], &live);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].id, dead.id);
         assert!(orphaned([&mine], &[]).len() == 1);

@@ -46,7 +46,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long one etcd call may take before the store is called unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -873,14 +873,18 @@ struct EtcdLease {
     client: Client,
     rt: tokio::runtime::Handle,
     lost: Arc<AtomicBool>,
+    /// When etcd last confirmed the lease.
+    renewed: Arc<Mutex<Instant>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl EtcdLease {
     fn keep(id: i64, name: &str, client: Client, rt: tokio::runtime::Handle) -> EtcdLease {
         let lost = Arc::new(AtomicBool::new(false));
+        let renewed = Arc::new(Mutex::new(Instant::now()));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let (mut c, l, n) = (client.clone(), lost.clone(), name.to_string());
+        let r_at = renewed.clone();
         rt.spawn(async move {
             let mut beat = tokio::time::interval(CLAIM_BEAT);
             let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
@@ -898,7 +902,9 @@ impl EtcdLease {
                         })
                         .await;
                         match r {
-                            Ok(Ok(Some(a))) if a.ttl() > 0 => {}
+                            Ok(Ok(Some(a))) if a.ttl() > 0 => {
+                                *r_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                            }
                             Ok(Ok(Some(_))) => {
                                 log::error!("the lease on {n} expired: another node may take it over");
                                 l.store(true, Ordering::SeqCst);
@@ -917,14 +923,21 @@ impl EtcdLease {
             client,
             rt,
             lost,
+            renewed,
             stop: Some(stop),
         }
     }
 }
 
 impl FleetLease for EtcdLease {
+    /// Lost once etcd said the lease expired, and also once it was not
+    /// renewed for longer than the TTL minus one beat: cut off from etcd,
+    /// this node cannot know whether the lease still stands, and another
+    /// node may already have taken the work over.
     fn held(&self) -> bool {
-        !self.lost.load(Ordering::SeqCst)
+        let renewed = *self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+        let ttl = Duration::from_secs(CLAIM_TTL_SECS as u64);
+        !self.lost.load(Ordering::SeqCst) && renewed.elapsed() < ttl.saturating_sub(CLAIM_BEAT)
     }
 
     fn release(&mut self) {

@@ -119,7 +119,8 @@ pub fn stop(doc: &mut Persisted, site: &str, slot: &str, now: &str) -> Result<Ra
 /// Apply one verdict of the ramp whose operation is `operation_id`: set the
 /// rule and record the verdict. `false` (and nothing changed) if that ramp
 /// is no longer running there (stopped, replaced or its slot deleted in
-/// the meantime).
+/// the meantime), or if the rule is no longer the one the verdict judged
+/// (someone set it by hand meanwhile: the next interval judges from there).
 pub fn apply(
     doc: &mut Persisted,
     site: &str,
@@ -128,12 +129,22 @@ pub fn apply(
     judgement: &Judgement,
     verdict: Verdict,
 ) -> Result<bool, ControlError> {
+    let running = doc.ramps.get(site).and_then(|r| r.get(slot));
+    if !running.is_some_and(|r| r.operation_id == operation_id && r.status.is_active()) {
+        return Ok(false);
+    }
+    let rule = doc
+        .state
+        .sites
+        .get(site)
+        .and_then(|s| s.slots.get(slot))
+        .and_then(|s| s.traffic_percent);
+    if rule != Some(verdict.from_percent) {
+        return Ok(false);
+    }
     let Some(ramp) = doc.ramps.get_mut(site).and_then(|r| r.get_mut(slot)) else {
         return Ok(false);
     };
-    if ramp.operation_id != operation_id || !ramp.status.is_active() {
-        return Ok(false);
-    }
     let same = ramp
         .last_verdict
         .as_ref()
@@ -282,6 +293,12 @@ name = "empty"
         };
         assert!(apply(&mut d, "shop", "staging", "op-1", &j, v.clone()).unwrap());
         assert_eq!(rule(&d, "staging"), Some(20.0));
+        // a verdict judged on a rule that has changed since is dropped
+        assert!(!apply(&mut d, "shop", "staging", "op-1", &j, v.clone()).unwrap());
+        let v = Verdict {
+            from_percent: 20.0,
+            ..v
+        };
         assert!(apply(&mut d, "shop", "staging", "op-1", &j, v.clone()).unwrap());
         assert_eq!(d.ramps["shop"]["staging"].repeats, 2);
         // another ramp's verdict, or one after a stop, changes nothing

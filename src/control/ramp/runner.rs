@@ -97,7 +97,8 @@ pub async fn run(control: Arc<ControlPlane>) {
             tracks.clear();
             continue;
         }
-        let (ramps, state) = control.ramps();
+        // the state is copied only when a ramp is due (rarely), not every tick
+        let ramps = control.ramps();
         let mut live = HashSet::new();
         for (site, slots) in &ramps {
             for (slot, ramp) in slots.iter().filter(|(_, r)| r.status.is_active()) {
@@ -117,6 +118,7 @@ pub async fn run(control: Arc<ControlPlane>) {
                     continue;
                 }
                 let window = figures_now(site, slot).since(&track.baseline);
+                let state = control.state();
                 judge_once(&control, &client, site, slot, ramp, &state, &window).await;
                 // the next interval starts now, with the new rule published
                 track.baseline = figures_now(site, slot);

@@ -261,6 +261,7 @@ impl SwapEngine {
             Action::Reset => self.reset(&plan, &mut op).await,
             Action::Preview => self.preview(&plan, &mut op).await,
             Action::Swap => self.swap(&plan, &mut op, &claim).await,
+            // refused by `plan::check` before any operation starts
             Action::Ramp => op.finish(Status::Failed, Some("a ramp is not a swap".into())),
         }
         // The final record first, then the claim: a node that sees the

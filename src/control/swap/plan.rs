@@ -83,6 +83,13 @@ pub(super) fn check(
         }
     }
     match req.action {
+        // by hand, auto or declarative: a ramp is never run as a swap
+        Action::Ramp => {
+            return Err(ControlError::Invalid(vec![crate::model::Problem {
+                key: "action".into(),
+                reason: "use swap, preview or reset (a ramp is PUT on …/slots/{slot}/ramp)".into(),
+            }]))
+        }
         Action::Reset if !same_pair => {
             return Err(ControlError::Conflict(format!(
                 "no preview of {} into {} is pending on site {:?}",
