@@ -527,6 +527,8 @@ fn refused_requests_change_nothing() {
     // /healthz needs no token
     let r = client().get(proxy.admin_url("/healthz")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
 }
 
 #[test]

@@ -206,12 +206,7 @@ fn bucket_slot(site: &SiteRoutes, b: &BucketRoutes, n: u32) -> u16 {
 /// The slot a roll in `0..WEIGHT_SCALE` lands on.
 pub fn weighted(site: &SiteRoutes, roll: u32) -> u16 {
     debug_assert!(roll < WEIGHT_SCALE);
-    for &(upper, slot) in &site.weights {
-        if roll < upper {
-            return slot;
-        }
-    }
-    0
+    slot_of_bucket(&site.weights, roll).unwrap_or(0)
 }
 
 fn find_slot(site: &SiteRoutes, name: &[u8]) -> Option<u16> {

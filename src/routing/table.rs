@@ -201,9 +201,9 @@ impl RouteTable {
                 );
             }
             let mut slots = Vec::with_capacity(site.slots.len());
-            let mut weights = Vec::new();
+            // (slot, basis points) of every rule, and of the live ones
             let mut shares = Vec::new();
-            let mut cumulative = 0u32;
+            let mut live_shares = Vec::new();
             for slot in site.slots_in_order() {
                 let slot_idx = slots.len() as u16;
                 for h in site.slot_hostnames(slot) {
@@ -241,9 +241,8 @@ impl RouteTable {
                     }
                     // A slot that cannot serve gives its share to production
                     // rather than sending that share of users to an error.
-                    if slot.name != PRODUCTION && bp > 0 && live {
-                        cumulative = (cumulative + bp).min(WEIGHT_SCALE);
-                        weights.push((cumulative, slot_idx));
+                    if slot.name != PRODUCTION && live {
+                        live_shares.push((slot_idx, bp));
                     }
                 }
                 let value = if slot.name == PRODUCTION {
@@ -287,7 +286,8 @@ impl RouteTable {
             sites.push(SiteRoutes {
                 name: site.name.as_str().into(),
                 slots,
-                weights,
+                // cumulative edges, as bucket ranges are
+                weights: bucket_ranges(&live_shares),
                 trusted_proxies: site.trusted_proxies.clone(),
                 buckets,
             });
