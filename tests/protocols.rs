@@ -6,6 +6,8 @@
 //! - `/chunked/<n>`: `n` bytes in a chunked body, in 3 chunks;
 //! - `/early`: a `103 Early Hints` interim response, then 200;
 //! - `/slow/<ms>`: answers after `ms` milliseconds;
+//! - `/ws`: `101 Switching Protocols`, then the slot's name and an echo of
+//!   every byte;
 //! - anything else: 200 with the method, path and body length as its body,
 //!   and the slot the proxy named (`X-Slot-Name`) in `x-seen-slot`.
 //!
@@ -104,6 +106,23 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
             }
             out.write_all(b"0\r\n\r\n")?;
             continue;
+        }
+        if path.split('?').next() == Some("/ws") {
+            // an upgrade: 101, then the raw bytes echoed until the close,
+            // prefixed with the slot the proxy named
+            write!(
+                out,
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n{slot}:"
+            )?;
+            out.flush()?;
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                out.write_all(&buf[..n])?;
+            }
         }
         if path == "/early" {
             out.write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")?;
@@ -537,4 +556,34 @@ fn http2_connections_get_the_same_limits_as_http1() {
         }
     }
     assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[test]
+fn upgraded_connections_pass_through_to_the_routed_slot() {
+    let app = RawApp::start();
+    let proxy = Proxy::start(&site(&app));
+    let mut s = connect(&proxy);
+    // the opt-in link routes the upgrade, as any request
+    s.write_all(
+        b"GET /ws?x-ms-routing-name=staging HTTP/1.1\r\nHost: shop.test\r\n\
+          Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .unwrap();
+    let head = read_head(&mut s).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // bytes flow both ways through the proxy after the 101, in several
+    // writes (the connection loop must not fence an upgraded connection)
+    let mut got = Vec::new();
+    for msg in [&b"ping"[..], b"pong-and-more", b"GET / HTTP/1.1\r\n\r\n"] {
+        s.write_all(msg).unwrap();
+        let want = if got.is_empty() {
+            [b"staging:".as_slice(), msg].concat()
+        } else {
+            msg.to_vec()
+        };
+        let mut buf = vec![0u8; want.len()];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, want, "{}", String::from_utf8_lossy(&buf));
+        got.extend_from_slice(&buf);
+    }
 }
