@@ -114,9 +114,13 @@ pub struct Deploy {
     pub warmup_retries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings_hook_path: Option<String>,
-    /// `http1` (default) or `h2c`.
+    /// `http1` (default), `h2c` or `h2` (HTTP/2 over TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances_protocol: Option<InstancesProtocol>,
+    /// With `h2`: a PEM file (on the proxy's machine) of the CA
+    /// certificates to trust instead of the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances_tls_ca: Option<String>,
     /// `http` (default) or `grpc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
@@ -138,6 +142,7 @@ impl Deploy {
             ),
             settings_hook_path: self.settings_hook_path.clone(),
             instances_protocol: self.instances_protocol.unwrap_or_default(),
+            instances_tls_ca: self.instances_tls_ca.clone(),
             health_check: self.health_check.unwrap_or_default(),
             upstream_read_timeout_secs: self.upstream_read_timeout_secs,
         }
@@ -245,6 +250,8 @@ pub struct DeploymentView {
     pub warmup_retries: u32,
     pub settings_hook_path: Option<String>,
     pub instances_protocol: InstancesProtocol,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances_tls_ca: Option<String>,
     pub health_check: HealthCheck,
     /// `null`: the server's `upstream_read_timeout_secs`.
     pub upstream_read_timeout_secs: Option<u64>,
@@ -480,6 +487,7 @@ impl DeploymentView {
             warmup_retries: d.warmup.retries,
             settings_hook_path: d.settings_hook_path.clone(),
             instances_protocol: d.instances_protocol,
+            instances_tls_ca: d.instances_tls_ca.clone(),
             health_check: d.health_check,
             upstream_read_timeout_secs: d.upstream_read_timeout_secs,
         }

@@ -291,12 +291,16 @@ pub struct DeployArgs {
     /// Path a swap POSTs the effective settings to on every instance.
     #[arg(long)]
     pub settings_hook_path: Option<String>,
-    /// What the instances speak: http1 (default) or h2c (HTTP/2 without
-    /// TLS, as gRPC servers).
+    /// What the instances speak: http1 (default), h2c (HTTP/2 without
+    /// TLS, as gRPC servers) or h2 (HTTP/2 over TLS).
     #[arg(long, value_parser = parse_protocol)]
     pub instances_protocol: Option<api::InstancesProtocol>,
+    /// With h2: a PEM file on the proxy's machine of the CA certificates
+    /// the instances' certificates must chain to (default: system roots).
+    #[arg(long)]
+    pub instances_tls_ca: Option<String>,
     /// How instances are health-checked and warmed up: http (default) or
-    /// grpc (the standard gRPC health service; needs h2c).
+    /// grpc (the standard gRPC health service; needs h2c or h2).
     #[arg(long, value_parser = parse_health_check)]
     pub health_check: Option<api::HealthCheck>,
     /// Longest quiet time of a response (WebSockets, server-sent events),
@@ -312,7 +316,7 @@ fn by_serde_name<T: serde::de::DeserializeOwned>(s: &str, allowed: &str) -> Resu
 }
 
 fn parse_protocol(s: &str) -> Result<api::InstancesProtocol, String> {
-    by_serde_name(s, "http1, h2c")
+    by_serde_name(s, "http1, h2c, h2")
 }
 
 fn parse_health_check(s: &str) -> Result<api::HealthCheck, String> {
@@ -446,6 +450,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 warmup_retries: args.warmup_retries,
                 settings_hook_path: args.settings_hook_path,
                 instances_protocol: args.instances_protocol,
+                instances_tls_ca: args.instances_tls_ca,
                 health_check: args.health_check,
                 upstream_read_timeout_secs: args.upstream_read_timeout_secs,
             };

@@ -450,6 +450,7 @@ pub struct SlotConfig {
     #[serde(default)]
     pub sticky_settings: BTreeMap<String, String>,
     pub instances_protocol: Option<crate::model::InstancesProtocol>,
+    pub instances_tls_ca: Option<String>,
     pub health_check: Option<crate::model::HealthCheck>,
     pub upstream_read_timeout_secs: Option<u64>,
 }
@@ -479,6 +480,7 @@ impl Config {
         let state = config.to_state(&mut problems);
         problems.extend(state.validate());
         problems.extend(state.unrunnable_targets());
+        problems.extend(state.unreadable_files());
         if problems.is_empty() {
             Ok((config, state))
         } else {
@@ -731,6 +733,7 @@ fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> S
                 warmup_retries: c.warmup_retries,
                 settings_hook_path: c.settings_hook_path.clone(),
                 instances_protocol: c.instances_protocol,
+                instances_tls_ca: c.instances_tls_ca.clone(),
                 health_check: c.health_check,
                 upstream_read_timeout_secs: c.upstream_read_timeout_secs,
             }
@@ -745,6 +748,7 @@ fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> S
                 ("warmup_retries", c.warmup_retries.is_some()),
                 ("settings_hook_path", c.settings_hook_path.is_some()),
                 ("instances_protocol", c.instances_protocol.is_some()),
+                ("instances_tls_ca", c.instances_tls_ca.is_some()),
                 ("health_check", c.health_check.is_some()),
                 (
                     "upstream_read_timeout_secs",
@@ -954,11 +958,34 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
             e.contains("upstream_read_timeout_secs: must be at least 1"),
             "{e}"
         );
-        let e = error_of(&slot("instances_protocol = \"h2\""));
+        let e = error_of(&slot("instances_protocol = \"h3\""));
         assert!(
-            e.contains("h2") && e.contains("http1") && e.contains("h2c"),
+            e.contains("h3") && e.contains("http1") && e.contains("h2c") && e.contains("`h2`"),
             "{e}"
         );
+        // a CA file only over TLS, and one that holds certificates
+        let e = error_of(&slot(
+            "instances_protocol = \"h2c\"\ninstances_tls_ca = \"ca.pem\"",
+        ));
+        assert!(e.contains("instances_tls_ca: is only used over TLS"), "{e}");
+        let e = error_of(&slot(
+            "instances_protocol = \"h2\"\ninstances_tls_ca = \"/nonexistent/ca.pem\"",
+        ));
+        assert!(
+            e.contains("sites[shop].slots[staging].instances_tls_ca: cannot read CA file \"/nonexistent/ca.pem\""),
+            "{e}"
+        );
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls-cert.pem");
+        let (_, state) = parse(&slot(&format!(
+            "instances_protocol = \"h2\"\nhealth_check = \"grpc\"\ninstances_tls_ca = \"{ca}\""
+        )))
+        .unwrap();
+        let d = state.sites["shop"].slots["staging"]
+            .deployment
+            .as_ref()
+            .unwrap();
+        assert_eq!(d.instances_protocol, crate::model::InstancesProtocol::H2);
+        assert_eq!(d.instances_tls_ca.as_deref(), Some(ca));
         let (cfg, state) = parse(&slot(
             "instances_protocol = \"h2c\"\nhealth_check = \"grpc\"\nupstream_read_timeout_secs = 3600",
         ))

@@ -79,7 +79,7 @@ pub async fn run(control: Arc<ControlPlane>, cfg: HealthSection) {
             let client = client.clone();
             let path = cfg.path.clone();
             probes.spawn(async move {
-                let ok = client.probe(&label, &path, how, timeout).await;
+                let ok = client.probe(&label, &path, &how, timeout).await;
                 (label, ok)
             });
         }

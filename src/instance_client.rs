@@ -7,13 +7,17 @@
 //! pooled: these calls are seconds apart, and a pooled connection an app
 //! closed meanwhile would turn into a false failure.
 //!
-//! Each call speaks the deployment's `instances_protocol` (HTTP/1.1, or
-//! HTTP/2 with prior knowledge for h2c), and with `health_check = "grpc"`
+//! Each call speaks the deployment's `instances_protocol` (HTTP/1.1,
+//! HTTP/2 with prior knowledge for h2c, HTTP/2 over TLS for h2 — trusting
+//! the same certificates as the proxy, `upstream_tls`), and with `health_check = "grpc"`
 //! health checks and warm-up ask the standard gRPC health service
 //! (`grpc.health.v1.Health/Check` for the server as a whole) instead of
 //! `GET`ting a path.
 
 use crate::model::{HealthCheck, InstancesProtocol, Probe, Settings, Warmup};
+use crate::upstream_tls::Trusted;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// An instance's answer: its status, or (the status if it answered, why it
@@ -24,7 +28,12 @@ pub type Outcome = Result<u16, (Option<u16>, String)>;
 pub struct InstanceClient {
     http: reqwest::Client,
     h2c: reqwest::Client,
+    /// HTTP/2 over TLS: a client per CA file (`None`: the system's roots),
+    /// built again when the file's certificates change.
+    tls: Arc<Mutex<TlsClients>>,
 }
+
+type TlsClients = HashMap<Option<Arc<str>>, (Option<Arc<Trusted>>, reqwest::Client)>;
 
 /// The gRPC health service's method (grpc/grpc health-checking.md).
 const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
@@ -34,54 +43,94 @@ const GRPC_CHECK_SERVER: [u8; 5] = [0, 0, 0, 0, 0];
 
 impl InstanceClient {
     pub fn new() -> Result<InstanceClient, String> {
-        let build = |b: reqwest::ClientBuilder| {
-            b.pool_max_idle_per_host(0)
-                .build()
-                .map_err(|e| format!("cannot build an HTTP client: {e}"))
-        };
         Ok(InstanceClient {
             http: build(reqwest::Client::builder().http1_only())?,
             h2c: build(reqwest::Client::builder().http2_prior_knowledge())?,
+            tls: Arc::default(),
         })
     }
 
-    fn client(&self, protocol: InstancesProtocol) -> &reqwest::Client {
-        match protocol {
-            InstancesProtocol::Http1 => &self.http,
-            InstancesProtocol::H2c => &self.h2c,
+    /// The client that speaks `how.protocol` (with its CA, over TLS).
+    fn client(&self, how: &Probe) -> Result<reqwest::Client, String> {
+        match how.protocol {
+            InstancesProtocol::Http1 => Ok(self.http.clone()),
+            InstancesProtocol::H2c => Ok(self.h2c.clone()),
+            InstancesProtocol::H2 => {
+                let trusted = how.tls_ca.as_deref().map(crate::upstream_tls::trusted);
+                let mut clients = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((was, client)) = clients.get(&how.tls_ca) {
+                    let same = match (was, &trusted) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if same {
+                        return Ok(client.clone());
+                    }
+                }
+                let mut b = reqwest::Client::builder()
+                    .use_rustls_tls()
+                    .http2_prior_knowledge();
+                if let Some(t) = &trusted {
+                    // the deployment's CA instead of the system's roots
+                    b = b.tls_built_in_root_certs(false);
+                    for der in &t.der {
+                        let cert = reqwest::Certificate::from_der(der)
+                            .map_err(|e| format!("instances_tls_ca: {e}"))?;
+                        b = b.add_root_certificate(cert);
+                    }
+                }
+                let client = build(b)?;
+                clients.insert(how.tls_ca.clone(), (trusted, client.clone()));
+                Ok(client)
+            }
         }
+    }
+
+    /// Send `req` (built on the client for `how`), within `timeout`.
+    async fn send(
+        &self,
+        how: &Probe,
+        timeout: Duration,
+        req: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let client = self.client(how)?;
+        req(&client)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| describe(&e))
     }
 
     /// A health probe: any HTTP answer below 500 within `timeout` is
     /// healthy; for a gRPC health check, `SERVING`.
-    pub async fn probe(&self, instance: &str, path: &str, how: Probe, timeout: Duration) -> bool {
+    pub async fn probe(&self, instance: &str, path: &str, how: &Probe, timeout: Duration) -> bool {
         if how.check == HealthCheck::Grpc {
-            return self.grpc_serving(instance, timeout).await.is_ok();
+            return self.grpc_serving(instance, how, timeout).await.is_ok();
         }
-        match self
-            .client(how.protocol)
-            .get(format!("http://{instance}{path}"))
-            .timeout(timeout)
-            .send()
-            .await
-        {
+        let url = url(how, instance, path);
+        match self.send(how, timeout, |c| c.get(url)).await {
             Ok(resp) => resp.status().as_u16() < 500,
             Err(_) => false,
         }
     }
 
     /// Ask the instance's gRPC health service whether the server serves.
-    pub async fn grpc_serving(&self, instance: &str, timeout: Duration) -> Result<(), String> {
+    pub async fn grpc_serving(
+        &self,
+        instance: &str,
+        how: &Probe,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let url = url(how, instance, GRPC_HEALTH_CHECK);
         let resp = self
-            .h2c
-            .post(format!("http://{instance}{GRPC_HEALTH_CHECK}"))
-            .header(reqwest::header::CONTENT_TYPE, "application/grpc")
-            .header(reqwest::header::TE, "trailers")
-            .body(GRPC_CHECK_SERVER.to_vec())
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| describe(&e))?;
+            .send(how, timeout, |c| {
+                c.post(url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/grpc")
+                    .header(reqwest::header::TE, "trailers")
+                    .body(GRPC_CHECK_SERVER.to_vec())
+            })
+            .await?;
         if !resp.status().is_success() {
             return Err(format!("gRPC health check answered HTTP {}", resp.status()));
         }
@@ -124,23 +173,20 @@ impl InstanceClient {
         instance: &str,
         hook: &str,
         settings: &Settings,
-        protocol: InstancesProtocol,
+        how: &Probe,
         timeout: Duration,
     ) -> Outcome {
-        let sent = self
-            .client(protocol)
-            .post(format!("http://{instance}{hook}"))
-            .json(settings)
-            .timeout(timeout)
-            .send()
-            .await;
-        match sent {
+        let url = url(how, instance, hook);
+        match self
+            .send(how, timeout, |c| c.post(url).json(settings))
+            .await
+        {
             Ok(resp) if resp.status().is_success() => Ok(resp.status().as_u16()),
             Ok(resp) => Err((
                 Some(resp.status().as_u16()),
                 format!("answered {}", resp.status()),
             )),
-            Err(e) => Err((None, describe(&e))),
+            Err(why) => Err((None, why)),
         }
     }
 
@@ -151,24 +197,21 @@ impl InstanceClient {
         &self,
         instance: &str,
         path: &str,
-        protocol: InstancesProtocol,
+        how: &Probe,
         deadline: Duration,
     ) -> (Outcome, u32) {
-        let url = format!("http://{instance}{path}");
+        let url = url(how, instance, path);
         let start = Instant::now();
         let mut attempts = 0;
         loop {
             attempts += 1;
             let sent = self
-                .client(protocol)
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
+                .send(how, Duration::from_secs(2), |c| c.get(&url))
                 .await;
             match sent {
                 Ok(resp) => return (Ok(resp.status().as_u16()), attempts),
                 Err(e) if start.elapsed() >= deadline => {
-                    let why = format!("did not answer again: {}", describe(&e));
+                    let why = format!("did not answer again: {e}");
                     return (Err((None, why)), attempts);
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -186,15 +229,15 @@ impl InstanceClient {
         instance: &str,
         host: &str,
         warm: &Warmup,
-        how: Probe,
+        how: &Probe,
     ) -> (Outcome, u32) {
-        let url = format!("http://{instance}{}", warm.path);
+        let url = url(how, instance, &warm.path);
         let tries = warm.retries.saturating_add(1);
         let mut last = (None, String::new());
         for attempt in 1..=tries {
             if how.check == HealthCheck::Grpc {
                 let timeout = Duration::from_secs(warm.timeout_secs);
-                match self.grpc_serving(instance, timeout).await {
+                match self.grpc_serving(instance, how, timeout).await {
                     Ok(()) => return (Ok(200), attempt),
                     Err(why) => last = (None, why),
                 }
@@ -203,12 +246,11 @@ impl InstanceClient {
                 }
                 continue;
             }
+            let timeout = Duration::from_secs(warm.timeout_secs);
             let sent = self
-                .client(how.protocol)
-                .get(&url)
-                .header(reqwest::header::HOST, host)
-                .timeout(Duration::from_secs(warm.timeout_secs))
-                .send()
+                .send(how, timeout, |c| {
+                    c.get(&url).header(reqwest::header::HOST, host)
+                })
                 .await;
             match sent {
                 Ok(resp) => {
@@ -221,7 +263,7 @@ impl InstanceClient {
                         format!("answered {code}, expected one of {:?}", warm.statuses),
                     );
                 }
-                Err(e) => last = (None, describe(&e)),
+                Err(why) => last = (None, why),
             }
             if attempt < tries {
                 tokio::time::sleep(backoff(attempt)).await;
@@ -229,6 +271,22 @@ impl InstanceClient {
         }
         (Err(last), tries)
     }
+}
+
+/// A client for instances: no pooled connections (see the module's doc).
+fn build(b: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
+    b.pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+/// The URL of `path` on `instance`: `https` for HTTP/2 over TLS.
+fn url(how: &Probe, instance: &str, path: &str) -> String {
+    let scheme = match how.protocol {
+        InstancesProtocol::H2 => "https",
+        InstancesProtocol::Http1 | InstancesProtocol::H2c => "http",
+    };
+    format!("{scheme}://{instance}{path}")
 }
 
 /// The `status` of a gRPC `HealthCheckResponse` frame (`None` if `body`

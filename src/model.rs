@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// The name of the slot every site has and that weighted routing falls back to.
 pub const PRODUCTION: &str = "production";
@@ -100,9 +101,15 @@ pub struct Deployment {
     /// instance.
     #[serde(default)]
     pub settings_hook_path: Option<String>,
-    /// What the instances speak: HTTP/1.1, or HTTP/2 without TLS (gRPC).
+    /// What the instances speak: HTTP/1.1, HTTP/2 without TLS (gRPC), or
+    /// HTTP/2 over TLS.
     #[serde(default, skip_serializing_if = "is_default")]
     pub instances_protocol: InstancesProtocol,
+    /// With `instances_protocol = "h2"`: a PEM file of the CA certificates
+    /// the instances' certificates must chain to, instead of the system's
+    /// roots (`upstream_tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances_tls_ca: Option<String>,
     /// How health checks and warm-up ask an instance whether it serves.
     #[serde(default, skip_serializing_if = "is_default")]
     pub health_check: HealthCheck,
@@ -126,13 +133,25 @@ pub enum InstancesProtocol {
     Http1,
     /// HTTP/2 with prior knowledge, no TLS: what gRPC servers speak.
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`), the certificate checked against the
+    /// instance's host name and `instances_tls_ca` (or the system's roots).
+    H2,
+}
+
+impl InstancesProtocol {
+    /// HTTP/2, with or without TLS.
+    pub fn is_h2(self) -> bool {
+        matches!(self, InstancesProtocol::H2c | InstancesProtocol::H2)
+    }
 }
 
 /// How health checks and warm-up reach a deployment's instances.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Probe {
     pub protocol: InstancesProtocol,
     pub check: HealthCheck,
+    /// The deployment's `instances_tls_ca`.
+    pub tls_ca: Option<Arc<str>>,
 }
 
 impl Deployment {
@@ -145,6 +164,7 @@ impl Deployment {
             warmup: Warmup::default(),
             settings_hook_path: None,
             instances_protocol: InstancesProtocol::default(),
+            instances_tls_ca: None,
             health_check: HealthCheck::default(),
             upstream_read_timeout_secs: None,
         }
@@ -154,6 +174,22 @@ impl Deployment {
         Probe {
             protocol: self.instances_protocol,
             check: self.health_check,
+            tls_ca: self.instances_tls_ca.as_deref().map(Arc::from),
+        }
+    }
+
+    /// What [`State::validate`] cannot see without reading files, checked
+    /// where a deployment comes in (config file, admin API): the CA file
+    /// must hold certificates. Not part of `validate`, so that a CA file
+    /// lost later does not block unrelated writes (it is logged instead,
+    /// and trusted as nothing: `upstream_tls::trusted`).
+    pub fn check_files(&self, key: &str) -> Vec<Problem> {
+        match &self.instances_tls_ca {
+            Some(ca) if !ca.trim().is_empty() => match crate::upstream_tls::read_ca(ca) {
+                Ok(_) => vec![],
+                Err(why) => vec![problem(format!("{key}.instances_tls_ca"), why)],
+            },
+            _ => vec![],
         }
     }
 }
@@ -382,13 +418,24 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
 
 impl Deployment {
     fn validate(&self, key: &str, out: &mut Vec<Problem>) {
-        if self.health_check == HealthCheck::Grpc
-            && self.instances_protocol != InstancesProtocol::H2c
-        {
+        if self.health_check == HealthCheck::Grpc && !self.instances_protocol.is_h2() {
             out.push(problem(
                 format!("{key}.health_check"),
-                "gRPC health checks need HTTP/2: set instances_protocol = \"h2c\"",
+                "gRPC health checks need HTTP/2: set instances_protocol = \"h2c\" (or \"h2\" for TLS)",
             ));
+        }
+        if let Some(ca) = &self.instances_tls_ca {
+            if self.instances_protocol != InstancesProtocol::H2 {
+                out.push(problem(
+                    format!("{key}.instances_tls_ca"),
+                    "is only used over TLS: set instances_protocol = \"h2\" or remove it",
+                ));
+            } else if ca.trim().is_empty() {
+                out.push(problem(
+                    format!("{key}.instances_tls_ca"),
+                    "must name a PEM file",
+                ));
+            }
         }
         if self.upstream_read_timeout_secs == Some(0) {
             out.push(problem(
@@ -637,6 +684,27 @@ impl State {
         }
         out
     }
+
+    /// Files the state names that cannot be used (today: each deployment's
+    /// `instances_tls_ca`), checked where a state comes in from a file;
+    /// the admin API checks the one deployment it writes
+    /// ([`Deployment::check_files`]).
+    pub fn unreadable_files(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for site in self.sites.values() {
+            for slot in site.slots.values() {
+                if let Some(d) = &slot.deployment {
+                    out.extend(d.check_files(&slot_key(&site.name, &slot.name)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// How problems name a slot: `sites[shop].slots[staging]`.
+pub fn slot_key(site: &str, slot: &str) -> String {
+    format!("sites[{site}].slots[{slot}]")
 }
 
 #[cfg(test)]
@@ -652,6 +720,7 @@ mod tests {
             warmup: Warmup::default(),
             settings_hook_path: None,
             instances_protocol: InstancesProtocol::Http1,
+            instances_tls_ca: None,
             health_check: HealthCheck::Http,
             upstream_read_timeout_secs: None,
         });
@@ -765,6 +834,7 @@ mod tests {
             },
             settings_hook_path: None,
             instances_protocol: InstancesProtocol::Http1,
+            instances_tls_ca: None,
             health_check: HealthCheck::Http,
             upstream_read_timeout_secs: None,
         };

@@ -9,6 +9,7 @@
 //! (408 when the client stalled its body); logging → metrics and the access log.
 
 use crate::metrics::{self, UpstreamErrorKind};
+use crate::model::InstancesProtocol;
 use crate::routing::forwarded::{client_ip, forwarded_for_value, is_trusted};
 use crate::routing::table::{Pool, SiteRoutes, SlotRoute};
 use crate::routing::{route, Decision, RouteTable};
@@ -94,6 +95,9 @@ pub struct RequestCtx {
     /// The client connection's keep-alive as it was when the first
     /// interim (1xx) response went out (see `response_filter`).
     pub keepalive_before_interim: Option<Option<u64>>,
+    /// The status of an answer the proxy made itself (`respond`), which a
+    /// gRPC client receives as HTTP 200 with a `grpc-status`.
+    pub local_status: Option<u16>,
     _in_flight: metrics::InFlight,
 }
 
@@ -113,6 +117,7 @@ impl Default for RequestCtx {
             connect_start: None,
             connect_failed: false,
             keepalive_before_interim: None,
+            local_status: None,
             _in_flight: metrics::InFlight::start(),
         }
     }
@@ -162,7 +167,26 @@ fn error_kind(e: &ErrorType) -> UpstreamErrorKind {
 }
 
 /// Answer locally with a one-line plain-text body.
-async fn respond(session: &mut Session, status: u16, message: String) -> Result<bool> {
+/// The proxy's own answer: plain text, or for a gRPC request its
+/// Trailers-Only form (`grpc`). `ctx.local_status` keeps the HTTP status
+/// for metrics and the access log either way.
+async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    message: String,
+) -> Result<bool> {
+    ctx.local_status = Some(status);
+    let ct = session.req_header().headers.get(http::header::CONTENT_TYPE);
+    if crate::grpc::is_grpc(ct.map(|v| v.as_bytes())) {
+        let mut resp = ResponseHeader::build(200, Some(4))?;
+        resp.insert_header("content-type", "application/grpc")?;
+        resp.insert_header("content-length", "0")?;
+        resp.insert_header("grpc-status", crate::grpc::status_for(status).to_string())?;
+        resp.insert_header("grpc-message", crate::grpc::message(&message))?;
+        session.write_response_header(Box::new(resp), true).await?;
+        return Ok(true);
+    }
     let body = Bytes::from(message + "\n");
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "text/plain; charset=utf-8")?;
@@ -221,7 +245,7 @@ impl ProxyHttp for SlotProxy {
             && req.uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_bytes
         {
             let msg = crate::limits::uri_too_long(self.max_uri_bytes);
-            return respond(session, 414, msg).await;
+            return respond(session, ctx, 414, msg).await;
         }
         let table = self.table.load_full();
         let Some(target) = table.lookup_host(host_of(req)) else {
@@ -229,7 +253,7 @@ impl ProxyHttp for SlotProxy {
                 "404 Not Found: no site is configured for host {}",
                 shown(host_of(req))
             );
-            return respond(session, 404, msg).await;
+            return respond(session, ctx, 404, msg).await;
         };
         let site = &table.sites[target.site as usize];
         let peer_ip = session
@@ -278,7 +302,7 @@ impl ProxyHttp for SlotProxy {
         ctx.peer_ip = peer_ip;
         ctx.table = Some(table);
         match refusal {
-            Some((code, msg)) => respond(session, code, msg).await,
+            Some((code, msg)) => respond(session, ctx, code, msg).await,
             None => Ok(false),
         }
     }
@@ -297,18 +321,34 @@ impl ProxyHttp for SlotProxy {
         let Some(i) = pool.pick(ctx.tried) else {
             return Err(no_route("no instance of the slot is left to try"));
         };
-        let addr = pool.instances[i]
+        let instance = &pool.instances[i];
+        let addr = instance
             .addr
             .ok_or_else(|| no_route("instance does not resolve"))?;
-        let (h2c, read_timeout) = (pool.h2c, pool.read_timeout);
+        let mut peer = match pool.probe.protocol {
+            InstancesProtocol::Http1 => HttpPeer::new(addr, false, String::new()),
+            InstancesProtocol::H2c => {
+                // HTTP/2 only, without TLS: pingora then speaks h2c
+                let mut peer = HttpPeer::new(addr, false, String::new());
+                peer.options.set_http_version(2, 2);
+                peer
+            }
+            InstancesProtocol::H2 => {
+                // TLS offering only ALPN h2; the certificate must be valid
+                // for the instance's host and chain to the deployment's CA
+                let name = crate::upstream_tls::server_name(&instance.label);
+                let mut peer = HttpPeer::new(addr, true, name.to_string());
+                peer.options.set_http_version(2, 2);
+                if let Some(ca) = &pool.probe.tls_ca {
+                    peer.options.ca = Some(crate::upstream_tls::trusted(ca).peer.clone());
+                }
+                peer
+            }
+        };
+        let read_timeout = pool.read_timeout;
         ctx.attempts += 1;
         ctx.instance = Some(i);
         ctx.connect_start = Some(Instant::now());
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        if h2c {
-            // HTTP/2 only, without TLS: pingora then speaks h2c
-            peer.options.set_http_version(2, 2);
-        }
         peer.options.connection_timeout = Some(self.timeouts.connect);
         peer.options.read_timeout = Some(read_timeout.unwrap_or(self.timeouts.read));
         peer.options.write_timeout = Some(self.timeouts.write);
@@ -496,16 +536,22 @@ impl ProxyHttp for SlotProxy {
                 "502 Bad Gateway: no instance of {what} answered ({} tried)",
                 ctx.attempts
             );
-            if let Err(err) = respond(session, 502, msg).await {
+            if let Err(err) = respond(session, ctx, 502, msg).await {
                 log::debug!("could not send 502: {err}");
             }
         } else if code == 408 {
             let msg = "408 Request Timeout: the request body stopped arriving before it was complete (server.body_timeout_secs)";
-            if let Err(err) = respond(session, 408, msg.into()).await {
+            if let Err(err) = respond(session, ctx, 408, msg.into()).await {
                 log::debug!("could not send 408: {err}");
             }
         } else if code > 0 {
-            let _ = session.respond_error(code).await;
+            let reason = http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .unwrap_or("Error");
+            if let Err(err) = respond(session, ctx, code, format!("{code} {reason}")).await {
+                log::debug!("could not send {code}: {err}");
+            }
         }
         FailToProxy {
             error_code: code,
@@ -514,9 +560,11 @@ impl ProxyHttp for SlotProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map_or(metrics::CLIENT_CLOSED, |r| r.status.as_u16());
+        let status = ctx.local_status.unwrap_or_else(|| {
+            session
+                .response_written()
+                .map_or(metrics::CLIENT_CLOSED, |r| r.status.as_u16())
+        });
         let elapsed = ctx.start.elapsed();
         let version = session.req_header().version;
         metrics::request_finished(ctx.slot_metrics(), status, elapsed, version);

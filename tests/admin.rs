@@ -304,10 +304,21 @@ fn refused_requests_change_nothing() {
             "PUT",
             deploy,
             Some(
-                r#"{"build_version": "v3", "instances": ["127.0.0.1:1"], "instances_protocol": "h2"}"#,
+                r#"{"build_version": "v3", "instances": ["127.0.0.1:1"], "instances_protocol": "h3"}"#,
             ),
             400,
-            "unknown variant `h2`",
+            "unknown variant `h3`",
+        ),
+        // a CA file that is not there is named, and nothing changes
+        (
+            Some(TOKEN),
+            "PUT",
+            deploy,
+            Some(
+                r#"{"build_version": "v3", "instances": ["127.0.0.1:1"], "instances_protocol": "h2", "instances_tls_ca": "/nonexistent/ca.pem"}"#,
+            ),
+            400,
+            "sites[shop].slots[staging].instances_tls_ca: cannot read CA file \"/nonexistent/ca.pem\"",
         ),
         (
             Some(TOKEN),

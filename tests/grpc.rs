@@ -190,3 +190,122 @@ async fn grpc_calls_pass_through_and_follow_a_swap_while_streams_stay() {
         })
     });
 }
+
+/// A gRPC server over TLS (ALPN h2) serving the health service ("" and
+/// `name` SERVING), its certificate (`tests/fixtures/upstream-cert.pem`,
+/// valid for 127.0.0.1, localhost and app.test) issued by the test CA
+/// `upstream-ca.pem` — made with `openssl req -x509` for the CA and
+/// `openssl x509 -req -CA` for the server, both for 100 years.
+async fn grpc_tls_server(name: &str) -> u16 {
+    let (mut reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(name, ServingStatus::Serving)
+        .await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let identity = tonic::transport::Identity::from_pem(
+        std::fs::read(format!("{fixtures}/upstream-cert.pem")).unwrap(),
+        std::fs::read(format!("{fixtures}/upstream-key.pem")).unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder()
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+        .unwrap()
+        .add_service(service)
+        .serve_with_incoming(incoming);
+    tokio::spawn(server);
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_to_instances_checks_their_certificate() {
+    let tls = grpc_tls_server("slot-tls").await;
+    let other = grpc_tls_server("slot-tls").await;
+    let ca = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/upstream-ca.pem"
+    );
+    // production trusts the test CA; staging, a server with the same
+    // certificate, trusts only the system's roots, which do not know it
+    let config = format!(
+        r#"
+[[sites]]
+name = "shop"
+hostnames = ["grpc.test"]
+[[sites.slots]]
+name = "production"
+build_version = "a"
+instances = ["127.0.0.1:{tls}"]
+instances_protocol = "h2"
+instances_tls_ca = "{ca}"
+health_check = "grpc"
+[[sites.slots]]
+name = "staging"
+build_version = "b"
+instances = ["127.0.0.1:{other}"]
+traffic_percent = 0
+instances_protocol = "h2"
+health_check = "grpc"
+"#
+    );
+    let proxy = sync(|| Proxy::start(&config));
+    let up = |slot: &str| {
+        let port = if slot == "production" { tls } else { other };
+        format!(r#"slotproxy_instance_up{{instance="127.0.0.1:{port}",site="shop",slot="{slot}"}}"#)
+    };
+    sync(|| {
+        wait_for(20, "both health verdicts over TLS", || {
+            let m = scrape(&proxy);
+            (sample(&m, &up("production")) == Some(1.0) && sample(&m, &up("staging")) == Some(0.0))
+                .then_some(())
+        })
+    });
+
+    // a unary call reaches the TLS server through HTTP/2 over TLS
+    let mut c = client(proxy.port).await;
+    let r = c
+        .check(check("slot-tls", None))
+        .await
+        .expect("answered over TLS");
+    assert_eq!(r.get_ref().status, Answer::Serving as i32);
+    // trailers pass: an unknown service is the server's NOT_FOUND
+    let e = c.check(check("nope", None)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+    // a pin to staging, whose instance is down, is served by production
+    let r = c.check(check("slot-tls", Some("staging"))).await.unwrap();
+    assert_eq!(r.get_ref().status, Answer::Serving as i32);
+    drop(proxy);
+
+    // and the proxied path checks the certificate too, not only the health
+    // check: with health checks that never mark staging down, a call pinned
+    // to it fails (502 → UNAVAILABLE) and the server never answers it
+    let lenient =
+        |text: String| text.replace("unhealthy_threshold = 2", "unhealthy_threshold = 1000000");
+    let proxy = sync(|| Proxy::start_edited(&config, 1, lenient));
+    let mut c = client(proxy.port).await;
+    let r = c
+        .check(check("slot-tls", None))
+        .await
+        .expect("production answers");
+    assert_eq!(r.get_ref().status, Answer::Serving as i32);
+    let e = c
+        .check(check("slot-tls", Some("staging")))
+        .await
+        .unwrap_err();
+    // a gRPC error the client can act on (Trailers-Only, UNAVAILABLE),
+    // counted as the 502 it stands for
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("502 Bad Gateway: no instance of slot staging"),
+        "{e:?}"
+    );
+    let bad = r#"slotproxy_requests_total{code="502",site="shop",slot="staging"}"#;
+    assert_eq!(series(&proxy, bad), Some(1.0));
+    let log = proxy.log();
+    assert!(
+        log.contains("UnknownIssuer") || log.contains("invalid peer certificate"),
+        "the proxy's log names the untrusted certificate:\n{log}"
+    );
+}

@@ -117,7 +117,12 @@ pub fn deploy(
     req: &Deploy,
 ) -> Result<Deployed, ControlError> {
     let s = slot_mut(state, site, slot)?;
-    s.deployment = Some(req.to_deployment());
+    let d = req.to_deployment();
+    let problems = d.check_files(&crate::model::slot_key(site, slot));
+    if !problems.is_empty() {
+        return Err(ControlError::Invalid(problems));
+    }
+    s.deployment = Some(d);
     Ok(Deployed {
         auto_swap_target: s.auto_swap_target.clone(),
     })

@@ -102,9 +102,8 @@ pub struct SlotRoute {
 pub struct Pool {
     pub build_version: Box<str>,
     pub instances: Vec<Instance>,
-    /// The instances speak HTTP/2 without TLS (`instances_protocol = "h2c"`).
-    pub h2c: bool,
-    /// How health checks reach the instances.
+    /// How health checks and proxied requests reach the instances: the
+    /// protocol (`instances_protocol`), the check, the TLS CA file.
     pub probe: crate::model::Probe,
     /// The deployment's own `upstream_read_timeout_secs`, if it sets one.
     pub read_timeout: Option<std::time::Duration>,
@@ -226,7 +225,6 @@ impl RouteTable {
                             healthy: health.get(label).copied().unwrap_or(true),
                         })
                         .collect(),
-                    h2c: d.instances_protocol == crate::model::InstancesProtocol::H2c,
                     probe: d.probe(),
                     read_timeout: d
                         .upstream_read_timeout_secs
@@ -347,10 +345,10 @@ impl RouteTable {
             .flat_map(|s| s.slots.iter())
             .filter_map(|s| s.pool.as_ref())
             .flat_map(|p| {
-                let probe = p.probe;
+                let probe = &p.probe;
                 p.instances
                     .iter()
-                    .map(move |i| (i.label.to_string(), probe))
+                    .map(move |i| (i.label.to_string(), probe.clone()))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -800,6 +800,9 @@ $('#deploy-form').addEventListener('submit', async (ev) => {
     if (current.upstream_read_timeout_secs != null) {
       body.upstream_read_timeout_secs = current.upstream_read_timeout_secs;
     }
+    if (current.instances_tls_ca != null) {
+      body.instances_tls_ca = current.instances_tls_ca;
+    }
   }
   const warmupPath = $('#deploy-warmup-path').value.trim();
   if (warmupPath) body.warmup_path = warmupPath;

@@ -527,14 +527,13 @@ impl SwapEngine {
         settings: &Settings,
     ) -> Result<(), String> {
         let timeout = Duration::from_secs(d.warmup.timeout_secs);
-        let protocol = d.instances_protocol;
         let mut tasks = tokio::task::JoinSet::new();
         for inst in &d.instances {
-            let (client, inst) = (self.client.clone(), inst.clone());
+            let (client, inst, how) = (self.client.clone(), inst.clone(), d.probe());
             let (hook, settings) = (hook.to_string(), settings.clone());
             tasks.spawn(async move {
                 let outcome = client
-                    .post_settings(&inst, &hook, &settings, protocol, timeout)
+                    .post_settings(&inst, &hook, &settings, &how, timeout)
                     .await;
                 (inst, outcome, 1)
             });
@@ -544,14 +543,12 @@ impl SwapEngine {
 
     async fn wait_restart(&self, op: &mut Operation, d: &Deployment) -> Result<(), String> {
         let deadline = Duration::from_secs(d.warmup.timeout_secs);
-        let protocol = d.instances_protocol;
         let mut tasks = tokio::task::JoinSet::new();
         for inst in &d.instances {
-            let (client, inst) = (self.client.clone(), inst.clone());
+            let (client, inst, how) = (self.client.clone(), inst.clone(), d.probe());
             let path = d.warmup.path.clone();
             tasks.spawn(async move {
-                let (outcome, attempts) =
-                    client.wait_answers(&inst, &path, protocol, deadline).await;
+                let (outcome, attempts) = client.wait_answers(&inst, &path, &how, deadline).await;
                 (inst, outcome, attempts)
             });
         }
@@ -566,7 +563,7 @@ impl SwapEngine {
             let (client, inst, host) = (self.client.clone(), inst.clone(), host.clone());
             let (warm, how) = (d.warmup.clone(), d.probe());
             tasks.spawn(async move {
-                let (outcome, attempts) = client.warm_up(&inst, &host, &warm, how).await;
+                let (outcome, attempts) = client.warm_up(&inst, &host, &warm, &how).await;
                 (inst, outcome, attempts)
             });
         }
