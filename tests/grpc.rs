@@ -298,7 +298,8 @@ health_check = "grpc"
     // counted as the 502 it stands for
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
     assert!(
-        e.message().contains("502 Bad Gateway: no instance of slot staging"),
+        e.message()
+            .contains("502 Bad Gateway: no instance of slot staging"),
         "{e:?}"
     );
     let bad = r#"slotproxy_requests_total{code="502",site="shop",slot="staging"}"#;

@@ -6,8 +6,10 @@
 //! - `/chunked/<n>`: `n` bytes in a chunked body, in 3 chunks;
 //! - `/early`: a `103 Early Hints` interim response, then 200;
 //! - `/slow/<ms>`: answers after `ms` milliseconds;
-//! - `/ws`: `101 Switching Protocols`, then the slot's name and an echo of
-//!   every byte;
+//! - `/ws`: `101 Switching Protocols`, then `slot@port:` (the slot the
+//!   proxy named, the app's own port) and an echo of every byte;
+//! - `/events/<n>`: `n` server-sent events, each sent only once the test
+//!   has read the one before;
 //! - anything else: 200 with the method, path and body length as its body,
 //!   and the slot the proxy named (`X-Slot-Name`) in `x-seen-slot`.
 //!
@@ -18,7 +20,11 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Server-sent events the client has read so far (see `/events/` below).
+static EVENTS_READ: AtomicUsize = AtomicUsize::new(0);
 
 /// A raw HTTP/1.1 app server in a thread per connection, keep-alive.
 struct RawApp {
@@ -109,10 +115,11 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
         }
         if path.split('?').next() == Some("/ws") {
             // an upgrade: 101, then the raw bytes echoed until the close,
-            // prefixed with the slot the proxy named
+            // prefixed with the slot the proxy named and this app's port
+            let me = out.local_addr()?.port();
             write!(
                 out,
-                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n{slot}:"
+                "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n{slot}@{me}:"
             )?;
             out.flush()?;
             let mut buf = [0u8; 1024];
@@ -123,6 +130,27 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
                 }
                 out.write_all(&buf[..n])?;
             }
+        }
+        if let Some(n) = path.strip_prefix("/events/") {
+            // server-sent events: event i+1 is written only once the client
+            // said (EVENTS_READ) it has read event i, so a proxy that holds
+            // events back makes the client wait for ever
+            let n: usize = n.parse().unwrap();
+            out.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+            )?;
+            for i in 0..n {
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while EVENTS_READ.load(Ordering::SeqCst) < i && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let event = format!("id: {i}\ndata: event {i}\n\n");
+                write!(out, "{:x}\r\n{event}\r\n", event.len())?;
+                out.flush()?;
+            }
+            out.write_all(b"0\r\n\r\n")?;
+            continue;
         }
         if path == "/early" {
             out.write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")?;
@@ -577,7 +605,7 @@ fn upgraded_connections_pass_through_to_the_routed_slot() {
     for msg in [&b"ping"[..], b"pong-and-more", b"GET / HTTP/1.1\r\n\r\n"] {
         s.write_all(msg).unwrap();
         let want = if got.is_empty() {
-            [b"staging:".as_slice(), msg].concat()
+            [format!("staging@{}:", app.port).as_bytes(), msg].concat()
         } else {
             msg.to_vec()
         };
@@ -585,5 +613,108 @@ fn upgraded_connections_pass_through_to_the_routed_slot() {
         s.read_exact(&mut buf).unwrap();
         assert_eq!(buf, want, "{}", String::from_utf8_lossy(&buf));
         got.extend_from_slice(&buf);
+    }
+}
+
+/// An upgrade request for `/ws` on `s`; returns what the app put in front
+/// of the echo (`slot@port:`).
+fn open_ws(s: &mut TcpStream, prefix_len: usize) -> String {
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: shop.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .unwrap();
+    let head = read_head(s).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut prefix = vec![0u8; prefix_len];
+    s.read_exact(&mut prefix).unwrap();
+    String::from_utf8(prefix).unwrap()
+}
+
+fn echo(s: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+    s.write_all(msg).unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn an_open_websocket_stays_on_its_instance_across_a_swap() {
+    let (a, b) = (RawApp::start(), RawApp::start());
+    let sites = format!(
+        r#"
+[[sites]]
+name = "shop"
+hostnames = ["shop.test"]
+[[sites.slots]]
+name = "production"
+build_version = "v1"
+instances = ["{a}"]
+[[sites.slots]]
+name = "staging"
+build_version = "v2"
+instances = ["{b}"]
+traffic_percent = 0
+warmup_timeout_secs = 2
+"#,
+        a = a.addr(),
+        b = b.addr()
+    );
+    let proxy = Proxy::start(&sites);
+    let prefix = |app: &RawApp| format!("production@{}:", app.port);
+    let mut old = connect(&proxy);
+    assert_eq!(open_ws(&mut old, prefix(&a).len()), prefix(&a));
+    assert_eq!(echo(&mut old, b"before"), b"before");
+
+    let (code, body) = proxy.admin(
+        "POST",
+        "/api/v1/sites/shop/slots/staging/swap",
+        Some(r#"{"target_slot": "production", "action": "swap"}"#),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = body["operation_id"].as_str().unwrap().to_string();
+    let op = wait_for(60, "the swap to settle", || {
+        let (_, op) = proxy.admin("GET", &format!("/api/v1/operations/{id}"), None);
+        (op["status"] != "running").then_some(op)
+    });
+    assert_eq!(op["status"], "succeeded", "{op:#}");
+
+    // a new socket goes to the new production (b)...
+    let mut new = connect(&proxy);
+    assert_eq!(open_ws(&mut new, prefix(&b).len()), prefix(&b));
+    assert_eq!(echo(&mut new, b"new"), b"new");
+    // ...while the one opened before the swap still talks to a, both ways
+    for msg in [&b"after the swap"[..], b"and again"] {
+        assert_eq!(echo(&mut old, msg), msg);
+    }
+}
+
+#[test]
+fn server_sent_events_are_passed_on_as_they_come() {
+    let app = RawApp::start();
+    let proxy = Proxy::start(&site(&app));
+    let mut s = connect(&proxy);
+    s.write_all(b"GET /events/3 HTTP/1.1\r\nHost: shop.test\r\nAccept: text/event-stream\r\n\r\n")
+        .unwrap();
+    let head = read_head(&mut s).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("text/event-stream"),
+        "{head}"
+    );
+    // each event must arrive before the app sends the next (it waits for
+    // EVENTS_READ): nothing may sit in a buffer of the proxy
+    let mut r = BufReader::new(s);
+    for i in 0..3 {
+        let want = format!("data: event {i}");
+        let mut seen = String::new();
+        while !seen.contains(&want) {
+            let mut line = String::new();
+            assert!(
+                r.read_line(&mut line).unwrap() > 0,
+                "stream ended before event {i}"
+            );
+            seen.push_str(&line);
+        }
+        EVENTS_READ.store(i + 1, Ordering::SeqCst);
     }
 }
