@@ -3,6 +3,7 @@
 //! cannot hold a header half-sent or a body short.
 
 mod common;
+use common::raw::connect;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -31,12 +32,6 @@ fn proxy_with(app: &App, server_keys: &str) -> Proxy {
     })
 }
 
-fn connect(proxy: &Proxy) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
 /// A connection from another loopback address, so per-client limits can
 /// tell it from the test's normal client on 127.0.0.1.
 fn connect_from(source: &str, proxy: &Proxy) -> std::io::Result<TcpStream> {
@@ -52,27 +47,7 @@ fn connect_from(source: &str, proxy: &Proxy) -> std::io::Result<TcpStream> {
 
 /// Read one response: (status, body). Errors if the connection ends first.
 fn read_response(s: &mut TcpStream) -> std::io::Result<(u16, String)> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).to_string();
-    let status = head[9..12].parse().unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body)?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    common::raw::read_response(s).map(|r| (r.status(), r.text()))
 }
 
 /// Whether the peer has closed: a read returns EOF or a reset. A read that

@@ -17,6 +17,7 @@
 //! `100 Continue` before reading the body.
 
 mod common;
+use common::raw::{connect, read_head, read_response};
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -194,66 +195,6 @@ traffic_percent = 50
 "#,
         a = app.addr()
     )
-}
-
-fn connect(proxy: &Proxy) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-/// One response as read off the wire: the raw head, and the body as
-/// framed by Content-Length (None: read to the close).
-struct Response {
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn status(&self) -> u16 {
-        self.head[9..12].parse().unwrap()
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-fn read_head(s: &mut TcpStream) -> std::io::Result<String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.push(byte[0]);
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// Read one response whose body has a Content-Length (or none, to close).
-fn read_response(s: &mut TcpStream) -> std::io::Result<Response> {
-    let head = read_head(s)?;
-    let mut r = Response {
-        head,
-        body: Vec::new(),
-    };
-    match r
-        .header("content-length")
-        .map(|v| v.parse::<usize>().unwrap())
-    {
-        Some(len) => {
-            r.body.resize(len, 0);
-            s.read_exact(&mut r.body)?;
-        }
-        None => {
-            s.read_to_end(&mut r.body)?;
-        }
-    }
-    Ok(r)
 }
 
 #[test]
