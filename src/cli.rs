@@ -10,9 +10,9 @@
 //! `--output json`. An API error prints its status and message and exits 1.
 
 use crate::api::{
-    self, Action, AutoSwapConfig, AutoSwapStarted, CreateSlot, Deploy, DeployedView, ErrorBody,
-    OnBreach, Operation, RampView, Revised, RoutingView, SiteView, SitesView, SlotView, StartRamp,
-    StartSwap, Status, SwapStarted, TrafficRouting, TOKEN_ENV,
+    self, Action, AutoSwapConfig, AutoSwapStarted, CreateSlot, Deleted, Deploy, DeployedView,
+    ErrorBody, OnBreach, Operation, RampView, Reloaded, Revised, RoutingView, SiteView, SitesView,
+    SlotView, StartRamp, StartSwap, Status, SwapStarted, TrafficRouting, TOKEN_ENV,
 };
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
@@ -375,10 +375,14 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     }
                 },
                 SlotCmd::Delete { site, slot } => {
-                    let (raw, v): (_, Revised<serde_json::Value>) =
+                    let (raw, v): (_, Revised<Deleted>) =
                         api.call::<(), _>("DELETE", &api::path(api::SLOT, &[&site, &slot]), None)?;
                     api.print(&raw, || {
-                        format!("deleted slot {site}/{slot} (revision {})\n", v.revision)
+                        let b = &v.body;
+                        format!(
+                            "deleted slot {}/{} (revision {})\n",
+                            b.site, b.deleted, v.revision
+                        )
                     })
                 }
                 SlotCmd::Swap {
@@ -512,11 +516,9 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::Reload { conn } => {
             let api = Api::new(&conn)?;
-            let (raw, v): (_, Revised<serde_json::Value>) =
-                api.call::<(), _>("POST", api::RELOAD, None)?;
+            let (raw, v): (_, Revised<Reloaded>) = api.call::<(), _>("POST", api::RELOAD, None)?;
             api.print(&raw, || {
-                let file = v.body["reloaded"].as_str().unwrap_or("config");
-                format!("reloaded {file} (revision {})\n", v.revision)
+                format!("reloaded {} (revision {})\n", v.body.reloaded, v.revision)
             })
         }
     }

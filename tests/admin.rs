@@ -656,6 +656,34 @@ fn cli_drives_create_deploy_route_clear_delete() {
     run(&["traffic-routing", "clear", "--site", "shop"]);
     assert_eq!(spread(&proxy, 20), only("production", 20));
 
+    // Azure's swap with preview from the CLI: phase one applies
+    // production's settings to staging and stops; reset undoes it, and
+    // production never moved
+    let swap = |action: &str| {
+        run(&[
+            "slot",
+            "swap",
+            "--site",
+            "shop",
+            "--slot",
+            "staging",
+            "--target-slot",
+            "production",
+            "--action",
+            action,
+        ])
+    };
+    let out = swap("preview");
+    assert_eq!(out.lines().last(), Some("previewing"), "{out}");
+    let out = swap("reset");
+    assert_eq!(out.lines().last(), Some("succeeded"), "{out}");
+    assert_eq!(get(&proxy, "shop.test", "/", &[]).version(), "v1");
+    let out = run(&["activity", "--site", "shop"]);
+    assert!(
+        out.contains("preview") && out.contains("reset"),
+        "both operations are in the log:\n{out}"
+    );
+
     let out = run(&["slot", "delete", "--site", "shop", "--slot", "canary"]);
     assert!(out.contains("deleted slot shop/canary"), "{out}");
     assert_eq!(get(&proxy, "shop-canary.slots.test", "/", &[]).status, 404);
@@ -682,7 +710,8 @@ fn cli_drives_create_deploy_route_clear_delete() {
     assert!(err.contains("slot=percent"), "{err}");
 
     let out = run(&["reload"]);
-    assert!(out.contains("reloaded"), "{out}");
+    let file = proxy.config_path.display().to_string();
+    assert!(out.starts_with(&format!("reloaded {file} (revision ")), "{out}");
 }
 
 #[test]
