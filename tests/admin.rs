@@ -711,7 +711,10 @@ fn cli_drives_create_deploy_route_clear_delete() {
 
     let out = run(&["reload"]);
     let file = proxy.config_path.display().to_string();
-    assert!(out.starts_with(&format!("reloaded {file} (revision ")), "{out}");
+    assert!(
+        out.starts_with(&format!("reloaded {file} (revision ")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use super::extract::{ApiError, ApiResult};
 use super::AdminState;
 use crate::api::{FleetNodeView, FleetView};
+use crate::control::ControlError;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -17,10 +18,7 @@ pub(super) async fn list(State(st): State<AdminState>) -> ApiResult<Json<FleetVi
             "no fleet: this node keeps its state in [state] dir (backend = \"file\"); set backend = \"etcd\" to share it",
         ));
     };
-    let nodes = tokio::task::spawn_blocking(move || store.nodes())
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::from(crate::control::ControlError::Store(e)))?;
+    let nodes = super::blocking(move || store.nodes().map_err(ControlError::Store)).await?;
     Ok(Json(FleetView {
         nodes: nodes
             .into_iter()

@@ -96,11 +96,21 @@ impl AdminState {
         f: impl FnOnce(&ControlPlane) -> Result<T, ControlError> + Send + 'static,
     ) -> ApiResult<T> {
         let control = self.control.clone();
-        tokio::task::spawn_blocking(move || f(&control))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::from)
+        blocking(move || f(&control)).await
     }
+}
+
+/// Run blocking work (the state store's fsyncs, etcd round trips) off the
+/// async workers; its error becomes the API's answer.
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> ApiResult<T>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(Into::into)
 }
 
 /// The whole API.

@@ -23,9 +23,7 @@ pub(super) async fn start(
     };
     let swaps = st.swaps.clone();
     // start() records the operation durably (fsync) before it answers
-    let operation_id = tokio::task::spawn_blocking(move || swaps.start(request))
-        .await
-        .map_err(ApiError::internal)??;
+    let operation_id = super::blocking(move || swaps.start(request)).await?;
     Ok((StatusCode::ACCEPTED, Json(SwapStarted { operation_id })))
 }
 
