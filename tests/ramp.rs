@@ -396,3 +396,44 @@ fn bad_ramps_are_refused_naming_what_is_wrong() {
     let (code, _) = proxy.admin("GET", RAMP, None);
     assert_eq!(code, 404, "no ramp yet");
 }
+
+#[test]
+fn a_holding_ramp_keeps_judging_and_rolls_back_a_later_breach() {
+    let (prod, staging) = (Upstream::start(), Upstream::start());
+    let proxy = Proxy::start(&sites(&prod, &staging, "0"));
+    let _load = Load::start(&proxy, 3, None);
+    let body = r#"{"step": 50, "interval_secs": 1, "max_percent": 50,
+        "gates": {"max_error_ratio": 0.1, "min_requests": 20}}"#;
+    let (code, v) = proxy.admin("PUT", RAMP, Some(body));
+    assert_eq!(code, 200, "{v}");
+
+    // one unjudged step from 0% reaches max_percent: it holds there...
+    let v = wait_ramp(&proxy, 30, "the ramp to hold at 50%", |v| {
+        v["status"] == "holding"
+    });
+    assert_eq!(v["percent"], 50.0, "{v}");
+    // ...and goes on judging: healthy intervals keep it holding
+    let op_id = v["operation_id"].as_str().unwrap().to_string();
+    let judged = |op: &Value| {
+        phase_names(op)
+            .iter()
+            .filter(|p| p.as_str() == "hold")
+            .count()
+    };
+    wait_for(30, "a healthy verdict while holding", || {
+        (judged(&operation(&proxy, &op_id)) >= 1).then_some(())
+    });
+    assert_eq!(ramp(&proxy)["status"], "holding");
+
+    // a breach while holding still rolls the slot back
+    staging.fail.store(true, Ordering::Relaxed);
+    let v = wait_ramp(&proxy, 30, "the held ramp to roll back", |v| {
+        v["status"] != "holding"
+    });
+    assert_eq!(v["status"], "rolled_back", "{v}");
+    assert_eq!(v["percent"], 0.0, "{v}");
+    assert_eq!(v["last_verdict"]["result"], "breach", "{v}");
+    let (_, rules) = proxy.admin("GET", "/api/v1/sites/shop/traffic-routing", None);
+    assert_eq!(rules["distribution"]["staging"], 0.0);
+    assert_eq!(operation(&proxy, &op_id)["status"], "failed");
+}
