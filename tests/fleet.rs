@@ -4,60 +4,128 @@
 //! writes on two nodes both land; etcd going away leaves every node serving
 //! (writes 503, `/healthz` degraded, `slotproxy_state_store_up` 0) and
 //! coming back catches them up; a node starts from its snapshot while etcd
-//! is down; a restored (older) etcd is what every node then serves.
+//! is down; a restored (older) etcd is what every node then serves; in a
+//! three-member etcd cluster, the leader killed under load interrupts
+//! neither proxying nor writes.
 
 mod common;
 use common::*;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// One etcd server on loopback ports, killed on drop.
+/// One etcd server on loopback ports (alone, or a member of a cluster),
+/// killed on drop.
 struct Etcd {
     child: Option<Child>,
+    name: String,
     port: u16,
     peer_port: u16,
+    /// `--initial-cluster`: every member's `name=peer URL`.
+    cluster: String,
     data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Etcd {
+    /// A one-member etcd; new ports if the free ones picked were taken
+    /// meanwhile.
     fn start() -> Etcd {
+        for _ in 0..3 {
+            let mut e = Etcd::member("test", free_port(), free_port(), None);
+            e.spawn_process();
+            if e.wait_ready().is_ok() {
+                return e;
+            }
+        }
+        panic!("etcd did not start on three sets of free ports");
+    }
+
+    /// A member (not started): `cluster` is the whole `--initial-cluster`,
+    /// `None` for a cluster of one.
+    fn member(name: &str, port: u16, peer_port: u16, cluster: Option<String>) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
-        let mut e = Etcd {
+        Etcd {
             child: None,
-            port: free_port(),
-            peer_port: free_port(),
+            name: name.into(),
+            port,
+            peer_port,
+            cluster: cluster.unwrap_or_else(|| format!("{name}=http://127.0.0.1:{peer_port}")),
             data: dir.path().join("data"),
             _dir: dir,
-        };
-        e.spawn();
-        e
+        }
     }
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// (Re)start on the same ports and data directory and wait until it
+    /// answers.
     fn spawn(&mut self) {
+        self.spawn_process();
+        if let Err(e) = self.wait_ready() {
+            panic!("{e}");
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data.with_extension("log")
+    }
+
+    fn spawn_process(&mut self) {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::File::create(self.data.with_extension("log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let child = Command::new("etcd")
-            .arg("--name=test")
+            .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.data.display()))
             .arg(format!("--listen-client-urls={}", self.url()))
             .arg(format!("--advertise-client-urls={}", self.url()))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!("--initial-cluster={}", self.cluster))
+            .arg(format!(
+                "--initial-cluster-token={}",
+                self.cluster
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            ))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start etcd (./dev test installs etcd-server)");
         self.child = Some(child);
-        wait_for(30, "etcd to answer", || {
-            self.ctl(&["get", "/probe"]).is_ok().then_some(())
-        });
+    }
+
+    /// Wait until it answers a (quorum) read; `Err` if it exited first
+    /// (e.g. a port taken since it was picked).
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if self.ctl(&["get", "/probe"]).is_ok() {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.child = None;
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+                return Err(format!("etcd {} exited with {status}: {tail}", self.name));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("etcd {} did not answer within 30s", self.name));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// `kill -9`: the data directory stays.
@@ -87,6 +155,67 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A three-member etcd cluster on loopback, every member killed on drop.
+struct Cluster {
+    members: Vec<Etcd>,
+}
+
+impl Cluster {
+    /// Three members on free ports; all three again on new ports if one
+    /// could not start (a port picked here was taken meanwhile).
+    fn start() -> Cluster {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+            let initial = ports
+                .iter()
+                .enumerate()
+                .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut members: Vec<Etcd> = ports
+                .iter()
+                .enumerate()
+                .map(|(i, &(port, peer))| {
+                    Etcd::member(&format!("m{i}"), port, peer, Some(initial.clone()))
+                })
+                .collect();
+            // all at once: a member answers only once a quorum is up
+            for m in &mut members {
+                m.spawn_process();
+            }
+            match members.iter_mut().try_for_each(|m| m.wait_ready()) {
+                Ok(()) => return Cluster { members },
+                Err(e) => last = e,
+            }
+        }
+        panic!("a three-member etcd cluster did not start: {last}");
+    }
+
+    /// `"url1", "url2", "url3"` for `etcd_endpoints`.
+    fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("\"{}\"", m.url()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The index of the member that leads now, as a live member says.
+    fn leader(&self) -> usize {
+        wait_for(10, "a leader", || {
+            self.members.iter().enumerate().find_map(|(i, m)| {
+                m.child.as_ref()?;
+                let out = m.ctl(&["endpoint", "status", "-w", "json"]).ok()?;
+                let status: Value = serde_json::from_str(&out).ok()?;
+                let s = &status[0]["Status"];
+                let leader = s["leader"].as_u64()?;
+                (leader != 0 && s["header"]["member_id"].as_u64()? == leader).then_some(i)
+            })
+        })
     }
 }
 
@@ -127,8 +256,12 @@ fn with_etcd(text: String, endpoints: &str, prefix: &str) -> String {
 
 /// A node on `etcd` under `prefix`, with the given sites as its config.
 fn node(etcd: &Etcd, prefix: &str, sites: &str) -> Proxy {
-    let endpoints = format!("\"{}\"", etcd.url());
-    Proxy::start_edited(sites, 1, |t| with_etcd(t, &endpoints, prefix))
+    node_on(&format!("\"{}\"", etcd.url()), prefix, sites)
+}
+
+/// A node on the etcd `endpoints` (TOML strings, comma-separated).
+fn node_on(endpoints: &str, prefix: &str, sites: &str) -> Proxy {
+    Proxy::start_edited(sites, 1, |t| with_etcd(t, endpoints, prefix))
 }
 
 fn api(p: &Proxy, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -690,4 +823,351 @@ fn propagation() {
         ms(at(0.99)),
         ms(*took.last().unwrap())
     );
+}
+
+/// Clients sending proxied requests back to back over kept-alive
+/// connections (two per node) until stopped; every answer but a 200 from
+/// the demo app is a failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(nodes: &[&Proxy], host: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for p in nodes.iter().chain(nodes.iter()) {
+            let (url, host) = (p.url("/"), host.to_string());
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            threads.push(std::thread::spawn(move || {
+                let http = client();
+                while !stop.load(Ordering::SeqCst) {
+                    let r = http.get(&url).header("host", &host).send();
+                    let failed = match r {
+                        Ok(r) if r.status() == 200 => match r.text() {
+                            Ok(body) if body.contains("version: ") => None,
+                            Ok(body) => Some(format!("{url}: 200 but not the app: {body:?}")),
+                            Err(e) => Some(format!("{url}: body: {e}")),
+                        },
+                        Ok(r) => Some(format!("{url}: {} {:?}", r.status(), r.text())),
+                        Err(e) => Some(format!("{url}: {e}")),
+                    };
+                    match failed {
+                        None => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Some(f) => failures.lock().unwrap().push(f),
+                    }
+                }
+            }));
+        }
+        Load {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Wait for `n` more successful requests than now.
+    fn wait_more(&self, n: usize, what: &str) {
+        let from = self.ok();
+        wait_for(30, what, || (self.ok() >= from + n).then_some(()));
+    }
+
+    /// Stop; (requests that succeeded, the failures).
+    fn stop(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (self.ok(), failures)
+    }
+}
+
+/// One admin write and what came of it.
+#[derive(Debug, Clone)]
+struct Write {
+    at: std::time::Instant,
+    percent: u32,
+    status: u16,
+    /// The state revision a 200 answered with.
+    revision: Option<u64>,
+    error: String,
+}
+
+/// One writer per node setting staging's traffic share back to back, each
+/// from its own range of values (so no write is a no-op repeat of the
+/// previous one), until stopped.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    done: Arc<Mutex<Vec<Write>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(nodes: &[&Proxy]) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for (w, p) in nodes.iter().enumerate() {
+            let url = p.admin_url("/api/v1/sites/shop/traffic-routing");
+            let (stop, done) = (stop.clone(), done.clone());
+            threads.push(std::thread::spawn(move || {
+                let http = client();
+                let mut i = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    // writer w uses 1 + 20w .. 19 + 20w
+                    let percent = 1 + 20 * w as u32 + i % 19;
+                    i += 1;
+                    let r = http
+                        .put(&url)
+                        .bearer_auth(TOKEN)
+                        .json(&json!({"distribution": {"staging": percent}}))
+                        .send();
+                    let at = std::time::Instant::now();
+                    let write = match r {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            let body: Value = r.json().unwrap_or(Value::Null);
+                            Write {
+                                at,
+                                percent,
+                                status,
+                                revision: body["revision"].as_u64(),
+                                error: body["error"].as_str().unwrap_or("").to_string(),
+                            }
+                        }
+                        Err(e) => Write {
+                            at,
+                            percent,
+                            status: 0,
+                            revision: None,
+                            error: format!("no answer: {e}"),
+                        },
+                    };
+                    done.lock().unwrap().push(write);
+                }
+            }));
+        }
+        Writers {
+            stop,
+            done,
+            threads,
+        }
+    }
+
+    fn acked_since(&self, t: std::time::Instant) -> usize {
+        self.done
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|w| w.status == 200 && w.at > t)
+            .count()
+    }
+
+    fn stop(mut self) -> Vec<Write> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+        std::mem::take(&mut *self.done.lock().unwrap())
+    }
+}
+
+/// Every version etcd kept of `<prefix>/state`, by document revision
+/// (each revision once: a second document with the same revision would be
+/// a write that overwrote another).
+fn state_history(endpoints: Vec<String>, prefix: &str) -> BTreeMap<u64, Value> {
+    let key = format!("{prefix}/state");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let read = async {
+            let mut c = etcd_client::Client::connect(endpoints, None).await.unwrap();
+            let now = c.get(key.as_str(), None).await.unwrap();
+            let last = now.kvs()[0].mod_revision();
+            let mut events = c
+                .watch(
+                    key.as_str(),
+                    Some(etcd_client::WatchOptions::new().with_start_revision(1)),
+                )
+                .await
+                .unwrap();
+            let mut history = BTreeMap::new();
+            loop {
+                let resp = events.message().await.unwrap().expect("the watch goes on");
+                for ev in resp.events() {
+                    let kv = ev.kv().unwrap();
+                    let doc: Value = serde_json::from_slice(kv.value()).unwrap();
+                    let rev = doc["revision"].as_u64().unwrap();
+                    assert!(
+                        history.insert(rev, doc).is_none(),
+                        "two documents with revision {rev} in etcd's history: a lost update"
+                    );
+                    if kv.mod_revision() >= last {
+                        return history;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), read)
+            .await
+            .expect("etcd's history read within 20 s")
+    })
+}
+
+fn staging_percent(doc: &Value) -> Option<f64> {
+    doc["state"]["sites"]["shop"]["slots"]["staging"]["traffic_percent"].as_f64()
+}
+
+/// Check what writers did: every write acknowledged, or refused with the
+/// documented error; every acknowledged one is in etcd's history with the
+/// value it set. Returns how many were acknowledged.
+fn check_writes(writes: &[Write], history: &BTreeMap<u64, Value>) -> usize {
+    let mut acked = 0;
+    for w in writes {
+        match w.status {
+            200 => {
+                acked += 1;
+                let rev = w.revision.expect("a 200 names its revision");
+                let doc = history
+                    .get(&rev)
+                    .unwrap_or_else(|| panic!("acknowledged write {w:?} is not in etcd's history"));
+                assert_eq!(staging_percent(doc), Some(w.percent as f64), "{w:?}");
+            }
+            503 => assert!(w.error.starts_with("state store unavailable: "), "{w:?}"),
+            409 => assert!(w.error.contains("try again"), "{w:?}"),
+            _ => panic!("a write neither acknowledged nor refused as documented: {w:?}"),
+        }
+    }
+    acked
+}
+
+fn revision_of(p: &Proxy) -> Option<u64> {
+    api(p, "GET", "/api/v1/sites/shop", None).1["revision"].as_u64()
+}
+
+#[test]
+fn a_cluster_member_killed_under_load_interrupts_nothing() {
+    let mut cluster = Cluster::start();
+    let (v1, v2) = (App::start("v1"), App::start("v2"));
+    let prefix = unique_prefix("cluster");
+    let sites = shop(&v1, &v2);
+    let endpoints = cluster.endpoints();
+    let nodes: Vec<Proxy> = (0..3)
+        .map(|_| node_on(&endpoints, &prefix, &sites))
+        .collect();
+    let all: Vec<&Proxy> = nodes.iter().collect();
+
+    let load = Load::start(&all, "shop.test");
+    let writers = Writers::start(&all[..2]);
+    load.wait_more(200, "the load to run");
+    let started = std::time::Instant::now();
+    wait_for(20, "writes to be acknowledged", || {
+        (writers.acked_since(started) >= 10).then_some(())
+    });
+
+    // kill -9 the leader: the harder case (an election, and every client
+    // stream on it cut)
+    let victim = cluster.leader();
+    cluster.members[victim].kill();
+    let killed = std::time::Instant::now();
+    // long enough for every node's keep-alive (every 2 s) and watch to
+    // have met the dead member
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    wait_for(20, "writes acknowledged with a member down", || {
+        (writers.acked_since(killed) >= 10).then_some(())
+    });
+    load.wait_more(200, "proxied requests with a member down");
+    for p in &all {
+        let h = healthz(p);
+        assert_eq!(
+            h["status"],
+            "ok",
+            "a member down is not degraded: {h}\n{}",
+            p.log()
+                .lines()
+                .filter(|l| l.contains("state store"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    cluster.members[victim].spawn();
+    let back = std::time::Instant::now();
+    wait_for(20, "writes acknowledged after the member is back", || {
+        (writers.acked_since(back) >= 10).then_some(())
+    });
+    load.wait_more(200, "proxied requests after the member is back");
+    let writes = writers.stop();
+    let (served, failures) = load.stop();
+
+    assert!(
+        failures.is_empty(),
+        "{} of {} proxied requests failed, first: {:?}",
+        failures.len(),
+        served + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let history = state_history(cluster.members.iter().map(|m| m.url()).collect(), &prefix);
+    let acked = check_writes(&writes, &history);
+    let during = writes
+        .iter()
+        .filter(|w| w.status == 200 && w.at > killed && w.at < back)
+        .count();
+    println!(
+        "cluster: {served} proxied requests, 0 failed; {} writes, {acked} acknowledged ({during} with the member down), {} documents in etcd's history",
+        writes.len(),
+        history.len()
+    );
+
+    // every node and the restarted member converge on the last document
+    let (&last, doc) = history.last_key_value().unwrap();
+    let percent = staging_percent(doc);
+    for p in &all {
+        wait_for(10, "every node at the last revision", || {
+            (revision_of(p) == Some(last)).then_some(())
+        });
+        assert_eq!(
+            api(p, "GET", "/api/v1/sites/shop", None).1["slots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == "staging")
+                .unwrap()["traffic_percent"]
+                .as_f64(),
+            percent
+        );
+    }
+    let restarted = &cluster.members[victim];
+    wait_for(10, "the restarted member to hold the last document", || {
+        let out = restarted
+            .ctl(&[
+                "get",
+                &format!("{prefix}/state"),
+                "--consistency=s",
+                "--print-value-only",
+            ])
+            .ok()?;
+        let doc: Value = serde_json::from_str(out.trim()).ok()?;
+        (doc["revision"].as_u64() == Some(last)).then_some(())
+    });
+    // and a change after it all is served everywhere
+    let (code, body) = set_staging(&nodes[2], 100);
+    assert_eq!(code, 200, "{body}");
+    for p in &all {
+        wait_for(3, "the change to be served", || {
+            (version(p) == "v2").then_some(())
+        });
+    }
 }

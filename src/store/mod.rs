@@ -7,6 +7,7 @@
 //! what a shared store reports through [`StoreListener`].
 
 pub mod claim;
+mod endpoints;
 mod etcd;
 mod file;
 
