@@ -413,7 +413,7 @@ fn concurrent_writes_on_two_nodes_are_all_kept() {
 }
 
 #[test]
-fn etcd_down_keeps_serving_refuses_writes_and_catches_up() {
+fn etcd_down_under_load_keeps_serving_refuses_writes_and_catches_up() {
     let mut etcd = Etcd::start();
     let (v1, v2) = (App::start("v1"), App::start("v2"));
     let prefix = unique_prefix("down");
@@ -422,13 +422,14 @@ fn etcd_down_keeps_serving_refuses_writes_and_catches_up() {
     let b = node(&etcd, &prefix, &sites);
     assert_eq!(healthz(&a)["status"], "ok");
     assert_eq!(store_up(&a), 1.0);
+    // clients sending requests back to back through both nodes during the
+    // whole outage and the catching up
+    let load = Load::start(&[&a, &b], "shop.test");
+    load.wait_more(100, "the load to run");
 
     etcd.kill();
     for p in [&a, &b] {
         wait_for(15, "the node to notice etcd is gone", || {
-            // proxying goes on all along
-            let r = get(p, "shop.test", "/", &[]);
-            assert_eq!(r.status, 200, "{}", r.body);
             (healthz(p)["status"] == "degraded").then_some(())
         });
         assert_eq!(store_up(p), 0.0);
@@ -454,6 +455,7 @@ fn etcd_down_keeps_serving_refuses_writes_and_catches_up() {
     let (code, _) = api(&b, "GET", "/api/v1/sites/shop", None);
     assert_eq!(code, 200);
     assert_eq!(version(&b), "v1");
+    load.wait_more(500, "proxied requests with etcd down");
 
     etcd.spawn();
     for p in [&a, &b] {
@@ -467,6 +469,15 @@ fn etcd_down_keeps_serving_refuses_writes_and_catches_up() {
     wait_for(3, "B to follow again", || {
         (version(&b) == "v2").then_some(())
     });
+    load.wait_more(100, "proxied requests after etcd is back");
+    let (served, failures) = load.stop();
+    assert!(
+        failures.is_empty(),
+        "{} of {} proxied requests failed, first: {:?}",
+        failures.len(),
+        served + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
 }
 
 #[test]
