@@ -635,6 +635,11 @@ fn start_swap(p: &Proxy) -> (u16, Value) {
     )
 }
 
+/// An operation that this node knows of and that has ended.
+fn ended(op: &Value) -> bool {
+    op["status"].as_str().is_some_and(|s| s != "running")
+}
+
 fn operation(p: &Proxy, id: &str) -> Value {
     api(p, "GET", &format!("/api/v1/operations/{id}"), None).1
 }
@@ -679,9 +684,10 @@ fn one_swap_per_site_in_the_whole_fleet() {
     // the same through the node that runs it: refused here too
     let (code, body) = start_swap(winner);
     assert_eq!(code, 409, "{body}");
+    // (the other node may not have heard of the operation yet: 404 body)
     let op = wait_for(30, "the swap to end", || {
         let op = operation(loser, &id);
-        (op["status"] != "running").then_some(op)
+        ended(&op).then_some(op)
     });
     assert_eq!(op["status"], "succeeded", "{op}");
     // released: the other node may swap back at once
@@ -690,7 +696,7 @@ fn one_swap_per_site_in_the_whole_fleet() {
     let back = body["operation_id"].as_str().unwrap().to_string();
     let op = wait_for(30, "the swap back to end", || {
         let op = operation(winner, &back);
-        (op["status"] != "running").then_some(op)
+        ended(&op).then_some(op)
     });
     assert_eq!(op["status"], "succeeded", "{op}");
     for p in [&a, &b] {
@@ -1181,4 +1187,169 @@ fn a_cluster_member_killed_under_load_interrupts_nothing() {
             (version(p) == "v2").then_some(())
         });
     }
+}
+
+/// The lock gap closed at the store: a write under a claim lands only while
+/// the claim's key is still bound to the writer's lease, checked by etcd in
+/// the same transaction, not by the holder's (possibly late) keep-alive.
+#[test]
+fn a_write_under_a_claim_whose_lease_is_gone_is_refused_by_etcd() {
+    use slotproxy::config::{StateBackend, StateSection};
+    use slotproxy::store::{EtcdStore, Persisted, StateStore, StoreError};
+    let etcd = Etcd::start();
+    let prefix = unique_prefix("fence");
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let open = |dir: &Path, id: &str| {
+        let cfg = StateSection {
+            dir: dir.to_path_buf(),
+            backend: StateBackend::Etcd,
+            etcd_endpoints: vec![etcd.url()],
+            etcd_prefix: prefix.clone(),
+            ..Default::default()
+        };
+        EtcdStore::open(&cfg, id, "127.0.0.1:1", std::time::Duration::from_secs(1)).unwrap()
+    };
+    let (a, b) = (open(dirs.0.path(), "node-a"), open(dirs.1.path(), "node-b"));
+    assert!(a.load().unwrap().is_none());
+    let mut doc = Persisted {
+        revision: 1,
+        ..Default::default()
+    };
+    a.save(&doc).unwrap();
+    let claim = a
+        .lease("swap/shop", "op-1")
+        .unwrap()
+        .expect("a fleet lease");
+    let fence = claim.fence();
+    // while the claim stands, a write under it lands
+    doc.revision = 2;
+    a.save_fenced(&doc, &fence).unwrap();
+
+    // the lease ends behind the holder's back (as when etcd expires it);
+    // the very next write, before any keep-alive could tell, is refused
+    etcd.ctl(&["lease", "revoke", &format!("{:x}", fence.lease)])
+        .unwrap();
+    doc.revision = 3;
+    match a.save_fenced(&doc, &fence) {
+        Err(StoreError::ClaimLost { name, why }) => {
+            assert_eq!(name, "swap/shop");
+            assert!(why.contains("expired or was revoked"), "{why}");
+        }
+        other => panic!("want ClaimLost, got {other:?}"),
+    }
+    // another node takes the claim over: refused, naming it
+    assert_eq!(b.load().unwrap().map(|d| d.revision), Some(2));
+    let taken = b
+        .lease("swap/shop", "op-2")
+        .unwrap()
+        .expect("a fleet lease");
+    let err = a.save_fenced(&doc, &fence).unwrap_err();
+    assert!(err.to_string().contains("node-b holds it now"), "{err}");
+    // nothing of A's landed; the new holder writes under its own claim
+    let stored = etcd
+        .ctl(&["get", &format!("{prefix}/state"), "--print-value-only"])
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&stored).unwrap()["revision"],
+        2
+    );
+    b.save_fenced(&doc, &taken.fence()).unwrap();
+    // a plain write needs no claim
+    doc.revision = 4;
+    b.save(&doc).unwrap();
+}
+
+/// The same end to end: the claim's lease revoked while the swap warms up;
+/// the switch never happens (production never changes on any node), the
+/// operation ends failed (or interrupted, by the node that saw the claim go).
+#[test]
+fn a_swap_whose_lease_is_revoked_mid_warmup_never_switches() {
+    let etcd = Etcd::start();
+    let (v1, v2) = (App::start("v1"), App::start("v2"));
+    let prefix = unique_prefix("revoked");
+    let sites = shop_with_settings(&v1, &v2, "warmup_path = \"/?delay_ms=1500\"");
+    let a = node(&etcd, &prefix, &sites);
+    let b = node(&etcd, &prefix, &sites);
+    let (code, body) = start_swap(&a);
+    assert_eq!(code, 202, "{body}");
+    let id = body["operation_id"].as_str().unwrap().to_string();
+    wait_for(10, "the warm-up to begin", || {
+        let op = operation(&a, &id);
+        op["phases"]
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "warmup" || p["name"] == "wait_restart")
+            .then_some(())
+    });
+    let claim = etcd
+        .ctl(&["get", &format!("{prefix}/claims/swap/shop"), "-w", "json"])
+        .unwrap();
+    let lease = serde_json::from_str::<Value>(&claim).unwrap()["kvs"][0]["lease"]
+        .as_i64()
+        .expect("the swap's claim is a leased key");
+    etcd.ctl(&["lease", "revoke", &format!("{lease:x}")])
+        .unwrap();
+    // From now on production must never change, on either node: watched
+    // until A's swap has ended (the site is free on A again).
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, urls) = (stop.clone(), [a.url("/"), b.url("/")]);
+        std::thread::spawn(move || {
+            let http = client();
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                for url in &urls {
+                    let body = http
+                        .get(url)
+                        .header("host", "shop.test")
+                        .header("cookie", "x-ms-routing-name=self")
+                        .send()
+                        .and_then(|r| r.text())
+                        .unwrap_or_default();
+                    if !body.contains("version: v1") {
+                        seen.push(format!("{url}: {body:?}"));
+                    }
+                }
+            }
+            seen
+        })
+    };
+    // B sees the claim go and may mark the operation interrupted; A, done
+    // warming up, finds its claim lost and ends it failed (the two records
+    // race: the activity log is last-writer-wins). A's own claim is held
+    // until then, so A answers 409 until its swap has ended.
+    let (code, body) = wait_for(30, "A's swap to end and the site to be free", || {
+        let (code, body) = start_swap(&a);
+        (code != 409).then_some((code, body))
+    });
+    stop.store(true, Ordering::SeqCst);
+    let changed = watcher.join().unwrap();
+    assert!(
+        changed.is_empty(),
+        "production changed after the lease was revoked: {:?}",
+        &changed[..changed.len().min(3)]
+    );
+    let op = operation(&a, &id);
+    match op["status"].as_str() {
+        Some("failed") => {
+            let error = op["error"].as_str().unwrap();
+            assert!(
+                error.contains("lease on swap/shop expired")
+                    || error.contains("no longer this node's"),
+                "{op}"
+            );
+            assert!(
+                op["phases"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == "switch" && p["result"] == "failed"),
+                "{op}"
+            );
+        }
+        Some("interrupted") => {}
+        _ => panic!("want failed or interrupted: {op}"),
+    }
+    // and the site can be swapped again
+    assert_eq!(code, 202, "{body}");
 }

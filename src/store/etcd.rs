@@ -38,7 +38,7 @@
 //! session reads everything again, which is also how a node catches up after
 //! a compaction or a restored etcd (revision going backwards).
 
-use super::claim::{ClaimError, ClaimRecord, FleetLease};
+use super::claim::{ClaimError, ClaimRecord, Fence, FleetLease};
 use super::endpoints::Endpoints;
 use super::{FileStore, Persisted, StateStore, StoreError, StoreListener};
 use crate::activity::Operation;
@@ -741,46 +741,14 @@ impl StateStore for EtcdStore {
     }
 
     fn save(&self, doc: &Persisted) -> Result<(), StoreError> {
-        let base = *lock(&self.base);
-        let key = self.state_key();
-        if doc.revision != base.doc_revision + 1 {
-            // written on a document older than the one this node holds now
-            let k = key.clone();
-            let resp = self.call("read state", move |mut c| {
-                let k = k.clone();
-                async move { c.get(k, None).await }
-            })?;
-            return Err(self.conflict_from(resp.kvs().first())?);
-        }
-        let body = serde_json::to_vec_pretty(doc).expect("state serializes");
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                base.mod_revision,
-            )])
-            .and_then([TxnOp::put(key.clone(), body, None)])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        // a retry on another member after this one landed fails the compare:
-        // a conflict, resolved as any other
-        let resp = self.call("write state", move |mut c| {
-            let txn = txn.clone();
-            async move { c.txn(txn).await }
-        })?;
-        if resp.succeeded() {
-            let revision = resp.header().map_or(0, |h| h.revision());
-            *lock(&self.base) = Base {
-                doc_revision: doc.revision,
-                mod_revision: revision,
-            };
-            self.snapshot_doc(doc);
-            return Ok(());
-        }
-        let current = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
-            _ => None,
-        });
-        Err(self.conflict_from(current.as_ref())?)
+        self.save_with(doc, None)
+    }
+
+    /// The write also compares the claim key's lease: etcd refuses it if
+    /// the lease expired or was revoked (the key is gone) or another node
+    /// holds the claim now.
+    fn save_fenced(&self, doc: &Persisted, fence: &Fence) -> Result<(), StoreError> {
+        self.save_with(doc, Some(fence))
     }
 
     fn save_operation(&self, op: &Operation) -> Result<(), StoreError> {
@@ -891,7 +859,7 @@ impl StateStore for EtcdStore {
         }
         Ok(Some(Box::new(EtcdLease::keep(
             id,
-            name,
+            (name, &format!("{}{name}", self.claims_prefix())),
             self.pool.clone(),
             self.rt.handle().clone(),
         ))))
@@ -923,6 +891,94 @@ impl StateStore for EtcdStore {
 }
 
 impl EtcdStore {
+    /// Compare-and-swap the document on the mod revision this node last
+    /// read (and, under a claim, the claim's lease).
+    fn save_with(&self, doc: &Persisted, fence: Option<&Fence>) -> Result<(), StoreError> {
+        let base = *lock(&self.base);
+        let key = self.state_key();
+        if doc.revision != base.doc_revision + 1 {
+            // written on a document older than the one this node holds now
+            let k = key.clone();
+            let resp = self.call("read state", move |mut c| {
+                let k = k.clone();
+                async move { c.get(k, None).await }
+            })?;
+            return Err(self.conflict_from(resp.kvs().first())?);
+        }
+        let body = serde_json::to_vec_pretty(doc).expect("state serializes");
+        let mut compare = vec![Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            base.mod_revision,
+        )];
+        let mut otherwise = vec![TxnOp::get(key.clone(), None)];
+        if let Some(f) = fence {
+            // a key that is gone has lease 0: the compare fails too
+            compare.push(Compare::lease(f.key.clone(), CompareOp::Equal, f.lease));
+            otherwise.push(TxnOp::get(f.key.clone(), None));
+        }
+        let txn = Txn::new()
+            .when(compare)
+            .and_then([TxnOp::put(key.clone(), body, None)])
+            .or_else(otherwise);
+        let resp = self.call("write state", move |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
+        if resp.succeeded() {
+            let revision = resp.header().map_or(0, |h| h.revision());
+            self.written_state(doc, revision);
+            return Ok(());
+        }
+        let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
+            _ => None,
+        });
+        let current = gets.next().flatten();
+        let claim = gets.next().flatten();
+        // A retry on another member after the first attempt did land (its
+        // answer was lost with the member) finds this very document: it is
+        // written. Applying the change again would apply it twice (a swap's
+        // exchange would swap back).
+        if let Some(kv) = &current {
+            if serde_json::from_slice::<Persisted>(kv.value()).is_ok_and(|d| d == *doc) {
+                self.written_state(doc, kv.mod_revision());
+                return Ok(());
+            }
+        }
+        if let Some(f) = fence {
+            let lost = match &claim {
+                None => Some("its lease expired or was revoked".to_string()),
+                Some(kv) if kv.lease() != f.lease => {
+                    Some(match serde_json::from_slice::<ClaimRecord>(kv.value()) {
+                        Ok(r) => format!("node {} holds it now", r.node),
+                        Err(_) => "another lease holds it now".to_string(),
+                    })
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = lost {
+                // what etcd holds becomes this node's base all the same
+                if current.is_some() {
+                    let _ = self.conflict_from(current.as_ref());
+                }
+                return Err(StoreError::ClaimLost {
+                    name: f.name.clone(),
+                    why,
+                });
+            }
+        }
+        Err(self.conflict_from(current.as_ref())?)
+    }
+
+    fn written_state(&self, doc: &Persisted, mod_revision: i64) {
+        *lock(&self.base) = Base {
+            doc_revision: doc.revision,
+            mod_revision,
+        };
+        self.snapshot_doc(doc);
+    }
+
     /// The conflict answer for a write that lost: etcd's current document,
     /// which becomes this node's base.
     fn conflict_from(&self, kv: Option<&etcd_client::KeyValue>) -> Result<StoreError, StoreError> {
@@ -947,6 +1003,8 @@ impl EtcdStore {
 struct EtcdLease {
     id: i64,
     name: String,
+    /// The claim's key, bound to the lease.
+    key: String,
     pool: Arc<Endpoints>,
     rt: tokio::runtime::Handle,
     lost: Arc<AtomicBool>,
@@ -956,7 +1014,12 @@ struct EtcdLease {
 }
 
 impl EtcdLease {
-    fn keep(id: i64, name: &str, pool: Arc<Endpoints>, rt: tokio::runtime::Handle) -> EtcdLease {
+    fn keep(
+        id: i64,
+        (name, key): (&str, &str),
+        pool: Arc<Endpoints>,
+        rt: tokio::runtime::Handle,
+    ) -> EtcdLease {
         let lost = Arc::new(AtomicBool::new(false));
         let renewed = Arc::new(Mutex::new(Instant::now()));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -1005,6 +1068,7 @@ impl EtcdLease {
         EtcdLease {
             id,
             name: name.into(),
+            key: key.into(),
             pool,
             rt,
             lost,
@@ -1023,6 +1087,14 @@ impl FleetLease for EtcdLease {
         let renewed = *self.renewed.lock().unwrap_or_else(|p| p.into_inner());
         let ttl = Duration::from_secs(CLAIM_TTL_SECS as u64);
         !self.lost.load(Ordering::SeqCst) && renewed.elapsed() < ttl.saturating_sub(CLAIM_BEAT)
+    }
+
+    fn fence(&self) -> Fence {
+        Fence {
+            name: self.name.clone(),
+            key: self.key.clone(),
+            lease: self.id,
+        }
     }
 
     fn release(&mut self) {
