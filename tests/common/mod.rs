@@ -5,6 +5,8 @@
 //! from binding port 0, and waits poll with a deadline instead of sleeping.
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
