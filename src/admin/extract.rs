@@ -48,6 +48,7 @@ pub fn status_of(e: &ControlError) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         ControlError::Store(crate::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
+        ControlError::Store(crate::store::StoreError::ClaimLost { .. }) => StatusCode::CONFLICT,
         ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -217,6 +218,11 @@ mod tests {
         assert_eq!(s(ControlError::Invalid(vec![])), StatusCode::BAD_REQUEST);
         assert_eq!(s(ControlError::NotFound("x".into())), StatusCode::NOT_FOUND);
         assert_eq!(s(ControlError::Conflict("x".into())), StatusCode::CONFLICT);
+        let lost = crate::store::StoreError::ClaimLost {
+            name: "swap/shop".into(),
+            why: "its lease expired or was revoked".into(),
+        };
+        assert_eq!(s(ControlError::Store(lost)), StatusCode::CONFLICT);
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::model::{Problem, State};
 use crate::routing::{Health, RouteTable};
 use crate::store::claim::{orphaned, LocalClaims};
 use crate::store::{
-    Claim, ClaimError, ClaimRecord, Persisted, Preview, StateStore, StoreError, StoreListener,
+    Claim, ClaimError, ClaimRecord, Fence, Persisted, Preview, StateStore, StoreError,
+    StoreListener,
 };
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -256,7 +257,21 @@ impl ControlPlane {
         f: impl FnMut(&mut Persisted) -> Result<T, ControlError>,
     ) -> Result<(T, u64), ControlError> {
         let mut inner = self.lock();
-        let (out, _) = self.write_locked(&mut inner, WRITE_ATTEMPTS, f)?;
+        let (out, _) = self.write_locked(&mut inner, WRITE_ATTEMPTS, None, f)?;
+        Ok((out, inner.doc.revision))
+    }
+
+    /// [`ControlPlane::update_doc`] under `claim`: the write lands only if
+    /// the claim still stands in the store when it is made (one etcd
+    /// transaction), so a node whose lease expired cannot make it.
+    pub fn update_doc_claimed<T>(
+        &self,
+        claim: &Claim,
+        f: impl FnMut(&mut Persisted) -> Result<T, ControlError>,
+    ) -> Result<(T, u64), ControlError> {
+        let fence = claim.fence();
+        let mut inner = self.lock();
+        let (out, _) = self.write_locked(&mut inner, WRITE_ATTEMPTS, fence.as_ref(), f)?;
         Ok((out, inner.doc.revision))
     }
 
@@ -267,6 +282,7 @@ impl ControlPlane {
         &self,
         inner: &mut Inner,
         attempts: usize,
+        fence: Option<&Fence>,
         mut f: impl FnMut(&mut Persisted) -> Result<T, ControlError>,
     ) -> Result<(T, bool), ControlError> {
         let mut attempt = 0;
@@ -281,7 +297,7 @@ impl ControlPlane {
             if doc == inner.doc {
                 return Ok((out, false));
             }
-            match self.commit(inner, doc) {
+            match self.commit(inner, doc, fence) {
                 Ok(()) => return Ok((out, true)),
                 Err(ControlError::Store(StoreError::Conflict(current))) => {
                     self.adopt(inner, *current);
@@ -334,7 +350,7 @@ impl ControlPlane {
         let routing_changed = inner.routing != config.routing;
         let old_routing = std::mem::replace(&mut inner.routing, config.routing.clone());
         let attempts = if seeding { 1 } else { WRITE_ATTEMPTS };
-        let written = self.write_locked(&mut inner, attempts, |doc| {
+        let written = self.write_locked(&mut inner, attempts, None, |doc| {
             doc.state = merge::apply_config(&doc.state, &doc.applied_config, &seed);
             doc.applied_config = seed.clone();
             Ok(())
@@ -432,7 +448,12 @@ impl ControlPlane {
     /// Persist `doc` and publish it. A pending preview whose slots no
     /// longer run what was previewed (deleted, redeployed, swapped) ends in
     /// the same write, and its operation is marked cancelled.
-    fn commit(&self, inner: &mut Inner, mut doc: Persisted) -> Result<(), ControlError> {
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        mut doc: Persisted,
+        fence: Option<&Fence>,
+    ) -> Result<(), ControlError> {
         let mut ended = Vec::new();
         let state = &doc.state;
         doc.previews.retain(|site, p| {
@@ -443,7 +464,10 @@ impl ControlPlane {
             stands
         });
         doc.revision = inner.doc.revision + 1;
-        self.store.save(&doc)?;
+        match fence {
+            Some(fence) => self.store.save_fenced(&doc, fence)?,
+            None => self.store.save(&doc)?,
+        }
         inner.doc = doc;
         self.forget_undeployed_health(inner);
         self.publish(inner);

@@ -65,6 +65,23 @@ pub trait FleetLease: Send + Sync {
     fn held(&self) -> bool;
     /// Give it up now (revoke the lease: the key goes with it).
     fn release(&mut self);
+    /// What a write must find in the store to be made under this claim.
+    fn fence(&self) -> Fence;
+}
+
+/// A claim as the store sees it: its key, bound to its lease. A write made
+/// under a claim ([`super::StateStore::save_fenced`]) lands only if the key
+/// is still bound to this lease, in the same transaction as the write: a
+/// node whose lease expired (and whose work another node may have taken
+/// over) cannot switch production, however late it notices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The claim's name, e.g. `swap/shop`.
+    pub name: String,
+    /// Its key in the store.
+    pub key: String,
+    /// The lease the key must still be bound to.
+    pub lease: i64,
 }
 
 /// An exclusive claim on a name, released on drop (fleet-wide first, then
@@ -85,6 +102,12 @@ impl Claim {
     /// another node may already have taken over.
     pub fn held(&self) -> bool {
         self.fleet.as_ref().is_none_or(|f| f.held())
+    }
+
+    /// What a write under this claim must find in the store; `None` when
+    /// the store is not shared (the claim is this process's lock alone).
+    pub fn fence(&self) -> Option<Fence> {
+        self.fleet.as_ref().map(|f| f.fence())
     }
 }
 
@@ -171,6 +194,13 @@ mod tests {
         }
         fn release(&mut self) {
             self.0.store(true, Ordering::SeqCst);
+        }
+        fn fence(&self) -> Fence {
+            Fence {
+                name: "swap/shop".into(),
+                key: "/claims/swap/shop".into(),
+                lease: 7,
+            }
         }
     }
 

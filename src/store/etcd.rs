@@ -25,15 +25,21 @@
 //! `[state] dir` (the [`FileStore`] format), so a node started while etcd is
 //! unreachable serves from it, with writes refused.
 //!
+//! Every endpoint has a client of its own ([`super::endpoints`]): a call
+//! goes to the member that answered last and on to the next while members
+//! cannot answer, so one member killed interrupts neither reads nor writes.
+//!
 //! [`EtcdStore::follow`] runs the node's session on a runtime of the store's
 //! own: read everything, watch the prefix from that revision, keep the
-//! node's lease alive. A change by another node reaches the control plane
+//! node's lease alive, all on the member that answered the read; when that
+//! member goes away, a new session starts at once on another one. A change by another node reaches the control plane
 //! through [`StoreListener`]; a failed keep-alive (etcd unreachable) marks the
 //! store down (writes answer 503, `slotproxy_state_store_up` 0) until a new
 //! session reads everything again, which is also how a node catches up after
 //! a compaction or a restored etcd (revision going backwards).
 
-use super::claim::{ClaimError, ClaimRecord, FleetLease};
+use super::claim::{ClaimError, ClaimRecord, Fence, FleetLease};
+use super::endpoints::Endpoints;
 use super::{FileStore, Persisted, StateStore, StoreError, StoreListener};
 use crate::activity::Operation;
 use crate::config::StateSection;
@@ -86,7 +92,8 @@ struct Base {
 pub struct EtcdStore {
     endpoints: Vec<String>,
     prefix: String,
-    client: Client,
+    /// A client per endpoint: a call goes to another member when one is down.
+    pool: Arc<Endpoints>,
     rt: tokio::runtime::Runtime,
     snapshot: FileStore,
     base: Mutex<Base>,
@@ -104,7 +111,8 @@ pub struct EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connect (lazily: etcd may be down) and open the snapshot directory.
+    /// Set up a client per endpoint (made on first use: etcd may be down)
+    /// and open the snapshot directory.
     /// `node_id` and `address` name this node in the fleet list.
     pub fn open(
         cfg: &StateSection,
@@ -119,10 +127,13 @@ impl EtcdStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot start etcd client: {e}")))?;
+        // require_leader: a member cut off from the others fails calls and
+        // watches instead of serving what it last knew
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_timeout(CALL_TIMEOUT)
-            .with_keep_alive(PROBE, CALL_TIMEOUT);
+            .with_keep_alive(PROBE, CALL_TIMEOUT)
+            .with_require_leader(true);
         if let (Some(u), Some(p)) = (&cfg.etcd_username, &cfg.etcd_password) {
             options = options.with_user(u.clone(), p.clone());
         }
@@ -130,26 +141,13 @@ impl EtcdStore {
             options = options.with_tls(tls_options(cfg, ca)?);
         }
         let endpoints = cfg.etcd_endpoints.clone();
-        let (eps, opts) = (endpoints.clone(), options.clone());
-        // Without credentials this only builds the channel; with them it
-        // authenticates, which needs etcd: then wait for it in `follow`.
-        let client = rt
-            .block_on(async move {
-                tokio::time::timeout(CALL_TIMEOUT, Client::connect(eps, Some(opts))).await
-            })
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot connect to etcd at {}: {e}",
-                    endpoints.join(", ")
-                ))
-            })?;
+        // lazily: each member's client is made on first use
+        let pool = Arc::new(Endpoints::new(endpoints.clone(), options, CALL_TIMEOUT));
         let now = unix_now();
         Ok(Arc::new(EtcdStore {
             prefix: cfg.etcd_prefix.clone(),
             endpoints,
-            client,
+            pool,
             rt,
             snapshot,
             base: Mutex::new(Base::default()),
@@ -208,11 +206,12 @@ impl EtcdStore {
 
     /// Run `fut` on the store's runtime and wait for it (from any thread,
     /// inside an async runtime or not), at most [`CALL_TIMEOUT`].
-    fn call<T: Send + 'static>(
-        &self,
-        what: &str,
-        fut: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
-    ) -> Result<T, StoreError> {
+    fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send,
+    {
         if self.released.load(Ordering::SeqCst) {
             return Err(StoreError::HandedOver);
         }
@@ -224,33 +223,39 @@ impl EtcdStore {
             )));
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let pool = self.pool.clone();
         self.rt.spawn(async move {
-            let _ = tx.send(tokio::time::timeout(CALL_TIMEOUT, fut).await);
+            let _ = tx.send(pool.run(f).await);
         });
-        match rx.recv_timeout(CALL_TIMEOUT + Duration::from_secs(1)) {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(StoreError::Unavailable(format!(
+        match rx.recv_timeout(self.patience()) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!(
                 "{what} at etcd {}: {e}",
                 self.endpoints_text()
             ))),
-            _ => Err(StoreError::Unavailable(format!(
+            Err(_) => Err(StoreError::Unavailable(format!(
                 "{what}: etcd at {} did not answer within {}s",
                 self.endpoints_text(),
-                CALL_TIMEOUT.as_secs()
+                self.patience().as_secs()
             ))),
         }
     }
 
+    /// How long a caller waits for a call that may try every member.
+    fn patience(&self) -> Duration {
+        CALL_TIMEOUT * self.pool.len().max(1) as u32 + Duration::from_secs(1)
+    }
+
     /// Read the whole prefix: the document (with its mod revision), the
     /// activity log, and the etcd revision of the read.
-    async fn read_all(client: &mut Client, prefix: &str) -> Result<ReadAll, String> {
-        let resp = tokio::time::timeout(
-            CALL_TIMEOUT,
-            client.get(prefix, Some(GetOptions::new().with_prefix())),
-        )
-        .await
-        .map_err(|_| format!("no answer within {}s", CALL_TIMEOUT.as_secs()))?
-        .map_err(|e| e.to_string())?;
+    /// Also which endpoint answered.
+    async fn read_all(pool: &Endpoints, prefix: &str) -> Result<(ReadAll, usize), String> {
+        let (resp, endpoint) = pool
+            .run_on(|mut c| {
+                let p = prefix.to_string();
+                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let (mut doc, mut ops, mut claims) = (None, Vec::new(), BTreeMap::new());
         let (state_key, ops_prefix) = (format!("{prefix}/state"), format!("{prefix}/operations/"));
@@ -276,7 +281,7 @@ impl EtcdStore {
                 }
             }
         }
-        Ok((doc, ops, claims, revision))
+        Ok(((doc, ops, claims, revision), endpoint))
     }
 
     /// Keep the snapshot in step with what etcd holds (best effort: the
@@ -295,12 +300,10 @@ impl EtcdStore {
 
     /// The live nodes of the fleet, from their leased entries.
     pub fn nodes(&self) -> Result<Vec<FleetNode>, StoreError> {
-        let mut client = self.client.clone();
         let prefix = self.nodes_prefix();
-        let resp = self.call("list nodes", async move {
-            client
-                .get(prefix, Some(GetOptions::new().with_prefix()))
-                .await
+        let resp = self.call("list nodes", move |mut c| {
+            let p = prefix.clone();
+            async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
         })?;
         let mut nodes: Vec<FleetNode> = resp
             .kvs()
@@ -335,10 +338,28 @@ impl EtcdStore {
         let store = self.clone();
         self.rt.spawn(async move {
             let mut last_revision = 0i64;
+            let mut lost_at: Option<Instant> = None;
             loop {
                 match store.session(&tx, &mut last_revision).await {
-                    Ok(why) => log::info!("state store: reading everything again ({why})"),
-                    Err(why) => {
+                    SessionEnd::Again(why) => {
+                        log::info!("state store: reading everything again ({why})")
+                    }
+                    // one member went away: a new session on another at
+                    // once, without calling the store down, unless sessions
+                    // keep breaking as soon as they start
+                    SessionEnd::Lost(why, endpoint)
+                        if lost_at.is_none_or(|t| t.elapsed() > PROBE * 2) =>
+                    {
+                        log::warn!("state store: {why}; following etcd through another member");
+                        store.pool.failed(endpoint);
+                        lost_at = Some(Instant::now());
+                    }
+                    SessionEnd::Lost(why, endpoint) => {
+                        store.pool.failed(endpoint);
+                        store.set_up(false, &why);
+                        tokio::time::sleep(RETRY).await;
+                    }
+                    SessionEnd::Unreachable(why) => {
                         store.set_up(false, &why);
                         tokio::time::sleep(RETRY).await;
                     }
@@ -347,25 +368,63 @@ impl EtcdStore {
         });
     }
 
-    /// One session. `Ok(why)` asks for a new one at once (the watch was
-    /// compacted away, or etcd's revision went backwards: restored);
-    /// `Err(why)` means etcd is unreachable.
+    /// One session: read everything through whichever member answers, then
+    /// watch and keep the node's lease alive on that member.
     async fn session(
         &self,
         listener: &std::sync::mpsc::Sender<Delivery>,
         last_revision: &mut i64,
-    ) -> Result<String, String> {
-        let mut client = self.client.clone();
-        let (doc, ops, claims, revision) = Self::read_all(&mut client, &self.prefix).await?;
+    ) -> SessionEnd {
+        let endpoint = match Self::read_all(&self.pool, &self.prefix).await {
+            Ok((read, endpoint)) => match self.pool.on(endpoint).await {
+                Ok(client) => Ok((read, endpoint, client)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let ((doc, ops, claims, revision), endpoint, client) = match endpoint {
+            Ok(r) => r,
+            Err(why) => return SessionEnd::Unreachable(why),
+        };
+        let url = self.endpoints[endpoint].clone();
+        match self
+            .session_on(
+                client,
+                listener,
+                last_revision,
+                (doc, ops, claims, revision),
+            )
+            .await
+        {
+            Ok(why) => SessionEnd::Again(why),
+            // not up yet: the member failed between the read and the watch
+            Err((why, false)) => SessionEnd::Unreachable(format!("{url}: {why}")),
+            Err((why, true)) => SessionEnd::Lost(format!("{url}: {why}"), endpoint),
+        }
+    }
+
+    /// The session's stream part, on one member's `client`. `Ok(why)` asks
+    /// for a new session at once (the watch was compacted away, or etcd's
+    /// revision went backwards: restored); `Err((why, was_up))` means that
+    /// member cannot be followed any more.
+    async fn session_on(
+        &self,
+        mut client: Client,
+        listener: &std::sync::mpsc::Sender<Delivery>,
+        last_revision: &mut i64,
+        read: ReadAll,
+    ) -> Result<String, (String, bool)> {
+        let (doc, ops, claims, revision) = read;
+        let down = |why: String| (why, false);
         let lease = tokio::time::timeout(CALL_TIMEOUT, client.lease_grant(NODE_TTL_SECS, None))
             .await
-            .map_err(|_| "lease grant: no answer".to_string())?
-            .map_err(|e| format!("lease grant: {e}"))?
+            .map_err(|_| down("lease grant: no answer".to_string()))?
+            .map_err(|e| down(format!("lease grant: {e}")))?
             .id();
         let (mut keeper, mut beats) = client
             .lease_keep_alive(lease)
             .await
-            .map_err(|e| format!("lease keep-alive: {e}"))?;
+            .map_err(|e| down(format!("lease keep-alive: {e}")))?;
         let mut watch = client
             .watch(
                 self.prefix.as_bytes().to_vec(),
@@ -376,7 +435,7 @@ impl EtcdStore {
                 ),
             )
             .await
-            .map_err(|e| format!("watch: {e}"))?;
+            .map_err(|e| down(format!("watch: {e}")))?;
         // Everything from this read on reaches the listener in order.
         *lock(&self.base) = match &doc {
             Some((d, m)) => Base {
@@ -392,7 +451,8 @@ impl EtcdStore {
         *lock(&self.claims) = claims;
         let _ = listener.send(Delivery::Claims(live));
         self.set_up(true, "");
-        self.refresh_node(&mut client, lease).await?;
+        let lost = |why: String| (why, true);
+        self.refresh_node(&mut client, lease).await.map_err(lost)?;
         let mut probe = tokio::time::interval(PROBE);
         probe.tick().await;
         loop {
@@ -400,8 +460,8 @@ impl EtcdStore {
                 msg = watch.message() => {
                     let resp = match msg {
                         Ok(Some(r)) => r,
-                        Ok(None) => return Err("the watch ended".into()),
-                        Err(e) => return Err(format!("watch: {e}")),
+                        Ok(None) => return Err(lost("the watch ended".into())),
+                        Err(e) => return Err(lost(format!("watch: {e}"))),
                     };
                     if resp.canceled() {
                         return Ok(format!(
@@ -434,13 +494,13 @@ impl EtcdStore {
                                 ));
                             }
                         }
-                        Ok(Ok(_)) => return Err("the node lease expired".into()),
-                        Ok(Err(e)) => return Err(format!("keep-alive: {e}")),
-                        Err(_) => return Err(format!(
+                        Ok(Ok(_)) => return Err(lost("the node lease expired".into())),
+                        Ok(Err(e)) => return Err(lost(format!("keep-alive: {e}"))),
+                        Err(_) => return Err(lost(format!(
                             "no answer within {}s", CALL_TIMEOUT.as_secs()
-                        )),
+                        ))),
                     }
-                    self.refresh_node(&mut client, lease).await?;
+                    self.refresh_node(&mut client, lease).await.map_err(lost)?;
                 }
             }
         }
@@ -566,6 +626,17 @@ impl EtcdStore {
     }
 }
 
+/// How a session ended.
+enum SessionEnd {
+    /// Read everything again at once: compacted, or restored.
+    Again(String),
+    /// The member it followed (this endpoint) went away after the session
+    /// was up: follow another one.
+    Lost(String, usize),
+    /// No member could be read from: etcd is unreachable.
+    Unreachable(String),
+}
+
 /// What a session read, on its way to the listener.
 enum Delivery {
     Reloaded(Option<Persisted>, Vec<Operation>),
@@ -619,17 +690,16 @@ impl StateStore for EtcdStore {
     /// unreachable, the snapshot, degraded; with neither, an error naming
     /// the endpoints.
     fn load(&self) -> Result<Option<Persisted>, StoreError> {
-        let mut client = self.client.clone();
-        let prefix = self.prefix.clone();
+        let (pool, prefix) = (self.pool.clone(), self.prefix.clone());
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt.spawn(async move {
-            let _ = tx.send(Self::read_all(&mut client, &prefix).await);
+            let _ = tx.send(Self::read_all(&pool, &prefix).await);
         });
         let read = rx
-            .recv_timeout(CALL_TIMEOUT + Duration::from_secs(1))
+            .recv_timeout(self.patience())
             .unwrap_or_else(|_| Err("no answer".into()));
         match read {
-            Ok((doc, ops, _, _)) => {
+            Ok(((doc, ops, _, _), _)) => {
                 self.set_up(true, "");
                 for op in &ops {
                     self.snapshot_op(op);
@@ -671,48 +741,22 @@ impl StateStore for EtcdStore {
     }
 
     fn save(&self, doc: &Persisted) -> Result<(), StoreError> {
-        let base = *lock(&self.base);
-        let key = self.state_key();
-        if doc.revision != base.doc_revision + 1 {
-            // written on a document older than the one this node holds now
-            let mut client = self.client.clone();
-            let k = key.clone();
-            let resp = self.call("read state", async move { client.get(k, None).await })?;
-            return Err(self.conflict_from(resp.kvs().first())?);
-        }
-        let body = serde_json::to_vec_pretty(doc).expect("state serializes");
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                base.mod_revision,
-            )])
-            .and_then([TxnOp::put(key.clone(), body, None)])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        let mut client = self.client.clone();
-        let resp = self.call("write state", async move { client.txn(txn).await })?;
-        if resp.succeeded() {
-            let revision = resp.header().map_or(0, |h| h.revision());
-            *lock(&self.base) = Base {
-                doc_revision: doc.revision,
-                mod_revision: revision,
-            };
-            self.snapshot_doc(doc);
-            return Ok(());
-        }
-        let current = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
-            _ => None,
-        });
-        Err(self.conflict_from(current.as_ref())?)
+        self.save_with(doc, None)
+    }
+
+    /// The write also compares the claim key's lease: etcd refuses it if
+    /// the lease expired or was revoked (the key is gone) or another node
+    /// holds the claim now.
+    fn save_fenced(&self, doc: &Persisted, fence: &Fence) -> Result<(), StoreError> {
+        self.save_with(doc, Some(fence))
     }
 
     fn save_operation(&self, op: &Operation) -> Result<(), StoreError> {
         let body = serde_json::to_vec_pretty(op).expect("operation serializes");
-        let mut client = self.client.clone();
         let key = self.op_key(&op.id);
-        let resp = self.call("write operation", async move {
-            client.put(key, body, None).await
+        let resp = self.call("write operation", move |mut c| {
+            let (key, body) = (key.clone(), body.clone());
+            async move { c.put(key, body, None).await }
         })?;
         if let Some(h) = resp.header() {
             lock(&self.written).insert(op.id.clone(), h.revision());
@@ -725,12 +769,10 @@ impl StateStore for EtcdStore {
         if let Some(ops) = lock(&self.loaded_ops).take() {
             return Ok(ops);
         }
-        let mut client = self.client.clone();
         let prefix = self.ops_prefix();
-        let resp = self.call("read operations", async move {
-            client
-                .get(prefix, Some(GetOptions::new().with_prefix()))
-                .await
+        let resp = self.call("read operations", move |mut c| {
+            let p = prefix.clone();
+            async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
         })?;
         Ok(resp
             .kvs()
@@ -740,12 +782,11 @@ impl StateStore for EtcdStore {
     }
 
     fn delete_operation(&self, id: &str) -> Result<(), StoreError> {
-        let mut client = self.client.clone();
         let key = self.op_key(id);
-        self.call(
-            "delete operation",
-            async move { client.delete(key, None).await },
-        )?;
+        self.call("delete operation", move |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })?;
         lock(&self.written).remove(id);
         self.snapshot.delete_operation(id)
     }
@@ -783,22 +824,24 @@ impl StateStore for EtcdStore {
             since: unix_now(),
         };
         let body = serde_json::to_vec(&record).expect("a claim serializes");
-        let mut client = self.client.clone();
-        let (id, resp) = self.call("claim", async move {
-            let id = client.lease_grant(CLAIM_TTL_SECS, None).await?.id();
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key.clone(),
-                    body,
-                    Some(PutOptions::new().with_lease(id)),
-                )])
-                .or_else([TxnOp::get(key, None)]);
-            let resp = client.txn(txn).await;
-            if !resp.as_ref().is_ok_and(|r| r.succeeded()) {
-                let _ = client.lease_revoke(id).await;
+        let (id, resp) = self.call("claim", move |mut client| {
+            let (key, body) = (key.clone(), body.clone());
+            async move {
+                let id = client.lease_grant(CLAIM_TTL_SECS, None).await?.id();
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key.clone(),
+                        body,
+                        Some(PutOptions::new().with_lease(id)),
+                    )])
+                    .or_else([TxnOp::get(key, None)]);
+                let resp = client.txn(txn).await;
+                if !resp.as_ref().is_ok_and(|r| r.succeeded()) {
+                    let _ = client.lease_revoke(id).await;
+                }
+                Ok((id, resp?))
             }
-            Ok((id, resp?))
         })?;
         if !resp.succeeded() {
             let holder = resp.op_responses().into_iter().find_map(|r| match r {
@@ -816,16 +859,18 @@ impl StateStore for EtcdStore {
         }
         Ok(Some(Box::new(EtcdLease::keep(
             id,
-            name,
-            self.client.clone(),
+            (name, &format!("{}{name}", self.claims_prefix())),
+            self.pool.clone(),
             self.rt.handle().clone(),
         ))))
     }
 
     fn load_operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
-        let mut client = self.client.clone();
         let key = self.op_key(id);
-        let resp = self.call("read operation", async move { client.get(key, None).await })?;
+        let resp = self.call("read operation", move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?;
         Ok(resp
             .kvs()
             .first()
@@ -846,6 +891,94 @@ impl StateStore for EtcdStore {
 }
 
 impl EtcdStore {
+    /// Compare-and-swap the document on the mod revision this node last
+    /// read (and, under a claim, the claim's lease).
+    fn save_with(&self, doc: &Persisted, fence: Option<&Fence>) -> Result<(), StoreError> {
+        let base = *lock(&self.base);
+        let key = self.state_key();
+        if doc.revision != base.doc_revision + 1 {
+            // written on a document older than the one this node holds now
+            let k = key.clone();
+            let resp = self.call("read state", move |mut c| {
+                let k = k.clone();
+                async move { c.get(k, None).await }
+            })?;
+            return Err(self.conflict_from(resp.kvs().first())?);
+        }
+        let body = serde_json::to_vec_pretty(doc).expect("state serializes");
+        let mut compare = vec![Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            base.mod_revision,
+        )];
+        let mut otherwise = vec![TxnOp::get(key.clone(), None)];
+        if let Some(f) = fence {
+            // a key that is gone has lease 0: the compare fails too
+            compare.push(Compare::lease(f.key.clone(), CompareOp::Equal, f.lease));
+            otherwise.push(TxnOp::get(f.key.clone(), None));
+        }
+        let txn = Txn::new()
+            .when(compare)
+            .and_then([TxnOp::put(key.clone(), body, None)])
+            .or_else(otherwise);
+        let resp = self.call("write state", move |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
+        if resp.succeeded() {
+            let revision = resp.header().map_or(0, |h| h.revision());
+            self.written_state(doc, revision);
+            return Ok(());
+        }
+        let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g.kvs().first().cloned()),
+            _ => None,
+        });
+        let current = gets.next().flatten();
+        let claim = gets.next().flatten();
+        // A retry on another member after the first attempt did land (its
+        // answer was lost with the member) finds this very document: it is
+        // written. Applying the change again would apply it twice (a swap's
+        // exchange would swap back).
+        if let Some(kv) = &current {
+            if serde_json::from_slice::<Persisted>(kv.value()).is_ok_and(|d| d == *doc) {
+                self.written_state(doc, kv.mod_revision());
+                return Ok(());
+            }
+        }
+        if let Some(f) = fence {
+            let lost = match &claim {
+                None => Some("its lease expired or was revoked".to_string()),
+                Some(kv) if kv.lease() != f.lease => {
+                    Some(match serde_json::from_slice::<ClaimRecord>(kv.value()) {
+                        Ok(r) => format!("node {} holds it now", r.node),
+                        Err(_) => "another lease holds it now".to_string(),
+                    })
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = lost {
+                // what etcd holds becomes this node's base all the same
+                if current.is_some() {
+                    let _ = self.conflict_from(current.as_ref());
+                }
+                return Err(StoreError::ClaimLost {
+                    name: f.name.clone(),
+                    why,
+                });
+            }
+        }
+        Err(self.conflict_from(current.as_ref())?)
+    }
+
+    fn written_state(&self, doc: &Persisted, mod_revision: i64) {
+        *lock(&self.base) = Base {
+            doc_revision: doc.revision,
+            mod_revision,
+        };
+        self.snapshot_doc(doc);
+    }
+
     /// The conflict answer for a write that lost: etcd's current document,
     /// which becomes this node's base.
     fn conflict_from(&self, kv: Option<&etcd_client::KeyValue>) -> Result<StoreError, StoreError> {
@@ -870,7 +1003,9 @@ impl EtcdStore {
 struct EtcdLease {
     id: i64,
     name: String,
-    client: Client,
+    /// The claim's key, bound to the lease.
+    key: String,
+    pool: Arc<Endpoints>,
     rt: tokio::runtime::Handle,
     lost: Arc<AtomicBool>,
     /// When etcd last confirmed the lease.
@@ -879,23 +1014,33 @@ struct EtcdLease {
 }
 
 impl EtcdLease {
-    fn keep(id: i64, name: &str, client: Client, rt: tokio::runtime::Handle) -> EtcdLease {
+    fn keep(
+        id: i64,
+        (name, key): (&str, &str),
+        pool: Arc<Endpoints>,
+        rt: tokio::runtime::Handle,
+    ) -> EtcdLease {
         let lost = Arc::new(AtomicBool::new(false));
         let renewed = Arc::new(Mutex::new(Instant::now()));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let (mut c, l, n) = (client.clone(), lost.clone(), name.to_string());
+        let (p, l, n) = (pool.clone(), lost.clone(), name.to_string());
         let r_at = renewed.clone();
         rt.spawn(async move {
             let mut beat = tokio::time::interval(CLAIM_BEAT);
-            let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+            // the keep-alive stream, on the member (endpoint) it was opened on
+            let mut keeper: Option<((LeaseKeeper, LeaseKeepAliveStream), usize)> = None;
             loop {
                 tokio::select! {
                     _ = &mut stopped => return,
                     _ = beat.tick() => {
                         if keeper.is_none() {
-                            keeper = c.lease_keep_alive(id).await.ok();
+                            keeper = p
+                                .run_on(|mut c| async move { c.lease_keep_alive(id).await })
+                                .await
+                                .ok();
                         }
-                        let Some((k, answers)) = keeper.as_mut() else { continue };
+                        let Some(((k, answers), on)) = keeper.as_mut() else { continue };
+                        let on = *on;
                         let r = tokio::time::timeout(CALL_TIMEOUT, async {
                             k.keep_alive().await?;
                             answers.message().await
@@ -910,8 +1055,11 @@ impl EtcdLease {
                                 l.store(true, Ordering::SeqCst);
                                 return;
                             }
-                            // etcd unreachable: try again at the next beat
-                            _ => keeper = None,
+                            // that member went away: another one at the next beat
+                            _ => {
+                                p.failed(on);
+                                keeper = None;
+                            }
                         }
                     }
                 }
@@ -920,7 +1068,8 @@ impl EtcdLease {
         EtcdLease {
             id,
             name: name.into(),
-            client,
+            key: key.into(),
+            pool,
             rt,
             lost,
             renewed,
@@ -940,19 +1089,29 @@ impl FleetLease for EtcdLease {
         !self.lost.load(Ordering::SeqCst) && renewed.elapsed() < ttl.saturating_sub(CLAIM_BEAT)
     }
 
+    fn fence(&self) -> Fence {
+        Fence {
+            name: self.name.clone(),
+            key: self.key.clone(),
+            lease: self.id,
+        }
+    }
+
     fn release(&mut self) {
         let Some(stop) = self.stop.take() else {
             return;
         };
         let _ = stop.send(());
-        let (mut client, id) = (self.client.clone(), self.id);
+        let (pool, id) = (self.pool.clone(), self.id);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt.spawn(async move {
-            let r = tokio::time::timeout(CALL_TIMEOUT, client.lease_revoke(id)).await;
+            let r = pool
+                .run(|mut c| async move { c.lease_revoke(id).await })
+                .await;
             let _ = tx.send(r);
         });
         match rx.recv_timeout(CALL_TIMEOUT + Duration::from_secs(1)) {
-            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(_)) => {}
             _ => log::warn!(
                 "cannot release {} now (etcd unreachable): it ends by itself within {CLAIM_TTL_SECS}s",
                 self.name

@@ -7,10 +7,11 @@
 //! what a shared store reports through [`StoreListener`].
 
 pub mod claim;
+mod endpoints;
 mod etcd;
 mod file;
 
-pub use claim::{Claim, ClaimError, ClaimRecord, FleetLease};
+pub use claim::{Claim, ClaimError, ClaimRecord, Fence, FleetLease};
 pub use etcd::{EtcdStore, FleetNode};
 pub use file::FileStore;
 
@@ -93,6 +94,10 @@ pub enum StoreError {
     /// store's current one, to apply the change to again.
     #[error("the state was changed by another node (revision {})", .0.revision)]
     Conflict(Box<Persisted>),
+    /// A write made under a claim found the claim gone or another node's:
+    /// nothing was written. The admin API answers 409 with this text.
+    #[error("{name} is no longer this node's ({why}): another node may have taken it over, so nothing was written")]
+    ClaimLost { name: String, why: String },
 }
 
 /// What a shared store tells the control plane about changes made by other
@@ -120,6 +125,12 @@ pub trait StateStore: Send + Sync {
     /// Durably replace the document: when this returns `Ok`, a crash or
     /// `kill -9` cannot lose it, and a crash during it leaves the old one.
     fn save(&self, doc: &Persisted) -> Result<(), StoreError>;
+    /// [`StateStore::save`], only if the claim `fence` describes still
+    /// stands, checked in the same write ([`StoreError::ClaimLost`] if
+    /// not). A store that is not shared has no fences: a plain save.
+    fn save_fenced(&self, doc: &Persisted, _fence: &Fence) -> Result<(), StoreError> {
+        self.save(doc)
+    }
     /// Durably write one activity-log entry (replacing an older version).
     fn save_operation(&self, op: &Operation) -> Result<(), StoreError>;
     /// Every stored activity-log entry, in no particular order.
@@ -164,6 +175,9 @@ impl<S: StateStore + ?Sized> StateStore for std::sync::Arc<S> {
     }
     fn save(&self, doc: &Persisted) -> Result<(), StoreError> {
         (**self).save(doc)
+    }
+    fn save_fenced(&self, doc: &Persisted, fence: &Fence) -> Result<(), StoreError> {
+        (**self).save_fenced(doc, fence)
     }
     fn save_operation(&self, op: &Operation) -> Result<(), StoreError> {
         (**self).save_operation(op)

@@ -5,6 +5,7 @@
 //! from binding port 0, and waits poll with a deadline instead of sleeping.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod raw;
 
 use std::io::Read;

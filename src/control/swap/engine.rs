@@ -406,7 +406,9 @@ impl SwapEngine {
             return self.abort(plan, op, e).await;
         }
         let site = plan.site.name.clone();
-        let switched = self.control.update_doc(|doc| {
+        // under the claim: if the lease went since the check above, etcd
+        // refuses the switch in the same transaction
+        let switched = self.control.update_doc_claimed(claim, |doc| {
             exchange(&mut doc.state, plan)?;
             // completing a preview ends it in the same durable write
             if plan.completes.is_some() {
