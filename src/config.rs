@@ -784,19 +784,28 @@ fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> S
 
 /// Turn a TOML/serde error into a problem naming the line and the key.
 fn toml_problem(e: &toml::de::Error, text: &str) -> Problem {
+    let mut column = None;
     let key = match e.span() {
         Some(span) => {
-            let start = span.start.min(text.len());
-            let line = text[..start].matches('\n').count() + 1;
+            // a span off a character boundary must not panic here
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            column = Some(before.rsplit('\n').next().unwrap_or("").chars().count() + 1);
             let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
             format!("line {line} ({snippet})")
         }
         None => "(document)".into(),
     };
-    Problem {
-        key,
-        reason: e.message().trim().to_string(),
-    }
+    // the TOML parser leaves some syntax errors without a message (e.g. a
+    // stray character at the start of a line): say at least where
+    let reason = match e.message().trim() {
+        "" => match column {
+            Some(c) => format!("not valid TOML at column {c}"),
+            None => "not valid TOML".to_string(),
+        },
+        m => m.to_string(),
+    };
+    Problem { key, reason }
 }
 
 #[cfg(test)]
