@@ -1089,3 +1089,77 @@ fn a_swap_whose_lease_is_revoked_mid_warmup_never_switches() {
     // and the site can be swapped again
     assert_eq!(code, 202, "{body}");
 }
+
+#[test]
+fn nodes_starting_together_on_an_empty_prefix_seed_it_once() {
+    let etcd = Etcd::start();
+    let (v1, v2) = (App::start("v1"), App::start("v2"));
+    let prefix = unique_prefix("seeding");
+    let sites = shop(&v1, &v2);
+    // three nodes at once, each with its own host name in its config: one
+    // seeds, the others load what it wrote (no merge of their configs)
+    let nodes: Vec<Proxy> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..3)
+            .map(|i| {
+                let (sites, prefix, etcd) = (&sites, &prefix, &etcd);
+                s.spawn(move || {
+                    node(
+                        etcd,
+                        prefix,
+                        &sites.replace("shop.test", &format!("shop{i}.test")),
+                    )
+                })
+            })
+            .collect();
+        started.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let site = |p: &Proxy| api(p, "GET", "/api/v1/sites/shop", None).1;
+    let first = site(&nodes[0]);
+    let hostnames = first["hostnames"].clone();
+    assert_eq!(hostnames.as_array().map(|h| h.len()), Some(1), "{first}");
+    assert_eq!(first["revision"], 1, "one write: the seed, {first}");
+    for p in &nodes {
+        let s = site(p);
+        assert_eq!(s["hostnames"], hostnames, "{s}");
+        assert_eq!(s["revision"], 1, "{s}");
+    }
+    // and they serve it: the seeded host everywhere, the others nowhere
+    let seeded = hostnames[0].as_str().unwrap();
+    for p in &nodes {
+        assert_eq!(get(p, seeded, "/", &[]).version(), "v1");
+        for i in 0..3 {
+            let other = format!("shop{i}.test");
+            if other != seeded {
+                assert_eq!(get(p, &other, "/", &[]).status, 404, "{other}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_fleet_list_drops_a_dead_node_when_its_lease_ends() {
+    let etcd = Etcd::start();
+    let (v1, v2) = (App::start("v1"), App::start("v2"));
+    let prefix = unique_prefix("fleetlist");
+    let sites = shop(&v1, &v2);
+    let a = node(&etcd, &prefix, &sites);
+    let mut b = node(&etcd, &prefix, &sites);
+    let listed = |p: &Proxy| {
+        let (code, fleet) = api(&a, "GET", "/api/v1/fleet", None);
+        assert_eq!(code, 200, "{fleet}");
+        fleet["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["address"] == format!("127.0.0.1:{}", p.port))
+    };
+    wait_for(10, "both nodes listed", || {
+        (listed(&a) && listed(&b)).then_some(())
+    });
+    b.kill();
+    // the node lease is 10 s: gone after it, A still listed
+    wait_for(20, "the dead node to leave the list", || {
+        (!listed(&b)).then_some(())
+    });
+    assert!(listed(&a));
+}
