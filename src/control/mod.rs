@@ -405,6 +405,17 @@ impl ControlPlane {
         Ok(Some(op))
     }
 
+    /// Record `op` only if the store still holds `expected` for it (see
+    /// [`StateStore::save_operation_if`]); whether it was written.
+    pub fn record_if(&self, op: &Operation, expected: &Operation) -> Result<bool, ControlError> {
+        let mut inner = self.lock();
+        if !self.store.save_operation_if(op, expected)? {
+            return Ok(false);
+        }
+        inner.operations.insert(op.id.clone(), op.clone());
+        Ok(true)
+    }
+
     fn record_locked(&self, inner: &mut Inner, op: &Operation) -> Result<(), ControlError> {
         self.store.save_operation(op)?;
         inner.operations.insert(op.id.clone(), op.clone());

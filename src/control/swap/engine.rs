@@ -224,12 +224,24 @@ impl SwapEngine {
             if op.status == Status::Running {
                 match blocking(|| self.control.stored_operation(&op.id)) {
                     Ok(Some(now)) if now.status == Status::Running => {
-                        record = now;
+                        record = now.clone();
                         interrupt(
                             &mut record,
                             "the node running it stopped (its lease on the site expired)",
                         );
-                        self.save(&record);
+                        // only over what was read: its runner, slow rather
+                        // than dead, may have ended it since
+                        match blocking(|| self.control.record_if(&record, &now)) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                log::info!("{}: ended by its own node meanwhile", op.id);
+                                return;
+                            }
+                            Err(e) => {
+                                log::warn!("{}: cannot mark it interrupted: {e}", op.id);
+                                return;
+                            }
+                        }
                         log::warn!("{}: marked interrupted; re-applying settings", op.id);
                     }
                     Ok(_) => return, // ended, or already taken over
