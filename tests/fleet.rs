@@ -930,21 +930,11 @@ fn a_cluster_member_killed_under_load_interrupts_nothing() {
 /// the same transaction, not by the holder's (possibly late) keep-alive.
 #[test]
 fn a_write_under_a_claim_whose_lease_is_gone_is_refused_by_etcd() {
-    use slotproxy::config::{StateBackend, StateSection};
-    use slotproxy::store::{EtcdStore, Persisted, StateStore, StoreError};
+    use slotproxy::store::{Persisted, StateStore, StoreError};
     let etcd = Etcd::start();
     let prefix = unique_prefix("fence");
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let open = |dir: &Path, id: &str| {
-        let cfg = StateSection {
-            dir: dir.to_path_buf(),
-            backend: StateBackend::Etcd,
-            etcd_endpoints: vec![etcd.url()],
-            etcd_prefix: prefix.clone(),
-            ..Default::default()
-        };
-        EtcdStore::open(&cfg, id, "127.0.0.1:1", std::time::Duration::from_secs(1)).unwrap()
-    };
+    let open = |dir: &Path, id: &str| open_store(&etcd, &prefix, dir, id);
     let (a, b) = (open(dirs.0.path(), "node-a"), open(dirs.1.path(), "node-b"));
     assert!(a.load().unwrap().is_none());
     let mut doc = Persisted {
@@ -1088,4 +1078,140 @@ fn a_swap_whose_lease_is_revoked_mid_warmup_never_switches() {
     }
     // and the site can be swapped again
     assert_eq!(code, 202, "{body}");
+}
+
+#[test]
+fn nodes_starting_together_on_an_empty_prefix_seed_it_once() {
+    let etcd = Etcd::start();
+    let (v1, v2) = (App::start("v1"), App::start("v2"));
+    let prefix = unique_prefix("seeding");
+    let sites = shop(&v1, &v2);
+    // three nodes at once, each with its own host name in its config: one
+    // seeds, the others load what it wrote (no merge of their configs)
+    let nodes: Vec<Proxy> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..3)
+            .map(|i| {
+                let (sites, prefix, etcd) = (&sites, &prefix, &etcd);
+                s.spawn(move || {
+                    node(
+                        etcd,
+                        prefix,
+                        &sites.replace("shop.test", &format!("shop{i}.test")),
+                    )
+                })
+            })
+            .collect();
+        started.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let site = |p: &Proxy| api(p, "GET", "/api/v1/sites/shop", None).1;
+    let first = site(&nodes[0]);
+    let hostnames = first["hostnames"].clone();
+    assert_eq!(hostnames.as_array().map(|h| h.len()), Some(1), "{first}");
+    assert_eq!(first["revision"], 1, "one write: the seed, {first}");
+    for p in &nodes {
+        let s = site(p);
+        assert_eq!(s["hostnames"], hostnames, "{s}");
+        assert_eq!(s["revision"], 1, "{s}");
+    }
+    // and they serve it: the seeded host everywhere, the others nowhere
+    let seeded = hostnames[0].as_str().unwrap();
+    for p in &nodes {
+        assert_eq!(get(p, seeded, "/", &[]).version(), "v1");
+        for i in 0..3 {
+            let other = format!("shop{i}.test");
+            if other != seeded {
+                assert_eq!(get(p, &other, "/", &[]).status, 404, "{other}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_fleet_list_drops_a_dead_node_when_its_lease_ends() {
+    let etcd = Etcd::start();
+    let (v1, v2) = (App::start("v1"), App::start("v2"));
+    let prefix = unique_prefix("fleetlist");
+    let sites = shop(&v1, &v2);
+    let a = node(&etcd, &prefix, &sites);
+    let mut b = node(&etcd, &prefix, &sites);
+    let listed = |p: &Proxy| {
+        let (code, fleet) = api(&a, "GET", "/api/v1/fleet", None);
+        assert_eq!(code, 200, "{fleet}");
+        fleet["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["address"] == format!("127.0.0.1:{}", p.port))
+    };
+    wait_for(10, "both nodes listed", || {
+        (listed(&a) && listed(&b)).then_some(())
+    });
+    b.kill();
+    // the node lease is 10 s: gone after it, A still listed
+    wait_for(20, "the dead node to leave the list", || {
+        (!listed(&b)).then_some(())
+    });
+    assert!(listed(&a));
+}
+
+/// The store of a node named `id` on `etcd` under `prefix` (no process:
+/// the library's `EtcdStore`, its snapshot in `dir`).
+fn open_store(
+    etcd: &Etcd,
+    prefix: &str,
+    dir: &Path,
+    id: &str,
+) -> std::sync::Arc<slotproxy::store::EtcdStore> {
+    use slotproxy::config::{StateBackend, StateSection};
+    let cfg = StateSection {
+        dir: dir.to_path_buf(),
+        backend: StateBackend::Etcd,
+        etcd_endpoints: vec![etcd.url()],
+        etcd_prefix: prefix.to_string(),
+        ..Default::default()
+    };
+    slotproxy::store::EtcdStore::open(&cfg, id, "127.0.0.1:1", std::time::Duration::from_secs(1))
+        .unwrap()
+}
+
+/// A node taking over an operation it read as running marks it
+/// interrupted only over what it read: the final record its slow (not
+/// dead) runner wrote meanwhile is not overwritten.
+#[test]
+fn a_takeover_does_not_write_over_a_final_record() {
+    use slotproxy::activity::{Action, Operation, Status};
+    use slotproxy::store::StateStore;
+    let etcd = Etcd::start();
+    let prefix = unique_prefix("takeover");
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let runner = open_store(&etcd, &prefix, dirs.0.path(), "node-a");
+    let taker = open_store(&etcd, &prefix, dirs.1.path(), "node-b");
+    runner.load().unwrap();
+    taker.load().unwrap();
+    let running = Operation::new("shop", "staging", "production", Action::Swap);
+    runner.save_operation(&running).unwrap();
+    // B reads it running
+    let read = taker.load_operation(&running.id).unwrap().unwrap();
+    assert_eq!(read.status, Status::Running);
+    // A ends it
+    let mut ended = running.clone();
+    ended.finish(
+        Status::Failed,
+        Some("the lease on swap/shop expired".into()),
+    );
+    runner.save_operation(&ended).unwrap();
+    // B's interrupted record, over its stale read: refused
+    let mut interrupted = read.clone();
+    interrupted.finish(Status::Interrupted, Some("taken over".into()));
+    assert!(!taker.save_operation_if(&interrupted, &read).unwrap());
+    assert_eq!(
+        taker.load_operation(&running.id).unwrap(),
+        Some(ended.clone())
+    );
+    // over a fresh read it is written
+    let fresh = taker.load_operation(&running.id).unwrap().unwrap();
+    let mut noted = fresh.clone();
+    noted.error = Some("noted".into());
+    assert!(taker.save_operation_if(&noted, &fresh).unwrap());
+    assert_eq!(runner.load_operation(&running.id).unwrap(), Some(noted));
 }

@@ -62,9 +62,11 @@ pub(super) async fn start(
     let new_op = op.clone();
     tokio::task::spawn_blocking(move || {
         control.record(&new_op)?;
-        if let Some(old) = replaced_id.and_then(|id| control.operation(&id)) {
-            let mut old = old;
-            if !old.status.is_final() {
+        if let Some(id) = replaced_id {
+            control.update_operation(&id, |old| {
+                if old.status.is_final() {
+                    return;
+                }
                 old.add_phase(
                     PhaseName::Stop,
                     PhaseResult::Succeeded,
@@ -74,8 +76,7 @@ pub(super) async fn start(
                     Status::Cancelled,
                     Some(format!("replaced by ramp {}", new_op.id)),
                 );
-                control.record(&old)?;
-            }
+            })?;
         }
         Ok::<_, crate::control::ControlError>(())
     })
@@ -131,7 +132,7 @@ pub(super) async fn stop(
         );
         let at = percent.unwrap_or(0.0);
         tokio::task::spawn_blocking(move || {
-            if let Some(mut op) = control.operation(&id) {
+            control.update_operation(&id, |op| {
                 op.add_phase(
                     PhaseName::Stop,
                     PhaseResult::Succeeded,
@@ -142,8 +143,7 @@ pub(super) async fn stop(
                 } else {
                     op.finish(Status::Cancelled, Some(format!("stopped at {at}%")));
                 }
-                control.record(&op)?;
-            }
+            })?;
             Ok::<_, crate::control::ControlError>(())
         })
         .await

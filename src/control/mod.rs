@@ -379,6 +379,44 @@ impl ControlPlane {
     /// Durably record a new or changed operation of the activity log.
     pub fn record(&self, op: &Operation) -> Result<(), ControlError> {
         let mut inner = self.lock();
+        self.record_locked(&mut inner, op)
+    }
+
+    /// Change operation `id` of the activity log with `f` and record it
+    /// durably, all under the control lock, so that two edits of one
+    /// operation (a ramp's step and its stop; a swap completing a preview
+    /// and the preview being ended) cannot overwrite each other as a read
+    /// outside the lock followed by `record` could. `None`: no such
+    /// operation. Nothing is written when `f` changes nothing.
+    pub fn update_operation(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Operation),
+    ) -> Result<Option<Operation>, ControlError> {
+        let mut inner = self.lock();
+        let Some(before) = inner.operations.get(id) else {
+            return Ok(None);
+        };
+        let mut op = before.clone();
+        f(&mut op);
+        if op != *before {
+            self.record_locked(&mut inner, &op)?;
+        }
+        Ok(Some(op))
+    }
+
+    /// Record `op` only if the store still holds `expected` for it (see
+    /// [`StateStore::save_operation_if`]); whether it was written.
+    pub fn record_if(&self, op: &Operation, expected: &Operation) -> Result<bool, ControlError> {
+        let mut inner = self.lock();
+        if !self.store.save_operation_if(op, expected)? {
+            return Ok(false);
+        }
+        inner.operations.insert(op.id.clone(), op.clone());
+        Ok(true)
+    }
+
+    fn record_locked(&self, inner: &mut Inner, op: &Operation) -> Result<(), ControlError> {
         self.store.save_operation(op)?;
         inner.operations.insert(op.id.clone(), op.clone());
         while inner.operations.len() > ACTIVITY_RETENTION {

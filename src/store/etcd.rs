@@ -877,6 +877,47 @@ impl StateStore for EtcdStore {
             .and_then(|kv| serde_json::from_slice(kv.value()).ok()))
     }
 
+    /// Read the entry with its mod revision, then put it in a txn that
+    /// compares that revision: a write in between makes it `Ok(false)`.
+    fn save_operation_if(&self, op: &Operation, expected: &Operation) -> Result<bool, StoreError> {
+        let key = self.op_key(&op.id);
+        let k = key.clone();
+        let resp = self.call("read operation", move |mut c| {
+            let k = k.clone();
+            async move { c.get(k, None).await }
+        })?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(false);
+        };
+        if serde_json::from_slice::<Operation>(kv.value())
+            .ok()
+            .as_ref()
+            != Some(expected)
+        {
+            return Ok(false);
+        }
+        let body = serde_json::to_vec_pretty(op).expect("operation serializes");
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([TxnOp::put(key, body, None)]);
+        let resp = self.call("write operation", move |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
+        if !resp.succeeded() {
+            return Ok(false);
+        }
+        if let Some(h) = resp.header() {
+            lock(&self.written).insert(op.id.clone(), h.revision());
+        }
+        self.snapshot_op(op);
+        Ok(true)
+    }
+
     fn health(&self) -> Result<(), String> {
         if self.up.load(Ordering::SeqCst) {
             Ok(())

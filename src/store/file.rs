@@ -218,6 +218,29 @@ mod tests {
     }
 
     #[test]
+    fn an_operation_is_replaced_only_over_what_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), Duration::ZERO).unwrap();
+        let read = Operation::new("s", "staging", "production", crate::activity::Action::Swap);
+        store.save_operation(&read).unwrap();
+        let mut ended = read.clone();
+        ended.finish(
+            crate::activity::Status::Failed,
+            Some("by its runner".into()),
+        );
+        let mut interrupted = read.clone();
+        interrupted.finish(
+            crate::activity::Status::Interrupted,
+            Some("taken over".into()),
+        );
+        // over what was read: written
+        assert!(store.save_operation_if(&ended, &read).unwrap());
+        // over a stale read: refused, the runner's record stays
+        assert!(!store.save_operation_if(&interrupted, &read).unwrap());
+        assert_eq!(store.load_operation(&read.id).unwrap(), Some(ended));
+    }
+
+    #[test]
     fn one_writer_per_directory_until_it_lets_go() {
         let dir = tempfile::tempdir().unwrap();
         let first = FileStore::open(dir.path(), Duration::ZERO).unwrap();

@@ -167,6 +167,18 @@ pub trait StateStore: Send + Sync {
     fn load_operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
         Ok(self.load_operations()?.into_iter().find(|o| o.id == id))
     }
+    /// Write `op` only if the stored entry is still `expected` (as
+    /// [`StateStore::load_operation`] read it): `Ok(false)`, nothing
+    /// written, when another writer changed it meanwhile. A node taking over
+    /// an operation it read as running must not overwrite the final record
+    /// its (presumed dead, but slow) runner wrote since.
+    fn save_operation_if(&self, op: &Operation, expected: &Operation) -> Result<bool, StoreError> {
+        if self.load_operation(&op.id)?.as_ref() != Some(expected) {
+            return Ok(false);
+        }
+        self.save_operation(op)?;
+        Ok(true)
+    }
 }
 
 impl<S: StateStore + ?Sized> StateStore for std::sync::Arc<S> {
@@ -209,5 +221,8 @@ impl<S: StateStore + ?Sized> StateStore for std::sync::Arc<S> {
     }
     fn load_operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
         (**self).load_operation(id)
+    }
+    fn save_operation_if(&self, op: &Operation, expected: &Operation) -> Result<bool, StoreError> {
+        (**self).save_operation_if(op, expected)
     }
 }

@@ -174,8 +174,9 @@ async fn judge_once(
             Ok((true, _)) => {
                 metrics::ramp_percent(site, slot, None);
                 log::info!("ramp {site}/{slot} stopped: {why}");
-                record(control, &op_id, |op| {
-                    op.add_phase(PhaseName::Stop, PhaseResult::Succeeded, why);
+                let why = why.to_string();
+                record(control, &op_id, move |op| {
+                    op.add_phase(PhaseName::Stop, PhaseResult::Succeeded, why.clone());
                     op.finish(Status::Cancelled, Some(format!("ramp stopped: {why}")));
                 })
                 .await;
@@ -235,7 +236,8 @@ async fn judge_once(
         .as_ref()
         .is_some_and(|v| v.result == j.result)
         .then_some(ramp.repeats + 1);
-    record(control, &op_id, |op| add_verdict(op, &j, repeated)).await;
+    let j = j.clone();
+    record(control, &op_id, move |op| add_verdict(op, &j, repeated)).await;
 }
 
 /// One verdict as an activity-log entry. A run of waits or holds stays one
@@ -266,15 +268,16 @@ fn add_verdict(op: &mut Operation, j: &Judgement, repeated: Option<u32>) {
 }
 
 /// Change the ramp's operation with `f` and record it durably.
-async fn record(control: &Arc<ControlPlane>, op_id: &str, f: impl FnOnce(&mut Operation)) {
-    let Some(mut op) = control.operation(op_id) else {
-        log::warn!("ramp operation {op_id} is no longer in the activity log");
-        return;
-    };
-    f(&mut op);
-    let c = control.clone();
-    if let Err(e) = blocking(move || c.record(&op)).await {
-        log::error!("cannot record ramp operation {op_id}: {e}");
+async fn record(
+    control: &Arc<ControlPlane>,
+    op_id: &str,
+    f: impl FnOnce(&mut Operation) + Send + 'static,
+) {
+    let (c, id) = (control.clone(), op_id.to_string());
+    match blocking(move || c.update_operation(&id, f)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => log::warn!("ramp operation {op_id} is no longer in the activity log"),
+        Err(e) => log::error!("cannot record ramp operation {op_id}: {e}"),
     }
 }
 

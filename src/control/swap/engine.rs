@@ -20,6 +20,19 @@ use std::time::{Duration, Instant};
 /// final record is written before its claim is released) before 409.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
+/// Run a control-plane call that may wait on the state store (an etcd round
+/// trip; seconds while etcd is unreachable, a claim's release included)
+/// from the engine's async code without holding up the other tasks of the
+/// worker it runs on (health checks, the admin API, other swaps): on the
+/// multi-threaded control runtime the worker hands its tasks over first.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// The claim a swap of `site` runs under: one swap per site in the fleet.
 pub fn swap_claim(site: &str) -> String {
     format!("swap/{site}")
@@ -191,25 +204,50 @@ impl SwapEngine {
     pub async fn recover(self: &Arc<Self>) {
         for op in self.control.take_interrupted() {
             // hold the site so no swap runs while its settings are repaired
-            let Ok(_claim) = self.control.claim(&swap_claim(&op.site), &op.id) else {
+            let Ok(claim) = blocking(|| self.control.claim(&swap_claim(&op.site), &op.id)) else {
                 continue;
             };
+            self.take_over(op, claim).await;
+        }
+    }
+
+    /// Mark `op` interrupted if it still runs in the store, and re-post the
+    /// settings of its slots, holding the site's `claim` meanwhile.
+    async fn take_over(&self, op: Operation, claim: Claim) {
+        self.repair(op).await;
+        blocking(|| drop(claim));
+    }
+
+    async fn repair(&self, op: Operation) {
+        {
             let mut record = op.clone();
             if op.status == Status::Running {
-                match self.control.stored_operation(&op.id) {
+                match blocking(|| self.control.stored_operation(&op.id)) {
                     Ok(Some(now)) if now.status == Status::Running => {
-                        record = now;
+                        record = now.clone();
                         interrupt(
                             &mut record,
                             "the node running it stopped (its lease on the site expired)",
                         );
-                        self.save(&record);
+                        // only over what was read: its runner, slow rather
+                        // than dead, may have ended it since
+                        match blocking(|| self.control.record_if(&record, &now)) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                log::info!("{}: ended by its own node meanwhile", op.id);
+                                return;
+                            }
+                            Err(e) => {
+                                log::warn!("{}: cannot mark it interrupted: {e}", op.id);
+                                return;
+                            }
+                        }
                         log::warn!("{}: marked interrupted; re-applying settings", op.id);
                     }
-                    Ok(_) => continue, // ended, or already taken over
+                    Ok(_) => return, // ended, or already taken over
                     Err(e) => {
                         log::warn!("{}: cannot read it to take it over: {e}", op.id);
-                        continue;
+                        return;
                     }
                 }
             }
@@ -250,8 +288,15 @@ impl SwapEngine {
     }
 
     fn save(&self, op: &Operation) {
-        if let Err(e) = self.control.record(op) {
+        if let Err(e) = blocking(|| self.control.record(op)) {
             log::error!("cannot record operation {}: {e}", op.id);
+        }
+    }
+
+    /// Edit another operation (a preview's) under the control lock.
+    fn update(&self, id: &str, f: impl FnOnce(&mut Operation)) {
+        if let Err(e) = blocking(|| self.control.update_operation(id, f)) {
+            log::error!("cannot record operation {id}: {e}");
         }
     }
 
@@ -268,7 +313,7 @@ impl SwapEngine {
         // claim go while its operation still runs takes it for orphaned.
         // (A swap asked for in between waits for the release: claim_site.)
         self.save(&op);
-        drop(claim);
+        blocking(|| drop(claim));
         if op.action == Action::Swap {
             crate::metrics::swap_finished(&op.site, op.status.as_str(), began.elapsed());
         }
@@ -336,7 +381,7 @@ impl SwapEngine {
                     source_deployment: plan.source.deployment.clone(),
                     target_deployment: plan.target.deployment.clone(),
                 };
-                let set = self.control.set_preview(&plan.site.name, Some(preview));
+                let set = blocking(|| self.control.set_preview(&plan.site.name, Some(preview)));
                 // a preview of slots that changed meanwhile is dropped at once
                 let pending = self.control.preview(&plan.site.name);
                 match set {
@@ -408,13 +453,15 @@ impl SwapEngine {
         let site = plan.site.name.clone();
         // under the claim: if the lease went since the check above, etcd
         // refuses the switch in the same transaction
-        let switched = self.control.update_doc_claimed(claim, |doc| {
-            exchange(&mut doc.state, plan)?;
-            // completing a preview ends it in the same durable write
-            if plan.completes.is_some() {
-                doc.previews.remove(&site);
-            }
-            Ok(())
+        let switched = blocking(|| {
+            self.control.update_doc_claimed(claim, |doc| {
+                exchange(&mut doc.state, plan)?;
+                // completing a preview ends it in the same durable write
+                if plan.completes.is_some() {
+                    doc.previews.remove(&site);
+                }
+                Ok(())
+            })
         });
         if let Err(e) = switched {
             op.end_phase(false, e.to_string());
@@ -436,10 +483,10 @@ impl SwapEngine {
         );
         self.save(op);
         if let Some(p) = &plan.completes {
-            if let Some(mut preview_op) = self.control.operation(&p.operation_id) {
-                preview_op.finish(Status::Succeeded, Some(format!("completed by {}", op.id)));
-                self.save(&preview_op);
-            }
+            let by = format!("completed by {}", op.id);
+            self.update(&p.operation_id, |preview_op| {
+                preview_op.finish(Status::Succeeded, Some(by))
+            });
         }
 
         // Phase 5: the content that moved into the source slot gets the
@@ -509,15 +556,14 @@ impl SwapEngine {
         if pending.source != plan.source.name || pending.target != plan.target.name {
             return;
         }
-        if let Err(e) = self.control.set_preview(&plan.site.name, None) {
+        if let Err(e) = blocking(|| self.control.set_preview(&plan.site.name, None)) {
             log::error!("cannot clear the preview of {}: {e}", plan.site.name);
         }
-        if let Some(mut preview_op) = self.control.operation(&pending.operation_id) {
+        self.update(&pending.operation_id, |preview_op| {
             if !preview_op.status.is_final() {
                 preview_op.finish(status, error);
-                self.save(&preview_op);
             }
-        }
+        });
     }
 
     async fn post_settings(
