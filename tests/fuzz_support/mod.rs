@@ -52,8 +52,8 @@ pub fn mutate_bytes(rng: &mut StdRng, text: &[u8], alphabet: &[u8]) -> Vec<u8> {
                 out.splice(at..at, dup);
             }
             _ => {
-                for i in at..at + len {
-                    out[i] = alphabet[rng.random_range(0..alphabet.len())];
+                for b in &mut out[at..at + len] {
+                    *b = alphabet[rng.random_range(0..alphabet.len())];
                 }
             }
         }
