@@ -24,7 +24,8 @@
 # Settings (env): DURATION=1800, RATE (default: half of saturation),
 # CONNS=50, SAMPLE=10, TABLE_EVERY=150, IDLE=2000, SLOW=200, SHORT=100,
 # PLOT=docs/soak.png, SLOTPROXY_SERVER_EXTRA (more [server] lines, e.g.
-# "keepalive_timeout_secs = 20"), SKIP_BUILD=1, KEEP_TMP=1.
+# "keepalive_timeout_secs = 20"), SLOTPROXY_BIN (another binary),
+# TSV_OUT (keep the samples there), SKIP_BUILD=1, KEEP_TMP=1.
 source "$(dirname "$0")/common.sh"
 
 DURATION="${DURATION:-1800}"
@@ -44,13 +45,13 @@ if ! /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-matplotlib >/dev/null
 fi
+SLOTPROXY="${SLOTPROXY_BIN:-$REPO/target/release/slotproxy}"
 if [ "${SKIP_BUILD:-0}" = 1 ]; then
-  log "SKIP_BUILD=1: using the existing target/release/slotproxy"
+  log "SKIP_BUILD=1: using $SLOTPROXY as it is"
 else
   log "cargo build --release --bin slotproxy"
   (cd "$REPO" && cargo build --release --bin slotproxy)
 fi
-SLOTPROXY="${SLOTPROXY_BIN:-$REPO/target/release/slotproxy}"
 ulimit -n "$(ulimit -Hn)"
 
 log "machine: $(nproc) cores, kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
