@@ -3,7 +3,10 @@
 //! routing table is compiled from the result (`RouteTable::compile` takes
 //! addresses as input, like it takes health, and does no I/O).
 //!
-//! A name is resolved (blocking) the first time a table needs it and cached;
+//! A name is resolved (blocking) the first time it is seen — before the
+//! control lock is taken where a write brings it ([`prefetch`]: a deploy
+//! through the API, a reload, another node's state), else when a table
+//! needs it — and cached;
 //! after that the health checker re-resolves names each interval, off the
 //! control lock ([`refresh`]), and a changed address publishes a new table.
 
@@ -24,13 +27,7 @@ fn cache() -> &'static Mutex<HashMap<String, Option<SocketAddr>>> {
 /// instance is never tried.
 pub fn addresses(state: &State) -> Addresses {
     let mut out = Addresses::new();
-    let labels = state
-        .sites
-        .values()
-        .flat_map(|s| s.slots.values())
-        .filter_map(|s| s.deployment.as_ref())
-        .flat_map(|d| d.instances.iter());
-    for label in labels {
+    for label in labels(state) {
         if label.parse::<SocketAddr>().is_ok() || out.contains_key(label) {
             continue;
         }
@@ -39,6 +36,32 @@ pub fn addresses(state: &State) -> Addresses {
         }
     }
     out
+}
+
+fn labels(state: &State) -> impl Iterator<Item = &String> {
+    state
+        .sites
+        .values()
+        .flat_map(|s| s.slots.values())
+        .filter_map(|s| s.deployment.as_ref())
+        .flat_map(|d| d.instances.iter())
+}
+
+/// Resolve the names among `labels` never seen before (blocking), so that
+/// the table built next — under the control lock — finds them cached: a
+/// slow DNS server then holds up the one write that brought a new name,
+/// not every reader and writer of the control plane.
+pub fn prefetch<'a>(labels: impl IntoIterator<Item = &'a String>) {
+    for label in labels {
+        if label.parse::<SocketAddr>().is_err() {
+            resolve(label);
+        }
+    }
+}
+
+/// [`prefetch`] every instance name of `state`.
+pub fn prefetch_state(state: &State) {
+    prefetch(labels(state));
 }
 
 fn resolve(label: &str) -> Option<SocketAddr> {

@@ -85,6 +85,9 @@ pub(super) async fn deploy(
     JsonBody(req): JsonBody<Deploy>,
 ) -> ApiResult<Json<Revised<DeployedView>>> {
     let (site, slot) = names.clone();
+    // new instance names resolve before the control lock is taken
+    let labels = req.instances.clone();
+    let _ = tokio::task::spawn_blocking(move || crate::names::prefetch(&labels)).await;
     let what = format!("deployed {} to", req.build_version);
     let (view, deployed) = change_slot(&st, names, &what, move |s, site, slot| {
         ops::deploy(s, site, slot, &req)

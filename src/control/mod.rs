@@ -157,7 +157,7 @@ impl ControlPlane {
                 cp.lock().doc.revision
             );
             cp.republish();
-        } else if cp.apply_config_written(config, seed, store_shared)? && store_shared {
+        } else if cp.apply_config_written(config, seed, store_shared)?.1 && store_shared {
             // of nodes starting at once on an empty store, only the one
             // whose seed landed gets here
             cp.seeded_here
@@ -324,8 +324,18 @@ impl ControlPlane {
 
     /// Apply a (re)loaded config: the three-way merge of `merge`, validated
     /// as a whole; on error the running state is kept.
-    pub fn apply_config(&self, config: &Config, seed: State) -> Result<(), ControlError> {
-        self.apply_config_written(config, seed, false).map(|_| ())
+    ///
+    /// Returns the deployments the file brought in (`(site, slot)`), as
+    /// seen in the very write that applied it: a deploy through the API
+    /// landing at the same moment is not among them (it runs its own auto
+    /// swap), so a reload never starts a second one for it.
+    pub fn apply_config(
+        &self,
+        config: &Config,
+        seed: State,
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        self.apply_config_written(config, seed, false)
+            .map(|(new, _)| new)
     }
 
     /// Whether the state this process started with came from its own
@@ -345,21 +355,23 @@ impl ControlPlane {
         config: &Config,
         seed: State,
         seeding: bool,
-    ) -> Result<bool, ControlError> {
+    ) -> Result<(Vec<(String, String)>, bool), ControlError> {
         let mut inner = self.lock();
         let routing_changed = inner.routing != config.routing;
         let old_routing = std::mem::replace(&mut inner.routing, config.routing.clone());
         let attempts = if seeding { 1 } else { WRITE_ATTEMPTS };
         let written = self.write_locked(&mut inner, attempts, None, |doc| {
-            doc.state = merge::apply_config(&doc.state, &doc.applied_config, &seed);
+            let merged = merge::apply_config(&doc.state, &doc.applied_config, &seed);
+            let brought = merge::new_deployments(&doc.state, &merged);
+            doc.state = merged;
             doc.applied_config = seed.clone();
-            Ok(())
+            Ok(brought)
         });
         let written = match written {
             // another node seeded first: its document was adopted
             Err(ControlError::Conflict(_)) if seeding => {
                 log::info!("another node seeded the shared state first; serving its state");
-                Ok(((), false))
+                Ok((Vec::new(), false))
             }
             other => other,
         };
@@ -368,11 +380,11 @@ impl ControlPlane {
                 inner.routing = old_routing;
                 Err(e)
             }
-            Ok(((), false)) if routing_changed || inner.table_version == 0 => {
+            Ok((brought, false)) if routing_changed || inner.table_version == 0 => {
                 self.publish(&mut inner);
-                Ok(false)
+                Ok((brought, false))
             }
-            Ok(((), written)) => Ok(written),
+            Ok(written) => Ok(written),
         }
     }
 
@@ -582,6 +594,7 @@ pub fn interrupt(op: &mut Operation, who: &str) {
 /// table follows without this node writing anything.
 impl StoreListener for ControlPlane {
     fn state_changed(&self, doc: Persisted) {
+        crate::names::prefetch_state(&doc.state);
         let mut inner = self.lock();
         // an older document than the one held (this node's own write seen
         // late) changes nothing

@@ -30,11 +30,10 @@ pub fn reload(
     path: &Path,
 ) -> Result<(), ReloadError> {
     let (config, seed) = Config::load(path)?;
-    let before = control.state();
-    control.apply_config(&config, seed)?;
+    crate::names::prefetch_state(&seed);
     // A deployment the file brought into a slot with auto_swap_target lands
     // like any other: it swaps itself in.
-    for (site, slot) in super::merge::new_deployments(&before, &control.state()) {
+    for (site, slot) in control.apply_config(&config, seed)? {
         swaps.auto_swap(&site, &slot);
     }
     swaps.reconcile();
