@@ -14,7 +14,7 @@
 //!   (counted in `slotproxy_connections_refused_total{reason}`), before it
 //!   can cost a buffer or a file descriptor for an upstream;
 //! * **between requests** (HTTP/1.x): the idle connection waits for its next
-//!   request holding no heap buffer, and is closed after
+//!   request holding no request buffer (only `FIRST_READ`), and is closed after
 //!   `keepalive_timeout_secs` (the first request: `header_timeout_secs`);
 //! * **the request header** is read here, not by pingora, into a buffer
 //!   capped at `max_header_bytes` (more → 431 at once), with the request line
@@ -323,8 +323,11 @@ enum NoHead {
     Refuse(u16),
 }
 
-/// First read of a request: small and on the stack, so an idle connection
-/// holds no heap buffer (nginx's `client_header_buffer_size` is 1 KB).
+/// First read of a request: a small array in this connection's future (which
+/// `async_trait` boxes: about 2 KiB in all), so an idle connection holds no
+/// request buffer (nginx's `client_header_buffer_size` is 1 KB). What else
+/// an idle connection costs, and whose it is: BENCHMARKS.md, "Idle
+/// connections today" (`examples/alloc_census.rs`).
 const FIRST_READ: usize = 1024;
 /// Header buffer to start with once a request arrives (pingora's too).
 const HEADER_BUF: usize = 4096;

@@ -119,13 +119,21 @@ fn edited_bodies_never_panic_a_decoder_and_repeated_keys_are_refused() {
     for _ in 0..cases(20_000) {
         let (kind, seed) = &seeds[rng.random_range(0..seeds.len())];
         let mut body = seed.clone();
-        mutate_json(&mut rng, &mut body);
+        let path = mutate_json(&mut rng, &mut body);
         let text = body.to_string();
-        let ok = check_decode(kind, text.as_bytes()).is_ok();
+        let result = check_decode(kind, text.as_bytes());
+        let ok = result.is_ok();
         if ok {
             accepted += 1;
         } else {
             refused += 1;
+        }
+        // a value of the wrong type is named by its key
+        if let (Err(e), Some(key)) = (&result, retyped_key(seed, &body, &path)) {
+            assert!(
+                e.contains(key),
+                "{kind}: {key} changed type: {e} for {text}"
+            );
         }
         // an accepted body with its first key given twice (same value) is refused
         if let Some((key, value)) = first_key(&text).filter(|_| ok) {

@@ -113,7 +113,21 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     } else {
         bytes
     };
-    let value = serde_json::from_slice(text).map_err(|e| format!("request body: {e}"))?;
+    // the key path of a bad value is named: on one line, "at line 1
+    // column 40" alone does not say which of the body's values was wrong
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            match path.as_str() {
+                "" | "." => format!("request body: {}", e.inner()),
+                _ => format!("request body: {path}: {}", e.inner()),
+            }
+        })
+        .and_then(|v| {
+            de.end().map_err(|e| format!("request body: {e}"))?;
+            Ok(v)
+        })?;
     let mut de = serde_json::Deserializer::from_slice(text);
     NoRepeatedKeys
         .deserialize(&mut de)
@@ -243,5 +257,29 @@ mod tests {
         assert_eq!(v[1]["a"], 2);
         // an empty body is an empty object
         assert!(parse_body::<crate::api::CreateSlot>(b"  \n").is_ok());
+    }
+
+    #[test]
+    fn a_bad_value_is_named_by_its_key_path() {
+        let e =
+            parse_body::<TrafficRouting>(br#"{"distribution": {"staging": "ten"}}"#).unwrap_err();
+        assert!(
+            e.starts_with("request body: distribution.staging: invalid type"),
+            "{e}"
+        );
+        let e = parse_body::<Deploy>(br#"{"build_version": "v1", "instances": ["a:1", 2]}"#)
+            .unwrap_err();
+        assert!(
+            e.starts_with("request body: instances[1]: invalid type"),
+            "{e}"
+        );
+        // not a value at all: the position is all there is
+        let e = parse_body::<Deploy>(b"{\"build_version\": }").unwrap_err();
+        assert!(
+            e.starts_with("request body: build_version: expected value"),
+            "{e}"
+        );
+        let e = parse_body::<Deploy>(br#"{"build_version": "v1", "instances": []} x"#).unwrap_err();
+        assert!(e.contains("trailing characters"), "{e}");
     }
 }

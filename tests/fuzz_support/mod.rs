@@ -167,3 +167,37 @@ pub fn mutate_json(rng: &mut StdRng, v: &mut serde_json::Value) -> Vec<String> {
     }
     path
 }
+
+/// The JSON kind of a value, to tell a type change from a value change.
+pub fn kind(v: Option<&serde_json::Value>) -> &'static str {
+    use serde_json::Value::*;
+    match v {
+        None => "absent",
+        Some(Null) => "null",
+        Some(Bool(_)) => "bool",
+        Some(Number(_)) => "number",
+        Some(String(_)) => "string",
+        Some(Array(_)) => "array",
+        Some(Object(_)) => "object",
+    }
+}
+
+pub fn value_at<'a>(v: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
+    path.iter().try_fold(v, |v, k| match v {
+        serde_json::Value::Array(a) => a.get(k.parse::<usize>().ok()?),
+        _ => v.get(k),
+    })
+}
+
+/// The key (not an array index) whose scalar value `mutate_json` turned into
+/// a scalar of another type at `path`, if that is what it did.
+pub fn retyped_key<'a>(
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+    path: &'a [String],
+) -> Option<&'a str> {
+    let (was, now) = (kind(value_at(before, path)), kind(value_at(after, path)));
+    let scalar = |k| matches!(k, "bool" | "number" | "string");
+    let key = path.last().filter(|k| k.parse::<usize>().is_err())?;
+    (scalar(was) && scalar(now) && was != now).then_some(key.as_str())
+}
