@@ -578,9 +578,9 @@ fn a_swap_whose_node_dies_is_taken_over_when_its_lease_expires() {
     assert_eq!(code, 202, "{body}");
 }
 
-/// Clients sending proxied requests back to back over kept-alive
-/// connections (two per node) until stopped; every answer but a 200 from
-/// the demo app is a failure.
+/// Clients sending requests back to back over kept-alive connections until
+/// stopped (proxied requests, or admin API reads); every answer but a good
+/// 200 is a failure.
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
@@ -589,22 +589,45 @@ struct Load {
 }
 
 impl Load {
+    /// Proxied requests to `host`, two clients per node.
     fn start(nodes: &[&Proxy], host: &str) -> Load {
+        let targets = nodes
+            .iter()
+            .chain(nodes.iter())
+            .map(|p| (p.url("/"), Some(host.to_string()), "version: "))
+            .collect();
+        Self::on(targets)
+    }
+
+    /// Admin API reads (`GET /api/v1/sites/shop`), one client per node.
+    fn reads(nodes: &[&Proxy]) -> Load {
+        let targets = nodes
+            .iter()
+            .map(|p| (p.admin_url("/api/v1/sites/shop"), None, "\"revision\""))
+            .collect();
+        Self::on(targets)
+    }
+
+    /// One client per target: its URL, a `Host` for proxied requests (the
+    /// admin token otherwise), what a good answer's body holds.
+    fn on(targets: Vec<(String, Option<String>, &'static str)>) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
-        for p in nodes.iter().chain(nodes.iter()) {
-            let (url, host) = (p.url("/"), host.to_string());
+        for (url, host, good) in targets {
             let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
             threads.push(std::thread::spawn(move || {
                 let http = client();
                 while !stop.load(Ordering::SeqCst) {
-                    let r = http.get(&url).header("host", &host).send();
-                    let failed = match r {
+                    let req = match &host {
+                        Some(h) => http.get(&url).header("host", h),
+                        None => http.get(&url).bearer_auth(TOKEN),
+                    };
+                    let failed = match req.send() {
                         Ok(r) if r.status() == 200 => match r.text() {
-                            Ok(body) if body.contains("version: ") => None,
-                            Ok(body) => Some(format!("{url}: 200 but not the app: {body:?}")),
+                            Ok(body) if body.contains(good) => None,
+                            Ok(body) => Some(format!("{url}: 200 but not the answer: {body:?}")),
                             Err(e) => Some(format!("{url}: body: {e}")),
                         },
                         Ok(r) => Some(format!("{url}: {} {:?}", r.status(), r.text())),
@@ -823,6 +846,7 @@ fn a_cluster_member_killed_under_load_interrupts_nothing() {
     let all: Vec<&Proxy> = nodes.iter().collect();
 
     let load = Load::start(&all, "shop.test");
+    let reads = Load::reads(&all);
     let writers = Writers::start(&all[..2]);
     load.wait_more(200, "the load to run");
     let started = std::time::Instant::now();
@@ -830,40 +854,61 @@ fn a_cluster_member_killed_under_load_interrupts_nothing() {
         (writers.acked_since(started) >= 10).then_some(())
     });
 
-    // kill -9 the leader: the harder case (an election, and every client
-    // stream on it cut)
-    let victim = cluster.leader();
-    cluster.members[victim].kill();
-    let killed = std::time::Instant::now();
-    // long enough for every node's keep-alive (every 2 s) and watch to
-    // have met the dead member
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    wait_for(20, "writes acknowledged with a member down", || {
-        (writers.acked_since(killed) >= 10).then_some(())
-    });
-    load.wait_more(200, "proxied requests with a member down");
-    for p in &all {
-        let h = healthz(p);
-        assert_eq!(
-            h["status"],
-            "ok",
-            "a member down is not degraded: {h}\n{}",
-            p.log()
-                .lines()
-                .filter(|l| l.contains("state store"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+    // Two outages, each a kill -9 and a restart: first the member that is
+    // every node's first endpoint (their calls and their watch sessions
+    // start there), then whichever member leads then (an election, and
+    // every client stream on it cut).
+    let mut down = Vec::new();
+    for outage in ["first endpoint", "leader"] {
+        let victim = if outage == "leader" {
+            cluster.leader()
+        } else {
+            0
+        };
+        cluster.members[victim].kill();
+        let killed = std::time::Instant::now();
+        // long enough for every node's keep-alive (every 2 s) and watch to
+        // have met the dead member
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        wait_for(20, "writes acknowledged with a member down", || {
+            (writers.acked_since(killed) >= 10).then_some(())
+        });
+        load.wait_more(200, "proxied requests with a member down");
+        reads.wait_more(20, "admin reads with a member down");
+        if victim == 0 {
+            // the nodes' watch sessions were on it: they moved on, not down
+            for p in &all {
+                wait_for(10, "the node's session to move to another member", || {
+                    p.log()
+                        .contains("following etcd through another member")
+                        .then_some(())
+                });
+            }
+        }
+        for p in &all {
+            let h = healthz(p);
+            assert_eq!(
+                h["status"],
+                "ok",
+                "{outage} down is not degraded: {h}\n{}",
+                p.log()
+                    .lines()
+                    .filter(|l| l.contains("state store"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        cluster.members[victim].spawn();
+        let back = std::time::Instant::now();
+        down.push((killed, back, victim));
+        wait_for(20, "writes acknowledged after the member is back", || {
+            (writers.acked_since(back) >= 10).then_some(())
+        });
+        load.wait_more(200, "proxied requests after the member is back");
     }
-
-    cluster.members[victim].spawn();
-    let back = std::time::Instant::now();
-    wait_for(20, "writes acknowledged after the member is back", || {
-        (writers.acked_since(back) >= 10).then_some(())
-    });
-    load.wait_more(200, "proxied requests after the member is back");
     let writes = writers.stop();
     let (served, failures) = load.stop();
+    let (read, read_failures) = reads.stop();
 
     assert!(
         failures.is_empty(),
@@ -872,15 +917,28 @@ fn a_cluster_member_killed_under_load_interrupts_nothing() {
         served + failures.len(),
         &failures[..failures.len().min(5)]
     );
+    assert!(
+        read_failures.is_empty(),
+        "{} of {} admin reads failed, first: {:?}",
+        read_failures.len(),
+        read + read_failures.len(),
+        &read_failures[..read_failures.len().min(5)]
+    );
     let history = state_history(cluster.members.iter().map(|m| m.url()).collect(), &prefix);
     let acked = check_writes(&writes, &history);
-    let during = writes
+    let during: Vec<usize> = down
         .iter()
-        .filter(|w| w.status == 200 && w.at > killed && w.at < back)
-        .count();
+        .map(|&(killed, back, _)| {
+            writes
+                .iter()
+                .filter(|w| w.status == 200 && w.at > killed && w.at < back)
+                .count()
+        })
+        .collect();
     println!(
-        "cluster: {served} proxied requests, 0 failed; {} writes, {acked} acknowledged ({during} with the member down), {} documents in etcd's history",
+        "cluster: {served} proxied requests and {read} admin reads, 0 failed; {} writes, {acked} acknowledged ({during:?} with member {:?} down), {} documents in etcd's history",
         writes.len(),
+        down.iter().map(|d| d.2).collect::<Vec<_>>(),
         history.len()
     );
 
@@ -902,19 +960,21 @@ fn a_cluster_member_killed_under_load_interrupts_nothing() {
             percent
         );
     }
-    let restarted = &cluster.members[victim];
-    wait_for(10, "the restarted member to hold the last document", || {
-        let out = restarted
-            .ctl(&[
-                "get",
-                &format!("{prefix}/state"),
-                "--consistency=s",
-                "--print-value-only",
-            ])
-            .ok()?;
-        let doc: Value = serde_json::from_str(out.trim()).ok()?;
-        (doc["revision"].as_u64() == Some(last)).then_some(())
-    });
+    // every member, the restarted ones too, holds it (a local read)
+    for m in &cluster.members {
+        wait_for(10, "every member to hold the last document", || {
+            let out = m
+                .ctl(&[
+                    "get",
+                    &format!("{prefix}/state"),
+                    "--consistency=s",
+                    "--print-value-only",
+                ])
+                .ok()?;
+            let doc: Value = serde_json::from_str(out.trim()).ok()?;
+            (doc["revision"].as_u64() == Some(last)).then_some(())
+        });
+    }
     // and a change after it all is served everywhere
     let (code, body) = set_staging(&nodes[2], 100);
     assert_eq!(code, 200, "{body}");
