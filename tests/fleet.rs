@@ -1275,3 +1275,44 @@ fn a_takeover_does_not_write_over_a_final_record() {
     assert!(taker.save_operation_if(&noted, &fresh).unwrap());
     assert_eq!(runner.load_operation(&running.id).unwrap(), Some(noted));
 }
+
+/// A state write whose answer was lost with its member is retried on
+/// another one, where the compare fails on the write's own revision: when
+/// etcd holds exactly the document being written, it counts as written
+/// (applying the change again would apply it twice: a swap's exchange would
+/// swap back). The same situation made with two nodes: B writes a
+/// document, then A, still on the older base, writes the identical one.
+#[test]
+fn a_write_etcd_already_holds_counts_as_written() {
+    use slotproxy::store::{Persisted, StateStore, StoreError};
+    let etcd = Etcd::start();
+    let prefix = unique_prefix("landed");
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_store(&etcd, &prefix, dirs.0.path(), "node-a");
+    let b = open_store(&etcd, &prefix, dirs.1.path(), "node-b");
+    let mut doc = Persisted {
+        revision: 1,
+        ..Default::default()
+    };
+    a.load().unwrap();
+    a.save(&doc).unwrap();
+    b.load().unwrap();
+    doc.revision = 2;
+    b.save(&doc).unwrap();
+    // A's base is revision 1: its compare fails, but etcd holds its document
+    a.save(&doc).unwrap();
+    // a different document on the stale base is a conflict, as ever
+    let mut other = doc.clone();
+    other.revision = 3;
+    b.save(&other).unwrap();
+    let mut mine = doc.clone();
+    mine.revision = 3;
+    mine.state = serde_json::from_value(json!({"sites": {"shop": {
+        "name": "shop", "hostnames": ["shop.test"], "slots": {}
+    }}}))
+    .unwrap();
+    match a.save(&mine) {
+        Err(StoreError::Conflict(current)) => assert_eq!(*current, other),
+        r => panic!("want a conflict, got {r:?}"),
+    }
+}
