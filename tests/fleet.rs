@@ -133,10 +133,7 @@ fn a_change_or_swap_on_one_node_is_served_by_every_node() {
     );
     assert_eq!(code, 202, "{body}");
     let id = body["operation_id"].as_str().unwrap().to_string();
-    let op = wait_for(30, "the swap to end", || {
-        let (_, op) = api(&b, "GET", &format!("/api/v1/operations/{id}"), None);
-        (op["status"] != "running").then_some(op)
-    });
+    let op = wait_ended(&b, &b, &id);
     assert_eq!(op["status"], "succeeded", "{op}");
     for p in [&a, &c] {
         wait_for(3, "the swap to be served", || {
@@ -147,9 +144,18 @@ fn a_change_or_swap_on_one_node_is_served_by_every_node() {
     let log_of = |p: &Proxy| api(p, "GET", "/api/v1/sites/shop/activity", None).1;
     let on_b = log_of(&b);
     for p in [&a, &c] {
-        wait_for(3, "the same activity log", || {
-            (log_of(p) == on_b).then_some(())
-        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let here = log_of(p);
+            if here == on_b {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the activity log differs after 3 s:\non B: {on_b}\nhere: {here}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
     }
 
     // the fleet list: three live nodes, each at the current revision
@@ -434,9 +440,26 @@ fn start_swap(p: &Proxy) -> (u16, Value) {
     )
 }
 
-/// An operation that this node knows of and that has ended.
-fn ended(op: &Value) -> bool {
-    op["status"].as_str().is_some_and(|s| s != "running")
+/// Operation `id` once `p` shows it ended (30 s at most; the failure
+/// shows the record and what `runner`, the node running it, logged).
+fn wait_ended(p: &Proxy, runner: &Proxy, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let op = operation(p, id);
+        // (a node may not have heard of the operation yet: a 404 body)
+        if op["status"].as_str().is_some_and(|s| s != "running") {
+            return op;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = runner.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "operation {id} not ended after 30 s: {op}\nlog of its node (newest first):\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
 }
 
 fn operation(p: &Proxy, id: &str) -> Value {
@@ -484,19 +507,13 @@ fn one_swap_per_site_in_the_whole_fleet() {
     let (code, body) = start_swap(winner);
     assert_eq!(code, 409, "{body}");
     // (the other node may not have heard of the operation yet: 404 body)
-    let op = wait_for(30, "the swap to end", || {
-        let op = operation(loser, &id);
-        ended(&op).then_some(op)
-    });
+    let op = wait_ended(loser, winner, &id);
     assert_eq!(op["status"], "succeeded", "{op}");
     // released: the other node may swap back at once
     let (code, body) = start_swap(loser);
     assert_eq!(code, 202, "{body}");
     let back = body["operation_id"].as_str().unwrap().to_string();
-    let op = wait_for(30, "the swap back to end", || {
-        let op = operation(winner, &back);
-        ended(&op).then_some(op)
-    });
+    let op = wait_ended(winner, loser, &back);
     assert_eq!(op["status"], "succeeded", "{op}");
     for p in [&a, &b] {
         wait_for(3, "production back on v1", || {
@@ -559,15 +576,15 @@ fn a_swap_whose_node_dies_is_taken_over_when_its_lease_expires() {
         let r = get(&b, "shop-staging.slots.test", "/", &[]);
         (r.field("settings") == Some(r#"{"DB":"staging-db","FLAG":"new"}"#)).then_some(())
     });
-    let recovered = operation(&b, &id);
-    assert!(
+    // (the record of the re-posting is written once the POSTs are done)
+    wait_for(10, "the re-posting of settings to be recorded", || {
+        let recovered = operation(&b, &id);
         recovered["instances"]
-            .as_array()
-            .unwrap()
+            .as_array()?
             .iter()
-            .any(|i| i["phase"] == "recover_settings" && i["instance"] == v2.addr()),
-        "{recovered}"
-    );
+            .any(|i| i["phase"] == "recover_settings" && i["instance"] == v2.addr())
+            .then_some(())
+    });
     // the site still serves, from production as it was
     let r = get(&b, "shop.test", "/", &[]);
     assert_eq!(r.status, 200, "{}", r.body);
