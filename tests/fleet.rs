@@ -260,14 +260,46 @@ fn etcd_down_under_load_keeps_serving_refuses_writes_and_catches_up() {
     let (code, _) = api(&b, "GET", "/api/v1/sites/shop", None);
     assert_eq!(code, 200);
     assert_eq!(version(&b), "v1");
+    // writers through both nodes from now on: refused while etcd is down,
+    // acknowledged once it is back, none lost
+    let writers = Writers::start(&[&a, &b]);
     load.wait_more(500, "proxied requests with etcd down");
+    let refused = writers.stop();
 
+    let writers = Writers::start(&[&a, &b]);
     etcd.spawn();
     for p in [&a, &b] {
         wait_for(15, "the node to notice etcd is back", || {
             (healthz(p)["status"] == "ok").then_some(())
         });
         assert_eq!(store_up(p), 1.0);
+    }
+    let back = std::time::Instant::now();
+    wait_for(20, "writes acknowledged after etcd is back", || {
+        (writers.acked_since(back) >= 10).then_some(())
+    });
+    let writes = writers.stop();
+    assert!(
+        !refused.is_empty() && refused.iter().all(|w| w.status == 503),
+        "every write with etcd down is refused: {:?}",
+        refused.iter().find(|w| w.status != 503)
+    );
+    let history = state_history(vec![etcd.url()], &prefix);
+    let all_writes: Vec<Write> = refused.iter().chain(&writes).cloned().collect();
+    let acked = check_writes(&all_writes, &history);
+    assert!(acked >= 10);
+    println!(
+        "etcd down: {} writes refused (503) while it was down; {} writes while it came back: {} acknowledged (the rest 503), each in etcd's history",
+        refused.len(),
+        writes.len(),
+        acked
+    );
+    // both nodes converge on the last document
+    let (&last, _) = history.last_key_value().unwrap();
+    for p in [&a, &b] {
+        wait_for(10, "every node at the last revision", || {
+            (revision_of(p) == Some(last)).then_some(())
+        });
     }
     let (code, body) = set_staging(&a, 100);
     assert_eq!(code, 200, "{body}");
