@@ -133,10 +133,7 @@ fn a_change_or_swap_on_one_node_is_served_by_every_node() {
     );
     assert_eq!(code, 202, "{body}");
     let id = body["operation_id"].as_str().unwrap().to_string();
-    let op = wait_for(30, "the swap to end", || {
-        let (_, op) = api(&b, "GET", &format!("/api/v1/operations/{id}"), None);
-        (op["status"] != "running").then_some(op)
-    });
+    let op = wait_ended(&b, &b, &id);
     assert_eq!(op["status"], "succeeded", "{op}");
     for p in [&a, &c] {
         wait_for(3, "the swap to be served", || {
@@ -147,9 +144,18 @@ fn a_change_or_swap_on_one_node_is_served_by_every_node() {
     let log_of = |p: &Proxy| api(p, "GET", "/api/v1/sites/shop/activity", None).1;
     let on_b = log_of(&b);
     for p in [&a, &c] {
-        wait_for(3, "the same activity log", || {
-            (log_of(p) == on_b).then_some(())
-        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let here = log_of(p);
+            if here == on_b {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the activity log differs after 3 s:\non B: {on_b}\nhere: {here}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
     }
 
     // the fleet list: three live nodes, each at the current revision
@@ -254,14 +260,46 @@ fn etcd_down_under_load_keeps_serving_refuses_writes_and_catches_up() {
     let (code, _) = api(&b, "GET", "/api/v1/sites/shop", None);
     assert_eq!(code, 200);
     assert_eq!(version(&b), "v1");
+    // writers through both nodes from now on: refused while etcd is down,
+    // acknowledged once it is back, none lost
+    let writers = Writers::start(&[&a, &b]);
     load.wait_more(500, "proxied requests with etcd down");
+    let refused = writers.stop();
 
+    let writers = Writers::start(&[&a, &b]);
     etcd.spawn();
     for p in [&a, &b] {
         wait_for(15, "the node to notice etcd is back", || {
             (healthz(p)["status"] == "ok").then_some(())
         });
         assert_eq!(store_up(p), 1.0);
+    }
+    let back = std::time::Instant::now();
+    wait_for(20, "writes acknowledged after etcd is back", || {
+        (writers.acked_since(back) >= 10).then_some(())
+    });
+    let writes = writers.stop();
+    assert!(
+        !refused.is_empty() && refused.iter().all(|w| w.status == 503),
+        "every write with etcd down is refused: {:?}",
+        refused.iter().find(|w| w.status != 503)
+    );
+    let history = state_history(vec![etcd.url()], &prefix);
+    let all_writes: Vec<Write> = refused.iter().chain(&writes).cloned().collect();
+    let acked = check_writes(&all_writes, &history);
+    assert!(acked >= 10);
+    println!(
+        "etcd down: {} writes refused (503) while it was down; {} writes while it came back: {} acknowledged (the rest 503), each in etcd's history",
+        refused.len(),
+        writes.len(),
+        acked
+    );
+    // both nodes converge on the last document
+    let (&last, _) = history.last_key_value().unwrap();
+    for p in [&a, &b] {
+        wait_for(10, "every node at the last revision", || {
+            (revision_of(p) == Some(last)).then_some(())
+        });
     }
     let (code, body) = set_staging(&a, 100);
     assert_eq!(code, 200, "{body}");
@@ -434,9 +472,26 @@ fn start_swap(p: &Proxy) -> (u16, Value) {
     )
 }
 
-/// An operation that this node knows of and that has ended.
-fn ended(op: &Value) -> bool {
-    op["status"].as_str().is_some_and(|s| s != "running")
+/// Operation `id` once `p` shows it ended (30 s at most; the failure
+/// shows the record and what `runner`, the node running it, logged).
+fn wait_ended(p: &Proxy, runner: &Proxy, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let op = operation(p, id);
+        // (a node may not have heard of the operation yet: a 404 body)
+        if op["status"].as_str().is_some_and(|s| s != "running") {
+            return op;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = runner.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "operation {id} not ended after 30 s: {op}\nlog of its node (newest first):\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
 }
 
 fn operation(p: &Proxy, id: &str) -> Value {
@@ -484,19 +539,13 @@ fn one_swap_per_site_in_the_whole_fleet() {
     let (code, body) = start_swap(winner);
     assert_eq!(code, 409, "{body}");
     // (the other node may not have heard of the operation yet: 404 body)
-    let op = wait_for(30, "the swap to end", || {
-        let op = operation(loser, &id);
-        ended(&op).then_some(op)
-    });
+    let op = wait_ended(loser, winner, &id);
     assert_eq!(op["status"], "succeeded", "{op}");
     // released: the other node may swap back at once
     let (code, body) = start_swap(loser);
     assert_eq!(code, 202, "{body}");
     let back = body["operation_id"].as_str().unwrap().to_string();
-    let op = wait_for(30, "the swap back to end", || {
-        let op = operation(winner, &back);
-        ended(&op).then_some(op)
-    });
+    let op = wait_ended(winner, loser, &back);
     assert_eq!(op["status"], "succeeded", "{op}");
     for p in [&a, &b] {
         wait_for(3, "production back on v1", || {
@@ -559,15 +608,15 @@ fn a_swap_whose_node_dies_is_taken_over_when_its_lease_expires() {
         let r = get(&b, "shop-staging.slots.test", "/", &[]);
         (r.field("settings") == Some(r#"{"DB":"staging-db","FLAG":"new"}"#)).then_some(())
     });
-    let recovered = operation(&b, &id);
-    assert!(
+    // (the record of the re-posting is written once the POSTs are done)
+    wait_for(10, "the re-posting of settings to be recorded", || {
+        let recovered = operation(&b, &id);
         recovered["instances"]
-            .as_array()
-            .unwrap()
+            .as_array()?
             .iter()
-            .any(|i| i["phase"] == "recover_settings" && i["instance"] == v2.addr()),
-        "{recovered}"
-    );
+            .any(|i| i["phase"] == "recover_settings" && i["instance"] == v2.addr())
+            .then_some(())
+    });
     // the site still serves, from production as it was
     let r = get(&b, "shop.test", "/", &[]);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -578,9 +627,9 @@ fn a_swap_whose_node_dies_is_taken_over_when_its_lease_expires() {
     assert_eq!(code, 202, "{body}");
 }
 
-/// Clients sending proxied requests back to back over kept-alive
-/// connections (two per node) until stopped; every answer but a 200 from
-/// the demo app is a failure.
+/// Clients sending requests back to back over kept-alive connections until
+/// stopped (proxied requests, or admin API reads); every answer but a good
+/// 200 is a failure.
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
@@ -589,22 +638,45 @@ struct Load {
 }
 
 impl Load {
+    /// Proxied requests to `host`, two clients per node.
     fn start(nodes: &[&Proxy], host: &str) -> Load {
+        let targets = nodes
+            .iter()
+            .chain(nodes.iter())
+            .map(|p| (p.url("/"), Some(host.to_string()), "version: "))
+            .collect();
+        Self::on(targets)
+    }
+
+    /// Admin API reads (`GET /api/v1/sites/shop`), one client per node.
+    fn reads(nodes: &[&Proxy]) -> Load {
+        let targets = nodes
+            .iter()
+            .map(|p| (p.admin_url("/api/v1/sites/shop"), None, "\"revision\""))
+            .collect();
+        Self::on(targets)
+    }
+
+    /// One client per target: its URL, a `Host` for proxied requests (the
+    /// admin token otherwise), what a good answer's body holds.
+    fn on(targets: Vec<(String, Option<String>, &'static str)>) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
-        for p in nodes.iter().chain(nodes.iter()) {
-            let (url, host) = (p.url("/"), host.to_string());
+        for (url, host, good) in targets {
             let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
             threads.push(std::thread::spawn(move || {
                 let http = client();
                 while !stop.load(Ordering::SeqCst) {
-                    let r = http.get(&url).header("host", &host).send();
-                    let failed = match r {
+                    let req = match &host {
+                        Some(h) => http.get(&url).header("host", h),
+                        None => http.get(&url).bearer_auth(TOKEN),
+                    };
+                    let failed = match req.send() {
                         Ok(r) if r.status() == 200 => match r.text() {
-                            Ok(body) if body.contains("version: ") => None,
-                            Ok(body) => Some(format!("{url}: 200 but not the app: {body:?}")),
+                            Ok(body) if body.contains(good) => None,
+                            Ok(body) => Some(format!("{url}: 200 but not the answer: {body:?}")),
                             Err(e) => Some(format!("{url}: body: {e}")),
                         },
                         Ok(r) => Some(format!("{url}: {} {:?}", r.status(), r.text())),
@@ -823,6 +895,7 @@ fn a_cluster_member_killed_under_load_interrupts_nothing() {
     let all: Vec<&Proxy> = nodes.iter().collect();
 
     let load = Load::start(&all, "shop.test");
+    let reads = Load::reads(&all);
     let writers = Writers::start(&all[..2]);
     load.wait_more(200, "the load to run");
     let started = std::time::Instant::now();
@@ -830,40 +903,61 @@ fn a_cluster_member_killed_under_load_interrupts_nothing() {
         (writers.acked_since(started) >= 10).then_some(())
     });
 
-    // kill -9 the leader: the harder case (an election, and every client
-    // stream on it cut)
-    let victim = cluster.leader();
-    cluster.members[victim].kill();
-    let killed = std::time::Instant::now();
-    // long enough for every node's keep-alive (every 2 s) and watch to
-    // have met the dead member
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    wait_for(20, "writes acknowledged with a member down", || {
-        (writers.acked_since(killed) >= 10).then_some(())
-    });
-    load.wait_more(200, "proxied requests with a member down");
-    for p in &all {
-        let h = healthz(p);
-        assert_eq!(
-            h["status"],
-            "ok",
-            "a member down is not degraded: {h}\n{}",
-            p.log()
-                .lines()
-                .filter(|l| l.contains("state store"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+    // Two outages, each a kill -9 and a restart: first the member that is
+    // every node's first endpoint (their calls and their watch sessions
+    // start there), then whichever member leads then (an election, and
+    // every client stream on it cut).
+    let mut down = Vec::new();
+    for outage in ["first endpoint", "leader"] {
+        let victim = if outage == "leader" {
+            cluster.leader()
+        } else {
+            0
+        };
+        cluster.members[victim].kill();
+        let killed = std::time::Instant::now();
+        // long enough for every node's keep-alive (every 2 s) and watch to
+        // have met the dead member
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        wait_for(20, "writes acknowledged with a member down", || {
+            (writers.acked_since(killed) >= 10).then_some(())
+        });
+        load.wait_more(200, "proxied requests with a member down");
+        reads.wait_more(20, "admin reads with a member down");
+        if victim == 0 {
+            // the nodes' watch sessions were on it: they moved on, not down
+            for p in &all {
+                wait_for(10, "the node's session to move to another member", || {
+                    p.log()
+                        .contains("following etcd through another member")
+                        .then_some(())
+                });
+            }
+        }
+        for p in &all {
+            let h = healthz(p);
+            assert_eq!(
+                h["status"],
+                "ok",
+                "{outage} down is not degraded: {h}\n{}",
+                p.log()
+                    .lines()
+                    .filter(|l| l.contains("state store"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        cluster.members[victim].spawn();
+        let back = std::time::Instant::now();
+        down.push((killed, back, victim));
+        wait_for(20, "writes acknowledged after the member is back", || {
+            (writers.acked_since(back) >= 10).then_some(())
+        });
+        load.wait_more(200, "proxied requests after the member is back");
     }
-
-    cluster.members[victim].spawn();
-    let back = std::time::Instant::now();
-    wait_for(20, "writes acknowledged after the member is back", || {
-        (writers.acked_since(back) >= 10).then_some(())
-    });
-    load.wait_more(200, "proxied requests after the member is back");
     let writes = writers.stop();
     let (served, failures) = load.stop();
+    let (read, read_failures) = reads.stop();
 
     assert!(
         failures.is_empty(),
@@ -872,15 +966,28 @@ fn a_cluster_member_killed_under_load_interrupts_nothing() {
         served + failures.len(),
         &failures[..failures.len().min(5)]
     );
+    assert!(
+        read_failures.is_empty(),
+        "{} of {} admin reads failed, first: {:?}",
+        read_failures.len(),
+        read + read_failures.len(),
+        &read_failures[..read_failures.len().min(5)]
+    );
     let history = state_history(cluster.members.iter().map(|m| m.url()).collect(), &prefix);
     let acked = check_writes(&writes, &history);
-    let during = writes
+    let during: Vec<usize> = down
         .iter()
-        .filter(|w| w.status == 200 && w.at > killed && w.at < back)
-        .count();
+        .map(|&(killed, back, _)| {
+            writes
+                .iter()
+                .filter(|w| w.status == 200 && w.at > killed && w.at < back)
+                .count()
+        })
+        .collect();
     println!(
-        "cluster: {served} proxied requests, 0 failed; {} writes, {acked} acknowledged ({during} with the member down), {} documents in etcd's history",
+        "cluster: {served} proxied requests and {read} admin reads, 0 failed; {} writes, {acked} acknowledged ({during:?} with member {:?} down), {} documents in etcd's history",
         writes.len(),
+        down.iter().map(|d| d.2).collect::<Vec<_>>(),
         history.len()
     );
 
@@ -902,19 +1009,21 @@ fn a_cluster_member_killed_under_load_interrupts_nothing() {
             percent
         );
     }
-    let restarted = &cluster.members[victim];
-    wait_for(10, "the restarted member to hold the last document", || {
-        let out = restarted
-            .ctl(&[
-                "get",
-                &format!("{prefix}/state"),
-                "--consistency=s",
-                "--print-value-only",
-            ])
-            .ok()?;
-        let doc: Value = serde_json::from_str(out.trim()).ok()?;
-        (doc["revision"].as_u64() == Some(last)).then_some(())
-    });
+    // every member, the restarted ones too, holds it (a local read)
+    for m in &cluster.members {
+        wait_for(10, "every member to hold the last document", || {
+            let out = m
+                .ctl(&[
+                    "get",
+                    &format!("{prefix}/state"),
+                    "--consistency=s",
+                    "--print-value-only",
+                ])
+                .ok()?;
+            let doc: Value = serde_json::from_str(out.trim()).ok()?;
+            (doc["revision"].as_u64() == Some(last)).then_some(())
+        });
+    }
     // and a change after it all is served everywhere
     let (code, body) = set_staging(&nodes[2], 100);
     assert_eq!(code, 200, "{body}");
@@ -1214,4 +1323,45 @@ fn a_takeover_does_not_write_over_a_final_record() {
     noted.error = Some("noted".into());
     assert!(taker.save_operation_if(&noted, &fresh).unwrap());
     assert_eq!(runner.load_operation(&running.id).unwrap(), Some(noted));
+}
+
+/// A state write whose answer was lost with its member is retried on
+/// another one, where the compare fails on the write's own revision: when
+/// etcd holds exactly the document being written, it counts as written
+/// (applying the change again would apply it twice: a swap's exchange would
+/// swap back). The same situation made with two nodes: B writes a
+/// document, then A, still on the older base, writes the identical one.
+#[test]
+fn a_write_etcd_already_holds_counts_as_written() {
+    use slotproxy::store::{Persisted, StateStore, StoreError};
+    let etcd = Etcd::start();
+    let prefix = unique_prefix("landed");
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_store(&etcd, &prefix, dirs.0.path(), "node-a");
+    let b = open_store(&etcd, &prefix, dirs.1.path(), "node-b");
+    let mut doc = Persisted {
+        revision: 1,
+        ..Default::default()
+    };
+    a.load().unwrap();
+    a.save(&doc).unwrap();
+    b.load().unwrap();
+    doc.revision = 2;
+    b.save(&doc).unwrap();
+    // A's base is revision 1: its compare fails, but etcd holds its document
+    a.save(&doc).unwrap();
+    // a different document on the stale base is a conflict, as ever
+    let mut other = doc.clone();
+    other.revision = 3;
+    b.save(&other).unwrap();
+    let mut mine = doc.clone();
+    mine.revision = 3;
+    mine.state = serde_json::from_value(json!({"sites": {"shop": {
+        "name": "shop", "hostnames": ["shop.test"], "slots": {}
+    }}}))
+    .unwrap();
+    match a.save(&mine) {
+        Err(StoreError::Conflict(current)) => assert_eq!(*current, other),
+        r => panic!("want a conflict, got {r:?}"),
+    }
 }

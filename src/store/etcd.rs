@@ -32,9 +32,9 @@
 //! [`EtcdStore::follow`] runs the node's session on a runtime of the store's
 //! own: read everything, watch the prefix from that revision, keep the
 //! node's lease alive, all on the member that answered the read; when that
-//! member goes away, a new session starts at once on another one. A change by another node reaches the control plane
-//! through [`StoreListener`]; a failed keep-alive (etcd unreachable) marks the
-//! store down (writes answer 503, `slotproxy_state_store_up` 0) until a new
+//! member goes away, a new session starts at once on another one. A change
+//! by another node reaches the control plane through [`StoreListener`]; no
+//! member answering (etcd unreachable) marks the store down (writes answer 503, `slotproxy_state_store_up` 0) until a new
 //! session reads everything again, which is also how a node catches up after
 //! a compaction or a restored etcd (revision going backwards).
 
@@ -204,8 +204,9 @@ impl EtcdStore {
         crate::metrics::set_state_store_up(up);
     }
 
-    /// Run `fut` on the store's runtime and wait for it (from any thread,
-    /// inside an async runtime or not), at most [`CALL_TIMEOUT`].
+    /// Run `f` with a member's client on the store's runtime and wait for
+    /// it (from any thread, inside an async runtime or not), at most
+    /// [`CALL_TIMEOUT`] per member tried.
     fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -397,34 +398,31 @@ impl EtcdStore {
             .await
         {
             Ok(why) => SessionEnd::Again(why),
-            // not up yet: the member failed between the read and the watch
-            Err((why, false)) => SessionEnd::Unreachable(format!("{url}: {why}")),
-            Err((why, true)) => SessionEnd::Lost(format!("{url}: {why}"), endpoint),
+            Err(why) => SessionEnd::Lost(format!("{url}: {why}"), endpoint),
         }
     }
 
     /// The session's stream part, on one member's `client`. `Ok(why)` asks
     /// for a new session at once (the watch was compacted away, or etcd's
-    /// revision went backwards: restored); `Err((why, was_up))` means that
-    /// member cannot be followed any more.
+    /// revision went backwards: restored); `Err(why)` means that member
+    /// cannot be followed any more.
     async fn session_on(
         &self,
         mut client: Client,
         listener: &std::sync::mpsc::Sender<Delivery>,
         last_revision: &mut i64,
         read: ReadAll,
-    ) -> Result<String, (String, bool)> {
+    ) -> Result<String, String> {
         let (doc, ops, claims, revision) = read;
-        let down = |why: String| (why, false);
         let lease = tokio::time::timeout(CALL_TIMEOUT, client.lease_grant(NODE_TTL_SECS, None))
             .await
-            .map_err(|_| down("lease grant: no answer".to_string()))?
-            .map_err(|e| down(format!("lease grant: {e}")))?
+            .map_err(|_| "lease grant: no answer".to_string())?
+            .map_err(|e| format!("lease grant: {e}"))?
             .id();
         let (mut keeper, mut beats) = client
             .lease_keep_alive(lease)
             .await
-            .map_err(|e| down(format!("lease keep-alive: {e}")))?;
+            .map_err(|e| format!("lease keep-alive: {e}"))?;
         let mut watch = client
             .watch(
                 self.prefix.as_bytes().to_vec(),
@@ -435,7 +433,7 @@ impl EtcdStore {
                 ),
             )
             .await
-            .map_err(|e| down(format!("watch: {e}")))?;
+            .map_err(|e| format!("watch: {e}"))?;
         // Everything from this read on reaches the listener in order.
         *lock(&self.base) = match &doc {
             Some((d, m)) => Base {
@@ -451,8 +449,7 @@ impl EtcdStore {
         *lock(&self.claims) = claims;
         let _ = listener.send(Delivery::Claims(live));
         self.set_up(true, "");
-        let lost = |why: String| (why, true);
-        self.refresh_node(&mut client, lease).await.map_err(lost)?;
+        self.refresh_node(&mut client, lease).await?;
         let mut probe = tokio::time::interval(PROBE);
         probe.tick().await;
         loop {
@@ -460,8 +457,8 @@ impl EtcdStore {
                 msg = watch.message() => {
                     let resp = match msg {
                         Ok(Some(r)) => r,
-                        Ok(None) => return Err(lost("the watch ended".into())),
-                        Err(e) => return Err(lost(format!("watch: {e}"))),
+                        Ok(None) => return Err("the watch ended".into()),
+                        Err(e) => return Err(format!("watch: {e}")),
                     };
                     if resp.canceled() {
                         return Ok(format!(
@@ -494,13 +491,13 @@ impl EtcdStore {
                                 ));
                             }
                         }
-                        Ok(Ok(_)) => return Err(lost("the node lease expired".into())),
-                        Ok(Err(e)) => return Err(lost(format!("keep-alive: {e}"))),
-                        Err(_) => return Err(lost(format!(
+                        Ok(Ok(_)) => return Err("the node lease expired".into()),
+                        Ok(Err(e)) => return Err(format!("keep-alive: {e}")),
+                        Err(_) => return Err(format!(
                             "no answer within {}s", CALL_TIMEOUT.as_secs()
-                        ))),
+                        )),
                     }
-                    self.refresh_node(&mut client, lease).await.map_err(lost)?;
+                    self.refresh_node(&mut client, lease).await?;
                 }
             }
         }
@@ -630,8 +627,8 @@ impl EtcdStore {
 enum SessionEnd {
     /// Read everything again at once: compacted, or restored.
     Again(String),
-    /// The member it followed (this endpoint) went away after the session
-    /// was up: follow another one.
+    /// The member it followed (this endpoint) went away: follow another
+    /// one at once.
     Lost(String, usize),
     /// No member could be read from: etcd is unreachable.
     Unreachable(String),
