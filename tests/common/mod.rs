@@ -170,35 +170,43 @@ impl Proxy {
 
     /// Start with the generated config text passed through `edit` first
     /// (e.g. to add `[server]` keys).
-    pub fn start_edited(
-        sites: &str,
-        grace_secs: u64,
-        edit: impl FnOnce(String) -> String,
-    ) -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
-        let (port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
-        let config_path = dir.path().join("config.toml");
-        let text = config_text_with_grace(
-            port,
-            admin_port,
-            metrics_port,
-            &dir.path().join("state"),
-            sites,
-            grace_secs,
-        );
-        std::fs::write(&config_path, edit(text)).unwrap();
-        let mut p = Proxy {
-            child: None,
-            port,
-            admin_port,
-            metrics_port,
-            dir,
-            config_path,
-            grace_secs,
-            retired: Vec::new(),
-        };
-        p.spawn();
-        p
+    ///
+    /// Ports come from binding port 0 and letting go, so another process
+    /// can take one before slotproxy binds it: then it starts again on new
+    /// ports (a few times), instead of failing the test over a race of the
+    /// harness.
+    pub fn start_edited(sites: &str, grace_secs: u64, edit: impl Fn(String) -> String) -> Proxy {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dir = tempfile::tempdir().unwrap();
+            let (port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
+            let config_path = dir.path().join("config.toml");
+            let text = config_text_with_grace(
+                port,
+                admin_port,
+                metrics_port,
+                &dir.path().join("state"),
+                sites,
+                grace_secs,
+            );
+            std::fs::write(&config_path, edit(text)).unwrap();
+            let mut p = Proxy {
+                child: None,
+                port,
+                admin_port,
+                metrics_port,
+                dir,
+                config_path,
+                grace_secs,
+                retired: Vec::new(),
+            };
+            match p.try_spawn() {
+                Ok(()) => return p,
+                Err(why) if attempt < 5 && why.contains("Address already in use") => continue,
+                Err(why) => panic!("{why}"),
+            }
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -207,6 +215,13 @@ impl Proxy {
 
     /// (Re)start the process on the same ports, config and state.
     pub fn spawn(&mut self) {
+        if let Err(why) = self.try_spawn() {
+            panic!("{why}");
+        }
+    }
+
+    /// [`spawn`](Self::spawn), telling why it did not come up.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -225,13 +240,18 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !port_open(port) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("slotproxy exited with {status}:\n{}", self.log());
+                self.child = None;
+                return Err(format!("slotproxy exited with {status}:\n{}", self.log()));
             }
             if Instant::now() > deadline {
-                panic!("slotproxy did not listen within 30s:\n{}", self.log());
+                return Err(format!(
+                    "slotproxy did not listen within 30s:\n{}",
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        Ok(())
     }
 
     pub fn log(&self) -> String {
