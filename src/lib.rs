@@ -16,6 +16,7 @@ pub mod demo;
 pub mod drain;
 pub mod health;
 pub mod instance_client;
+pub mod lean;
 pub mod limits;
 pub mod live;
 pub mod metrics;
