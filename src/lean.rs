@@ -29,6 +29,7 @@
 //! request (HTTP/1.1), and the retry of a request whose pooled connection
 //! turned out to be closed before any response byte arrived.
 
+use crate::idle_pool::IdlePool;
 use crate::limits::FastPath;
 use crate::proxy::{
     bad_gateway_message, failure_status, final_response, forwarded_headers, local_response,
@@ -38,9 +39,10 @@ use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use pingora_core::apps::{HttpPersistentSettings, ReusedHttpStream};
-use pingora_core::connectors::http::v1::Connector;
+use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use std::sync::Arc;
@@ -50,20 +52,63 @@ use std::sync::Arc;
 /// default `max_retries` is the same.
 const MAX_ATTEMPTS: u32 = 16;
 
-/// The lean path's state: the routing table, the upstream time-outs and
-/// its own connector (pool of idle upstream connections).
+/// The lean path's state: the routing table, the upstream time-outs,
+/// pingora's transport connector (connect, time-out, TLS) and the idle
+/// connections to instances (`idle_pool`).
 pub struct Lean {
     table: Arc<ArcSwap<RouteTable>>,
     timeouts: UpstreamTimeouts,
-    connector: Connector,
+    transport: TransportConnector,
+    idle: Arc<IdlePool>,
 }
 
 impl Lean {
     pub fn new(table: Arc<ArcSwap<RouteTable>>, timeouts: UpstreamTimeouts) -> Lean {
+        let idle = Arc::new(IdlePool::new());
+        // the sweep closes expired idle connections; it ends with the pool
+        let weak = Arc::downgrade(&idle);
+        let sweeper = std::thread::Builder::new()
+            .name("slotproxy-idle-sweep".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                match weak.upgrade() {
+                    Some(pool) => pool.sweep(),
+                    None => return,
+                }
+            });
+        if let Err(e) = sweeper {
+            log::warn!("idle upstream connections will not be swept: {e}");
+        }
         Lean {
             table,
             timeouts,
-            connector: Connector::new(None),
+            transport: TransportConnector::new(None),
+            idle,
+        }
+    }
+
+    /// A connection to `peer`: an idle one if there is one (`true`), else
+    /// a new one.
+    async fn connect(&self, peer: &HttpPeer) -> Result<(UpstreamSession, bool)> {
+        let addr = peer.address().as_inet().copied();
+        if let Some(stream) = addr.and_then(|a| self.idle.take(&a)) {
+            return Ok((UpstreamSession::new_with_options(stream, peer), true));
+        }
+        let stream = self.transport.new_stream(peer).await?;
+        Ok((UpstreamSession::new_with_options(stream, peer), false))
+    }
+
+    /// Return the connection to the idle pool if its response was read
+    /// to the end and both sides allow keep-alive.
+    async fn release(&self, mut up: UpstreamSession, peer: &HttpPeer) {
+        up.respect_keepalive();
+        let (Some(addr), Some(idle)) =
+            (peer.address().as_inet().copied(), peer.options.idle_timeout)
+        else {
+            return;
+        };
+        if let Some(stream) = up.reuse().await {
+            self.idle.put(addr, stream, idle);
         }
     }
 }
@@ -131,7 +176,7 @@ impl Lean {
         }
         loop {
             let peer = ctx.next_peer(&self.timeouts).map_err(Failed::Early)?;
-            let (mut up, reused) = match self.connector.get_http_session(&peer).await {
+            let (mut up, reused) = match self.connect(&peer).await {
                 Ok(c) => c,
                 Err(e) => {
                     if ctx.connect_failed(&e) && ctx.attempts < MAX_ATTEMPTS {
@@ -145,9 +190,7 @@ impl Lean {
             up.write_timeout = peer.options.write_timeout;
             match self.exchange(session, &mut up, ctx).await {
                 Ok(()) => {
-                    self.connector
-                        .release_http_session(up, &peer, peer.options.idle_timeout)
-                        .await;
+                    self.release(up, &peer).await;
                     return Ok(());
                 }
                 Err(Failed::Early(mut e)) => {

@@ -15,6 +15,7 @@ pub mod control;
 pub mod demo;
 pub mod drain;
 pub mod health;
+pub mod idle_pool;
 pub mod instance_client;
 pub mod lean;
 pub mod limits;
