@@ -325,3 +325,75 @@ impl FastPath for Lean {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Health;
+    use crate::routing::table::compile_toml;
+
+    const CFG: &str = r#"
+[[sites]]
+name = "web"
+hostnames = ["web.example.com"]
+[[sites.slots]]
+name = "production"
+instances = ["127.0.0.1:3001"]
+[[sites.slots]]
+name = "staging"
+instances = ["127.0.0.1:3002"]
+
+[[sites]]
+name = "grpc"
+hostnames = ["grpc.example.com"]
+[[sites.slots]]
+name = "production"
+instances = ["127.0.0.1:3003"]
+[[sites.slots]]
+name = "staging"
+instances = ["127.0.0.1:3004"]
+instances_protocol = "h2c"
+"#;
+
+    #[test]
+    fn sites_with_an_h2c_slot_are_left_to_pingora_proxy() {
+        let t = compile_toml(CFG, &Health::new());
+        assert!(serves_host(&t, b"web.example.com"));
+        assert!(serves_host(&t, b"WEB.example.com:8080"));
+        // one h2c slot is enough: the decision comes after the choice
+        assert!(!serves_host(&t, b"grpc.example.com"));
+        // unknown hosts get their 404 here
+        assert!(serves_host(&t, b"nowhere.example.com"));
+    }
+
+    #[test]
+    fn the_upstream_request_is_http11_without_hop_by_hop_fields() {
+        let t = Arc::new(compile_toml(CFG, &Health::new()));
+        let mut req = RequestHeader::build("GET", b"/a?b=c", None).unwrap();
+        req.set_version(http::Version::HTTP_10);
+        req.insert_header("host", "web.example.com").unwrap();
+        req.insert_header("connection", "keep-alive").unwrap();
+        req.insert_header("keep-alive", "timeout=5").unwrap();
+        req.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
+        req.insert_header("accept", "*/*").unwrap();
+        let mut ctx = RequestCtx::default();
+        let peer = Some("10.1.2.3".parse().unwrap());
+        assert!(route_request(t, &req, peer, false, &mut ctx).is_none());
+        let up = upstream_request(&req, &ctx).unwrap();
+        assert_eq!(up.version, http::Version::HTTP_11);
+        assert_eq!(up.raw_path(), b"/a?b=c");
+        let get = |n: &str| up.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(get("connection"), None);
+        assert_eq!(get("keep-alive"), None);
+        assert_eq!(get("host").as_deref(), Some("web.example.com"));
+        assert_eq!(get("accept").as_deref(), Some("*/*"));
+        // an untrusted peer's X-Forwarded-For is replaced
+        assert_eq!(get("x-forwarded-for").as_deref(), Some("10.1.2.3"));
+        assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
+        assert_eq!(get("x-forwarded-host").as_deref(), Some("web.example.com"));
+        let slot = get("x-slot-name").unwrap();
+        assert!(slot == "production" || slot == "staging", "{slot}");
+        // the client's own header is left as it was
+        assert_eq!(req.headers.get("connection").unwrap(), "keep-alive");
+    }
+}
