@@ -34,9 +34,9 @@ for bin in "${BINS[@]}"; do
   wait "$perf_pid" || true
   echo "--- top $SYMBOLS symbols (self time) of $bin"
   perf report -i "$TMP/perf-$i.data" --no-children --sort symbol --stdio 2>/dev/null \
-    | grep -E '^ +[0-9.]+%' | head -n "$SYMBOLS"
+    | grep -E '^ +[0-9.]+%' | head -n "$SYMBOLS" || true
   echo "--- by part (self time)"
-  perf report -i "$TMP/perf-$i.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+  { perf report -i "$TMP/perf-$i.data" --no-children --sort dso,symbol --stdio 2>/dev/null || true; } \
     | grep -E '^ +[0-9.]+%' | python3 -c '
 import re, sys
 parts = {"kernel": 0.0, "allocator (mimalloc)": 0.0, "pingora-proxy": 0.0, "pingora-core/http/error": 0.0,
