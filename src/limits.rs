@@ -602,7 +602,11 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
             session.set_pipelined_prefix(mine);
             session.set_read_timeout(Some(self.limits.body_timeout));
             let reused = match &self.fast {
-                Some(f) if fast => f.serve(session, closing).await,
+                // boxed, as pingora's own app future is (async_trait): inline,
+                // the request's whole state would sit in every idle
+                // connection's task (measured: 26.7 instead of 14.8 KiB per
+                // idle connection)
+                Some(f) if fast => Box::pin(f.serve(session, closing)).await,
                 _ => self.inner.process_new_http(session, shutdown).await,
             };
             let Some(reused) = reused else {
