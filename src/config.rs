@@ -110,6 +110,9 @@ pub struct ServerSection {
     pub h2c: bool,
     /// Most concurrent streams one HTTP/2 client connection may open.
     pub h2_max_concurrent_streams: u32,
+    /// Plain HTTP/1 requests (no body, no upgrade) take the lean proxy
+    /// path (`lean`); `false` sends every request through pingora-proxy.
+    pub lean_http1: bool,
 }
 
 impl Default for ServerSection {
@@ -138,6 +141,7 @@ impl Default for ServerSection {
             max_connections_per_ip: 0,
             h2c: true,
             h2_max_concurrent_streams: 128,
+            lean_http1: true,
         }
     }
 }

@@ -49,17 +49,85 @@ const MAX_HEADERS: usize = 128;
 
 /// The body length of the request whose complete header is `head`.
 pub fn body_length(head: &[u8]) -> BodyLength {
+    inspect(head).body
+}
+
+/// What the connection loop learns from one parse of a request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inspected<'a> {
+    pub body: BodyLength,
+    /// The `Host` value when the request is *plain*: one the lean HTTP/1
+    /// path (`lean`) can forward without pingora-proxy's machinery — an
+    /// origin-form target, one `Host`, no body, and no hop-by-hop field
+    /// but `Connection: keep-alive`/`close` and `Keep-Alive` (no upgrade,
+    /// no `Expect`, no `TE`, no proxy fields). `None` for anything else.
+    pub plain_host: Option<&'a [u8]>,
+}
+
+/// Parse the complete request header `head` once: its body length (the
+/// fence) and whether it is plain (see [`Inspected::plain_host`]).
+pub fn inspect(head: &[u8]) -> Inspected<'_> {
+    let unknown = Inspected {
+        body: BodyLength::Unknown,
+        plain_host: None,
+    };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return BodyLength::Unknown,
+        _ => return unknown,
     }
     if req.method == Some("CONNECT") {
-        return BodyLength::Unknown;
+        return unknown;
     }
+    let body = body_length_of(req.headers);
+    let plain_host =
+        if body == BodyLength::Exactly(0) && req.path.is_some_and(|p| p.starts_with('/')) {
+            plain_host(req.headers)
+        } else {
+            None
+        };
+    Inspected { body, plain_host }
+}
+
+/// The one `Host` value of headers that carry no hop-by-hop field the lean
+/// path would have to interpret.
+fn plain_host<'a>(headers: &[httparse::Header<'a>]) -> Option<&'a [u8]> {
+    let mut host = None;
+    for h in headers {
+        let name = h.name.as_bytes();
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("host") {
+            if host.is_some() {
+                return None;
+            }
+            host = Some(h.value);
+        } else if is("connection") {
+            let simple = h.value.split(|&b| b == b',').all(|t| {
+                let t = t.trim_ascii();
+                t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+            });
+            if !simple {
+                return None;
+            }
+        } else if is("expect")
+            || is("te")
+            || is("trailer")
+            || is("upgrade")
+            || is("proxy-connection")
+            || is("proxy-authorization")
+            || is("proxy-authenticate")
+            || is("http2-settings")
+        {
+            return None;
+        }
+    }
+    host
+}
+
+fn body_length_of(headers: &[httparse::Header<'_>]) -> BodyLength {
     let mut length: Option<u64> = None;
-    for h in req.headers.iter() {
+    for h in headers {
         if h.name.eq_ignore_ascii_case("transfer-encoding")
             || h.name.eq_ignore_ascii_case("upgrade")
         {
@@ -86,8 +154,18 @@ pub fn body_length(head: &[u8]) -> BodyLength {
 /// the body already here go to pingora, the rest is the next request's.
 /// Returns (for pingora, body bytes still to read from the socket or
 /// `None` for no fence, the next request's bytes).
-pub fn split_request(mut buf: BytesMut, head_len: usize) -> (BytesMut, Option<u64>, BytesMut) {
-    match body_length(&buf[..head_len]) {
+pub fn split_request(buf: BytesMut, head_len: usize) -> (BytesMut, Option<u64>, BytesMut) {
+    let body = body_length(&buf[..head_len]);
+    split_at_body(buf, head_len, body)
+}
+
+/// [`split_request`] with the body length already known (from [`inspect`]).
+pub fn split_at_body(
+    mut buf: BytesMut,
+    head_len: usize,
+    body: BodyLength,
+) -> (BytesMut, Option<u64>, BytesMut) {
+    match body {
         BodyLength::Exactly(len) => {
             let here = (buf.len() - head_len) as u64;
             if here > len {
@@ -375,6 +453,47 @@ mod tests {
             len(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
             BodyLength::Unknown
         );
+    }
+
+    fn plain(head: &str) -> Option<&str> {
+        inspect(head.as_bytes())
+            .plain_host
+            .map(|h| std::str::from_utf8(h).unwrap())
+    }
+
+    #[test]
+    fn plain_requests_are_bodiless_origin_form_with_one_host() {
+        assert_eq!(plain("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some("a"));
+        assert_eq!(
+            plain("HEAD /x?y HTTP/1.0\r\nhost: b:8080\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\n\r\n"),
+            Some("b:8080")
+        );
+        assert_eq!(
+            plain("GET / HTTP/1.1\r\nHost: a\r\nConnection: close , keep-alive\r\nContent-Length: 0\r\n\r\n"),
+            Some("a")
+        );
+        for head in [
+            // no Host, two Hosts
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            // a body, or one that cannot be framed
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            // not origin-form
+            "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            // hop-by-hop fields that need pingora-proxy's handling
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-secret\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: keep-alive\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            assert_eq!(plain(head), None, "{head:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::modules::http::HttpModules;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -149,6 +150,77 @@ impl RequestCtx {
     fn count_upstream_error(&self, e: &Error) {
         metrics::upstream_error(self.slot_metrics(), error_kind(e.etype()));
     }
+
+    /// The peer for the next attempt: the slot's next untried instance,
+    /// with the configured time-outs.
+    pub fn next_peer(&mut self, timeouts: &UpstreamTimeouts) -> Result<HttpPeer> {
+        let pool = self
+            .pool()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request was not routed"))?;
+        // An upstream error (502), not an internal one: the slot has no
+        // instance left that could take the request.
+        let no_route = |why: &'static str| Error::explain(ErrorType::ConnectNoRoute, why).into_up();
+        let Some(i) = pool.pick(self.tried) else {
+            return Err(no_route("no instance of the slot is left to try"));
+        };
+        let instance = &pool.instances[i];
+        let addr = instance
+            .addr
+            .ok_or_else(|| no_route("instance does not resolve"))?;
+        let mut peer = match pool.probe.protocol {
+            InstancesProtocol::Http1 => HttpPeer::new(addr, false, String::new()),
+            InstancesProtocol::H2c => {
+                // HTTP/2 only, without TLS: pingora then speaks h2c
+                let mut peer = HttpPeer::new(addr, false, String::new());
+                peer.options.set_http_version(2, 2);
+                peer
+            }
+            InstancesProtocol::H2 => {
+                // TLS offering only ALPN h2; the certificate must be valid
+                // for the instance's host and chain to the deployment's CA
+                let name = crate::upstream_tls::server_name(&instance.label);
+                let mut peer = HttpPeer::new(addr, true, name.to_string());
+                peer.options.set_http_version(2, 2);
+                if let Some(ca) = &pool.probe.tls_ca {
+                    peer.options.ca = Some(crate::upstream_tls::trusted(ca).peer.clone());
+                }
+                peer
+            }
+        };
+        let read_timeout = pool.read_timeout;
+        self.attempts += 1;
+        self.instance = Some(i);
+        self.connect_start = Some(Instant::now());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(read_timeout.unwrap_or(timeouts.read));
+        peer.options.write_timeout = Some(timeouts.write);
+        peer.options.idle_timeout = Some(timeouts.idle);
+        Ok(peer)
+    }
+
+    /// A connection to the instance failed: count it, mark the instance
+    /// tried; returns whether another instance of the slot is left to try.
+    pub fn connect_failed(&mut self, e: &Error) -> bool {
+        self.count_upstream_error(e);
+        self.connect_failed = true;
+        // Only a failed connect marks the instance as tried: a request that
+        // is retried after a stale pooled connection may go to the same
+        // instance again over a fresh one.
+        if let Some(i) = self.instance {
+            self.tried |= 1 << i;
+        }
+        // Nothing was sent yet, so any method may go to the slot's next
+        // instance; never to another slot.
+        self.pool().is_some_and(|p| p.has_untried(self.tried))
+    }
+
+    /// A connection to the instance is up (`reused`: from the pool).
+    pub fn connected(&mut self, reused: bool) {
+        self.connect_failed = false;
+        if let (false, Some(start)) = (reused, self.connect_start) {
+            metrics::upstream_connected(self.slot_metrics(), start.elapsed());
+        }
+    }
 }
 
 /// The bounded `kind` label of an upstream failure.
@@ -166,10 +238,30 @@ fn error_kind(e: &ErrorType) -> UpstreamErrorKind {
     }
 }
 
-/// Answer locally with a one-line plain-text body.
-/// The proxy's own answer: plain text, or for a gRPC request its
-/// Trailers-Only form (`grpc`). `ctx.local_status` keeps the HTTP status
-/// for metrics and the access log either way.
+/// A local answer: a one-line plain-text body (the proxy's 404, 403, 503,
+/// 502 and 408 pages, on either request path).
+pub fn local_response(status: u16, message: String) -> Result<(Box<ResponseHeader>, Bytes)> {
+    let body = Bytes::from(message + "\n");
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    Ok((Box::new(resp), body))
+}
+
+/// The body of a local answer that has nothing more to say than its
+/// status: `400 Bad Request`.
+pub fn status_line(code: u16) -> String {
+    let reason = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("Error");
+    format!("{code} {reason}")
+}
+
+/// The proxy's own answer on the pingora-proxy path: plain text, or for a
+/// gRPC request its Trailers-Only form (`grpc`). `ctx.local_status` keeps
+/// the HTTP status for metrics and the access log either way.
 async fn respond(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -187,17 +279,13 @@ async fn respond(
         session.write_response_header(Box::new(resp), true).await?;
         return Ok(true);
     }
-    let body = Bytes::from(message + "\n");
-    let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    session.write_response_header(Box::new(resp), false).await?;
+    let (resp, body) = local_response(status, message)?;
+    session.write_response_header(resp, false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
 }
 
-fn host_of(req: &RequestHeader) -> &[u8] {
+pub fn host_of(req: &RequestHeader) -> &[u8] {
     match req.headers.get(http::header::HOST) {
         Some(h) => h.as_bytes(),
         None => req.uri.authority().map_or(&[], |a| a.as_str().as_bytes()),
@@ -226,6 +314,214 @@ fn shown(v: &[u8]) -> String {
     format!("{:?}", s)
 }
 
+/// Route a request (host lookup, `decide`, `ip_allow`) and fill `ctx` with
+/// the answer; `Some((status, message))` when it must be answered locally
+/// (404, 403, 503). Both request paths call this: the `request_filter` hook
+/// and the lean HTTP/1 path (`lean`).
+pub fn route_request(
+    table: Arc<RouteTable>,
+    req: &RequestHeader,
+    peer_ip: Option<IpAddr>,
+    tls_here: bool,
+    ctx: &mut RequestCtx,
+) -> Option<(u16, String)> {
+    ctx.peer_ip = peer_ip;
+    let Some(target) = table.lookup_host(host_of(req)) else {
+        let msg = format!(
+            "404 Not Found: no site is configured for host {}",
+            shown(host_of(req))
+        );
+        return Some((404, msg));
+    };
+    let site = &table.sites[target.site as usize];
+    let trusted = peer_ip.is_some_and(|ip| is_trusted(ip, &site.trusted_proxies));
+
+    let decision = route(&table, target, req);
+    let slot = &site.slots[decision.slot as usize];
+
+    // Decided before any local answer, so 403 and 503 count for the slot.
+    let mut refusal = None;
+    if !slot.ip_allow.is_empty() {
+        let client = peer_ip
+            .map(|peer| client_ip(peer, forwarded_chain(req).as_deref(), &site.trusted_proxies));
+        if !client.is_some_and(|ip| slot.ip_allow.iter().any(|n| n.contains(&ip))) {
+            let who = client.map_or("unknown".to_string(), |ip| ip.to_string());
+            let msg = format!(
+                "403 Forbidden: client {who} is not allowed to reach slot {} of site {}",
+                slot.name, site.name
+            );
+            refusal = Some((403, msg));
+        }
+    }
+    if refusal.is_none() && slot.pool.is_none() {
+        let msg = format!(
+            "503 Service Unavailable: slot {} of site {} has no deployment",
+            slot.name, site.name
+        );
+        refusal = Some((503, msg));
+    }
+
+    ctx.site = target.site;
+    ctx.decision = Some(decision);
+    ctx.trusted_peer = trusted;
+    ctx.https = if trusted {
+        req.headers
+            .get("x-forwarded-proto")
+            .map_or(tls_here, |v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    } else {
+        tls_here
+    };
+    ctx.table = Some(table);
+    refusal
+}
+
+/// Add `X-Forwarded-For`, `-Proto`, `-Host` and `X-Slot-Name` to the request
+/// going to the instance (`req` is the client's, `upstream` the copy sent).
+pub fn forwarded_headers(
+    req: &RequestHeader,
+    upstream: &mut RequestHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    if let Some(peer) = ctx.peer_ip {
+        let xff = forwarded_chain(req);
+        upstream.insert_header(
+            "x-forwarded-for",
+            forwarded_for_value(peer, xff.as_deref(), ctx.trusted_peer),
+        )?;
+    } else {
+        upstream.remove_header("x-forwarded-for");
+    }
+    let keep = |name: &str| {
+        ctx.trusted_peer
+            .then(|| req.headers.get(name).cloned())
+            .flatten()
+    };
+    let proto = keep("x-forwarded-proto").unwrap_or(http::HeaderValue::from_static(if ctx.https {
+        "https"
+    } else {
+        "http"
+    }));
+    // the client's Host value itself: a refcount, not a copy
+    let fwd_host = keep("x-forwarded-host")
+        .or_else(|| req.headers.get(http::header::HOST).cloned())
+        .or_else(|| http::HeaderValue::from_bytes(host_of(req)).ok());
+    upstream.insert_header("x-forwarded-proto", proto)?;
+    match fwd_host {
+        Some(h) => upstream.insert_header("x-forwarded-host", h)?,
+        None => {
+            upstream.remove_header("x-forwarded-host");
+        }
+    }
+    if let Some(slot) = ctx.slot() {
+        upstream.insert_header("x-slot-name", slot.name_header.clone())?;
+    }
+    Ok(())
+}
+
+/// What a final (non-interim) response from an instance gets before it goes
+/// to a client that asked with `version`: chunked coding dropped for
+/// HTTP/1.0, the pin cookie. Returns whether the client connection must
+/// close after it (HTTP/1.0 without a length, or the drain has begun).
+pub fn final_response(
+    resp: &mut ResponseHeader,
+    version: http::Version,
+    ctx: &RequestCtx,
+) -> Result<bool> {
+    let mut close = false;
+    if version == http::Version::HTTP_10 {
+        // HTTP/1.0 has no chunked coding (RFC 9112 §6.1): without a
+        // length, the body ends when the connection closes
+        if resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            resp.remove_header(&http::header::TRANSFER_ENCODING);
+        }
+        if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
+            close = true;
+        }
+    }
+    // A request read before the drain began, answered after it did
+    // (requests read during the drain have keep-alive off already:
+    // `limits`' connection loop).
+    if crate::drain::draining() {
+        close = true;
+    }
+    let Some(decision) = ctx.decision else {
+        return Ok(close);
+    };
+    if decision.set_cookie {
+        let secure = ctx.https;
+        if let (Some(bucket), Some(table)) = (decision.bucket, &ctx.table) {
+            let cookie = table.bucket_cookie(u32::from(bucket), secure);
+            resp.append_header(http::header::SET_COOKIE, cookie)?;
+        } else if let Some(slot) = ctx.slot() {
+            let cookie = if secure {
+                &slot.cookie_secure
+            } else {
+                &slot.cookie
+            };
+            resp.append_header(http::header::SET_COOKIE, cookie.clone())?;
+        }
+    }
+    Ok(close)
+}
+
+/// The status a failed request is answered with (0: none, the client is
+/// gone), given whether its body had been read; counts the upstream error
+/// unless `fail_to_connect` counted it already.
+pub fn failure_status(e: &Error, body_done: bool, ctx: &RequestCtx) -> u16 {
+    // A client that stalls its body is not the app's failure (it gets 408).
+    let client_fault = crate::limits::client_fault(e.etype(), e.esource(), body_done);
+    // Connect failures were counted in fail_to_connect as they happened.
+    let upstream =
+        e.esource() == &ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectNoRoute);
+    if upstream && !ctx.connect_failed && client_fault.is_none() {
+        ctx.count_upstream_error(e);
+    }
+    client_fault.unwrap_or_else(|| match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    })
+}
+
+/// The 502 page's line.
+pub fn bad_gateway_message(ctx: &RequestCtx) -> String {
+    let what = match (ctx.site(), ctx.slot()) {
+        (Some(site), Some(slot)) => format!("slot {} of site {}", slot.name, site.name),
+        _ => "the chosen slot".into(),
+    };
+    format!(
+        "502 Bad Gateway: no instance of {what} answered ({} tried)",
+        ctx.attempts
+    )
+}
+
+/// The 408 page's line (a request body that stopped arriving).
+pub const BODY_TIMEOUT_MESSAGE: &str = "408 Request Timeout: the request body stopped arriving before it was complete (server.body_timeout_secs)";
+
+/// Count a finished request and write its access-log line.
+pub fn log_finished(session: &ServerSession, ctx: &RequestCtx) {
+    // a local answer to a gRPC request went out as 200 + grpc-status: the
+    // status it stands for is counted
+    let status = ctx.local_status.unwrap_or_else(|| {
+        session
+            .response_written()
+            .map_or(metrics::CLIENT_CLOSED, |r| r.status.as_u16())
+    });
+    let elapsed = ctx.start.elapsed();
+    let version = session.req_header().version;
+    metrics::request_finished(ctx.slot_metrics(), status, elapsed, version);
+    if let Some(format) = crate::access_log::format() {
+        let line = access_entry(session, ctx, status, elapsed).format(format);
+        crate::access_log::write(line);
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for SlotProxy {
     type CTX = RequestCtx;
@@ -248,60 +544,12 @@ impl ProxyHttp for SlotProxy {
             return respond(session, ctx, 414, msg).await;
         }
         let table = self.table.load_full();
-        let Some(target) = table.lookup_host(host_of(req)) else {
-            let msg = format!(
-                "404 Not Found: no site is configured for host {}",
-                shown(host_of(req))
-            );
-            return respond(session, ctx, 404, msg).await;
-        };
-        let site = &table.sites[target.site as usize];
         let peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let trusted = peer_ip.is_some_and(|ip| is_trusted(ip, &site.trusted_proxies));
-
-        let decision = route(&table, target, req);
-        let slot = &site.slots[decision.slot as usize];
-
-        // Decided before any local answer, so 403 and 503 count for the slot.
-        let mut refusal = None;
-        if !slot.ip_allow.is_empty() {
-            let client = peer_ip.map(|peer| {
-                client_ip(peer, forwarded_chain(req).as_deref(), &site.trusted_proxies)
-            });
-            if !client.is_some_and(|ip| slot.ip_allow.iter().any(|n| n.contains(&ip))) {
-                let who = client.map_or("unknown".to_string(), |ip| ip.to_string());
-                let msg = format!(
-                    "403 Forbidden: client {who} is not allowed to reach slot {} of site {}",
-                    slot.name, site.name
-                );
-                refusal = Some((403, msg));
-            }
-        }
-        if refusal.is_none() && slot.pool.is_none() {
-            let msg = format!(
-                "503 Service Unavailable: slot {} of site {} has no deployment",
-                slot.name, site.name
-            );
-            refusal = Some((503, msg));
-        }
-
-        ctx.site = target.site;
-        ctx.decision = Some(decision);
-        ctx.trusted_peer = trusted;
         let tls_here = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        ctx.https = if trusted {
-            req.headers
-                .get("x-forwarded-proto")
-                .map_or(tls_here, |v| v.as_bytes().eq_ignore_ascii_case(b"https"))
-        } else {
-            tls_here
-        };
-        ctx.peer_ip = peer_ip;
-        ctx.table = Some(table);
-        match refusal {
+        match route_request(table, req, peer_ip, tls_here, ctx) {
             Some((code, msg)) => respond(session, ctx, code, msg).await,
             None => Ok(false),
         }
@@ -312,48 +560,7 @@ impl ProxyHttp for SlotProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let pool = ctx
-            .pool()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request was not routed"))?;
-        // An upstream error (502), not an internal one: the slot has no
-        // instance left that could take the request.
-        let no_route = |why: &'static str| Error::explain(ErrorType::ConnectNoRoute, why).into_up();
-        let Some(i) = pool.pick(ctx.tried) else {
-            return Err(no_route("no instance of the slot is left to try"));
-        };
-        let instance = &pool.instances[i];
-        let addr = instance
-            .addr
-            .ok_or_else(|| no_route("instance does not resolve"))?;
-        let mut peer = match pool.probe.protocol {
-            InstancesProtocol::Http1 => HttpPeer::new(addr, false, String::new()),
-            InstancesProtocol::H2c => {
-                // HTTP/2 only, without TLS: pingora then speaks h2c
-                let mut peer = HttpPeer::new(addr, false, String::new());
-                peer.options.set_http_version(2, 2);
-                peer
-            }
-            InstancesProtocol::H2 => {
-                // TLS offering only ALPN h2; the certificate must be valid
-                // for the instance's host and chain to the deployment's CA
-                let name = crate::upstream_tls::server_name(&instance.label);
-                let mut peer = HttpPeer::new(addr, true, name.to_string());
-                peer.options.set_http_version(2, 2);
-                if let Some(ca) = &pool.probe.tls_ca {
-                    peer.options.ca = Some(crate::upstream_tls::trusted(ca).peer.clone());
-                }
-                peer
-            }
-        };
-        let read_timeout = pool.read_timeout;
-        ctx.attempts += 1;
-        ctx.instance = Some(i);
-        ctx.connect_start = Some(Instant::now());
-        peer.options.connection_timeout = Some(self.timeouts.connect);
-        peer.options.read_timeout = Some(read_timeout.unwrap_or(self.timeouts.read));
-        peer.options.write_timeout = Some(self.timeouts.write);
-        peer.options.idle_timeout = Some(self.timeouts.idle);
-        Ok(Box::new(peer))
+        ctx.next_peer(&self.timeouts).map(Box::new)
     }
 
     fn fail_to_connect(
@@ -363,17 +570,8 @@ impl ProxyHttp for SlotProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.count_upstream_error(&e);
-        ctx.connect_failed = true;
-        // Only a failed connect marks the instance as tried: a request that
-        // pingora retries after a stale pooled connection may go to the
-        // same instance again over a fresh one.
-        if let Some(i) = ctx.instance {
-            ctx.tried |= 1 << i;
-        }
-        // Nothing was sent yet, so any method may go to the slot's next
-        // instance; never to another slot.
-        e.set_retry(ctx.pool().is_some_and(|p| p.has_untried(ctx.tried)));
+        let retry = ctx.connect_failed(&e);
+        e.set_retry(retry);
         e
     }
 
@@ -387,10 +585,7 @@ impl ProxyHttp for SlotProxy {
         _digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.connect_failed = false;
-        if let (false, Some(start)) = (reused, ctx.connect_start) {
-            metrics::upstream_connected(ctx.slot_metrics(), start.elapsed());
-        }
+        ctx.connected(reused);
         Ok(())
     }
 
@@ -400,42 +595,7 @@ impl ProxyHttp for SlotProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let req = session.req_header();
-        if let Some(peer) = ctx.peer_ip {
-            let xff = forwarded_chain(req);
-            upstream.insert_header(
-                "x-forwarded-for",
-                forwarded_for_value(peer, xff.as_deref(), ctx.trusted_peer),
-            )?;
-        } else {
-            upstream.remove_header("x-forwarded-for");
-        }
-        let keep = |name: &str| {
-            ctx.trusted_peer
-                .then(|| req.headers.get(name).cloned())
-                .flatten()
-        };
-        let proto =
-            keep("x-forwarded-proto").unwrap_or(http::HeaderValue::from_static(if ctx.https {
-                "https"
-            } else {
-                "http"
-            }));
-        // the client's Host value itself: a refcount, not a copy
-        let fwd_host = keep("x-forwarded-host")
-            .or_else(|| req.headers.get(http::header::HOST).cloned())
-            .or_else(|| http::HeaderValue::from_bytes(host_of(req)).ok());
-        upstream.insert_header("x-forwarded-proto", proto)?;
-        match fwd_host {
-            Some(h) => upstream.insert_header("x-forwarded-host", h)?,
-            None => {
-                upstream.remove_header("x-forwarded-host");
-            }
-        }
-        if let Some(slot) = ctx.slot() {
-            upstream.insert_header("x-slot-name", slot.name_header.clone())?;
-        }
-        Ok(())
+        forwarded_headers(session.req_header(), upstream, ctx)
     }
 
     async fn response_filter(
@@ -461,38 +621,8 @@ impl ProxyHttp for SlotProxy {
                 session.set_keepalive(Some(keepalive));
             }
         }
-        if session.req_header().version == http::Version::HTTP_10 {
-            // HTTP/1.0 has no chunked coding (RFC 9112 §6.1): without a
-            // length, the body ends when the connection closes
-            if resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
-                resp.remove_header(&http::header::TRANSFER_ENCODING);
-            }
-            if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
-                session.set_keepalive(None);
-            }
-        }
-        // A request read before the drain began, answered after it did
-        // (requests read during the drain have keep-alive off already:
-        // `limits`' connection loop).
-        if crate::drain::draining() {
+        if final_response(resp, session.req_header().version, ctx)? {
             session.set_keepalive(None);
-        }
-        let Some(decision) = ctx.decision else {
-            return Ok(());
-        };
-        if decision.set_cookie {
-            let secure = ctx.https;
-            if let (Some(bucket), Some(table)) = (decision.bucket, &ctx.table) {
-                let cookie = table.bucket_cookie(u32::from(bucket), secure);
-                resp.append_header(http::header::SET_COOKIE, cookie)?;
-            } else if let Some(slot) = ctx.slot() {
-                let cookie = if secure {
-                    &slot.cookie_secure
-                } else {
-                    &slot.cookie
-                };
-                resp.append_header(http::header::SET_COOKIE, cookie.clone())?;
-            }
         }
         Ok(())
     }
@@ -503,53 +633,22 @@ impl ProxyHttp for SlotProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        // A client that stalls its body is not the app's failure (it gets 408).
-        let client_fault =
-            crate::limits::client_fault(e.etype(), e.esource(), session.is_body_done());
-        // Connect failures were counted in fail_to_connect as they happened.
-        let upstream =
-            e.esource() == &ErrorSource::Upstream || matches!(e.etype(), ErrorType::ConnectNoRoute);
-        if upstream && !ctx.connect_failed && client_fault.is_none() {
-            ctx.count_upstream_error(e);
-        }
-        let code = client_fault.unwrap_or_else(|| match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            _ => match e.esource() {
-                ErrorSource::Upstream => 502,
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
-                    _ => 400,
-                },
-                ErrorSource::Internal | ErrorSource::Unset => 500,
-            },
-        });
+        let code = failure_status(e, session.is_body_done(), ctx);
         if session.response_written().is_some() {
             // The response had begun (the upstream died mid-body): write
             // nothing more, close the connection, so the client sees a
             // truncated response rather than an error spliced into it.
         } else if code == 502 {
-            let what = match (ctx.site(), ctx.slot()) {
-                (Some(site), Some(slot)) => format!("slot {} of site {}", slot.name, site.name),
-                _ => "the chosen slot".into(),
-            };
-            let msg = format!(
-                "502 Bad Gateway: no instance of {what} answered ({} tried)",
-                ctx.attempts
-            );
+            let msg = bad_gateway_message(ctx);
             if let Err(err) = respond(session, ctx, 502, msg).await {
                 log::debug!("could not send 502: {err}");
             }
         } else if code == 408 {
-            let msg = "408 Request Timeout: the request body stopped arriving before it was complete (server.body_timeout_secs)";
-            if let Err(err) = respond(session, ctx, 408, msg.into()).await {
+            if let Err(err) = respond(session, ctx, 408, BODY_TIMEOUT_MESSAGE.into()).await {
                 log::debug!("could not send 408: {err}");
             }
         } else if code > 0 {
-            let reason = http::StatusCode::from_u16(code)
-                .ok()
-                .and_then(|c| c.canonical_reason())
-                .unwrap_or("Error");
-            if let Err(err) = respond(session, ctx, code, format!("{code} {reason}")).await {
+            if let Err(err) = respond(session, ctx, code, status_line(code)).await {
                 log::debug!("could not send {code}: {err}");
             }
         }
@@ -560,24 +659,13 @@ impl ProxyHttp for SlotProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = ctx.local_status.unwrap_or_else(|| {
-            session
-                .response_written()
-                .map_or(metrics::CLIENT_CLOSED, |r| r.status.as_u16())
-        });
-        let elapsed = ctx.start.elapsed();
-        let version = session.req_header().version;
-        metrics::request_finished(ctx.slot_metrics(), status, elapsed, version);
-        if let Some(format) = crate::access_log::format() {
-            let line = access_entry(session, ctx, status, elapsed).format(format);
-            crate::access_log::write(line);
-        }
+        log_finished(session, ctx);
     }
 }
 
 /// The access log line of a finished request.
 fn access_entry<'a>(
-    session: &'a Session,
+    session: &'a ServerSession,
     ctx: &'a RequestCtx,
     status: u16,
     elapsed: Duration,

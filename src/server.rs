@@ -462,9 +462,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // of the drain window (drain.rs).
     let limits = crate::limits::Limits::from_config(&cfg.server);
     log::info!("at most {} client connections", limits.max_connections);
+    // Plain HTTP/1 requests take the lean path (lean.rs) unless
+    // `[server] lean_http1 = false`; the rest go to pingora-proxy.
+    let lean = cfg.server.lean_http1.then(|| {
+        crate::lean::Lean::new(
+            rt.control.table(),
+            crate::proxy::UpstreamTimeouts::from_config(&cfg.server),
+        )
+    });
     let mut service = pingora_core::services::listening::Service::new(
         "slotproxy".into(),
-        crate::limits::Limited::new(crate::drain::DrainingApp::new(app), limits),
+        crate::limits::Limited::new(crate::drain::DrainingApp::new(app), limits)
+            .with_fast_path(lean),
     );
     for addr in &cfg.server.listen {
         service.add_listener(crate::limits::plain_listener(addr));

@@ -68,7 +68,9 @@ build() {
     log "SKIP_BUILD=1: using the existing target/release binaries"
   else
     log "cargo build --release (slotproxy and examples/bare_pingora)"
-    (cd "$REPO" && cargo build --release --bin slotproxy --example bare_pingora)
+    local examples=(--example bare_pingora)
+    [ "${FLOORS:-0}" = 1 ] && examples+=(--example floors)
+    (cd "$REPO" && cargo build --release --bin slotproxy "${examples[@]}")
   fi
   SLOTPROXY="${SLOTPROXY_BIN:-$REPO/target/release/slotproxy}"
   BARE="$REPO/target/release/examples/bare_pingora"
@@ -291,6 +293,33 @@ CONF
   HAPROXY_PID=$!
   PIDS+=($HAPROXY_PID)
   wait_http "$HAPROXY_PORT"
+}
+
+# The floors (FLOORS=1 in run.sh): what pingora's layers do on their own,
+# on the proxy's core like every proxy.
+# nginx answering from memory, as the upstream does (the peer of floor-memory).
+start_nginx_memory() {
+  NGINX_MEMORY_PORT=$(free_port)
+  sed -e "s/127.0.0.1:$UPSTREAM_PORT /127.0.0.1:$NGINX_MEMORY_PORT /" \
+      -e "s#$TMP/upstream.pid#$TMP/nginx-memory.pid#" \
+      -e "s#$TMP/upstream.log#$TMP/nginx-memory.log#" "$TMP/upstream.conf" > "$TMP/nginx-memory.conf"
+  taskset -c "$PROXY_CPU" nginx -e "$TMP/nginx-memory.log" -p "$TMP" -c "$TMP/nginx-memory.conf" -g 'daemon off;' &
+  NGINX_MEMORY_PID=$!
+  PIDS+=($NGINX_MEMORY_PID)
+  wait_http "$NGINX_MEMORY_PORT"
+}
+
+# start_floor MODE: examples/floors.rs in MODE (memory | forward); sets
+# FLOOR_PORT and FLOOR_PID.
+start_floor() {
+  local mode=$1 bin="${FLOORS_BIN:-$REPO/target/release/examples/floors}"
+  FLOOR_PORT=$(free_port)
+  local args=("$mode" "127.0.0.1:$FLOOR_PORT")
+  [ "$mode" = forward ] && args+=("127.0.0.1:$UPSTREAM_PORT")
+  taskset -c "$PROXY_CPU" "$bin" "${args[@]}" 1 > "$TMP/floor-$mode.log" 2>&1 &
+  FLOOR_PID=$!
+  PIDS+=($FLOOR_PID)
+  wait_http "$FLOOR_PORT"
 }
 
 # rss_kb PID: resident set size of a process, in KiB.

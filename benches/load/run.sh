@@ -15,6 +15,11 @@
 # SKIP_BUILD=1 to reuse target/release, KEEP_TMP=1 to keep configs and logs.
 # BEFORE_SLOTPROXY=path and BEFORE_BARE=path add two more targets, e.g. the
 # binaries of an older commit, measured in the same interleaved rounds.
+# FLOORS=1 adds the floors of pingora's layers (examples/floors.rs): nginx
+# answering from memory (`nginx-memory`, on the proxy core) beside a
+# pingora-core HTTP app doing the same (`floor-memory`), and that app
+# forwarding through pingora-core's connector and pool (`floor-forward`).
+# ONLY=regex keeps only the targets whose name matches (e.g. to re-run a few).
 source "$(dirname "$0")/common.sh"
 
 DURATION="${DURATION:-5}"
@@ -49,6 +54,14 @@ if [ -n "${BEFORE_BARE:-}" ]; then
   EXTRA+=("bare-pingora-before|$BARE_PORT||$BARE_PID")
   BARE_PORT=$port BARE_PID=$pid
 fi
+if [ "${FLOORS:-0}" = 1 ]; then
+  start_nginx_memory
+  EXTRA+=("nginx-memory|$NGINX_MEMORY_PORT||$NGINX_MEMORY_PID")
+  start_floor memory
+  EXTRA+=("floor-memory|$FLOOR_PORT||$FLOOR_PID")
+  start_floor forward
+  EXTRA+=("floor-forward|$FLOOR_PORT||$FLOOR_PID")
+fi
 UPSTREAM_PID=$(cat "$TMP/upstream.pid")
 
 log "sanity checks (each target must route, pin and set cookies like slotproxy)"
@@ -72,6 +85,13 @@ TARGETS=(
   "nginx-h2c|$NGINX_H2_PORT||$NGINX_PID"
   ${EXTRA[@]+"${EXTRA[@]}"}
 )
+if [ -n "${ONLY:-}" ]; then
+  KEPT=()
+  for t in "${TARGETS[@]}"; do
+    [[ "${t%%|*}" =~ $ONLY ]] && KEPT+=("$t")
+  done
+  TARGETS=("${KEPT[@]}")
+fi
 RESULTS="$TMP/results.tsv"
 : > "$RESULTS"
 
@@ -114,7 +134,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-for p in "$SLOTPROXY_PID" "$BARE_PID" "$NGINX_PID" "$HAPROXY_PID"; do
+for p in "${PIDS[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "a server died during the run (pid $p); logs in $TMP" >&2; KEEP_TMP=1; exit 1; }
 done
 log "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
