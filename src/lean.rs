@@ -1,14 +1,15 @@
 //! The lean HTTP/1 proxy path: plain HTTP/1 requests forwarded by one
 //! straight-line `async fn` on pingora-core's HTTP/1 server and client
-//! sessions and its connector (connection pool), instead of pingora-proxy.
+//! sessions and its transport connector, with idle upstream connections
+//! kept in `idle_pool`, instead of pingora-proxy.
 //!
 //! Why: the load benchmark's floors (BENCHMARKS.md) showed most of the gap
 //! to nginx in pingora-proxy's per-request machinery — the downstream
 //! session boxed twice, a dozen boxed hook futures, two `mpsc` channels and
 //! a `try_join!` per request, downstream modules — not in pingora-core's
 //! sessions. This path keeps pingora as the engine (listeners, TLS, the
-//! HTTP/1 parser and writers, connect time-outs, the upstream pool, graceful
-//! upgrade) and drops the rest for the requests that do not need it.
+//! HTTP/1 parser and writers, connect and its time-outs, graceful upgrade)
+//! and drops the rest for the requests that do not need it.
 //!
 //! What it serves: what `connection::inspect` calls *plain* (an
 //! origin-form target, one `Host`, no request body, no hop-by-hop field but

@@ -7,6 +7,10 @@
 //! failure, never another slot); upstream_request_filter → `X-Forwarded-*`
 //! and `X-Slot-Name`; response_filter → the pin cookie; fail_to_proxy → 502
 //! (408 when the client stalled its body); logging → metrics and the access log.
+//!
+//! The hooks' logic lives in plain functions (`route_request`,
+//! `RequestCtx::next_peer`, `forwarded_headers`, `final_response`, …) that
+//! the lean HTTP/1 path (`lean`) calls too, so both paths behave alike.
 
 use crate::metrics::{self, UpstreamErrorKind};
 use crate::model::InstancesProtocol;
