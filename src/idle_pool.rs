@@ -57,8 +57,14 @@ impl IdlePool {
                 map.get_mut(addr)?.pop()?
             };
             if idle.expired(now) {
-                // everything under it is older: let the sweep have them
-                continue;
+                // everything under it is older and expired too: drop them
+                // all now (outside the lock), and connect afresh
+                let stale = {
+                    let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                    map.get_mut(addr).map(std::mem::take)
+                };
+                drop((idle, stale));
+                return None;
             }
             let mut stream = idle.stream;
             if quiet(&mut stream) {

@@ -71,6 +71,11 @@ impl InstanceClient {
                 let mut b = reqwest::Client::builder()
                     .use_rustls_tls()
                     .http2_prior_knowledge();
+                if trusted.is_none() {
+                    // the system's roots only, as the proxy's own TLS to
+                    // instances (not also reqwest's bundled webpki roots)
+                    b = b.tls_built_in_webpki_certs(false);
+                }
                 if let Some(t) = &trusted {
                     // the deployment's CA instead of the system's roots
                     b = b.tls_built_in_root_certs(false);

@@ -164,9 +164,20 @@ impl Lean {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let tls_here = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        if let Some((code, msg)) =
-            route_request(table, session.req_header(), peer_ip, tls_here, ctx)
+        let mut refusal = route_request(table, session.req_header(), peer_ip, tls_here, ctx);
+        if refusal.is_none()
+            && ctx
+                .pool()
+                .is_some_and(|p| p.probe.protocol != InstancesProtocol::Http1)
         {
+            // the table changed between `takes` and here and the slot now
+            // speaks HTTP/2: this path cannot reach it
+            refusal = Some((
+                503,
+                "503 Service Unavailable: the slot's instances changed protocol; try again".into(),
+            ));
+        }
+        if let Some((code, msg)) = refusal {
             let (resp, body) = local_response(code, msg).map_err(Failed::Early)?;
             session
                 .write_response_header(resp)
@@ -201,6 +212,12 @@ impl Lean {
                     // was answered, so the request may go again, on a fresh
                     // or another pooled connection
                     e.retry.decide_reuse(reused);
+                    // ...unless the instance may have acted on it: a method
+                    // that is not idempotent (POST, PATCH) is never sent
+                    // twice, as pingora-proxy's `error_while_proxy` decides
+                    if !session.req_header().method.is_idempotent() {
+                        e.set_retry(false);
+                    }
                     if e.retry() && ctx.attempts < MAX_ATTEMPTS {
                         continue;
                     }
@@ -242,12 +259,30 @@ impl Lean {
             if !resp.status.is_informational() {
                 break resp.clone();
             }
-            // 103 Early Hints and the like go to the client as they are
-            session
-                .write_response_header_ref(resp)
-                .await
-                .map_err(|_| Failed::Late(None))?;
+            // 103 Early Hints and the like go to the client as they are;
+            // an HTTP/1.0 client must not get one (RFC 9110 §15.2)
+            if session.req_header().version != http::Version::HTTP_10 {
+                session
+                    .write_response_header_ref(resp)
+                    .await
+                    .map_err(|_| Failed::Late(None))?;
+            }
         };
+        // A body delimited by the instance closing its connection is sent
+        // on chunked, as pingora-proxy does, so the client connection stays
+        // reusable and a cut-off body is seen as cut off (HTTP/1.0 clients
+        // get it close-delimited again: `final_response`).
+        let no_body = session.req_header().method == http::Method::HEAD
+            || matches!(resp.status.as_u16(), 204 | 304);
+        if !no_body
+            && resp.headers.get(http::header::TRANSFER_ENCODING).is_none()
+            && resp.headers.get(http::header::CONTENT_LENGTH).is_none()
+            && !up.is_body_done()
+        {
+            resp.set_version(http::Version::HTTP_11);
+            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
+                .map_err(|e| Failed::Early(e.into_in()))?;
+        }
         if final_response(&mut resp, session.req_header().version, ctx)
             .map_err(|e| Failed::Early(e.into_in()))?
         {

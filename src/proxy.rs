@@ -100,8 +100,8 @@ pub struct RequestCtx {
     /// The client connection's keep-alive as it was when the first
     /// interim (1xx) response went out (see `response_filter`).
     pub keepalive_before_interim: Option<Option<u64>>,
-    /// The status of an answer the proxy made itself (`respond`), which a
-    /// gRPC client receives as HTTP 200 with a `grpc-status`.
+    /// The HTTP status of an answer the proxy made itself to a gRPC
+    /// request, which went out as 200 with a `grpc-status` (`respond`).
     pub local_status: Option<u16>,
     _in_flight: metrics::InFlight,
 }
@@ -137,7 +137,7 @@ impl RequestCtx {
         self.site()?.slots.get(self.decision?.slot as usize)
     }
 
-    fn pool(&self) -> Option<&Pool> {
+    pub fn pool(&self) -> Option<&Pool> {
         self.slot()?.pool.as_ref()
     }
 
@@ -264,23 +264,25 @@ pub fn status_line(code: u16) -> String {
 }
 
 /// The proxy's own answer on the pingora-proxy path: plain text, or for a
-/// gRPC request its Trailers-Only form (`grpc`). `ctx.local_status` keeps
-/// the HTTP status for metrics and the access log either way.
+/// gRPC request its Trailers-Only form (`grpc`), for which
+/// `ctx.local_status` keeps the HTTP status it stands for.
 async fn respond(
     session: &mut Session,
     ctx: &mut RequestCtx,
     status: u16,
     message: String,
 ) -> Result<bool> {
-    ctx.local_status = Some(status);
     let ct = session.req_header().headers.get(http::header::CONTENT_TYPE);
     if crate::grpc::is_grpc(ct.map(|v| v.as_bytes())) {
+        // counted as the HTTP status it stands for, once it went out (a
+        // client gone before it is counted as gone, as on the lean path)
         let mut resp = ResponseHeader::build(200, Some(4))?;
         resp.insert_header("content-type", "application/grpc")?;
         resp.insert_header("content-length", "0")?;
         resp.insert_header("grpc-status", crate::grpc::status_for(status).to_string())?;
         resp.insert_header("grpc-message", crate::grpc::message(&message))?;
         session.write_response_header(Box::new(resp), true).await?;
+        ctx.local_status = Some(status);
         return Ok(true);
     }
     let (resp, body) = local_response(status, message)?;

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use pingora_core::utils::tls::{parse_x509, WrappedX509};
 
@@ -54,19 +54,33 @@ pub fn read_ca(path: &str) -> Result<Vec<Vec<u8>>, String> {
     Ok(der)
 }
 
-type Cache = HashMap<String, (Option<SystemTime>, Arc<Trusted>)>;
+/// Per file: when it was last looked at, its modification time then
+/// (`None`: unreadable), and what it held.
+type Cache = HashMap<String, (Instant, Option<SystemTime>, Arc<Trusted>)>;
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 
-/// The certificates `path` holds now: read again only when the file's
-/// modification time changed. A file that became unreadable or bad is
-/// logged and trusted as *nothing* (connections fail with 502 and health
-/// checks mark the instances down), never replaced by the system's roots.
+/// How long a file's certificates are used before its modification time
+/// is looked at again: the proxy asks for every request to a TLS slot.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The certificates `path` holds now: the file is looked at (a `stat`) at
+/// most once a second, and read again only when its modification time
+/// changed. A file that became unreadable or bad is logged once and
+/// trusted as *nothing* (connections fail with 502 and health checks mark
+/// the instances down), never replaced by the system's roots.
 pub fn trusted(path: &str) -> Arc<Trusted> {
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let now = Instant::now();
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some((at, t)) = cache.get(path) {
-        if *at == modified && modified.is_some() {
+    if let Some((checked, _, t)) = cache.get(path) {
+        if now.duration_since(*checked) < RECHECK {
+            return t.clone();
+        }
+    }
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if let Some((checked, at, t)) = cache.get_mut(path) {
+        if *at == modified {
+            *checked = now;
             return t.clone();
         }
     }
@@ -82,7 +96,7 @@ pub fn trusted(path: &str) -> Arc<Trusted> {
         .collect::<Vec<_>>()
         .into();
     let t = Arc::new(Trusted { der, peer });
-    cache.insert(path.to_string(), (modified, t.clone()));
+    cache.insert(path.to_string(), (now, modified, t.clone()));
     t
 }
 

@@ -180,3 +180,72 @@ fn a_kept_alive_connection_the_app_dropped_is_retried_not_a_502() {
     // proves nothing about the retry)
     assert!(dropped.load(Ordering::SeqCst) > 0);
 }
+
+#[test]
+fn a_post_the_app_may_have_acted_on_is_not_sent_twice() {
+    // the app reads the POST on a reused connection, then drops it: it may
+    // have acted on it, so the proxy answers 502 rather than sending it
+    // again (a retry here would reach a fresh connection and get 200)
+    let (port, dropped) = echo_upstream(true);
+    let proxy = Proxy::start(&site(port));
+    let c = client();
+    let first = c
+        .get(proxy.url("/warm"))
+        .header("host", "app.test")
+        .send()
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let resp = c
+        .post(proxy.url("/pay"))
+        .header("host", "app.test")
+        .header("content-length", "0")
+        .send()
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        502,
+        "{}",
+        resp.text().unwrap_or_default()
+    );
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the app saw the POST once"
+    );
+}
+
+#[test]
+fn a_body_ended_by_the_app_closing_is_sent_on_chunked() {
+    // an HTTP/1.0 app: no length, the body ends when it closes
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the close");
+        }
+    });
+    let proxy = Proxy::start(&site(port));
+    let mut s = common::raw::connect(&proxy);
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .unwrap();
+        let head = common::raw::read_head(&mut s).unwrap().to_ascii_lowercase();
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        // the chunked body, read to its last chunk: the connection stays
+        let mut body = Vec::new();
+        let mut byte = [0u8; 1];
+        while !body.ends_with(b"0\r\n\r\n") {
+            std::io::Read::read_exact(&mut s, &mut byte).unwrap();
+            body.push(byte[0]);
+        }
+        assert!(String::from_utf8_lossy(&body).contains("until the close"));
+    }
+}

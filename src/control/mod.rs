@@ -613,6 +613,9 @@ impl StoreListener for ControlPlane {
     }
 
     fn reloaded(&self, doc: Option<Persisted>, ops: Vec<Operation>) {
+        if let Some(doc) = &doc {
+            crate::names::prefetch_state(&doc.state);
+        }
         let mut inner = self.lock();
         if let Some(doc) = doc {
             if doc != inner.doc {

@@ -66,6 +66,8 @@ const NODE_TTL_SECS: i64 = 10;
 pub const CLAIM_TTL_SECS: i64 = 5;
 /// How often a claim's lease is kept alive.
 const CLAIM_BEAT: Duration = Duration::from_millis(1500);
+/// Longest wait for one claim renewal before trying the next member.
+const CLAIM_RENEW_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between sessions while etcd is unreachable.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -242,9 +244,11 @@ impl EtcdStore {
         }
     }
 
-    /// How long a caller waits for a call that may try every member.
+    /// How long a caller waits for a call that may try every member: on
+    /// each, up to [`CALL_TIMEOUT`] to connect and as long for the call, so
+    /// the caller never gives up on a write that then lands.
     fn patience(&self) -> Duration {
-        CALL_TIMEOUT * self.pool.len().max(1) as u32 + Duration::from_secs(1)
+        2 * CALL_TIMEOUT * self.pool.len().max(1) as u32 + Duration::from_secs(1)
     }
 
     /// Read the whole prefix: the document (with its mod revision), the
@@ -1079,7 +1083,9 @@ impl EtcdLease {
                         }
                         let Some(((k, answers), on)) = keeper.as_mut() else { continue };
                         let on = *on;
-                        let r = tokio::time::timeout(CALL_TIMEOUT, async {
+                        // well under the beat: a member that hangs must
+                        // not eat the lease's margin (TTL − beat)
+                        let r = tokio::time::timeout(CLAIM_RENEW_TIMEOUT, async {
                             k.keep_alive().await?;
                             answers.message().await
                         })
@@ -1093,10 +1099,11 @@ impl EtcdLease {
                                 l.store(true, Ordering::SeqCst);
                                 return;
                             }
-                            // that member went away: another one at the next beat
+                            // that member went away or hangs: another one now
                             _ => {
                                 p.failed(on);
                                 keeper = None;
+                                beat.reset_immediately();
                             }
                         }
                     }
