@@ -12,8 +12,11 @@ use std::path::PathBuf;
 
 /// mimalloc's defaults commit arenas eagerly and keep freed memory: 10,000
 /// idle keep-alive clients cost 88 KiB each and the memory stayed after they
-/// left. Lazily committed arenas and immediate purging bring that to ~40 KiB
-/// each, returned on close (BENCHMARKS.md, memory). mimalloc reads these
+/// left. Lazily committed arenas and immediate purging return it on close
+/// (with pingora's read buffer gone too, an idle connection now holds
+/// ~15 KiB: BENCHMARKS.md, memory). Immediate purging costs CPU per request
+/// (~21 % under the load bench, BENCHMARKS.md "Issue 11"); a delay with a
+/// periodic collect is the open alternative. mimalloc reads these
 /// options when it starts, before `main`, so the process re-executes itself
 /// once with them set; a `MIMALLOC_*` variable the operator set still wins.
 fn tune_allocator() {
