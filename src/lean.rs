@@ -157,26 +157,18 @@ enum Failed {
 impl Lean {
     /// Route, then forward or answer locally. `Err` leaves the client
     /// connection unusable.
-    async fn proxy(&self, session: &mut ServerSession, ctx: &mut RequestCtx) -> Result<(), Failed> {
-        let table = self.table.load_full();
+    async fn proxy(
+        &self,
+        table: Arc<RouteTable>,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Failed> {
         let peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let tls_here = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let mut refusal = route_request(table, session.req_header(), peer_ip, tls_here, ctx);
-        if refusal.is_none()
-            && ctx
-                .pool()
-                .is_some_and(|p| p.probe.protocol != InstancesProtocol::Http1)
-        {
-            // the table changed between `takes` and here and the slot now
-            // speaks HTTP/2: this path cannot reach it
-            refusal = Some((
-                503,
-                "503 Service Unavailable: the slot's instances changed protocol; try again".into(),
-            ));
-        }
+        let refusal = route_request(table, session.req_header(), peer_ip, tls_here, ctx);
         if let Some((code, msg)) = refusal {
             let (resp, body) = local_response(code, msg).map_err(Failed::Early)?;
             session
@@ -324,11 +316,21 @@ impl Lean {
 }
 
 impl FastPath for Lean {
-    fn takes(&self, host: &[u8]) -> bool {
-        serves_host(&self.table.load(), host)
+    /// The table the choice was made on: the request is routed with it, so
+    /// a slot cannot turn HTTP/2 between the choice and the routing.
+    type Ticket = Arc<RouteTable>;
+
+    fn takes(&self, host: &[u8]) -> Option<Arc<RouteTable>> {
+        let table = self.table.load_full();
+        serves_host(&table, host).then_some(table)
     }
 
-    async fn serve(&self, mut session: ServerSession, closing: bool) -> Option<ReusedHttpStream> {
+    async fn serve(
+        &self,
+        table: Arc<RouteTable>,
+        mut session: ServerSession,
+        closing: bool,
+    ) -> Option<ReusedHttpStream> {
         match session.read_request().await {
             Ok(true) => {}
             Ok(false) => return None,
@@ -343,7 +345,7 @@ impl FastPath for Lean {
             session.set_keepalive(None);
         }
         let mut ctx = RequestCtx::default();
-        let outcome = self.proxy(&mut session, &mut ctx).await;
+        let outcome = self.proxy(table, &mut session, &mut ctx).await;
         match &outcome {
             Err(Failed::Early(e)) => Self::answer_failure(&mut session, e, &ctx).await,
             Err(Failed::Late(Some(e))) => {

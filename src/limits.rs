@@ -300,14 +300,19 @@ impl Drop for Admitted {
 /// before the session is made, as the choice cannot be undone once the
 /// request has been parsed.
 pub trait FastPath: Send + Sync + 'static {
+    /// What the choice was made on (the routing table it saw), handed to
+    /// [`FastPath::serve`] so the request is served by what chose it.
+    type Ticket: Send + 'static;
+
     /// Whether the plain request for `host` is served here.
-    fn takes(&self, host: &[u8]) -> bool;
+    fn takes(&self, host: &[u8]) -> Option<Self::Ticket>;
 
     /// Serve the request whose header is the session's first bytes, as
     /// `HttpServerApp::process_new_http` does; `closing`: answer with
     /// `Connection: close`.
     fn serve(
         &self,
+        ticket: Self::Ticket,
         session: ServerSession,
         closing: bool,
     ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send;
@@ -317,11 +322,13 @@ pub trait FastPath: Send + Sync + 'static {
 pub struct NoFastPath;
 
 impl FastPath for NoFastPath {
-    fn takes(&self, _host: &[u8]) -> bool {
-        false
+    type Ticket = ();
+
+    fn takes(&self, _host: &[u8]) -> Option<()> {
+        None
     }
 
-    async fn serve(&self, _session: ServerSession, _closing: bool) -> Option<ReusedHttpStream> {
+    async fn serve(&self, _: (), _: ServerSession, _: bool) -> Option<ReusedHttpStream> {
         None
     }
 }
@@ -583,8 +590,8 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
             }
             let head = crate::connection::inspect(&buf[..head_len]);
             let fast = match (&self.fast, head.plain_host) {
-                (Some(f), Some(host)) => f.takes(host),
-                _ => false,
+                (Some(f), Some(host)) => f.takes(host).map(|ticket| (f, ticket)),
+                _ => None,
             };
             let body = head.body;
             let (mine, allow, next) = crate::connection::split_at_body(buf, head_len, body);
@@ -604,13 +611,13 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
             // request's bytes away from it
             session.set_pipelined_prefix(mine);
             session.set_read_timeout(Some(self.limits.body_timeout));
-            let reused = match &self.fast {
+            let reused = match fast {
                 // boxed, as pingora's own app future is (async_trait): inline,
                 // the request's whole state would sit in every idle
                 // connection's task (measured: 26.7 instead of 14.8 KiB per
                 // idle connection)
-                Some(f) if fast => Box::pin(f.serve(session, closing)).await,
-                _ => self.inner.process_new_http(session, shutdown).await,
+                Some((f, ticket)) => Box::pin(f.serve(ticket, session, closing)).await,
+                None => self.inner.process_new_http(session, shutdown).await,
             };
             let Some(reused) = reused else {
                 return;

@@ -137,7 +137,7 @@ impl RequestCtx {
         self.site()?.slots.get(self.decision?.slot as usize)
     }
 
-    pub fn pool(&self) -> Option<&Pool> {
+    fn pool(&self) -> Option<&Pool> {
         self.slot()?.pool.as_ref()
     }
 
