@@ -175,9 +175,9 @@ fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
-/// A site whose production and staging (50%) both run on `app`, so new
-/// visitors get a pin cookie.
-fn site(app: &RawApp) -> String {
+/// Site `shop` (`shop.test`): production v1 on `prod`, staging v2 on
+/// `staging` with `staging_keys` (its traffic rule and the like).
+fn shop(prod: &RawApp, staging: &RawApp, staging_keys: &str) -> String {
     format!(
         r#"
 [[sites]]
@@ -186,15 +186,22 @@ hostnames = ["shop.test"]
 [[sites.slots]]
 name = "production"
 build_version = "v1"
-instances = ["{a}"]
+instances = ["{}"]
 [[sites.slots]]
 name = "staging"
 build_version = "v2"
-instances = ["{a}"]
-traffic_percent = 50
+instances = ["{}"]
+{staging_keys}
 "#,
-        a = app.addr()
+        prod.addr(),
+        staging.addr()
     )
+}
+
+/// Production and staging (50%) both on `app`, so new visitors get a pin
+/// cookie.
+fn site(app: &RawApp) -> String {
+    shop(app, app, "traffic_percent = 50")
 }
 
 #[test]
@@ -443,23 +450,10 @@ fn h2c_can_be_turned_off() {
 #[test]
 fn a_slot_can_wait_longer_for_quiet_responses_than_the_server_default() {
     let app = RawApp::start();
-    let sites = format!(
-        r#"
-[[sites]]
-name = "shop"
-hostnames = ["shop.test"]
-[[sites.slots]]
-name = "production"
-build_version = "v1"
-instances = ["{a}"]
-[[sites.slots]]
-name = "staging"
-build_version = "v2"
-instances = ["{a}"]
-traffic_percent = 0
-upstream_read_timeout_secs = 10
-"#,
-        a = app.addr()
+    let sites = shop(
+        &app,
+        &app,
+        "traffic_percent = 0\nupstream_read_timeout_secs = 10",
     );
     let proxy = Proxy::start_edited(&sites, 1, |t| {
         t.replacen(
@@ -581,25 +575,7 @@ fn echo(s: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
 #[test]
 fn an_open_websocket_stays_on_its_instance_across_a_swap() {
     let (a, b) = (RawApp::start(), RawApp::start());
-    let sites = format!(
-        r#"
-[[sites]]
-name = "shop"
-hostnames = ["shop.test"]
-[[sites.slots]]
-name = "production"
-build_version = "v1"
-instances = ["{a}"]
-[[sites.slots]]
-name = "staging"
-build_version = "v2"
-instances = ["{b}"]
-traffic_percent = 0
-warmup_timeout_secs = 2
-"#,
-        a = a.addr(),
-        b = b.addr()
-    );
+    let sites = shop(&a, &b, "traffic_percent = 0\nwarmup_timeout_secs = 2");
     let proxy = Proxy::start(&sites);
     let prefix = |app: &RawApp| format!("production@{}:", app.port);
     let mut old = connect(&proxy);
