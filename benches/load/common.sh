@@ -131,10 +131,13 @@ CONF
 # one worker thread, health checks as default.
 # start_slotproxy [NAME [BINARY]]: NAME keeps the files of two instances apart.
 # SLOTPROXY_SERVER_EXTRA: more [server] lines (e.g. "drain_secs = 3").
+# STAGING_UPSTREAM_PORT: staging's own app server (default: UPSTREAM_PORT).
+# Sets SLOTPROXY_PORT, SLOTPROXY_ADMIN_PORT, SLOTPROXY_METRICS_PORT, SLOTPROXY_PID.
 start_slotproxy() {
   local name="${1:-slotproxy}" bin="${2:-$SLOTPROXY}"
   SLOTPROXY_PORT=$(free_port)
   SLOTPROXY_ADMIN_PORT=$(free_port)
+  SLOTPROXY_METRICS_PORT=$(free_port)
   mkdir -p "$TMP/$name-state"
   cat > "$TMP/$name.toml" <<CONF
 [server]
@@ -149,7 +152,7 @@ listen = "127.0.0.1:$SLOTPROXY_ADMIN_PORT"
 token = "bench-token"
 
 [metrics]
-listen = "127.0.0.1:$(free_port)"
+listen = "127.0.0.1:$SLOTPROXY_METRICS_PORT"
 
 [state]
 dir = "$TMP/$name-state"
@@ -167,7 +170,7 @@ instances = ["127.0.0.1:$UPSTREAM_PORT"]
 name = "staging"
 traffic_percent = 10
 build_version = "v2"
-instances = ["127.0.0.1:$UPSTREAM_PORT"]
+instances = ["127.0.0.1:${STAGING_UPSTREAM_PORT:-$UPSTREAM_PORT}"]
 CONF
   taskset -c "$PROXY_CPU" "$bin" serve --config "$TMP/$name.toml" > "$TMP/$name.log" 2>&1 &
   SLOTPROXY_PID=$!

@@ -98,47 +98,8 @@ PROD_PORT=$APP_PORT
 start_app staging
 STAGING_PORT=$APP_PORT
 
-SLOTPROXY_PORT=$(free_port)
-ADMIN_PORT=$(free_port)
-METRICS_PORT=$(free_port)
-mkdir -p "$TMP/state"
-cat > "$TMP/slotproxy.toml" <<CONF
-[server]
-listen = ["127.0.0.1:$SLOTPROXY_PORT"]
-threads = 1
-upgrade_sock = "$TMP/upgrade.sock"
-pid_file = "$TMP/slotproxy.pid"
-${SLOTPROXY_SERVER_EXTRA:-}
-
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-token = "bench-token"
-
-[metrics]
-listen = "127.0.0.1:$METRICS_PORT"
-
-[state]
-dir = "$TMP/state"
-
-[[sites]]
-name = "bench"
-hostnames = ["bench.local"]
-
-[[sites.slots]]
-name = "production"
-build_version = "v1"
-instances = ["127.0.0.1:$PROD_PORT"]
-
-[[sites.slots]]
-name = "staging"
-traffic_percent = 10
-build_version = "v2"
-instances = ["127.0.0.1:$STAGING_PORT"]
-CONF
-taskset -c "$PROXY_CPU" "$SLOTPROXY" serve --config "$TMP/slotproxy.toml" > "$TMP/slotproxy.log" 2>&1 &
-PID=$!
-PIDS+=($PID)
-wait_http "$SLOTPROXY_PORT"
+UPSTREAM_PORT=$PROD_PORT STAGING_UPSTREAM_PORT=$STAGING_PORT start_slotproxy
+ADMIN_PORT=$SLOTPROXY_ADMIN_PORT METRICS_PORT=$SLOTPROXY_METRICS_PORT PID=$SLOTPROXY_PID
 
 metric() { # metric NAME: the sum of a series over its labels
   curl -s "http://127.0.0.1:$METRICS_PORT/metrics" |
