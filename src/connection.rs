@@ -45,7 +45,7 @@ pub enum BodyLength {
 
 /// Most headers a request may have for its body to be framed here; one
 /// with more is simply not fenced.
-const MAX_HEADERS: usize = 128;
+pub const MAX_HEADERS: usize = 128;
 
 /// The body length of the request whose complete header is `head`.
 pub fn body_length(head: &[u8]) -> BodyLength {
@@ -57,8 +57,8 @@ pub fn body_length(head: &[u8]) -> BodyLength {
 pub struct Inspected<'a> {
     pub body: BodyLength,
     /// The `Host` value when the request is *plain*: one the lean HTTP/1
-    /// path (`lean`) can forward without pingora-proxy's machinery — an
-    /// origin-form target, one `Host`, no body, and no hop-by-hop field
+    /// path (`lean`) can forward without pingora-proxy's machinery — HTTP/1.1,
+    /// an origin-form target, one `Host`, no body, and no hop-by-hop field
     /// but `Connection: keep-alive`/`close` and `Keep-Alive` (no upgrade,
     /// no `Expect`, no `TE`, no proxy fields). `None` for anything else.
     pub plain_host: Option<&'a [u8]>,
@@ -81,12 +81,14 @@ pub fn inspect(head: &[u8]) -> Inspected<'_> {
         return unknown;
     }
     let body = body_length_of(req.headers);
-    let plain_host =
-        if body == BodyLength::Exactly(0) && req.path.is_some_and(|p| p.starts_with('/')) {
-            plain_host(req.headers)
-        } else {
-            None
-        };
+    let plain_host = if body == BodyLength::Exactly(0)
+        && req.version == Some(1)
+        && req.path.is_some_and(|p| p.starts_with('/'))
+    {
+        plain_host(req.headers)
+    } else {
+        None
+    };
     Inspected { body, plain_host }
 }
 
@@ -465,7 +467,7 @@ mod tests {
     fn plain_requests_are_bodiless_origin_form_with_one_host() {
         assert_eq!(plain("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some("a"));
         assert_eq!(
-            plain("HEAD /x?y HTTP/1.0\r\nhost: b:8080\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\n\r\n"),
+            plain("HEAD /x?y HTTP/1.1\r\nhost: b:8080\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\n\r\n"),
             Some("b:8080")
         );
         assert_eq!(
@@ -491,6 +493,8 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: keep-alive\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
             "garbage\r\n\r\n",
+            // HTTP/1.0: close-delimited bodies and no 1xx, pingora-proxy's
+            "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
         ] {
             assert_eq!(plain(head), None, "{head:?}");
         }

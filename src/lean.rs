@@ -1,58 +1,68 @@
-//! The lean HTTP/1 proxy path: plain HTTP/1 requests forwarded by one
-//! straight-line `async fn` on pingora-core's HTTP/1 server and client
-//! sessions and its transport connector, with idle upstream connections
-//! kept in `idle_pool`, instead of pingora-proxy.
+//! The lean HTTP/1 proxy path: plain HTTP/1.1 requests forwarded by one
+//! straight-line `async fn` on the raw client and instance connections,
+//! with our own HTTP/1 codec (`h1`), pingora-core's transport connector,
+//! and idle instance connections kept in `idle_pool` — instead of
+//! pingora-proxy.
 //!
 //! Why: the load benchmark's floors (BENCHMARKS.md) showed most of the gap
-//! to nginx in pingora-proxy's per-request machinery — the downstream
-//! session boxed twice, a dozen boxed hook futures, two `mpsc` channels and
-//! a `try_join!` per request, downstream modules — not in pingora-core's
-//! sessions. This path keeps pingora as the engine (listeners, TLS, the
-//! HTTP/1 parser and writers, connect and its time-outs, graceful upgrade)
-//! and drops the rest for the requests that do not need it.
+//! to nginx in pingora-proxy's per-request machinery (the session boxed
+//! twice, a dozen boxed hook futures, two `mpsc` channels and a `try_join!`
+//! per request), and most of the rest in pingora-core's session objects:
+//! two header maps built per message, the request header cloned for the
+//! instance, the response header cloned and serialized again. Here the
+//! request header is parsed once in place and written to the instance with
+//! the forwarded fields spliced in, and the response header is parsed once
+//! and written to the client with the pin cookie spliced in; a small
+//! response goes out in one write. pingora stays the engine: listeners,
+//! TLS, connect and its time-out, graceful upgrade.
 //!
-//! What it serves: what `connection::inspect` calls *plain* (an
+//! What it serves: what `connection::inspect` calls *plain* (HTTP/1.1, an
 //! origin-form target, one `Host`, no request body, no hop-by-hop field but
 //! `Connection: keep-alive|close` and `Keep-Alive`) on a site whose slots
 //! all have plain HTTP/1 instances ([`Lean::takes`]). Everything else —
 //! request bodies, upgrades (WebSocket), `Expect: 100-continue`, absolute
-//! targets, h2c instances, HTTP/2 clients — goes to pingora-proxy as
-//! before, decided before the request is parsed.
+//! targets, HTTP/1.0, h2c instances, HTTP/2 clients — goes to
+//! pingora-proxy as before, decided before the request is parsed.
 //!
 //! What it shares with the pingora-proxy path, by calling the same
 //! functions of `proxy`: the routing decision and its local 404/403/503
 //! pages, the instance pick and its retries of connect errors on the slot's
-//! other instances, the time-outs, the forwarded headers and `X-Slot-Name`,
-//! the pin cookie, the 502 page, metrics and the access log, and the drain.
-//! What it does like pingora-proxy without sharing code (the code is
-//! private to pingora-proxy): the hop-by-hop fields it strips (only
-//! `Connection` and `Keep-Alive` can reach it), the version of the upstream
-//! request (HTTP/1.1), and the retry of a request whose pooled connection
+//! other instances, the time-outs, the forwarded headers and `X-Slot-Name`
+//! (`proxy::forwarded`), the pin cookie (`proxy::pin_cookie`), the 502
+//! page, metrics and the access log (`proxy::log_request`), and the drain.
+//! What it does like pingora-proxy without sharing code: the hop-by-hop
+//! fields it drops (`h1`), a body the instance delimits by closing sent on
+//! chunked, and the retry of an idempotent request whose pooled connection
 //! turned out to be closed before any response byte arrived.
 
+use crate::connection::Fenced;
+use crate::h1::{self, Body, Chunked, ClientAdds, ResponseHead};
 use crate::idle_pool::IdlePool;
 use crate::limits::FastPath;
 use crate::model::InstancesProtocol;
 use crate::proxy::{
-    bad_gateway_message, failure_status, final_response, forwarded_headers, local_response,
-    log_finished, route_request, status_line, RequestCtx, UpstreamTimeouts,
+    bad_gateway_message, failure_status, forwarded, log_request, pin_cookie, route_request,
+    status_line, Finished, RequestCtx, UpstreamTimeouts,
 };
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use pingora_core::apps::{HttpPersistentSettings, ReusedHttpStream};
+use bytes::BytesMut;
 use pingora_core::connectors::TransportConnector;
-use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{GetSocketDigest, Ssl, Stream};
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
-use pingora_error::{Error, ErrorType, Result};
-use pingora_http::RequestHeader;
+use pingora_error::{Error, ErrorType};
+use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Most upstream attempts for one request: connect failures (each on
 /// another instance) and stale pooled connections together; pingora-proxy's
 /// default `max_retries` is the same.
 const MAX_ATTEMPTS: u32 = 16;
+
+/// Read buffer for an instance's response, and for each read of its body.
+const READ_BUF: usize = 16 * 1024;
 
 /// The lean path's state: the routing table, the upstream time-outs,
 /// pingora's transport connector (connect, time-out, TLS) and the idle
@@ -91,25 +101,19 @@ impl Lean {
 
     /// A connection to `peer`: an idle one if there is one (`true`), else
     /// a new one.
-    async fn connect(&self, peer: &HttpPeer) -> Result<(UpstreamSession, bool)> {
+    async fn connect(&self, peer: &HttpPeer) -> pingora_error::Result<(Stream, bool)> {
         let addr = peer.address().as_inet().copied();
         if let Some(stream) = addr.and_then(|a| self.idle.take(&a)) {
-            return Ok((UpstreamSession::new_with_options(stream, peer), true));
+            return Ok((stream, true));
         }
-        let stream = self.transport.new_stream(peer).await?;
-        Ok((UpstreamSession::new_with_options(stream, peer), false))
+        Ok((self.transport.new_stream(peer).await?, false))
     }
 
-    /// Return the connection to the idle pool if its response was read
-    /// to the end and both sides allow keep-alive.
-    async fn release(&self, mut up: UpstreamSession, peer: &HttpPeer) {
-        up.respect_keepalive();
-        let (Some(addr), Some(idle)) =
+    /// Keep the connection for the next request to `peer`.
+    fn release(&self, stream: Stream, peer: &HttpPeer) {
+        if let (Some(addr), Some(idle)) =
             (peer.address().as_inet().copied(), peer.options.idle_timeout)
-        else {
-            return;
-        };
-        if let Some(stream) = up.reuse().await {
+        {
             self.idle.put(addr, stream, idle);
         }
     }
@@ -129,20 +133,63 @@ pub fn serves_host(table: &RouteTable, host: &[u8]) -> bool {
     })
 }
 
-/// The request sent to the instance: the client's header as HTTP/1.1, its
-/// `Connection` and `Keep-Alive` fields dropped (the connection to the
-/// instance is pooled on its own terms), the forwarded headers added.
-fn upstream_request(req: &RequestHeader, ctx: &RequestCtx) -> Result<Box<RequestHeader>> {
-    let mut up = Box::new(req.clone());
-    up.set_version(http::Version::HTTP_11);
-    if up.headers.contains_key(http::header::CONNECTION) {
-        up.remove_header(&http::header::CONNECTION);
+/// A request read, routed and made ready for the instance, from one parse
+/// of its header; the header's parts the log needs stay in the header
+/// bytes (`Range`s into them).
+struct Prepared {
+    /// What the instance gets (`h1::upstream_request`); empty when the
+    /// request is answered locally.
+    upstream: Vec<u8>,
+    /// A local answer (404, 403, 503) instead.
+    refusal: Option<(u16, String)>,
+    method: Range<usize>,
+    path: Range<usize>,
+    host: Range<usize>,
+    /// The method may be sent again after a connection failed under it.
+    idempotent: bool,
+    head_request: bool,
+    /// The client said `Connection: close`.
+    client_close: bool,
+}
+
+/// Where `part` (a slice of `whole`) sits in it.
+fn span(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    if part.is_empty() || start + part.len() > whole.len() {
+        return 0..0;
     }
-    if up.headers.contains_key("keep-alive") {
-        up.remove_header("keep-alive");
+    start..start + part.len()
+}
+
+/// Parse and route the request whose header is `head`, and write what the
+/// instance gets. `None`: not an HTTP/1.1 request after all (the
+/// connection loop's parse said it was).
+fn prepare(
+    table: Arc<RouteTable>,
+    head: &[u8],
+    peer_ip: Option<std::net::IpAddr>,
+    tls_here: bool,
+    ctx: &mut RequestCtx,
+) -> Option<Prepared> {
+    let mut headers = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
+    let req = h1::parse_request(head, &mut headers)?;
+    let refusal = route_request(table, &req, peer_ip, tls_here, ctx);
+    let mut upstream = Vec::new();
+    if refusal.is_none() {
+        upstream.reserve(head.len() + 160);
+        h1::upstream_request(&req, &forwarded(&req, ctx), &mut upstream);
     }
-    forwarded_headers(req, &mut up, ctx)?;
-    Ok(up)
+    let method = http::Method::from_bytes(req.method.as_bytes()).ok();
+    Some(Prepared {
+        upstream,
+        refusal,
+        method: span(head, req.method.as_bytes()),
+        path: span(head, req.path.as_bytes()),
+        host: span(head, crate::routing::RequestView::host(&req)),
+        idempotent: method.as_ref().is_some_and(http::Method::is_idempotent),
+        head_request: method == Some(http::Method::HEAD),
+        client_close: req.wants_close(),
+    })
 }
 
 /// How a proxied request ended short of success.
@@ -154,32 +201,78 @@ enum Failed {
     Late(Option<Box<Error>>),
 }
 
+/// An error of the instance's connection (502 unless a time-out).
+fn upstream_error(etype: ErrorType, why: &'static str) -> Box<Error> {
+    Error::explain(etype, why).into_up()
+}
+
+/// What went out to the client.
+#[derive(Default)]
+struct Sent {
+    status: Option<u16>,
+    /// Response body bytes (chunk framing included).
+    bytes: usize,
+}
+
+/// The client's side of the exchange: its connection and what was sent.
+struct Client<'a> {
+    conn: &'a mut Fenced,
+    sent: Sent,
+}
+
+impl Client<'_> {
+    /// Write `bytes` (`body`: how many of them are body bytes) and flush.
+    async fn send(&mut self, bytes: &[u8], body: usize) -> Result<(), Failed> {
+        let s = self.conn.socket();
+        s.write_all(bytes).await.map_err(|_| Failed::Late(None))?;
+        s.flush().await.map_err(|_| Failed::Late(None))?;
+        self.sent.bytes += body;
+        Ok(())
+    }
+}
+
+/// Read more of the instance's answer into `buf` within `timeout`; 0 at
+/// its end.
+async fn read_more(
+    up: &mut Stream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<usize, Box<Error>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_BUF);
+    }
+    match tokio::time::timeout(timeout, up.read_buf(buf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(_)) => Err(upstream_error(
+            ErrorType::ReadError,
+            "reading the response failed",
+        )),
+        Err(_) => Err(upstream_error(
+            ErrorType::ReadTimedout,
+            "no response within the read time-out",
+        )),
+    }
+}
+
 impl Lean {
-    /// Route, then forward or answer locally. `Err` leaves the client
-    /// connection unusable.
+    /// Forward the prepared request, or answer it locally. `Err` leaves
+    /// the client connection unusable.
     async fn proxy(
         &self,
-        table: Arc<RouteTable>,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
+        req: &Prepared,
+        close: bool,
         ctx: &mut RequestCtx,
     ) -> Result<(), Failed> {
-        let peer_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let tls_here = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let refusal = route_request(table, session.req_header(), peer_ip, tls_here, ctx);
-        if let Some((code, msg)) = refusal {
-            let (resp, body) = local_response(code, msg).map_err(Failed::Early)?;
-            session
-                .write_response_header(resp)
-                .await
-                .map_err(|_| Failed::Late(None))?;
-            return session
-                .write_response_body(body, true)
-                .await
-                .map_err(|_| Failed::Late(None));
+        if let Some((code, msg)) = &req.refusal {
+            return send_local(client, *code, msg, close).await;
         }
+        let cookie = pin_cookie(ctx);
+        let adds = ClientAdds {
+            cookie: cookie.as_ref().map(|c| c.as_bytes()),
+            close,
+            head_request: req.head_request,
+        };
         loop {
             let peer = ctx.next_peer(&self.timeouts).map_err(Failed::Early)?;
             let (mut up, reused) = match self.connect(&peer).await {
@@ -192,127 +285,221 @@ impl Lean {
                 }
             };
             ctx.connected(reused);
-            up.read_timeout = peer.options.read_timeout;
-            up.write_timeout = peer.options.write_timeout;
-            match self.exchange(session, &mut up, ctx).await {
-                Ok(()) => {
-                    self.release(up, &peer).await;
+            match exchange(client, &mut up, &peer, req, &adds).await {
+                Ok(true) => {
+                    self.release(up, &peer);
                     return Ok(());
                 }
-                Err(Failed::Early(mut e)) => {
-                    // a pooled connection the instance had closed: nothing
-                    // was answered, so the request may go again, on a fresh
-                    // or another pooled connection
-                    e.retry.decide_reuse(reused);
-                    // ...unless the instance may have acted on it: a method
-                    // that is not idempotent (POST, PATCH) is never sent
-                    // twice, as pingora-proxy's `error_while_proxy` decides
-                    if !session.req_header().method.is_idempotent() {
-                        e.set_retry(false);
+                Ok(false) => return Ok(()),
+                // a pooled connection the instance had closed: nothing was
+                // answered, so the request may go again on a fresh or
+                // another pooled connection — unless the instance may have
+                // acted on it: a method that is not idempotent (POST,
+                // PATCH) is never sent twice, as pingora-proxy decides
+                Err(Exchange::Stale(e)) => {
+                    if !(reused && req.idempotent && ctx.attempts < MAX_ATTEMPTS) {
+                        return Err(Failed::Early(e));
                     }
-                    if e.retry() && ctx.attempts < MAX_ATTEMPTS {
-                        continue;
-                    }
-                    return Err(Failed::Early(e));
                 }
-                Err(late) => return Err(late),
+                Err(Exchange::Failed(f)) => return Err(f),
             }
         }
     }
+}
 
-    /// One request and its response over the connection `up`.
-    async fn exchange(
-        &self,
-        session: &mut ServerSession,
-        up: &mut UpstreamSession,
-        ctx: &mut RequestCtx,
-    ) -> Result<(), Failed> {
-        let req = upstream_request(session.req_header(), ctx).map_err(Failed::Early)?;
-        up.write_request_header(req)
-            .await
-            .map_err(|e| Failed::Early(e.into_up()))?;
-        let mut resp = loop {
-            up.read_response()
-                .await
-                .map_err(|e| Failed::Early(e.into_up()))?;
-            let Some(resp) = up.resp_header() else {
-                return Err(Failed::Early(Error::explain(
-                    ErrorType::InvalidHTTPHeader,
-                    "no response header",
-                )));
-            };
-            if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-                // never asked for (plain requests carry no Upgrade)
-                return Err(Failed::Early(
-                    Error::explain(ErrorType::InvalidHTTPHeader, "101 without an upgrade")
-                        .into_up(),
-                ));
+/// How one exchange with an instance failed.
+enum Exchange {
+    /// Before any byte of a response came: the connection may have been
+    /// closed by the instance while it idled.
+    Stale(Box<Error>),
+    Failed(Failed),
+}
+
+impl From<Failed> for Exchange {
+    fn from(f: Failed) -> Exchange {
+        Exchange::Failed(f)
+    }
+}
+
+/// One request and its response over the connection `up`. `Ok(true)`: the
+/// connection may be reused.
+async fn exchange(
+    client: &mut Client<'_>,
+    up: &mut Stream,
+    peer: &HttpPeer,
+    req: &Prepared,
+    adds: &ClientAdds<'_>,
+) -> Result<bool, Exchange> {
+    let write_timeout = peer
+        .options
+        .write_timeout
+        .unwrap_or(Duration::from_secs(60));
+    let read_timeout = peer.options.read_timeout.unwrap_or(Duration::from_secs(60));
+    let write = async {
+        up.write_all(&req.upstream).await?;
+        up.flush().await
+    };
+    match tokio::time::timeout(write_timeout, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            let e = upstream_error(ErrorType::WriteError, "sending the request failed");
+            return Err(Exchange::Stale(e));
+        }
+        Err(_) => {
+            let e = upstream_error(ErrorType::WriteTimedout, "sending the request timed out");
+            return Err(Exchange::Failed(Failed::Early(e)));
+        }
+    }
+    let mut buf = Vec::with_capacity(READ_BUF);
+    let mut out = Vec::with_capacity(1024);
+    let early = |e: Box<Error>| Exchange::Failed(Failed::Early(e));
+    let head: ResponseHead = loop {
+        let n = match read_more(up, &mut buf, read_timeout).await {
+            Ok(n) => n,
+            Err(e) if buf.is_empty() && e.etype() == &ErrorType::ReadError => {
+                return Err(Exchange::Stale(e))
             }
-            if !resp.status.is_informational() {
-                break resp.clone();
-            }
-            // 103 Early Hints and the like go to the client as they are;
-            // an HTTP/1.0 client must not get one (RFC 9110 §15.2)
-            if session.req_header().version != http::Version::HTTP_10 {
-                session
-                    .write_response_header_ref(resp)
-                    .await
-                    .map_err(|_| Failed::Late(None))?;
+            Err(e) => return Err(early(e)),
+        };
+        if n == 0 {
+            let e = upstream_error(
+                ErrorType::ConnectionClosed,
+                "the instance closed the connection before answering",
+            );
+            return Err(if buf.is_empty() {
+                Exchange::Stale(e)
+            } else {
+                early(e)
+            });
+        }
+        let head = loop {
+            match h1::response_head(&buf, adds, &mut out) {
+                Ok(None) => break None,
+                Err(why) => return Err(early(upstream_error(ErrorType::InvalidHTTPHeader, why))),
+                Ok(Some(h)) if h.status >= 200 => break Some(h),
+                // 103 Early Hints and the like go to the client as they are
+                Ok(Some(h)) => {
+                    client.send(&out, 0).await?;
+                    out.clear();
+                    buf.drain(..h.len);
+                }
             }
         };
-        // A body delimited by the instance closing its connection is sent
-        // on chunked, as pingora-proxy does, so the client connection stays
-        // reusable and a cut-off body is seen as cut off (HTTP/1.0 clients
-        // get it close-delimited again: `final_response`).
-        let no_body = session.req_header().method == http::Method::HEAD
-            || matches!(resp.status.as_u16(), 204 | 304);
-        if !no_body
-            && resp.headers.get(http::header::TRANSFER_ENCODING).is_none()
-            && resp.headers.get(http::header::CONTENT_LENGTH).is_none()
-            && !up.is_body_done()
-        {
-            resp.set_version(http::Version::HTTP_11);
-            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")
-                .map_err(|e| Failed::Early(e.into_in()))?;
+        if let Some(h) = head {
+            break h;
         }
-        if final_response(&mut resp, session.req_header().version, ctx)
-            .map_err(|e| Failed::Early(e.into_in()))?
-        {
-            session.set_keepalive(None);
+    };
+    // The header and whatever of the body came with it go out in one write.
+    let mut rest = &buf[head.len..];
+    let mut reusable = head.reusable;
+    let mut chunked = Chunked::default();
+    let mut remaining = 0u64;
+    let body_start = out.len();
+    let mut done = match head.body {
+        Body::None => true,
+        Body::Length(n) => {
+            let take = (rest.len() as u64).min(n) as usize;
+            out.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            remaining = n - take as u64;
+            remaining == 0
         }
-        session
-            .write_response_header(Box::new(resp))
-            .await
-            .map_err(|_| Failed::Late(None))?;
-        // the rest fails late: the response has begun
-        let instance_failed = |e: Box<Error>| Failed::Late(Some(e.into_up()));
-        while let Some(chunk) = up.read_body_bytes().await.map_err(instance_failed)? {
-            session
-                .write_response_body(chunk, false)
-                .await
-                .map_err(|_| Failed::Late(None))?;
+        Body::Chunked => {
+            let take = chunked
+                .scan(rest)
+                .map_err(|why| early(upstream_error(ErrorType::InvalidHTTPHeader, why)))?;
+            out.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            chunked.done()
         }
-        session
-            .write_response_body(Bytes::new(), true)
-            .await
-            .map_err(|_| Failed::Late(None))
-    }
-
-    /// Answer a failure that happened before the response began, as
-    /// `SlotProxy::fail_to_proxy` does.
-    async fn answer_failure(session: &mut ServerSession, e: &Error, ctx: &RequestCtx) {
-        let code = failure_status(e, true, ctx);
-        let message = match code {
-            0 => return,
-            502 => bad_gateway_message(ctx),
-            _ => status_line(code),
-        };
-        if let Ok((resp, body)) = local_response(code, message) {
-            if session.write_response_header(resp).await.is_ok() {
-                let _ = session.write_response_body(body, true).await;
+        Body::UntilClose => {
+            if !rest.is_empty() {
+                h1::chunk(rest, &mut out);
+                rest = &[];
             }
+            false
+        }
+    };
+    // bytes after the response: not ours to pass on, nor to keep
+    if !rest.is_empty() {
+        reusable = false;
+    }
+    client.send(&out, out.len() - body_start).await?;
+    client.sent.status = Some(head.status);
+    // the rest fails late: the response has begun
+    let late = |e: Box<Error>| Exchange::Failed(Failed::Late(Some(e)));
+    while !done {
+        buf.clear();
+        let n = read_more(up, &mut buf, read_timeout).await.map_err(late)?;
+        match head.body {
+            Body::UntilClose if n == 0 => {
+                client.send(h1::LAST_CHUNK, h1::LAST_CHUNK.len()).await?;
+                done = true;
+            }
+            Body::UntilClose => {
+                out.clear();
+                h1::chunk(&buf, &mut out);
+                client.send(&out, out.len()).await?;
+            }
+            _ if n == 0 => {
+                let why = "the instance closed the connection in the middle of the body";
+                return Err(late(upstream_error(ErrorType::ConnectionClosed, why)));
+            }
+            Body::Length(_) => {
+                let take = (n as u64).min(remaining) as usize;
+                client.send(&buf[..take], take).await?;
+                remaining -= take as u64;
+                reusable &= take == n;
+                done = remaining == 0;
+            }
+            Body::Chunked => {
+                let take = chunked
+                    .scan(&buf)
+                    .map_err(|why| late(upstream_error(ErrorType::InvalidHTTPHeader, why)))?;
+                client.send(&buf[..take], take).await?;
+                reusable &= take == n;
+                done = chunked.done();
+            }
+            Body::None => unreachable!("a response without a body is done"),
         }
     }
+    Ok(reusable)
+}
+
+/// Write a local answer (`proxy::local_response`'s, as bytes).
+async fn send_local(
+    client: &mut Client<'_>,
+    code: u16,
+    message: &str,
+    close: bool,
+) -> Result<(), Failed> {
+    use std::io::Write;
+    let reason = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("");
+    let mut out = Vec::with_capacity(160 + message.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\n{}\r\n{message}\n",
+        message.len() + 1,
+        if close { "connection: close\r\n" } else { "" },
+    );
+    client.send(&out, message.len() + 1).await?;
+    client.sent.status = Some(code);
+    Ok(())
+}
+
+/// Answer a failure that happened before the response began, as
+/// `SlotProxy::fail_to_proxy` does; the connection closes after it.
+async fn answer_failure(client: &mut Client<'_>, e: &Error, ctx: &RequestCtx) {
+    let code = failure_status(e, true, ctx);
+    let message = match code {
+        0 => return,
+        502 => bad_gateway_message(ctx),
+        _ => status_line(code),
+    };
+    let _ = send_local(client, code, &message, true).await;
 }
 
 impl FastPath for Lean {
@@ -328,42 +515,50 @@ impl FastPath for Lean {
     async fn serve(
         &self,
         table: Arc<RouteTable>,
-        mut session: ServerSession,
+        conn: &mut Fenced,
+        head: BytesMut,
         closing: bool,
-    ) -> Option<ReusedHttpStream> {
-        match session.read_request().await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    let _ = session.respond_error(400).await;
-                }
-                return None;
-            }
-        }
-        if closing {
-            session.set_keepalive(None);
-        }
+    ) -> bool {
         let mut ctx = RequestCtx::default();
-        let outcome = self.proxy(table, &mut session, &mut ctx).await;
+        let peer_ip = conn
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let tls_here = conn.get_ssl_digest().is_some();
+        let mut client = Client {
+            conn,
+            sent: Sent::default(),
+        };
+        let Some(req) = prepare(table, &head, peer_ip, tls_here, &mut ctx) else {
+            let _ = send_local(&mut client, 400, &status_line(400), true).await;
+            return false;
+        };
+        // during the drain every answer says `Connection: close` (a request
+        // read before it began, answered after, too)
+        let close = closing || req.client_close || crate::drain::draining();
+        let outcome = self.proxy(&mut client, &req, close, &mut ctx).await;
         match &outcome {
-            Err(Failed::Early(e)) => Self::answer_failure(&mut session, e, &ctx).await,
+            Err(Failed::Early(e)) => answer_failure(&mut client, e, &ctx).await,
             Err(Failed::Late(Some(e))) => {
                 // counted; the client sees a truncated response
                 failure_status(e, true, &ctx);
             }
             _ => {}
         }
-        log_finished(&session, &ctx);
-        if outcome.is_err() {
-            // as pingora-proxy does after a failure: no reuse
-            return None;
-        }
-        let persisted = HttpPersistentSettings::for_session(&session);
-        match session.finish().await {
-            Ok(s) => s.map(|s| ReusedHttpStream::from_reusable_stream(s, persisted)),
-            Err(_) => None,
-        }
+        let text = |r: &Range<usize>| std::str::from_utf8(&head[r.clone()]).unwrap_or("-");
+        log_request(
+            Finished {
+                method: text(&req.method),
+                path: text(&req.path),
+                host: &head[req.host.clone()],
+                version: http::Version::HTTP_11,
+                status: client.sent.status,
+                bytes: client.sent.bytes,
+                peer: peer_ip,
+            },
+            &ctx,
+        );
+        // as pingora-proxy does after a failure: no reuse
+        outcome.is_ok() && !close
     }
 }
 
@@ -408,33 +603,41 @@ instances_protocol = "h2c"
     }
 
     #[test]
-    fn the_upstream_request_is_http11_without_hop_by_hop_fields() {
+    fn a_request_is_routed_and_rewritten_from_one_parse() {
         let t = Arc::new(compile_toml(CFG, &Health::new()));
-        let mut req = RequestHeader::build("GET", b"/a?b=c", None).unwrap();
-        req.set_version(http::Version::HTTP_10);
-        req.insert_header("host", "web.example.com").unwrap();
-        req.insert_header("connection", "keep-alive").unwrap();
-        req.insert_header("keep-alive", "timeout=5").unwrap();
-        req.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
-        req.insert_header("accept", "*/*").unwrap();
+        let head = b"GET /a?b=c HTTP/1.1\r\nHost: web.example.com\r\nConnection: keep-alive\r\n\
+                     Keep-Alive: timeout=5\r\nX-Forwarded-For: 6.6.6.6\r\nAccept: */*\r\n\r\n";
         let mut ctx = RequestCtx::default();
         let peer = Some("10.1.2.3".parse().unwrap());
-        assert!(route_request(t, &req, peer, false, &mut ctx).is_none());
-        let up = upstream_request(&req, &ctx).unwrap();
-        assert_eq!(up.version, http::Version::HTTP_11);
-        assert_eq!(up.raw_path(), b"/a?b=c");
-        let get = |n: &str| up.headers.get(n).map(|v| v.to_str().unwrap().to_string());
-        assert_eq!(get("connection"), None);
-        assert_eq!(get("keep-alive"), None);
-        assert_eq!(get("host").as_deref(), Some("web.example.com"));
-        assert_eq!(get("accept").as_deref(), Some("*/*"));
-        // an untrusted peer's X-Forwarded-For is replaced
-        assert_eq!(get("x-forwarded-for").as_deref(), Some("10.1.2.3"));
-        assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
-        assert_eq!(get("x-forwarded-host").as_deref(), Some("web.example.com"));
-        let slot = get("x-slot-name").unwrap();
-        assert!(slot == "production" || slot == "staging", "{slot}");
-        // the client's own header is left as it was
-        assert_eq!(req.headers.get("connection").unwrap(), "keep-alive");
+        let p = prepare(t.clone(), head, peer, false, &mut ctx).unwrap();
+        assert!(p.refusal.is_none());
+        assert_eq!(&head[p.method.clone()], b"GET");
+        assert_eq!(&head[p.path.clone()], b"/a?b=c");
+        assert_eq!(&head[p.host.clone()], b"web.example.com");
+        assert!(p.idempotent && !p.head_request && !p.client_close);
+        let up = String::from_utf8(p.upstream).unwrap();
+        let slot = &ctx.slot().unwrap().name;
+        assert_eq!(
+            up,
+            format!(
+                "GET /a?b=c HTTP/1.1\r\nHost: web.example.com\r\nAccept: */*\r\n\
+                 x-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: http\r\n\
+                 x-forwarded-host: web.example.com\r\nx-slot-name: {slot}\r\n\r\n"
+            )
+        );
+        // an unknown host is answered here, with nothing for an instance
+        let mut ctx = RequestCtx::default();
+        let head = b"HEAD / HTTP/1.1\r\nHost: nowhere\r\nConnection: close\r\n\r\n";
+        let p = prepare(t, head, peer, false, &mut ctx).unwrap();
+        assert_eq!(p.refusal.as_ref().map(|r| r.0), Some(404));
+        assert!(p.upstream.is_empty() && p.head_request && p.client_close);
+    }
+
+    #[test]
+    fn spans_locate_parts_of_the_header() {
+        let whole = b"GET /x HTTP/1.1";
+        assert_eq!(span(whole, &whole[4..6]), 4..6);
+        assert_eq!(span(whole, b"elsewhere"), 0..0);
+        assert_eq!(span(whole, &[]), 0..0);
     }
 }

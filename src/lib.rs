@@ -15,6 +15,7 @@ pub mod control;
 pub mod demo;
 pub mod drain;
 pub mod grpc;
+pub mod h1;
 pub mod health;
 pub mod idle_pool;
 pub mod instance_client;

@@ -16,10 +16,11 @@ use crate::metrics::{self, UpstreamErrorKind};
 use crate::model::InstancesProtocol;
 use crate::routing::forwarded::{client_ip, forwarded_for_value, is_trusted};
 use crate::routing::table::{Pool, SiteRoutes, SlotRoute};
-use crate::routing::{route, Decision, RouteTable};
+use crate::routing::{route, Decision, RequestView, RouteTable};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -291,25 +292,22 @@ async fn respond(
     Ok(true)
 }
 
-pub fn host_of(req: &RequestHeader) -> &[u8] {
-    match req.headers.get(http::header::HOST) {
-        Some(h) => h.as_bytes(),
-        None => req.uri.authority().map_or(&[], |a| a.as_str().as_bytes()),
-    }
+pub fn host_of(req: &impl RequestView) -> &[u8] {
+    req.host()
 }
 
 /// Every `X-Forwarded-For` value as one list: a proxy chain may send the
 /// header more than once, and each is part of the chain (RFC 7230 §3.2.2).
-fn forwarded_chain(req: &RequestHeader) -> Option<std::borrow::Cow<'_, [u8]>> {
-    let mut values = req.headers.get_all("x-forwarded-for").iter();
-    let first = values.next()?.as_bytes();
+fn forwarded_chain(req: &impl RequestView) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let mut values = req.values("x-forwarded-for");
+    let first = values.next()?;
     let Some(second) = values.next() else {
         return Some(std::borrow::Cow::Borrowed(first));
     };
     let mut joined = first.to_vec();
     for v in std::iter::once(second).chain(values) {
         joined.extend_from_slice(b", ");
-        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(v);
     }
     Some(std::borrow::Cow::Owned(joined))
 }
@@ -326,7 +324,7 @@ fn shown(v: &[u8]) -> String {
 /// and the lean HTTP/1 path (`lean`).
 pub fn route_request(
     table: Arc<RouteTable>,
-    req: &RequestHeader,
+    req: &impl RequestView,
     peer_ip: Option<IpAddr>,
     tls_here: bool,
     ctx: &mut RequestCtx,
@@ -371,14 +369,44 @@ pub fn route_request(
     ctx.decision = Some(decision);
     ctx.trusted_peer = trusted;
     ctx.https = if trusted {
-        req.headers
-            .get("x-forwarded-proto")
-            .map_or(tls_here, |v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+        req.first("x-forwarded-proto")
+            .map_or(tls_here, |v| v.eq_ignore_ascii_case(b"https"))
     } else {
         tls_here
     };
     ctx.table = Some(table);
     refusal
+}
+
+/// The `X-Forwarded-For`, `-Proto`, `-Host` and `X-Slot-Name` values the
+/// instance gets (each replaces what the client sent), computed once for
+/// either request path: pingora-proxy's inserts them into its header map
+/// ([`forwarded_headers`]), the lean path writes them as bytes.
+pub struct Forwarded<'a> {
+    /// `None`: no peer address, the field is dropped.
+    pub for_: Option<HeaderValue>,
+    pub proto: &'a [u8],
+    /// `None`: no host at all, the field is dropped.
+    pub host: Option<&'a [u8]>,
+    pub slot: Option<&'a HeaderValue>,
+}
+
+/// The forwarded values for the routed request `req` (see [`Forwarded`]):
+/// a trusted proxy's `-Proto` and `-Host` are kept, anyone else's replaced.
+pub fn forwarded<'a>(req: &'a impl RequestView, ctx: &'a RequestCtx) -> Forwarded<'a> {
+    let for_ = ctx.peer_ip.map(|peer| {
+        let xff = forwarded_chain(req);
+        forwarded_for_value(peer, xff.as_deref(), ctx.trusted_peer)
+    });
+    let keep = |name: &'a str| ctx.trusted_peer.then(|| req.first(name)).flatten();
+    let proto = keep("x-forwarded-proto").unwrap_or(if ctx.https { b"https" } else { b"http" });
+    let host = keep("x-forwarded-host").or_else(|| Some(req.host()).filter(|h| !h.is_empty()));
+    Forwarded {
+        for_,
+        proto,
+        host,
+        slot: ctx.slot().map(|s| &s.name_header),
+    }
 }
 
 /// Add `X-Forwarded-For`, `-Proto`, `-Host` and `X-Slot-Name` to the request
@@ -388,40 +416,44 @@ pub fn forwarded_headers(
     upstream: &mut RequestHeader,
     ctx: &RequestCtx,
 ) -> Result<()> {
-    if let Some(peer) = ctx.peer_ip {
-        let xff = forwarded_chain(req);
-        upstream.insert_header(
-            "x-forwarded-for",
-            forwarded_for_value(peer, xff.as_deref(), ctx.trusted_peer),
-        )?;
-    } else {
-        upstream.remove_header("x-forwarded-for");
+    let f = forwarded(req, ctx);
+    match f.for_ {
+        Some(v) => upstream.insert_header("x-forwarded-for", v)?,
+        None => {
+            upstream.remove_header("x-forwarded-for");
+        }
     }
-    let keep = |name: &str| {
-        ctx.trusted_peer
-            .then(|| req.headers.get(name).cloned())
-            .flatten()
-    };
-    let proto = keep("x-forwarded-proto").unwrap_or(http::HeaderValue::from_static(if ctx.https {
-        "https"
-    } else {
-        "http"
-    }));
-    // the client's Host value itself: a refcount, not a copy
-    let fwd_host = keep("x-forwarded-host")
-        .or_else(|| req.headers.get(http::header::HOST).cloned())
-        .or_else(|| http::HeaderValue::from_bytes(host_of(req)).ok());
-    upstream.insert_header("x-forwarded-proto", proto)?;
-    match fwd_host {
+    upstream.insert_header("x-forwarded-proto", f.proto)?;
+    match f.host {
         Some(h) => upstream.insert_header("x-forwarded-host", h)?,
         None => {
             upstream.remove_header("x-forwarded-host");
         }
     }
-    if let Some(slot) = ctx.slot() {
-        upstream.insert_header("x-slot-name", slot.name_header.clone())?;
+    if let Some(slot) = f.slot {
+        upstream.insert_header("x-slot-name", slot.clone())?;
     }
     Ok(())
+}
+
+/// The pin cookie a response must set, if the routing decision says so:
+/// the bucket's (`b.<n>`) or the slot's, `Secure` when the client came
+/// over TLS.
+pub fn pin_cookie(ctx: &RequestCtx) -> Option<HeaderValue> {
+    let decision = ctx.decision?;
+    if !decision.set_cookie {
+        return None;
+    }
+    let secure = ctx.https;
+    if let (Some(bucket), Some(table)) = (decision.bucket, &ctx.table) {
+        return Some(table.bucket_cookie(u32::from(bucket), secure));
+    }
+    let slot = ctx.slot()?;
+    Some(if secure {
+        slot.cookie_secure.clone()
+    } else {
+        slot.cookie.clone()
+    })
 }
 
 /// What a final (non-interim) response from an instance gets before it goes
@@ -450,22 +482,8 @@ pub fn final_response(
     if crate::drain::draining() {
         close = true;
     }
-    let Some(decision) = ctx.decision else {
-        return Ok(close);
-    };
-    if decision.set_cookie {
-        let secure = ctx.https;
-        if let (Some(bucket), Some(table)) = (decision.bucket, &ctx.table) {
-            let cookie = table.bucket_cookie(u32::from(bucket), secure);
-            resp.append_header(http::header::SET_COOKIE, cookie)?;
-        } else if let Some(slot) = ctx.slot() {
-            let cookie = if secure {
-                &slot.cookie_secure
-            } else {
-                &slot.cookie
-            };
-            resp.append_header(http::header::SET_COOKIE, cookie.clone())?;
-        }
+    if let Some(cookie) = pin_cookie(ctx) {
+        resp.append_header(http::header::SET_COOKIE, cookie)?;
     }
     Ok(close)
 }
@@ -510,22 +528,68 @@ pub fn bad_gateway_message(ctx: &RequestCtx) -> String {
 /// The 408 page's line (a request body that stopped arriving).
 pub const BODY_TIMEOUT_MESSAGE: &str = "408 Request Timeout: the request body stopped arriving before it was complete (server.body_timeout_secs)";
 
+/// What the metrics and the access log record of a finished request,
+/// whichever path served it.
+pub struct Finished<'a> {
+    pub method: &'a str,
+    /// The target as received (path and query).
+    pub path: &'a str,
+    pub host: &'a [u8],
+    pub version: http::Version,
+    /// The status written to the client (`None`: none was, the client went
+    /// away first).
+    pub status: Option<u16>,
+    /// Response body bytes written to the client.
+    pub bytes: usize,
+    /// The connection's peer.
+    pub peer: Option<IpAddr>,
+}
+
 /// Count a finished request and write its access-log line.
-pub fn log_finished(session: &ServerSession, ctx: &RequestCtx) {
+pub fn log_request(f: Finished<'_>, ctx: &RequestCtx) {
     // a local answer to a gRPC request went out as 200 + grpc-status: the
     // status it stands for is counted
-    let status = ctx.local_status.unwrap_or_else(|| {
-        session
-            .response_written()
-            .map_or(metrics::CLIENT_CLOSED, |r| r.status.as_u16())
-    });
+    let status = ctx
+        .local_status
+        .unwrap_or_else(|| f.status.unwrap_or(metrics::CLIENT_CLOSED));
     let elapsed = ctx.start.elapsed();
-    let version = session.req_header().version;
-    metrics::request_finished(ctx.slot_metrics(), status, elapsed, version);
+    metrics::request_finished(ctx.slot_metrics(), status, elapsed, f.version);
     if let Some(format) = crate::access_log::format() {
-        let line = access_entry(session, ctx, status, elapsed).format(format);
-        crate::access_log::write(line);
+        let entry = crate::access_log::Entry {
+            time: crate::activity::now(),
+            client: ctx.peer_ip.or(f.peer),
+            host: std::str::from_utf8(f.host).unwrap_or("-"),
+            site: ctx.site().map_or("-", |s| &s.name),
+            slot: ctx.slot().map_or("-", |s| &s.name),
+            instance: ctx.instance_label().unwrap_or("-"),
+            method: f.method,
+            path: f.path,
+            protocol: metrics::protocol_name(f.version),
+            status,
+            bytes: f.bytes,
+            duration: elapsed.as_secs_f64(),
+            reason: ctx.decision.map_or("-", |d| d.reason.as_str()),
+        };
+        crate::access_log::write(entry.format(format));
     }
+}
+
+/// [`log_request`] for a request pingora's session served.
+pub fn log_finished(session: &ServerSession, ctx: &RequestCtx) {
+    let req = session.req_header();
+    let finished = Finished {
+        method: req.method.as_str(),
+        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        host: host_of(req),
+        version: req.version,
+        status: session.response_written().map(|r| r.status.as_u16()),
+        bytes: session.body_bytes_sent(),
+        peer: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+    };
+    log_request(finished, ctx);
 }
 
 #[async_trait]
@@ -666,36 +730,5 @@ impl ProxyHttp for SlotProxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         log_finished(session, ctx);
-    }
-}
-
-/// The access log line of a finished request.
-fn access_entry<'a>(
-    session: &'a ServerSession,
-    ctx: &'a RequestCtx,
-    status: u16,
-    elapsed: Duration,
-) -> crate::access_log::Entry<'a> {
-    let req = session.req_header();
-    let client = ctx.peer_ip.or_else(|| {
-        session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-    });
-    crate::access_log::Entry {
-        time: crate::activity::now(),
-        client,
-        host: std::str::from_utf8(host_of(req)).unwrap_or("-"),
-        site: ctx.site().map_or("-", |s| &s.name),
-        slot: ctx.slot().map_or("-", |s| &s.name),
-        instance: ctx.instance_label().unwrap_or("-"),
-        method: req.method.as_str(),
-        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-        protocol: metrics::protocol_name(req.version),
-        status,
-        bytes: session.body_bytes_sent(),
-        duration: elapsed.as_secs_f64(),
-        reason: ctx.decision.map_or("-", |d| d.reason.as_str()),
     }
 }

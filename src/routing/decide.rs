@@ -9,6 +9,7 @@
 //! slot serves the request and whether to (re)set the pin cookie out.
 
 use super::buckets::{key_bucket, parse_bucket, slot_of_bucket};
+use super::request::RequestView;
 use super::table::{BucketRoutes, HostTarget, RouteTable, SiteRoutes, UserKey, WEIGHT_SCALE};
 use rand::Rng;
 
@@ -74,39 +75,26 @@ impl Decision {
 }
 
 /// Route a request whose Host led to `target` in `table`.
-pub fn route(table: &RouteTable, target: HostTarget, req: &http::request::Parts) -> Decision {
+pub fn route(table: &RouteTable, target: HostTarget, req: &impl RequestView) -> Decision {
     if let Some(slot) = target.slot {
         return Decision::to(slot, Reason::SlotHost, false);
     }
     let site = &table.sites[target.site as usize];
     let query = req
-        .uri
         .query()
-        .and_then(|q| query_value(q.as_bytes(), table.query_param.as_bytes()));
-    let cookie = cookie_value_with(
-        req.headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .map(|v| v.as_bytes()),
-        table.cookie_finder(),
-    );
+        .and_then(|q| query_value(q, table.query_param.as_bytes()));
+    let cookie = cookie_value_with(req.values("cookie"), table.cookie_finder());
     let roll = rand::rng().random_range(0..WEIGHT_SCALE);
     let key = match site.buckets.as_ref().and_then(|b| b.key.as_ref()) {
         None => None,
         Some(UserKey::Header(name)) => {
-            let mut values = req.headers.get_all(name).iter();
+            let mut values = req.values(name.as_str());
             match (values.next(), values.next()) {
-                (Some(v), None) => Some(v.as_bytes()),
+                (Some(v), None) => Some(v),
                 _ => None,
             }
         }
-        Some(UserKey::Cookie(finder)) => cookie_raw(
-            req.headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .map(|v| v.as_bytes()),
-            finder,
-        ),
+        Some(UserKey::Cookie(finder)) => cookie_raw(req.values("cookie"), finder),
     }
     .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN);
     decide_keyed(site, query, cookie, key, roll)

@@ -6,7 +6,9 @@ pub mod buckets;
 pub mod decide;
 pub mod forwarded;
 mod observe;
+pub mod request;
 pub mod table;
 
 pub use decide::{decide, route, Decision, Reason};
+pub use request::RequestView;
 pub use table::{Health, HostTarget, RouteTable};

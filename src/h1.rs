@@ -1,0 +1,663 @@
+//! The lean path's HTTP/1 wire work (`lean`), as plain functions on bytes:
+//! the client's request header parsed once and rewritten for the instance
+//! with the forwarded fields spliced in, the instance's response header
+//! parsed once and rewritten for the client with the pin cookie spliced in,
+//! and the framing of the response body (length, chunked, or until the
+//! instance closes) followed as it passes through.
+//!
+//! No header map is built on either side: field lines are copied as they
+//! came (names keep their case, values their bytes), except the ones a
+//! proxy must drop or replace. What is dropped or replaced is what
+//! pingora-proxy does on the other path (`tests/lean.rs` holds the two to
+//! the same request as the instance sees it).
+
+use crate::proxy::Forwarded;
+use crate::routing::RequestView;
+use std::io::Write;
+
+/// Most header fields a request or response may have here; the connection
+/// loop sends a request with more to pingora-proxy (`connection::inspect`
+/// parses with the same limit).
+pub const MAX_HEADERS: usize = crate::connection::MAX_HEADERS;
+
+/// Longest response header read from an instance (pingora's limit too).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// A client request header parsed in place.
+pub struct RawRequest<'h, 'b> {
+    pub method: &'b str,
+    /// The target as received (origin-form: path and query).
+    pub path: &'b str,
+    pub headers: &'h [httparse::Header<'b>],
+    host: &'b [u8],
+}
+
+/// Parse the complete HTTP/1.1 request header `head`; `None` if it is not
+/// one (the connection loop checked it already: see `connection::inspect`).
+pub fn parse_request<'h, 'b>(
+    head: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>],
+) -> Option<RawRequest<'h, 'b>> {
+    let mut req = httparse::Request::new(headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) if req.version == Some(1) => {}
+        _ => return None,
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return None;
+    };
+    let headers: &'h [httparse::Header<'b>] = req.headers;
+    let host = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .map_or(&[][..], |h| h.value);
+    Some(RawRequest {
+        method,
+        path,
+        headers,
+        host,
+    })
+}
+
+impl RequestView for RawRequest<'_, '_> {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    fn query(&self) -> Option<&[u8]> {
+        self.path.split_once('?').map(|(_, q)| q.as_bytes())
+    }
+
+    fn host(&self) -> &[u8] {
+        self.host
+    }
+}
+
+impl RawRequest<'_, '_> {
+    /// The client asked to close the connection after this request.
+    pub fn wants_close(&self) -> bool {
+        self.values("connection").any(|v| has_token(v, b"close"))
+    }
+}
+
+/// Whether the comma-separated field value `v` holds `token` (any case).
+fn has_token(v: &[u8], token: &[u8]) -> bool {
+    v.split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Fields of the client's request that do not go to the instance as they
+/// came: hop-by-hop ones (the connection to the instance is pooled on its
+/// own terms) and the ones [`Forwarded`] replaces.
+const REQUEST_DROPPED: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-slot-name",
+];
+
+/// Append the request for the instance to `out`: the client's request
+/// line as HTTP/1.1, its fields but the dropped ones, then the forwarded
+/// fields.
+pub fn upstream_request(req: &RawRequest<'_, '_>, fwd: &Forwarded<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers {
+        if REQUEST_DROPPED
+            .iter()
+            .any(|d| h.name.eq_ignore_ascii_case(d))
+        {
+            continue;
+        }
+        field(out, h.name.as_bytes(), h.value);
+    }
+    if let Some(v) = &fwd.for_ {
+        field(out, b"x-forwarded-for", v.as_bytes());
+    }
+    field(out, b"x-forwarded-proto", fwd.proto);
+    if let Some(h) = fwd.host {
+        field(out, b"x-forwarded-host", h);
+    }
+    if let Some(s) = fwd.slot {
+        field(out, b"x-slot-name", s.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response body is delimited on the instance's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// Chunked: passed through as it is, followed by [`Chunked`].
+    Chunked,
+    /// No length: the body ends when the instance closes; the client gets
+    /// it chunked (as pingora-proxy does), so its connection stays usable
+    /// and a cut-off body is seen as cut off.
+    UntilClose,
+}
+
+/// A response header read from an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// Length of the header in the bytes read.
+    pub len: usize,
+    pub body: Body,
+    /// The instance lets its connection be reused after this response.
+    pub reusable: bool,
+}
+
+/// What the response going to the client gets besides the instance's
+/// fields.
+pub struct ClientAdds<'a> {
+    /// The pin cookie (a `Set-Cookie` value), on a final response.
+    pub cookie: Option<&'a [u8]>,
+    /// Say `Connection: close` (and close after it).
+    pub close: bool,
+    /// The request was HEAD: no body whatever the fields say.
+    pub head_request: bool,
+}
+
+/// Why an instance's response cannot be passed on (the client gets 502).
+pub type Malformed = &'static str;
+
+/// Parse the response header at the start of `buf` and append what the
+/// client gets to `out`: `Ok(None)` while incomplete. An interim (1xx)
+/// response goes out as it came (never a cookie); a final one is rewritten
+/// per [`response_fields`].
+pub fn response_head(
+    buf: &[u8],
+    adds: &ClientAdds<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, Malformed> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD => {
+            return Err("response header too large")
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many response header fields"),
+        Err(_) => return Err("invalid response header"),
+    };
+    let status = resp.code.unwrap_or(0);
+    if status == 101 {
+        return Err("101 Switching Protocols without an upgrade");
+    }
+    if status < 200 {
+        out.extend_from_slice(&buf[..len]);
+        return Ok(Some(ResponseHead {
+            status,
+            len,
+            body: Body::None,
+            reusable: true,
+        }));
+    }
+    let (body, reusable) = response_fields(
+        status,
+        resp.version == Some(1),
+        resp.reason.unwrap_or(""),
+        resp.headers,
+        adds,
+        out,
+    )?;
+    Ok(Some(ResponseHead {
+        status,
+        len,
+        body,
+        reusable,
+    }))
+}
+
+/// Write a final response's header for the client: the status line as
+/// HTTP/1.1 with the instance's reason, the instance's fields but its
+/// hop-by-hop ones (`Connection`, `Keep-Alive`, `Proxy-Connection` and the
+/// fields `Connection` names), then the pin cookie, `Transfer-Encoding:
+/// chunked` for a body delimited by the close, and `Connection: close`.
+/// Returns the body's framing and whether the instance's connection may be
+/// reused.
+fn response_fields(
+    status: u16,
+    http11: bool,
+    reason: &str,
+    headers: &[httparse::Header<'_>],
+    adds: &ClientAdds<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(Body, bool), Malformed> {
+    let is = |h: &httparse::Header<'_>, n: &str| h.name.eq_ignore_ascii_case(n);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut keep_alive = http11;
+    let mut nominated: [&[u8]; 8] = [&[]; 8];
+    let mut nominated_n = 0;
+    for h in headers {
+        if is(h, "content-length") {
+            let v = std::str::from_utf8(h.value).ok().map(str::trim);
+            let n = match v {
+                Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().ok(),
+                _ => None,
+            };
+            match (n, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Err("invalid or conflicting Content-Length"),
+            }
+        } else if is(h, "transfer-encoding") {
+            // only chunked as the final coding delimits a body; anything
+            // else would leave the body to the close, under a coding the
+            // client cannot frame (nginx answers 502 too)
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err("unsupported Transfer-Encoding");
+            }
+            chunked = true;
+        } else if is(h, "connection") {
+            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                } else if !t.is_empty() && nominated_n < nominated.len() {
+                    nominated[nominated_n] = t;
+                    nominated_n += 1;
+                }
+            }
+        }
+    }
+    let nominated = &nominated[..nominated_n];
+    let no_body = adds.head_request || status == 204 || status == 304;
+    let body = match (no_body, chunked, length) {
+        (true, ..) => Body::None,
+        (false, true, _) => Body::Chunked,
+        (false, false, Some(n)) => Body::Length(n),
+        (false, false, None) => Body::UntilClose,
+    };
+    // both: Transfer-Encoding wins, Content-Length is dropped, and the
+    // connection is not trusted again (RFC 9112 §6.3)
+    let drop_length = chunked && length.is_some();
+    let reusable = keep_alive && !drop_length && body != Body::UntilClose;
+
+    // writing to a Vec cannot fail
+    let _ = write!(out, "HTTP/1.1 {status} ");
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in headers {
+        let hop = is(h, "connection")
+            || is(h, "keep-alive")
+            || is(h, "proxy-connection")
+            || (drop_length && is(h, "content-length"))
+            || nominated
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()));
+        if !hop {
+            field(out, h.name.as_bytes(), h.value);
+        }
+    }
+    if let Some(c) = adds.cookie {
+        field(out, b"set-cookie", c);
+    }
+    if body == Body::UntilClose {
+        field(out, b"transfer-encoding", b"chunked");
+    }
+    if adds.close {
+        field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok((body, reusable))
+}
+
+/// One chunk of a body the instance delimits by closing, framed for the
+/// client (`data` must not be empty: an empty chunk ends the body).
+pub fn chunk(data: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(!data.is_empty());
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk of a body framed with [`chunk`].
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Follows a chunked body as it passes through unchanged, to know where it
+/// ends (RFC 9112 §7.1): chunk sizes, extensions, data, the last chunk and
+/// its trailer fields. A bare LF is taken where CRLF is due, as pingora
+/// and nginx do.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Chunked {
+    state: State,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// In a chunk-size line: the size so far, whether a digit was seen,
+    /// whether an extension (or whitespace) began.
+    #[default]
+    SizeStart,
+    Size {
+        size: u64,
+        ext: bool,
+    },
+    /// `size` data bytes still to pass.
+    Data(u64),
+    /// After a chunk's data: CRLF due (`cr`: the CR came).
+    DataEnd {
+        cr: bool,
+    },
+    /// In the trailer section: `line_start`: nothing on this line yet.
+    Trailer {
+        line_start: bool,
+    },
+    Done,
+}
+
+impl Chunked {
+    /// Follow `bytes`; returns how many of them belong to the body (all of
+    /// them unless it ended inside). An error means the body is malformed.
+    pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, Malformed> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            self.state = match self.state {
+                State::Done => return Ok(i),
+                State::Data(n) => {
+                    let take = n.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    self.state = if take == n {
+                        State::DataEnd { cr: false }
+                    } else {
+                        State::Data(n - take)
+                    };
+                    continue;
+                }
+                State::SizeStart => match hex(b) {
+                    Some(d) => State::Size {
+                        size: u64::from(d),
+                        ext: false,
+                    },
+                    None => return Err("chunk size expected"),
+                },
+                State::Size { size, ext } => match (b, hex(b)) {
+                    (b'\n', _) if size == 0 => State::Trailer { line_start: true },
+                    (b'\n', _) => State::Data(size),
+                    (b'\r', _) => State::Size { size, ext: true },
+                    (_, Some(d)) if !ext => {
+                        if size >> 56 != 0 {
+                            return Err("chunk size too large");
+                        }
+                        State::Size {
+                            size: size << 4 | u64::from(d),
+                            ext,
+                        }
+                    }
+                    (b';' | b' ' | b'\t', _) => State::Size { size, ext: true },
+                    (_, _) if ext => State::Size { size, ext },
+                    _ => return Err("invalid chunk size"),
+                },
+                State::DataEnd { cr } => match b {
+                    b'\r' if !cr => State::DataEnd { cr: true },
+                    b'\n' => State::SizeStart,
+                    _ => return Err("chunk data longer than its size"),
+                },
+                State::Trailer { line_start } => match b {
+                    b'\n' if line_start => State::Done,
+                    b'\n' => State::Trailer { line_start: true },
+                    b'\r' => State::Trailer { line_start },
+                    _ => State::Trailer { line_start: false },
+                },
+            };
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    /// The last chunk and its trailer section have passed.
+    pub fn done(&self) -> bool {
+        self.state == State::Done
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(head: &str, f: impl FnOnce(&RawRequest<'_, '_>)) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let req = parse_request(head.as_bytes(), &mut headers).expect("parses");
+        f(&req);
+    }
+
+    #[test]
+    fn a_request_is_read_in_place() {
+        let head = "GET /a?x-ms-routing-name=staging&b=1 HTTP/1.1\r\nHost: shop.test\r\n\
+                    Cookie: a=1\r\ncookie: b=2\r\nConnection: keep-alive, Close\r\n\r\n";
+        parsed(head, |r| {
+            assert_eq!(
+                (r.method, r.path),
+                ("GET", "/a?x-ms-routing-name=staging&b=1")
+            );
+            assert_eq!(r.host(), b"shop.test");
+            assert_eq!(r.query(), Some(&b"x-ms-routing-name=staging&b=1"[..]));
+            let cookies: Vec<_> = r.values("cookie").collect();
+            assert_eq!(cookies, [&b"a=1"[..], b"b=2"]);
+            assert!(r.wants_close());
+        });
+        parsed(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            |r| {
+                assert!(!r.wants_close());
+                assert_eq!(r.query(), None);
+            },
+        );
+        // HTTP/1.0 is left to pingora-proxy (close-delimited bodies, no 1xx)
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        assert!(parse_request(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", &mut headers).is_none());
+    }
+
+    #[test]
+    fn the_upstream_request_replaces_forwarded_fields_and_drops_hop_by_hop_ones() {
+        let head = "GET /p HTTP/1.1\r\nHost: shop.test\r\nConnection: keep-alive\r\n\
+                    Keep-Alive: timeout=5\r\nX-Forwarded-For: 6.6.6.6\r\nX-Slot-Name: evil\r\n\
+                    Accept: */*\r\n\r\n";
+        let slot = http::HeaderValue::from_static("staging");
+        parsed(head, |r| {
+            let fwd = Forwarded {
+                for_: Some(http::HeaderValue::from_static("10.0.0.1")),
+                proto: b"http",
+                host: Some(b"shop.test"),
+                slot: Some(&slot),
+            };
+            let mut out = Vec::new();
+            upstream_request(r, &fwd, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "GET /p HTTP/1.1\r\nHost: shop.test\r\nAccept: */*\r\n\
+                 x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\n\
+                 x-forwarded-host: shop.test\r\nx-slot-name: staging\r\n\r\n"
+            );
+        });
+    }
+
+    fn respond(
+        raw: &str,
+        adds: ClientAdds<'_>,
+    ) -> (Result<Option<ResponseHead>, Malformed>, String) {
+        let mut out = Vec::new();
+        let r = response_head(raw.as_bytes(), &adds, &mut out);
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    fn plain() -> ClientAdds<'static> {
+        ClientAdds {
+            cookie: None,
+            close: false,
+            head_request: false,
+        }
+    }
+
+    #[test]
+    fn a_response_keeps_its_fields_and_gets_the_cookie() {
+        let raw = "HTTP/1.1 200 Fine\r\nContent-Length: 5\r\nX-App: 1\r\n\
+                   Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\r\nhello";
+        let adds = ClientAdds {
+            cookie: Some(b"x-ms-routing-name=staging; Path=/"),
+            close: true,
+            head_request: false,
+        };
+        let (r, out) = respond(raw, adds);
+        let head = r.unwrap().unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.len, raw.len() - 5);
+        assert_eq!(head.body, Body::Length(5));
+        assert!(head.reusable);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 Fine\r\nContent-Length: 5\r\nX-App: 1\r\n\
+             set-cookie: x-ms-routing-name=staging; Path=/\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_body_framing_follows_rfc_9112() {
+        let body = |raw: &str, adds| respond(raw, adds).0.unwrap().unwrap();
+        let chunked = body(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            plain(),
+        );
+        assert_eq!((chunked.body, chunked.reusable), (Body::Chunked, true));
+        // both: chunked wins, the length goes, the connection is not reused
+        let (r, out) = respond(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            plain(),
+        );
+        let both = r.unwrap().unwrap();
+        assert_eq!((both.body, both.reusable), (Body::Chunked, false));
+        assert!(
+            !out.to_ascii_lowercase().contains("content-length"),
+            "{out}"
+        );
+        // no length: until the close, sent on chunked, never reused
+        let (r, out) = respond(
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n",
+            plain(),
+        );
+        let close = r.unwrap().unwrap();
+        assert_eq!((close.body, close.reusable), (Body::UntilClose, false));
+        assert!(out.contains("transfer-encoding: chunked\r\n"), "{out}");
+        // HTTP/1.0 keeps its connection only when it says so
+        let ka = body(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            plain(),
+        );
+        assert!(ka.reusable);
+        let closing = body(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            plain(),
+        );
+        assert!(!closing.reusable);
+        // no body for HEAD, 204 and 304, whatever the length says
+        let head = ClientAdds {
+            head_request: true,
+            ..plain()
+        };
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", head).body,
+            Body::None
+        );
+        assert_eq!(
+            body("HTTP/1.1 304 Not Modified\r\n\r\n", plain()).body,
+            Body::None
+        );
+        assert_eq!(
+            body("HTTP/1.1 204 No Content\r\n\r\n", plain()).body,
+            Body::None
+        );
+    }
+
+    #[test]
+    fn interim_responses_pass_as_they_came_and_bad_ones_are_refused() {
+        let raw = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200";
+        let adds = ClientAdds {
+            cookie: Some(b"c=1"),
+            ..plain()
+        };
+        let (r, out) = respond(raw, adds);
+        let head = r.unwrap().unwrap();
+        assert_eq!((head.status, head.body), (103, Body::None));
+        assert_eq!(
+            out,
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+        );
+        assert_eq!(
+            respond("HTTP/1.1 200 OK\r\nContent-Le", plain()).0,
+            Ok(None)
+        );
+        for bad in [
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 2x0 OK\r\n\r\n",
+        ] {
+            assert!(respond(bad, plain()).0.is_err(), "{bad}");
+        }
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_RESPONSE_HEAD));
+        assert!(respond(&huge, plain()).0.is_err());
+    }
+
+    #[test]
+    fn a_chunked_body_is_followed_to_its_end_in_any_split() {
+        let body = b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for split in 0..=body.len() {
+            let mut c = Chunked::default();
+            let a = c.scan(&body[..split]).unwrap();
+            assert_eq!(a, split.min(end), "split {split}");
+            let b = c.scan(&body[split..]).unwrap();
+            assert_eq!(a + b, end, "split {split}");
+            assert!(c.done());
+        }
+        // bare LFs, no trailer
+        let mut c = Chunked::default();
+        assert_eq!(c.scan(b"3\nabc\n0\n\n").unwrap(), 9);
+        assert!(c.done());
+        let mut c = Chunked::default();
+        assert_eq!(c.scan(b"3\r\nab").unwrap(), 5);
+        assert!(!c.done());
+        for bad in [&b"x\r\n"[..], b"3\r\nabcd\r\n", b"fffffffffffffffff\r\n"] {
+            assert!(Chunked::default().scan(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_close_delimited_body_is_framed_in_chunks() {
+        let mut out = Vec::new();
+        chunk(&[b'a'; 26], &mut out);
+        out.extend_from_slice(LAST_CHUNK);
+        let mut c = Chunked::default();
+        assert_eq!(c.scan(&out).unwrap(), out.len());
+        assert!(c.done());
+        assert!(out.starts_with(b"1a\r\n"));
+    }
+}
