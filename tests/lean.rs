@@ -249,3 +249,194 @@ fn a_body_ended_by_the_app_closing_is_sent_on_chunked() {
         assert!(String::from_utf8_lossy(&body).contains("until the close"));
     }
 }
+
+/// An upstream that answers by path, each answer framed its own way, on
+/// kept-alive connections. What the lean path's own codec must pass
+/// through exactly and still know where each response ends. Returns the
+/// port and the (connection number, path) of every request.
+type Served = Arc<std::sync::Mutex<Vec<(usize, String)>>>;
+fn scripted_upstream() -> (u16, Served) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let served = Served::default();
+    let log = served.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in l.incoming().enumerate() {
+            let Ok(conn) = conn else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let mut parts = request_line.split(' ');
+                    let (method, path) = (parts.next().unwrap(), parts.next().unwrap_or("/"));
+                    log.lock().unwrap().push((n, path.to_string()));
+                    let ok = match (method, path) {
+                        (_, "/chunked") => {
+                            let _ = w.write_all(
+                                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                            );
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                            w.write_all(b"6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n")
+                        }
+                        (_, "/hints") => {
+                            let _ = w.write_all(
+                                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n",
+                            );
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        }
+                        (_, "/big") => {
+                            let body: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+                            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n");
+                            body.chunks(65536).try_for_each(|c| w.write_all(c))
+                        }
+                        ("HEAD", "/head") => {
+                            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                        }
+                        (_, "/hop") => w.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-Kept: 1\r\n\r\nok",
+                        ),
+                        (_, "/te-gzip") => {
+                            let _ = w.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx");
+                            return;
+                        }
+                        (_, "/garbage") => {
+                            let _ = w.write_all(b"nonsense\r\n\r\n");
+                            return;
+                        }
+                        _ => w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+                    };
+                    if ok.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, served)
+}
+
+/// Read from `s` until what was read ends with `suffix`.
+fn read_until(s: &mut std::net::TcpStream, suffix: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(suffix) {
+        std::io::Read::read_exact(s, &mut byte).unwrap();
+        got.push(byte[0]);
+    }
+    got
+}
+
+#[test]
+fn responses_framed_every_way_pass_through_one_kept_alive_connection() {
+    let (port, served) = scripted_upstream();
+    let proxy = Proxy::start(&site(port));
+    let mut s = common::raw::connect(&proxy);
+    let ask = |s: &mut std::net::TcpStream, method: &str, path: &str| {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: app.test\r\nCookie: x-ms-routing-name=self\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+    };
+    // chunked, with a trailer, in two pieces: passed through as it came
+    ask(&mut s, "GET", "/chunked");
+    let head = common::raw::read_head(&mut s).unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let body = read_until(&mut s, b"0\r\nX-Sum: 11\r\n\r\n");
+    assert_eq!(body, b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n");
+    // an interim response first, then the final one
+    ask(&mut s, "GET", "/hints");
+    let hints = common::raw::read_head(&mut s).unwrap();
+    assert!(hints.starts_with("HTTP/1.1 103"), "{hints}");
+    assert!(hints.contains("Link: </s.css>"), "{hints}");
+    let r = common::raw::read_response(&mut s).unwrap();
+    assert_eq!((r.status(), r.text().as_str()), (200, "ok"));
+    // a body larger than any buffer, byte for byte
+    ask(&mut s, "GET", "/big");
+    let r = common::raw::read_response(&mut s).unwrap();
+    assert_eq!(r.body.len(), 1 << 20);
+    assert!(r
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == (i % 251) as u8));
+    // HEAD: the length of the body it would have, and no body
+    ask(&mut s, "HEAD", "/head");
+    let head = common::raw::read_head(&mut s).unwrap();
+    assert!(head.contains("Content-Length: 1000"), "{head}");
+    // hop-by-hop fields of the response stay behind, the rest passes
+    ask(&mut s, "GET", "/hop");
+    let r = common::raw::read_response(&mut s).unwrap();
+    assert_eq!(r.header("x-kept"), Some("1"));
+    assert_eq!(r.header("x-hop"), None, "{}", r.head);
+    assert_eq!(r.header("connection"), None, "{}", r.head);
+    // every response above was framed right: one client connection, one
+    // upstream connection (health checks have their own)
+    let conns: std::collections::BTreeSet<usize> = served
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, p)| ["/chunked", "/hints", "/big", "/head", "/hop"].contains(&p.as_str()))
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(conns.len(), 1, "{:?}", served.lock().unwrap());
+
+    // the pin cookie goes on the final response only
+    let mut s = common::raw::connect(&proxy);
+    s.write_all(b"GET /hints HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    let hints = common::raw::read_head(&mut s).unwrap();
+    assert!(
+        !hints.to_ascii_lowercase().contains("set-cookie"),
+        "{hints}"
+    );
+    let r = common::raw::read_response(&mut s).unwrap();
+    assert!(r.header("set-cookie").is_some(), "{}", r.head);
+}
+
+#[test]
+fn responses_that_cannot_be_framed_are_a_502() {
+    let (port, _) = scripted_upstream();
+    let proxy = Proxy::start(&site(port));
+    for path in ["/te-gzip", "/garbage"] {
+        let mut s = common::raw::connect(&proxy);
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = common::raw::read_response(&mut s).unwrap();
+        assert_eq!(r.status(), 502, "{path}: {}", r.head);
+        assert!(
+            r.text().starts_with("502 Bad Gateway: no instance of slot"),
+            "{}",
+            r.text()
+        );
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    let text = scrape(&proxy);
+    assert!(
+        sample(
+            &text,
+            r#"slotproxy_requests_total{code="502",site="app",slot="production"}"#
+        )
+        .unwrap_or(0.0)
+            + sample(
+                &text,
+                r#"slotproxy_requests_total{code="502",site="app",slot="staging"}"#
+            )
+            .unwrap_or(0.0)
+            >= 2.0,
+        "{text}"
+    );
+}
