@@ -71,9 +71,9 @@ pub fn inspect(head: &[u8]) -> Inspected<'_> {
         body: BodyLength::Unknown,
         plain_host: None,
     };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return unknown,
     }

@@ -14,11 +14,21 @@
 use crate::proxy::Forwarded;
 use crate::routing::RequestView;
 use std::io::Write;
+use std::mem::MaybeUninit;
 
 /// Most header fields a request or response may have here; the connection
 /// loop sends a request with more to pingora-proxy (`connection::inspect`
 /// parses with the same limit).
 pub const MAX_HEADERS: usize = crate::connection::MAX_HEADERS;
+
+/// Room for a message's header fields, left uninitialized until parsed
+/// (4 KiB that need no zeroing per message).
+pub type Headers<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// Fresh room for header fields.
+pub fn headers<'b>() -> Headers<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
 
 /// Longest response header read from an instance (pingora's limit too).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -36,10 +46,10 @@ pub struct RawRequest<'h, 'b> {
 /// one (the connection loop checked it already: see `connection::inspect`).
 pub fn parse_request<'h, 'b>(
     head: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>],
+    headers: &'h mut Headers<'b>,
 ) -> Option<RawRequest<'h, 'b>> {
-    let mut req = httparse::Request::new(headers);
-    match req.parse(head) {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, headers) {
         Ok(httparse::Status::Complete(_)) if req.version == Some(1) => {}
         _ => return None,
     }
@@ -187,9 +197,14 @@ pub fn response_head(
     adds: &ClientAdds<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Option<ResponseHead>, Malformed> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    let mut headers = headers();
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD => {
             return Err("response header too large")
@@ -443,7 +458,7 @@ mod tests {
     use super::*;
 
     fn parsed(head: &str, f: impl FnOnce(&RawRequest<'_, '_>)) {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = headers();
         let req = parse_request(head.as_bytes(), &mut headers).expect("parses");
         f(&req);
     }
@@ -471,7 +486,7 @@ mod tests {
             },
         );
         // HTTP/1.0 is left to pingora-proxy (close-delimited bodies, no 1xx)
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = headers();
         assert!(parse_request(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", &mut headers).is_none());
     }
 

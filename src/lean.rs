@@ -171,7 +171,7 @@ fn prepare(
     tls_here: bool,
     ctx: &mut RequestCtx,
 ) -> Option<Prepared> {
-    let mut headers = [httparse::EMPTY_HEADER; h1::MAX_HEADERS];
+    let mut headers = h1::headers();
     let req = h1::parse_request(head, &mut headers)?;
     let refusal = route_request(table, &req, peer_ip, tls_here, ctx);
     let mut upstream = Vec::new();
