@@ -51,6 +51,7 @@ use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::{GetSocketDigest, Ssl, Stream};
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType};
+use pingora_timeout::fast_timeout::fast_timeout;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -241,7 +242,7 @@ async fn read_more(
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(READ_BUF);
     }
-    match tokio::time::timeout(timeout, up.read_buf(buf)).await {
+    match fast_timeout(timeout, up.read_buf(buf)).await {
         Ok(Ok(n)) => Ok(n),
         Ok(Err(_)) => Err(upstream_error(
             ErrorType::ReadError,
@@ -339,7 +340,7 @@ async fn exchange(
         up.write_all(&req.upstream).await?;
         up.flush().await
     };
-    match tokio::time::timeout(write_timeout, write).await {
+    match fast_timeout(write_timeout, write).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => {
             let e = upstream_error(ErrorType::WriteError, "sending the request failed");

@@ -35,6 +35,7 @@ use crate::config::ServerSection;
 use crate::connection::Fenced;
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
+use pingora_timeout::fast_timeout::fast_timeout;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{Stream, ALPN};
@@ -410,7 +411,9 @@ impl<A, F> Limited<A, F> {
             let mut stop = shutdown.clone();
             let idle_since = Instant::now();
             let n = tokio::select! {
-                r = tokio::time::timeout(idle, conn.socket().read(&mut first)) => match r {
+                // pingora's coarse timer: no timer-wheel entry, nor a wake-up
+                // of the I/O driver, per kept-alive request
+                r = fast_timeout(idle, conn.socket().read(&mut first)) => match r {
                     Ok(Ok(n)) if n > 0 => n,
                     _ => return Err(NoHead::Quiet),
                 },
