@@ -114,20 +114,22 @@ const REQUEST_DROPPED: [&str; 6] = [
 /// Append the request for the instance to `out`: the client's request
 /// line as HTTP/1.1, its fields but the dropped ones, then the forwarded
 /// fields.
-pub fn upstream_request(req: &RawRequest<'_, '_>, fwd: &Forwarded<'_>, out: &mut Vec<u8>) {
-    out.extend_from_slice(req.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(req.path.as_bytes());
+pub fn upstream_request(
+    head: &[u8],
+    req: &RawRequest<'_, '_>,
+    fwd: &Forwarded<'_>,
+    out: &mut Vec<u8>,
+) {
+    // method and target as they came, in one copy
+    let line =
+        offset(head, req.method.as_bytes())..offset(head, req.path.as_bytes()) + req.path.len();
+    out.extend_from_slice(&head[line]);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers {
-        if REQUEST_DROPPED
+    copy_fields(head, req.headers, out, |h| {
+        !REQUEST_DROPPED
             .iter()
             .any(|d| h.name.eq_ignore_ascii_case(d))
-        {
-            continue;
-        }
-        field(out, h.name.as_bytes(), h.value);
-    }
+    });
     if let Some(v) = &fwd.for_ {
         field(out, b"x-forwarded-for", v.as_bytes());
     }
@@ -139,6 +141,39 @@ pub fn upstream_request(req: &RawRequest<'_, '_>, fwd: &Forwarded<'_>, out: &mut
         field(out, b"x-slot-name", s.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Where `part`, a slice of `whole`, starts in it.
+fn offset(whole: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - whole.as_ptr() as usize
+}
+
+/// Copy the field lines of the complete header `head` (`headers` parsed
+/// from it) that `keep` keeps, as they came: each run of kept lines in one
+/// copy, not four per field.
+fn copy_fields(
+    head: &[u8],
+    headers: &[httparse::Header<'_>],
+    out: &mut Vec<u8>,
+    keep: impl Fn(&httparse::Header<'_>) -> bool,
+) {
+    // the field lines end where the blank line begins
+    let end = head.len() - if head.ends_with(b"\r\n") { 2 } else { 1 };
+    let mut run = None;
+    for h in headers {
+        let start = offset(head, h.name.as_bytes());
+        match (keep(h), run) {
+            (true, None) => run = Some(start),
+            (false, Some(from)) => {
+                out.extend_from_slice(&head[from..start]);
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = run {
+        out.extend_from_slice(&head[from..end]);
+    }
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -227,6 +262,7 @@ pub fn response_head(
         }));
     }
     let (body, reusable) = response_fields(
+        &buf[..len],
         status,
         resp.version == Some(1),
         resp.reason.unwrap_or(""),
@@ -250,6 +286,7 @@ pub fn response_head(
 /// Returns the body's framing and whether the instance's connection may be
 /// reused.
 fn response_fields(
+    head: &[u8],
     status: u16,
     http11: bool,
     reason: &str,
@@ -310,22 +347,23 @@ fn response_fields(
     let drop_length = chunked && length.is_some();
     let reusable = keep_alive && !drop_length && body != Body::UntilClose;
 
-    // writing to a Vec cannot fail
-    let _ = write!(out, "HTTP/1.1 {status} ");
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for h in headers {
-        let hop = is(h, "connection")
+    match headers.first() {
+        // an HTTP/1.1 status line as it came
+        Some(h) if http11 => out.extend_from_slice(&head[..offset(head, h.name.as_bytes())]),
+        _ => {
+            // writing to a Vec cannot fail
+            let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+        }
+    }
+    copy_fields(head, headers, out, |h| {
+        !(is(h, "connection")
             || is(h, "keep-alive")
             || is(h, "proxy-connection")
             || (drop_length && is(h, "content-length"))
             || nominated
                 .iter()
-                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()));
-        if !hop {
-            field(out, h.name.as_bytes(), h.value);
-        }
-    }
+                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes())))
+    });
     if let Some(c) = adds.cookie {
         field(out, b"set-cookie", c);
     }
@@ -504,7 +542,7 @@ mod tests {
                 slot: Some(&slot),
             };
             let mut out = Vec::new();
-            upstream_request(r, &fwd, &mut out);
+            upstream_request(head.as_bytes(), r, &fwd, &mut out);
             assert_eq!(
                 String::from_utf8(out).unwrap(),
                 "GET /p HTTP/1.1\r\nHost: shop.test\r\nAccept: */*\r\n\

@@ -178,7 +178,7 @@ fn prepare(
     let mut upstream = Vec::new();
     if refusal.is_none() {
         upstream.reserve(head.len() + 160);
-        h1::upstream_request(&req, &forwarded(&req, ctx), &mut upstream);
+        h1::upstream_request(head, &req, &forwarded(&req, ctx), &mut upstream);
     }
     let method = http::Method::from_bytes(req.method.as_bytes()).ok();
     Some(Prepared {
