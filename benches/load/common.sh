@@ -14,7 +14,15 @@ PIDS=()
 
 # Cores: the proxy under test gets core 1 to itself; wrk and the upstream
 # share core 0. Overridable for machines with more cores.
-PROXY_CPU="${PROXY_CPU:-1}"
+# WORKERS=2 gives every proxy two workers (slotproxy `threads`, nginx
+# `worker_processes`, HAProxy `nbthread`, pingora's threads) on cores 0 and 1
+# — which wrk and the upstream share: a scaling figure, not a per-core one.
+WORKERS="${WORKERS:-1}"
+if [ "$WORKERS" -gt 1 ]; then
+  PROXY_CPU="${PROXY_CPU:-0-$((WORKERS - 1))}"
+else
+  PROXY_CPU="${PROXY_CPU:-1}"
+fi
 CLIENT_CPU="${CLIENT_CPU:-0}"
 UPSTREAM_CPU="${UPSTREAM_CPU:-0}"
 
@@ -142,7 +150,7 @@ start_slotproxy() {
   cat > "$TMP/$name.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$SLOTPROXY_PORT"]
-threads = 1
+threads = $WORKERS
 upgrade_sock = "$TMP/$name-upgrade.sock"
 pid_file = "$TMP/$name.pid"
 ${SLOTPROXY_SERVER_EXTRA:-}
@@ -183,7 +191,7 @@ CONF
 start_bare() {
   local name="${1:-bare}" bin="${2:-$BARE}"
   BARE_PORT=$(free_port)
-  taskset -c "$PROXY_CPU" "$bin" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" 1 > "$TMP/$name.log" 2>&1 &
+  taskset -c "$PROXY_CPU" "$bin" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" "$WORKERS" > "$TMP/$name.log" 2>&1 &
   BARE_PID=$!
   PIDS+=($BARE_PID)
   wait_http "$BARE_PORT"
@@ -197,7 +205,7 @@ start_nginx() {
   # the same server over HTTP/2 without TLS (h2c, prior knowledge)
   NGINX_H2_PORT=$(free_port)
   cat > "$TMP/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes $WORKERS;
 pid $TMP/nginx.pid;
 error_log $TMP/nginx.log warn;
 events { worker_connections $(( $(ulimit -Hn) - 100 )); }
@@ -268,7 +276,7 @@ start_haproxy() {
   HAPROXY_MAXCONN=$(( ($(ulimit -n) - 100) / 2 ))
   cat > "$TMP/haproxy.cfg" <<CONF
 global
-    nbthread 1
+    nbthread $WORKERS
     # HAProxy reserves two fds per connection
     maxconn $HAPROXY_MAXCONN
 defaults
@@ -304,6 +312,7 @@ CONF
 start_nginx_memory() {
   NGINX_MEMORY_PORT=$(free_port)
   sed -e "s/127.0.0.1:$UPSTREAM_PORT /127.0.0.1:$NGINX_MEMORY_PORT /" \
+      -e "s/worker_processes 1;/worker_processes $WORKERS;/" \
       -e "s#$TMP/upstream.pid#$TMP/nginx-memory.pid#" \
       -e "s#$TMP/upstream.log#$TMP/nginx-memory.log#" "$TMP/upstream.conf" > "$TMP/nginx-memory.conf"
   taskset -c "$PROXY_CPU" nginx -e "$TMP/nginx-memory.log" -p "$TMP" -c "$TMP/nginx-memory.conf" -g 'daemon off;' &
@@ -319,7 +328,7 @@ start_floor() {
   FLOOR_PORT=$(free_port)
   local args=("$mode" "127.0.0.1:$FLOOR_PORT")
   [ "$mode" = forward ] && args+=("127.0.0.1:$UPSTREAM_PORT")
-  taskset -c "$PROXY_CPU" "$bin" "${args[@]}" 1 > "$TMP/floor-$mode.log" 2>&1 &
+  taskset -c "$PROXY_CPU" "$bin" "${args[@]}" "$WORKERS" > "$TMP/floor-$mode.log" 2>&1 &
   FLOOR_PID=$!
   PIDS+=($FLOOR_PID)
   wait_http "$FLOOR_PORT"

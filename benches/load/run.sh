@@ -20,6 +20,8 @@
 # pingora-core HTTP app doing the same (`floor-memory`), and that app
 # forwarding through pingora-core's connector and pool (`floor-forward`).
 # ONLY=regex keeps only the targets whose name matches (e.g. to re-run a few).
+# WORKERS=2 runs every proxy with two workers on both cores (common.sh), which
+# wrk and the upstream share: the 1 -> 2 scaling figure.
 source "$(dirname "$0")/common.sh"
 
 DURATION="${DURATION:-5}"
