@@ -37,11 +37,14 @@ trap 'exit 130' INT TERM
 
 log() { echo "== $*" >&2; }
 
-# slotproxy runs mimalloc with these options (src/main.rs re-executes itself
-# with them); bare pingora gets the same, so the comparison is of the code.
-export MIMALLOC_ARENA_EAGER_COMMIT="${MIMALLOC_ARENA_EAGER_COMMIT:-0}"
-export MIMALLOC_PURGE_DELAY="${MIMALLOC_PURGE_DELAY:-0}"
-export MIMALLOC_PURGE_DECOMMITS="${MIMALLOC_PURGE_DECOMMITS:-1}"
+# mimalloc's options: slotproxy, bare pingora and the floors each set their
+# own (src/allocator.rs: they re-execute themselves with them and run its
+# collector), so a BEFORE_SLOTPROXY binary runs with the options it shipped
+# with and the comparison with bare pingora is of the code. A MIMALLOC_*
+# variable exported here wins over them all.
+
+# Worker threads of slotproxy and bare pingora (pingora's `threads`).
+PROXY_THREADS="${PROXY_THREADS:-1}"
 
 install_missing() {
   local missing=()
@@ -142,7 +145,7 @@ start_slotproxy() {
   cat > "$TMP/$name.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$SLOTPROXY_PORT"]
-threads = 1
+threads = $PROXY_THREADS
 upgrade_sock = "$TMP/$name-upgrade.sock"
 pid_file = "$TMP/$name.pid"
 ${SLOTPROXY_SERVER_EXTRA:-}
@@ -183,7 +186,7 @@ CONF
 start_bare() {
   local name="${1:-bare}" bin="${2:-$BARE}"
   BARE_PORT=$(free_port)
-  taskset -c "$PROXY_CPU" "$bin" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" 1 > "$TMP/$name.log" 2>&1 &
+  taskset -c "$PROXY_CPU" "$bin" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" > "$TMP/$name.log" 2>&1 &
   BARE_PID=$!
   PIDS+=($BARE_PID)
   wait_http "$BARE_PORT"
