@@ -38,6 +38,8 @@ impl ProxyHttp for Bare {
 }
 
 fn main() -> anyhow::Result<()> {
+    // and the same allocator options and idle purge
+    slotproxy::allocator::tune();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
@@ -66,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         slotproxy::server::server_conf(&server_section),
     );
     server.bootstrap();
+    slotproxy::allocator::start_collector();
     let proxy = Bare {
         upstream: upstream.parse()?,
     };

@@ -101,6 +101,8 @@ impl HttpServerApp for Floor {
 }
 
 fn main() -> anyhow::Result<()> {
+    // and the same allocator options and idle purge
+    slotproxy::allocator::tune();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: floors memory LISTEN [THREADS] | floors forward LISTEN UPSTREAM [THREADS]";
@@ -138,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         slotproxy::server::server_conf(&server_section),
     );
     server.bootstrap();
+    slotproxy::allocator::start_collector();
     let mut service = pingora_core::services::listening::Service::new("floor".to_string(), floor);
     service.add_listener(slotproxy::limits::plain_listener(listen));
     server.add_service(service);

@@ -5,44 +5,11 @@
 use clap::{Parser, Subcommand};
 
 // pingora allocates several small buffers per request; glibc's malloc showed
-// up as ~15% of the proxy's CPU under load (BENCHMARKS.md).
+// up as ~15% of the proxy's CPU under load (BENCHMARKS.md). Its options and
+// idle purge: `slotproxy::allocator`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
-
-/// mimalloc's defaults commit arenas eagerly and keep freed memory: 10,000
-/// idle keep-alive clients cost 88 KiB each and the memory stayed after they
-/// left. Lazily committed arenas and immediate purging return it on close
-/// (with pingora's read buffer gone too, an idle connection now holds
-/// ~15 KiB: BENCHMARKS.md, memory). Immediate purging costs CPU per request
-/// (~21 % under the load bench, BENCHMARKS.md "Issue 11"); a delay with a
-/// periodic collect is the open alternative. mimalloc reads these
-/// options when it starts, before `main`, so the process re-executes itself
-/// once with them set; a `MIMALLOC_*` variable the operator set still wins.
-fn tune_allocator() {
-    use std::os::unix::process::CommandExt;
-    const MARK: &str = "SLOTPROXY_ALLOCATOR_TUNED";
-    if std::env::var_os(MARK).is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(std::env::args_os().skip(1)).env(MARK, "1");
-    for (name, value) in [
-        ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
-        ("MIMALLOC_PURGE_DELAY", "0"),
-        ("MIMALLOC_PURGE_DECOMMITS", "1"),
-    ] {
-        if std::env::var_os(name).is_none() {
-            cmd.env(name, value);
-        }
-    }
-    // exec only returns on failure (e.g. the binary was replaced on disk):
-    // then run as we are, with mimalloc's defaults.
-    let _ = cmd.exec();
-}
 
 #[derive(Parser)]
 #[command(
@@ -78,7 +45,7 @@ enum Command {
 }
 
 fn main() {
-    tune_allocator();
+    slotproxy::allocator::tune();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {

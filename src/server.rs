@@ -445,6 +445,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // With --upgrade this waits (up to 5 s) for the old process's sockets,
     // which it sends on SIGQUIT; only then is the shared state opened.
     server.bootstrap();
+    crate::allocator::start_collector();
     let rt = start(&args, cfg, seed)?;
     let cfg = &rt.config;
     let proxy = SlotProxy::new(

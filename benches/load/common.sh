@@ -45,11 +45,12 @@ trap 'exit 130' INT TERM
 
 log() { echo "== $*" >&2; }
 
-# slotproxy runs mimalloc with these options (src/main.rs re-executes itself
-# with them); bare pingora gets the same, so the comparison is of the code.
-export MIMALLOC_ARENA_EAGER_COMMIT="${MIMALLOC_ARENA_EAGER_COMMIT:-0}"
-export MIMALLOC_PURGE_DELAY="${MIMALLOC_PURGE_DELAY:-0}"
-export MIMALLOC_PURGE_DECOMMITS="${MIMALLOC_PURGE_DECOMMITS:-1}"
+# mimalloc's options: slotproxy, bare pingora and the floors each set their
+# own (src/allocator.rs: they re-execute themselves with them and run its
+# collector), so a BEFORE_SLOTPROXY binary runs with the options it shipped
+# with and the comparison with bare pingora is of the code. A MIMALLOC_*
+# variable exported here wins over them all.
+
 
 install_missing() {
   local missing=()
