@@ -193,64 +193,6 @@ fn prepare(
     })
 }
 
-/// The two buffers of an exchange (the instance's bytes read, the client's
-/// bytes written), kept per worker thread for the next request instead of
-/// freed: a 16 KiB buffer freed per request empties its allocator page,
-/// which mimalloc (purging at once, `main.rs`) hands back to the kernel and
-/// faults in again on the next request (perf: ~10% of the CPU per request
-/// in page faults and `madvise`).
-mod spare {
-    use super::READ_BUF;
-    use std::cell::RefCell;
-
-    /// Buffers kept per thread; more in use at once are allocated.
-    const KEPT: usize = 16;
-
-    thread_local! {
-        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// A buffer that goes back to its thread's spares when dropped.
-    pub struct Buf(Vec<u8>);
-
-    impl Buf {
-        pub fn take() -> Buf {
-            let spare = SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten();
-            Buf(spare.unwrap_or_else(|| Vec::with_capacity(READ_BUF)))
-        }
-    }
-
-    impl Drop for Buf {
-        fn drop(&mut self) {
-            let mut v = std::mem::take(&mut self.0);
-            // one that grew for a large header is not kept
-            if v.capacity() > 4 * READ_BUF {
-                return;
-            }
-            v.clear();
-            let _ = SPARE.try_with(|s| {
-                let mut s = s.borrow_mut();
-                if s.len() < KEPT {
-                    s.push(v);
-                }
-            });
-        }
-    }
-
-    impl std::ops::Deref for Buf {
-        type Target = Vec<u8>;
-        fn deref(&self) -> &Vec<u8> {
-            &self.0
-        }
-    }
-
-    impl std::ops::DerefMut for Buf {
-        fn deref_mut(&mut self) -> &mut Vec<u8> {
-            &mut self.0
-        }
-    }
-}
-
 /// How a proxied request ended short of success.
 enum Failed {
     /// Before any response was written to the client: answer it.
@@ -409,8 +351,8 @@ async fn exchange(
             return Err(Exchange::Failed(Failed::Early(e)));
         }
     }
-    let mut buf = spare::Buf::take();
-    let mut out = spare::Buf::take();
+    let mut buf = Vec::with_capacity(READ_BUF);
+    let mut out = Vec::with_capacity(1024);
     let early = |e: Box<Error>| Exchange::Failed(Failed::Early(e));
     let head: ResponseHead = loop {
         let n = match read_more(up, &mut buf, read_timeout).await {
