@@ -127,6 +127,15 @@ fn plain_host<'a>(headers: &[httparse::Header<'a>]) -> Option<&'a [u8]> {
     host
 }
 
+/// A `Content-Length` value: digits only (no sign, no list), fitting a u64.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let v = std::str::from_utf8(value).ok()?.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
 fn body_length_of(headers: &[httparse::Header<'_>]) -> BodyLength {
     let mut length: Option<u64> = None;
     for h in headers {
@@ -136,12 +145,7 @@ fn body_length_of(headers: &[httparse::Header<'_>]) -> BodyLength {
             return BodyLength::Unknown;
         }
         if h.name.eq_ignore_ascii_case("content-length") {
-            let value = std::str::from_utf8(h.value).ok().map(str::trim);
-            let n = match value {
-                Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().ok(),
-                _ => None,
-            };
-            match (n, length) {
+            match (content_length(h.value), length) {
                 (Some(n), None) => length = Some(n),
                 // two lengths (even equal ones) or a bad one: pingora
                 // refuses the request; leave it unfenced

@@ -302,12 +302,7 @@ fn response_fields(
     let mut nominated_n = 0;
     for h in headers {
         if is(h, "content-length") {
-            let v = std::str::from_utf8(h.value).ok().map(str::trim);
-            let n = match v {
-                Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse().ok(),
-                _ => None,
-            };
-            match (n, length) {
+            match (crate::connection::content_length(h.value), length) {
                 (Some(n), None) => length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
                 _ => return Err("invalid or conflicting Content-Length"),
