@@ -83,6 +83,7 @@ pub fn inspect(head: &[u8]) -> Inspected<'_> {
     let body = body_length_of(req.headers);
     let plain_host = if body == BodyLength::Exactly(0)
         && req.version == Some(1)
+        && !bare_lf(head)
         && req.path.is_some_and(|p| p.starts_with('/'))
     {
         plain_host(req.headers)
@@ -90,6 +91,13 @@ pub fn inspect(head: &[u8]) -> Inspected<'_> {
         None
     };
     Inspected { body, plain_host }
+}
+
+/// Whether a line of `head` ends in a bare LF: the lean path copies field
+/// lines as they came, and a strict app server (llhttp, h11) refuses a bare
+/// LF, so such a request goes to pingora-proxy, which writes CRLFs.
+fn bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// The one `Host` value of headers that carry no hop-by-hop field the lean
@@ -499,6 +507,9 @@ mod tests {
             "garbage\r\n\r\n",
             // HTTP/1.0: close-delimited bodies and no 1xx, pingora-proxy's
             "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+            // bare LFs: pingora-proxy writes the lines anew with CRLFs
+            "GET / HTTP/1.1\nHost: a\n\n",
+            "GET / HTTP/1.1\r\nHost: a\nX-A: 1\r\n\r\n",
         ] {
             assert_eq!(plain(head), None, "{head:?}");
         }

@@ -30,8 +30,10 @@ pub fn headers<'b>() -> Headers<'b> {
     [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
-/// Longest response header read from an instance (pingora's limit too).
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Longest response header read from an instance, and most fields in it:
+/// pingora's limits, so an instance's answer passes on either path.
+pub const MAX_RESPONSE_HEAD: usize = 1024 * 1024 - 1;
+const MAX_RESPONSE_FIELDS: usize = 256;
 
 /// A client request header parsed in place.
 pub struct RawRequest<'h, 'b> {
@@ -50,7 +52,9 @@ pub fn parse_request<'h, 'b>(
 ) -> Option<RawRequest<'h, 'b>> {
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(head, headers) {
-        Ok(httparse::Status::Complete(_)) if req.version == Some(1) => {}
+        // the whole of `head` and nothing past it: field lines are copied
+        // up to its end (`copy_fields`)
+        Ok(httparse::Status::Complete(n)) if n == head.len() && req.version == Some(1) => {}
         _ => return None,
     }
     let (Some(method), Some(path)) = (req.method, req.path) else {
@@ -78,7 +82,9 @@ impl RequestView for RawRequest<'_, '_> {
     }
 
     fn query(&self) -> Option<&[u8]> {
-        self.path.split_once('?').map(|(_, q)| q.as_bytes())
+        // a fragment is no part of the query (as `http::Uri` reads it)
+        let path = self.path.split_once('#').map_or(self.path, |(p, _)| p);
+        path.split_once('?').map(|(_, q)| q.as_bytes())
     }
 
     fn host(&self) -> &[u8] {
@@ -232,7 +238,7 @@ pub fn response_head(
     adds: &ClientAdds<'_>,
     out: &mut Vec<u8>,
 ) -> Result<Option<ResponseHead>, Malformed> {
-    let mut headers = headers();
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_RESPONSE_FIELDS];
     let mut resp = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut resp,
@@ -249,6 +255,9 @@ pub fn response_head(
         Err(_) => return Err("invalid response header"),
     };
     let status = resp.code.unwrap_or(0);
+    if status < 100 {
+        return Err("invalid status code");
+    }
     if status == 101 {
         return Err("101 Switching Protocols without an upgrade");
     }
@@ -280,8 +289,8 @@ pub fn response_head(
 
 /// Write a final response's header for the client: the status line as
 /// HTTP/1.1 with the instance's reason, the instance's fields but its
-/// hop-by-hop ones (`Connection`, `Keep-Alive`, `Proxy-Connection` and the
-/// fields `Connection` names), then the pin cookie, `Transfer-Encoding:
+/// hop-by-hop ones (`Connection`, `Keep-Alive`, `Proxy-Connection`), a
+/// `Date` if it had none, then the pin cookie, `Transfer-Encoding:
 /// chunked` for a body delimited by the close, and `Connection: close`.
 /// Returns the body's framing and whether the instance's connection may be
 /// reused.
@@ -298,11 +307,11 @@ fn response_fields(
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut keep_alive = http11;
-    let mut nominated: [&[u8]; 8] = [&[]; 8];
-    let mut nominated_n = 0;
+    let mut close = false;
+    let mut date = false;
     for h in headers {
         if is(h, "content-length") {
-            match (crate::connection::content_length(h.value), length) {
+            match (length_list(h.value), length) {
                 (Some(n), None) => length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
                 _ => return Err("invalid or conflicting Content-Length"),
@@ -317,19 +326,13 @@ fn response_fields(
             }
             chunked = true;
         } else if is(h, "connection") {
-            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                } else if !t.is_empty() && nominated_n < nominated.len() {
-                    nominated[nominated_n] = t;
-                    nominated_n += 1;
-                }
-            }
+            // `close` is final, whatever else is said (RFC 9112 §9.6)
+            close |= has_token(h.value, b"close");
+            keep_alive |= has_token(h.value, b"keep-alive");
+        } else if is(h, "date") {
+            date = true;
         }
     }
-    let nominated = &nominated[..nominated_n];
     let no_body = adds.head_request || status == 204 || status == 304;
     let body = match (no_body, chunked, length) {
         (true, ..) => Body::None,
@@ -338,9 +341,11 @@ fn response_fields(
         (false, false, None) => Body::UntilClose,
     };
     // both: Transfer-Encoding wins, Content-Length is dropped, and the
-    // connection is not trusted again (RFC 9112 §6.3)
+    // connection is not trusted again (RFC 9112 §6.3); nor is an HTTP/1.0
+    // one that sent Transfer-Encoding at all (§6.1)
     let drop_length = chunked && length.is_some();
-    let reusable = keep_alive && !drop_length && body != Body::UntilClose;
+    let faulty = drop_length || (chunked && !http11);
+    let reusable = keep_alive && !close && !faulty && body != Body::UntilClose;
 
     match headers.first() {
         // an HTTP/1.1 status line as it came
@@ -350,15 +355,24 @@ fn response_fields(
             let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
         }
     }
+    // The connection's own fields stay behind. Fields `Connection` names
+    // pass, as pingora-proxy passes them: dropping a nominated
+    // `Content-Length` would leave the body unframed.
     copy_fields(head, headers, out, |h| {
         !(is(h, "connection")
             || is(h, "keep-alive")
             || is(h, "proxy-connection")
-            || (drop_length && is(h, "content-length"))
-            || nominated
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes())))
+            || (drop_length && is(h, "content-length")))
     });
+    if !date {
+        // a proxy with a clock adds one (RFC 9110 §6.6.1); pingora's
+        // cached value, formatted once a second
+        field(
+            out,
+            b"date",
+            pingora_core::protocols::http::date::get_cached_date().as_bytes(),
+        );
+    }
     if let Some(c) = adds.cookie {
         field(out, b"set-cookie", c);
     }
@@ -370,6 +384,15 @@ fn response_fields(
     }
     out.extend_from_slice(b"\r\n");
     Ok((body, reusable))
+}
+
+/// A `Content-Length` value, or a list of identical ones (RFC 9110 §8.6).
+fn length_list(value: &[u8]) -> Option<u64> {
+    let mut values = value
+        .split(|&b| b == b',')
+        .map(crate::connection::content_length);
+    let first = values.next()??;
+    values.all(|v| v == Some(first)).then_some(first)
 }
 
 /// One chunk of a body the instance delimits by closing, framed for the
@@ -391,17 +414,21 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Chunked {
     state: State,
+    /// Data bytes passed so far (what the access log counts).
+    pub data: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// In a chunk-size line: the size so far, whether a digit was seen,
-    /// whether an extension (or whitespace) began.
+    /// Before a chunk-size line's first digit.
     #[default]
     SizeStart,
+    /// In a chunk-size line: the size so far, whether an extension (or
+    /// whitespace) began, whether a CR came (only LF may follow).
     Size {
         size: u64,
         ext: bool,
+        cr: bool,
     },
     /// `size` data bytes still to pass.
     Data(u64),
@@ -409,16 +436,26 @@ enum State {
     DataEnd {
         cr: bool,
     },
-    /// In the trailer section: `line_start`: nothing on this line yet.
+    /// In the trailer section: `line_start`: nothing on this line yet;
+    /// `cr`: a CR came (only LF may follow).
     Trailer {
         line_start: bool,
+        cr: bool,
     },
     Done,
 }
 
+/// A control byte that has no place in a chunk line (HTAB has).
+fn ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
 impl Chunked {
     /// Follow `bytes`; returns how many of them belong to the body (all of
-    /// them unless it ended inside). An error means the body is malformed.
+    /// them unless it ended inside). An error means the body is malformed:
+    /// whatever a strict client would not frame the same way (a bare CR, a
+    /// control byte in a line, data longer than its size) is refused
+    /// rather than passed on.
     pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, Malformed> {
         let mut i = 0;
         while i < bytes.len() {
@@ -428,6 +465,7 @@ impl Chunked {
                 State::Data(n) => {
                     let take = n.min((bytes.len() - i) as u64);
                     i += take as usize;
+                    self.data += take;
                     self.state = if take == n {
                         State::DataEnd { cr: false }
                     } else {
@@ -439,13 +477,19 @@ impl Chunked {
                     Some(d) => State::Size {
                         size: u64::from(d),
                         ext: false,
+                        cr: false,
                     },
                     None => return Err("chunk size expected"),
                 },
-                State::Size { size, ext } => match (b, hex(b)) {
-                    (b'\n', _) if size == 0 => State::Trailer { line_start: true },
-                    (b'\n', _) => State::Data(size),
-                    (b'\r', _) => State::Size { size, ext: true },
+                State::Size { size, cr: true, .. } if b == b'\n' => end_of_size(size),
+                State::Size { cr: true, .. } => return Err("bare CR in a chunk-size line"),
+                State::Size { size, ext, .. } => match (b, hex(b)) {
+                    (b'\n', _) => end_of_size(size),
+                    (b'\r', _) => State::Size {
+                        size,
+                        ext,
+                        cr: true,
+                    },
                     (_, Some(d)) if !ext => {
                         if size >> 56 != 0 {
                             return Err("chunk size too large");
@@ -453,10 +497,19 @@ impl Chunked {
                         State::Size {
                             size: size << 4 | u64::from(d),
                             ext,
+                            cr: false,
                         }
                     }
-                    (b';' | b' ' | b'\t', _) => State::Size { size, ext: true },
-                    (_, _) if ext => State::Size { size, ext },
+                    (b';' | b' ' | b'\t', _) => State::Size {
+                        size,
+                        ext: true,
+                        cr: false,
+                    },
+                    (_, _) if ext && !ctl(b) => State::Size {
+                        size,
+                        ext,
+                        cr: false,
+                    },
                     _ => return Err("invalid chunk size"),
                 },
                 State::DataEnd { cr } => match b {
@@ -464,11 +517,22 @@ impl Chunked {
                     b'\n' => State::SizeStart,
                     _ => return Err("chunk data longer than its size"),
                 },
-                State::Trailer { line_start } => match b {
+                State::Trailer { line_start, cr } => match b {
                     b'\n' if line_start => State::Done,
-                    b'\n' => State::Trailer { line_start: true },
-                    b'\r' => State::Trailer { line_start },
-                    _ => State::Trailer { line_start: false },
+                    b'\n' => State::Trailer {
+                        line_start: true,
+                        cr: false,
+                    },
+                    _ if cr => return Err("bare CR in a trailer line"),
+                    b'\r' => State::Trailer {
+                        line_start,
+                        cr: true,
+                    },
+                    _ if ctl(b) => return Err("control byte in a trailer line"),
+                    _ => State::Trailer {
+                        line_start: false,
+                        cr: false,
+                    },
                 },
             };
             i += 1;
@@ -479,6 +543,19 @@ impl Chunked {
     /// The last chunk and its trailer section have passed.
     pub fn done(&self) -> bool {
         self.state == State::Done
+    }
+}
+
+/// The state after a chunk-size line: the trailer after the last chunk,
+/// else the chunk's data.
+fn end_of_size(size: u64) -> State {
+    if size == 0 {
+        State::Trailer {
+            line_start: true,
+            cr: false,
+        }
+    } else {
+        State::Data(size)
     }
 }
 
@@ -507,6 +584,12 @@ mod tests {
             );
             assert_eq!(r.host(), b"shop.test");
             assert_eq!(r.query(), Some(&b"x-ms-routing-name=staging&b=1"[..]));
+        });
+        // a fragment is not part of the query, as `http::Uri` reads it
+        parsed("GET /a?q=1#f?x=2 HTTP/1.1\r\nHost: a\r\n\r\n", |r| {
+            assert_eq!(r.query(), Some(&b"q=1"[..]));
+        });
+        parsed(head, |r| {
             let cookies: Vec<_> = r.values("cookie").collect();
             assert_eq!(cookies, [&b"a=1"[..], b"b=2"]);
             assert!(r.wants_close());
@@ -566,7 +649,7 @@ mod tests {
 
     #[test]
     fn a_response_keeps_its_fields_and_gets_the_cookie() {
-        let raw = "HTTP/1.1 200 Fine\r\nContent-Length: 5\r\nX-App: 1\r\n\
+        let raw = "HTTP/1.1 200 Fine\r\nContent-Length: 5\r\nX-App: 1\r\nDate: then\r\n\
                    Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\r\nhello";
         let adds = ClientAdds {
             cookie: Some(b"x-ms-routing-name=staging; Path=/"),
@@ -579,11 +662,27 @@ mod tests {
         assert_eq!(head.len, raw.len() - 5);
         assert_eq!(head.body, Body::Length(5));
         assert!(head.reusable);
+        // a field `Connection` names passes, as on pingora-proxy's path
         assert_eq!(
             out,
-            "HTTP/1.1 200 Fine\r\nContent-Length: 5\r\nX-App: 1\r\n\
+            "HTTP/1.1 200 Fine\r\nContent-Length: 5\r\nX-App: 1\r\nDate: then\r\nX-Hop: 1\r\n\
              set-cookie: x-ms-routing-name=staging; Path=/\r\nconnection: close\r\n\r\n"
         );
+        // no Date: the proxy adds one
+        let (r, out) = respond("HTTP/1.0 204 No Content\r\n\r\n", plain());
+        assert_eq!(r.unwrap().unwrap().body, Body::None);
+        assert!(
+            out.starts_with("HTTP/1.1 204 No Content\r\ndate: "),
+            "{out}"
+        );
+        assert!(out.ends_with(" GMT\r\n\r\n"), "{out}");
+        // a nominated framing field still frames: it is never dropped
+        let (r, out) = respond(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: content-length\r\n\r\n",
+            plain(),
+        );
+        assert_eq!(r.unwrap().unwrap().body, Body::Length(2));
+        assert!(out.contains("Content-Length: 2\r\n"), "{out}");
     }
 
     #[test]
@@ -624,6 +723,18 @@ mod tests {
             plain(),
         );
         assert!(!closing.reusable);
+        // close is final, whatever follows it
+        for raw in [
+            "HTTP/1.1 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            // HTTP/1.0 with Transfer-Encoding: faulty framing (RFC 9112 §6.1)
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(!body(raw, plain()).reusable, "{raw}");
+        }
+        // a list of one length, as RFC 9110 §8.6 allows
+        let listed = body("HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n", plain());
+        assert_eq!(listed.body, Body::Length(2));
         // no body for HEAD, 204 and 304, whatever the length says
         let head = ClientAdds {
             head_request: true,
@@ -667,11 +778,17 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             "HTTP/1.1 2x0 OK\r\n\r\n",
+            "HTTP/1.1 042 Odd\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n",
         ] {
             assert!(respond(bad, plain()).0.is_err(), "{bad}");
         }
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_RESPONSE_HEAD));
         assert!(respond(&huge, plain()).0.is_err());
+        // pingora-proxy's limits, not tighter ones: 200 fields pass
+        let many: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
+        let raw = format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n{many}\r\n");
+        assert!(respond(&raw, plain()).0.unwrap().is_some());
     }
 
     #[test]
@@ -693,7 +810,19 @@ mod tests {
         let mut c = Chunked::default();
         assert_eq!(c.scan(b"3\r\nab").unwrap(), 5);
         assert!(!c.done());
-        for bad in [&b"x\r\n"[..], b"3\r\nabcd\r\n", b"fffffffffffffffff\r\n"] {
+        let mut c = Chunked::default();
+        c.scan(body).unwrap();
+        assert_eq!(c.data, 15, "data bytes, no framing");
+        for bad in [
+            &b"x\r\n"[..],
+            b"3\r\nabcd\r\n",
+            b"fffffffffffffffff\r\n",
+            // a bare CR, or a control byte, where strict clients differ
+            b"2\rzz\nok\r\n",
+            b"2;a\x01b\r\nok\r\n",
+            b"0\r\nX-T: a\rb\r\n\r\n",
+            b"0\r\nX-T: a\x00\r\n\r\n",
+        ] {
             assert!(Chunked::default().scan(bad).is_err(), "{bad:?}");
         }
     }

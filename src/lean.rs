@@ -211,8 +211,10 @@ fn upstream_error(etype: ErrorType, why: &'static str) -> Box<Error> {
 #[derive(Default)]
 struct Sent {
     status: Option<u16>,
-    /// Response body bytes (chunk framing included).
+    /// Response body bytes (payload; no chunk framing).
     bytes: usize,
+    /// The response said `Connection: close`.
+    close: bool,
 }
 
 /// The client's side of the exchange: its connection and what was sent.
@@ -232,6 +234,46 @@ impl Client<'_> {
     }
 }
 
+/// How long the instance may take to begin its answer before the client
+/// is watched too (a client that leaves then is seen at once, not at the
+/// first write: its instance connection is let go and the request counted
+/// as 499). Shorter waits do without: watching costs a read of the client
+/// socket per request.
+const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(50);
+
+/// Read more of the instance's answer into `buf` within `timeout`, as
+/// [`read_more`], while also watching the client connection after
+/// [`WATCH_CLIENT_AFTER`]: `Ok(None)` if the client closed it first.
+async fn read_or_client_gone(
+    up: &mut Stream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+    conn: &mut Fenced,
+) -> Result<Option<usize>, Box<Error>> {
+    let soon = WATCH_CLIENT_AFTER.min(timeout);
+    if let Ok(r) = fast_timeout(soon, read_some(up, buf)).await {
+        return r.map(Some);
+    }
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        r = read_more(up, buf, timeout - soon) => r.map(Some),
+        // the fence (`connection::Fenced`, nothing allowed past this
+        // bodiless request) keeps pipelined bytes for the next request and
+        // ends this read only when the client closes or resets
+        _ = conn.read(&mut probe) => Ok(None),
+    }
+}
+
+/// One read of the instance's answer into `buf` (0 at its end).
+async fn read_some(up: &mut Stream, buf: &mut Vec<u8>) -> Result<usize, Box<Error>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_BUF);
+    }
+    up.read_buf(buf)
+        .await
+        .map_err(|_| upstream_error(ErrorType::ReadError, "reading the response failed"))
+}
+
 /// Read more of the instance's answer into `buf` within `timeout`; 0 at
 /// its end.
 async fn read_more(
@@ -239,15 +281,8 @@ async fn read_more(
     buf: &mut Vec<u8>,
     timeout: Duration,
 ) -> Result<usize, Box<Error>> {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(READ_BUF);
-    }
-    match fast_timeout(timeout, up.read_buf(buf)).await {
-        Ok(Ok(n)) => Ok(n),
-        Ok(Err(_)) => Err(upstream_error(
-            ErrorType::ReadError,
-            "reading the response failed",
-        )),
+    match fast_timeout(timeout, read_some(up, buf)).await {
+        Ok(r) => r,
         Err(_) => Err(upstream_error(
             ErrorType::ReadTimedout,
             "no response within the read time-out",
@@ -266,7 +301,7 @@ impl Lean {
         ctx: &mut RequestCtx,
     ) -> Result<(), Failed> {
         if let Some((code, msg)) = &req.refusal {
-            return send_local(client, *code, msg, close).await;
+            return send_local(client, *code, msg, close, req.head_request).await;
         }
         let cookie = pin_cookie(ctx);
         let adds = ClientAdds {
@@ -355,8 +390,10 @@ async fn exchange(
     let mut out = Vec::with_capacity(1024);
     let early = |e: Box<Error>| Exchange::Failed(Failed::Early(e));
     let head: ResponseHead = loop {
-        let n = match read_more(up, &mut buf, read_timeout).await {
-            Ok(n) => n,
+        let n = match read_or_client_gone(up, &mut buf, read_timeout, client.conn).await {
+            Ok(Some(n)) => n,
+            // nothing more to do for it: the instance's connection goes
+            Ok(None) => return Err(Exchange::Failed(Failed::Late(None))),
             Err(e) if buf.is_empty() && e.etype() == &ErrorType::ReadError => {
                 return Err(Exchange::Stale(e))
             }
@@ -373,8 +410,14 @@ async fn exchange(
                 early(e)
             });
         }
+        // a drain that began while the instance worked closes this
+        // connection after the response, as `final_response` does
+        let adds = ClientAdds {
+            close: adds.close || crate::drain::draining(),
+            ..*adds
+        };
         let head = loop {
-            match h1::response_head(&buf, adds, &mut out) {
+            match h1::response_head(&buf, &adds, &mut out) {
                 Ok(None) => break None,
                 Err(why) => return Err(early(upstream_error(ErrorType::InvalidHTTPHeader, why))),
                 Ok(Some(h)) if h.status >= 200 => break Some(h),
@@ -387,6 +430,7 @@ async fn exchange(
             }
         };
         if let Some(h) = head {
+            client.sent.close = adds.close;
             break h;
         }
     };
@@ -395,7 +439,8 @@ async fn exchange(
     let mut reusable = head.reusable;
     let mut chunked = Chunked::default();
     let mut remaining = 0u64;
-    let body_start = out.len();
+    // payload bytes in this first write (chunk framing is not counted)
+    let mut payload = 0;
     let mut done = match head.body {
         Body::None => true,
         Body::Length(n) => {
@@ -403,6 +448,7 @@ async fn exchange(
             out.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             remaining = n - take as u64;
+            payload = take;
             remaining == 0
         }
         Body::Chunked => {
@@ -411,11 +457,13 @@ async fn exchange(
                 .map_err(|why| early(upstream_error(ErrorType::InvalidHTTPHeader, why)))?;
             out.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
+            payload = chunked.data as usize;
             chunked.done()
         }
         Body::UntilClose => {
             if !rest.is_empty() {
                 h1::chunk(rest, &mut out);
+                payload = rest.len();
                 rest = &[];
             }
             false
@@ -425,7 +473,7 @@ async fn exchange(
     if !rest.is_empty() {
         reusable = false;
     }
-    client.send(&out, out.len() - body_start).await?;
+    client.send(&out, payload).await?;
     client.sent.status = Some(head.status);
     // the rest fails late: the response has begun
     let late = |e: Box<Error>| Exchange::Failed(Failed::Late(Some(e)));
@@ -434,13 +482,13 @@ async fn exchange(
         let n = read_more(up, &mut buf, read_timeout).await.map_err(late)?;
         match head.body {
             Body::UntilClose if n == 0 => {
-                client.send(h1::LAST_CHUNK, h1::LAST_CHUNK.len()).await?;
+                client.send(h1::LAST_CHUNK, 0).await?;
                 done = true;
             }
             Body::UntilClose => {
                 out.clear();
                 h1::chunk(&buf, &mut out);
-                client.send(&out, out.len()).await?;
+                client.send(&out, n).await?;
             }
             _ if n == 0 => {
                 let why = "the instance closed the connection in the middle of the body";
@@ -454,10 +502,13 @@ async fn exchange(
                 done = remaining == 0;
             }
             Body::Chunked => {
+                let before = chunked.data;
                 let take = chunked
                     .scan(&buf)
                     .map_err(|why| late(upstream_error(ErrorType::InvalidHTTPHeader, why)))?;
-                client.send(&buf[..take], take).await?;
+                client
+                    .send(&buf[..take], (chunked.data - before) as usize)
+                    .await?;
                 reusable &= take == n;
                 done = chunked.done();
             }
@@ -467,13 +518,17 @@ async fn exchange(
     Ok(reusable)
 }
 
-/// Write a local answer (`proxy::local_response`'s, as bytes).
+/// Write a local answer (`proxy::local_response`'s, as bytes): its header
+/// only to a HEAD request (RFC 9110 §9.3.2); `Connection: close` if `close`
+/// or the drain has begun.
 async fn send_local(
     client: &mut Client<'_>,
     code: u16,
     message: &str,
     close: bool,
+    head_request: bool,
 ) -> Result<(), Failed> {
+    let close = close || crate::drain::draining();
     use std::io::Write;
     let reason = http::StatusCode::from_u16(code)
         .ok()
@@ -482,25 +537,36 @@ async fn send_local(
     let mut out = Vec::with_capacity(160 + message.len());
     let _ = write!(
         out,
-        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\n{}\r\n{message}\n",
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\ndate: ",
         message.len() + 1,
-        if close { "connection: close\r\n" } else { "" },
     );
-    client.send(&out, message.len() + 1).await?;
+    out.extend_from_slice(pingora_core::protocols::http::date::get_cached_date().as_bytes());
+    out.extend_from_slice(if close {
+        b"\r\nconnection: close\r\n\r\n"
+    } else {
+        b"\r\n\r\n"
+    });
+    let body = if head_request { 0 } else { message.len() + 1 };
+    if body > 0 {
+        out.extend_from_slice(message.as_bytes());
+        out.push(b'\n');
+    }
+    client.send(&out, body).await?;
     client.sent.status = Some(code);
+    client.sent.close = close;
     Ok(())
 }
 
 /// Answer a failure that happened before the response began, as
 /// `SlotProxy::fail_to_proxy` does; the connection closes after it.
-async fn answer_failure(client: &mut Client<'_>, e: &Error, ctx: &RequestCtx) {
+async fn answer_failure(client: &mut Client<'_>, e: &Error, ctx: &RequestCtx, head_request: bool) {
     let code = failure_status(e, true, ctx);
     let message = match code {
         0 => return,
         502 => bad_gateway_message(ctx),
         _ => status_line(code),
     };
-    let _ = send_local(client, code, &message, true).await;
+    let _ = send_local(client, code, &message, true, head_request).await;
 }
 
 impl FastPath for Lean {
@@ -530,7 +596,7 @@ impl FastPath for Lean {
             sent: Sent::default(),
         };
         let Some(req) = prepare(table, &head, peer_ip, tls_here, &mut ctx) else {
-            let _ = send_local(&mut client, 400, &status_line(400), true).await;
+            let _ = send_local(&mut client, 400, &status_line(400), true, false).await;
             return false;
         };
         // during the drain every answer says `Connection: close` (a request
@@ -538,7 +604,7 @@ impl FastPath for Lean {
         let close = closing || req.client_close || crate::drain::draining();
         let outcome = self.proxy(&mut client, &req, close, &mut ctx).await;
         match &outcome {
-            Err(Failed::Early(e)) => answer_failure(&mut client, e, &ctx).await,
+            Err(Failed::Early(e)) => answer_failure(&mut client, e, &ctx, req.head_request).await,
             Err(Failed::Late(Some(e))) => {
                 // counted; the client sees a truncated response
                 failure_status(e, true, &ctx);
@@ -559,7 +625,7 @@ impl FastPath for Lean {
             &ctx,
         );
         // as pingora-proxy does after a failure: no reuse
-        outcome.is_ok() && !close
+        outcome.is_ok() && !client.sent.close
     }
 }
 

@@ -302,6 +302,13 @@ fn scripted_upstream() -> (u16, Served) {
                         ("HEAD", "/head") => {
                             w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
                         }
+                        (_, "/slow") => {
+                            std::thread::sleep(std::time::Duration::from_millis(1500));
+                            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        }
+                        (_, "/framed-by-nominee") => w.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: content-length\r\n\r\nok",
+                        ),
                         (_, "/hop") => w.write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: x-hop\r\nX-Hop: 1\r\nX-Kept: 1\r\n\r\nok",
                         ),
@@ -377,19 +384,37 @@ fn responses_framed_every_way_pass_through_one_kept_alive_connection() {
     ask(&mut s, "HEAD", "/head");
     let head = common::raw::read_head(&mut s).unwrap();
     assert!(head.contains("Content-Length: 1000"), "{head}");
-    // hop-by-hop fields of the response stay behind, the rest passes
+    // the response's own Connection stays behind; a field it names passes,
+    // as on pingora-proxy's path — even a framing one, which still frames
     ask(&mut s, "GET", "/hop");
     let r = common::raw::read_response(&mut s).unwrap();
     assert_eq!(r.header("x-kept"), Some("1"));
-    assert_eq!(r.header("x-hop"), None, "{}", r.head);
+    assert_eq!(r.header("x-hop"), Some("1"), "{}", r.head);
     assert_eq!(r.header("connection"), None, "{}", r.head);
+    assert!(r.header("date").is_some(), "{}", r.head);
+    ask(&mut s, "GET", "/framed-by-nominee");
+    let r = common::raw::read_response(&mut s).unwrap();
+    assert_eq!(
+        (r.header("content-length"), r.text().as_str()),
+        (Some("2"), "ok")
+    );
     // every response above was framed right: one client connection, one
     // upstream connection (health checks have their own)
     let conns: std::collections::BTreeSet<usize> = served
         .lock()
         .unwrap()
         .iter()
-        .filter(|(_, p)| ["/chunked", "/hints", "/big", "/head", "/hop"].contains(&p.as_str()))
+        .filter(|(_, p)| {
+            [
+                "/chunked",
+                "/hints",
+                "/big",
+                "/head",
+                "/hop",
+                "/framed-by-nominee",
+            ]
+            .contains(&p.as_str())
+        })
         .map(|(n, _)| *n)
         .collect();
     assert_eq!(conns.len(), 1, "{:?}", served.lock().unwrap());
@@ -439,4 +464,83 @@ fn responses_that_cannot_be_framed_are_a_502() {
             >= 2.0,
         "{text}"
     );
+}
+
+#[test]
+fn a_head_answered_by_the_proxy_has_no_body_and_the_connection_goes_on() {
+    let (port, _) = scripted_upstream();
+    let proxy = Proxy::start(&site(port));
+    let mut s = common::raw::connect(&proxy);
+    // 404 from the proxy itself, then a proxied request on the same
+    // connection: a body after the HEAD's header would be read as the
+    // start of the next response
+    s.write_all(
+        b"HEAD / HTTP/1.1\r\nHost: nowhere.test\r\n\r\nGET /hop HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    )
+    .unwrap();
+    let head = common::raw::read_head(&mut s).unwrap();
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: "),
+        "{head}"
+    );
+    let next = common::raw::read_response(&mut s).unwrap();
+    assert_eq!(
+        (next.status(), next.text().as_str()),
+        (200, "ok"),
+        "{}",
+        next.head
+    );
+}
+
+#[test]
+fn a_client_that_leaves_while_the_app_works_is_counted_as_gone() {
+    let (port, served) = scripted_upstream();
+    let proxy = Proxy::start(&site(port));
+    let mut s = common::raw::connect(&proxy);
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\nCookie: x-ms-routing-name=self\r\n\r\n")
+        .unwrap();
+    wait_for(10, "the app to get the request", || {
+        served
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, p)| p == "/slow")
+            .then_some(())
+    });
+    drop(s);
+    // seen while the app still works (it answers after 1.5 s), not at the
+    // first write: 499, as on pingora-proxy's path
+    let series = r#"slotproxy_requests_total{code="499",site="app",slot="production"}"#;
+    wait_for(10, "a 499", || {
+        (sample(&scrape(&proxy), series).unwrap_or(0.0) >= 1.0).then_some(())
+    });
+    let ok = r#"slotproxy_requests_total{code="200",site="app",slot="production"}"#;
+    assert_eq!(sample(&scrape(&proxy), ok).unwrap_or(0.0), 0.0);
+}
+
+#[test]
+fn a_response_that_outlives_the_start_of_the_drain_says_close() {
+    let (port, served) = scripted_upstream();
+    let proxy = Proxy::start_graceful(&site(port), 10);
+    let mut s = common::raw::connect(&proxy);
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    wait_for(10, "the app to get the request", || {
+        served
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, p)| p == "/slow")
+            .then_some(())
+    });
+    // the request was read before the drain began, answered after it
+    proxy.signal(libc::SIGTERM);
+    let r = common::raw::read_response(&mut s).unwrap();
+    assert_eq!(r.status(), 200, "{}", r.head);
+    assert_eq!(r.header("connection"), Some("close"), "{}", r.head);
+    // and the connection does end
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 }
