@@ -651,6 +651,7 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> ServerApp for Limite
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _activity = crate::allocator::connection_started();
         let ip = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));

@@ -401,11 +401,15 @@ pub fn server_conf(server: &ServerSection) -> ServerConf {
         graceful_shutdown_timeout_seconds: Some(server.graceful_shutdown_timeout_secs),
         upgrade_sock: server.upgrade_sock.clone(),
         pid_file: server.pid_file.clone(),
-        // One thread has no one to steal from: pingora then runs a
-        // current-thread tokio runtime, which skips the multi-thread
-        // scheduler's cross-thread bookkeeping (measured: ~3% less CPU per
-        // request, see BENCHMARKS.md).
-        work_stealing: server.threads > 1,
+        // No work stealing: pingora runs a current-thread tokio runtime per
+        // worker thread, each connection on one of them for its life. It
+        // skips the multi-thread scheduler's cross-thread bookkeeping
+        // (measured: ~3% less CPU per request with one thread, far less
+        // with two sharing a core), and tasks that stay on their thread let
+        // each worker give its freed memory back when idle (allocator.rs;
+        // with stealing ~26 MiB stayed after 10,000 connections closed).
+        // BENCHMARKS.md, "Issue 11", "Purge delay with collectors".
+        work_stealing: false,
         ..ServerConf::default()
     }
 }
