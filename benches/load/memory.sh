@@ -9,9 +9,9 @@
 #
 # Settings (env): REQUESTS=500000 per run, RUNS=4, CONNS=50, IDLE=10000,
 # SKIP_BUILD=1, KEEP_TMP=1, BEFORE_SLOTPROXY=path (idle test of another
-# build too), PROXY_THREADS=1 (worker threads of slotproxy and bare pingora;
-# 2 shows whether memory freed on one worker thread and owned by another
-# still goes back). Same pinning as run.sh.
+# build too), WORKERS=1 (common.sh: worker threads of every proxy; 2 shows
+# whether memory freed on one worker thread and owned by another still goes
+# back). Same pinning as run.sh.
 source "$(dirname "$0")/common.sh"
 
 REQUESTS="${REQUESTS:-500000}"

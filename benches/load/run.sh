@@ -12,8 +12,7 @@
 #
 # Settings (env): DURATION=5 seconds per measurement, ROUNDS=3, CONNS=50
 # keep-alive connections, WARMUP=1 second per target before round 1,
-# SKIP_BUILD=1 to reuse target/release, KEEP_TMP=1 to keep configs and logs,
-# PROXY_THREADS=1 worker threads of slotproxy and bare pingora.
+# SKIP_BUILD=1 to reuse target/release, KEEP_TMP=1 to keep configs and logs.
 # BEFORE_SLOTPROXY=path and BEFORE_BARE=path add two more targets, e.g. the
 # binaries of an older commit, measured in the same interleaved rounds.
 # FLOORS=1 adds the floors of pingora's layers (examples/floors.rs): nginx
