@@ -127,9 +127,9 @@ thread_local! {
 
 /// Called by the connection loop for each new client connection, the
 /// guard kept until the connection ends: counts the connection on this
-/// thread and, the first time, starts this thread's collector task if tasks
-/// stay on their thread (a current-thread tokio runtime: pingora's workers
-/// without work stealing, which is how `server.rs` runs them).
+/// thread and, unless one runs, starts this thread's collector task if
+/// tasks stay on their thread (a current-thread tokio runtime: pingora's
+/// workers without work stealing, which is how `server.rs` runs them).
 ///
 /// Why per thread: a page belongs to the thread that allocated from it.
 /// Blocks another thread frees there wait on the page until the owner next
@@ -164,7 +164,9 @@ impl Drop for ConnectionOnThread {
 /// A thread's collector: every [`COLLECT_INTERVAL`], what [`next_collect`]
 /// says, until it has collected all with no connection left open.
 async fn collect_this_thread() {
-    let mut tick = tokio::time::interval(COLLECT_INTERVAL);
+    // the first tick a whole interval away (`interval` ticks at once)
+    let start = tokio::time::Instant::now() + COLLECT_INTERVAL;
+    let mut tick = tokio::time::interval_at(start, COLLECT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = (STARTED.get(), ENDED.get());
     let mut collected_all = false;
