@@ -9,12 +9,12 @@
 //! cargo run --release --example alloc_census -- 2000
 //! CENSUS_PARALLEL=256 cargo run --release --example alloc_census -- 8000  # 256 at a time
 //! CENSUS_TRACE=1 cargo run --release --example alloc_census -- 2000   # + call sites
-//! MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 MIMALLOC_PURGE_DECOMMITS=1 \
+//! MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=100 MIMALLOC_PURGE_DECOMMITS=1 \
 //!   target/release/examples/alloc_census 10000                        # RSS as slotproxy's
 //! ```
 //!
 //! The allocator underneath is slotproxy's (mimalloc); run it with the
-//! `MIMALLOC_*` options `slotproxy serve` sets (src/main.rs) to see the same
+//! `MIMALLOC_*` options `slotproxy serve` sets (src/allocator.rs) to see the same
 //! RSS. Heap blocks are what the code holds; RSS per connection adds the
 //! allocator's size classes and fragmentation.
 
