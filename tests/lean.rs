@@ -493,11 +493,11 @@ fn a_head_answered_by_the_proxy_has_no_body_and_the_connection_goes_on() {
     );
 }
 
-#[test]
-fn a_client_that_leaves_while_the_app_works_is_counted_as_gone() {
-    let (port, served) = scripted_upstream();
-    let proxy = Proxy::start(&site(port));
-    let mut s = common::raw::connect(&proxy);
+/// A connection whose request for `/slow` (pinned to production) the
+/// scripted upstream has received and is working on (it answers after
+/// 1.5 s).
+fn slow_request_in_flight(proxy: &Proxy, served: &Served) -> std::net::TcpStream {
+    let mut s = common::raw::connect(proxy);
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\nCookie: x-ms-routing-name=self\r\n\r\n")
         .unwrap();
     wait_for(10, "the app to get the request", || {
@@ -508,7 +508,14 @@ fn a_client_that_leaves_while_the_app_works_is_counted_as_gone() {
             .any(|(_, p)| p == "/slow")
             .then_some(())
     });
-    drop(s);
+    s
+}
+
+#[test]
+fn a_client_that_leaves_while_the_app_works_is_counted_as_gone() {
+    let (port, served) = scripted_upstream();
+    let proxy = Proxy::start(&site(port));
+    drop(slow_request_in_flight(&proxy, &served));
     // seen while the app still works (it answers after 1.5 s), not at the
     // first write: 499, as on pingora-proxy's path
     let series = r#"slotproxy_requests_total{code="499",site="app",slot="production"}"#;
@@ -523,17 +530,7 @@ fn a_client_that_leaves_while_the_app_works_is_counted_as_gone() {
 fn a_response_that_outlives_the_start_of_the_drain_says_close() {
     let (port, served) = scripted_upstream();
     let proxy = Proxy::start_graceful(&site(port), 10);
-    let mut s = common::raw::connect(&proxy);
-    s.write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        .unwrap();
-    wait_for(10, "the app to get the request", || {
-        served
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, p)| p == "/slow")
-            .then_some(())
-    });
+    let mut s = slow_request_in_flight(&proxy, &served);
     // the request was read before the drain began, answered after it
     proxy.signal(libc::SIGTERM);
     let r = common::raw::read_response(&mut s).unwrap();
