@@ -22,6 +22,9 @@
 # ONLY=regex keeps only the targets whose name matches (e.g. to re-run a few).
 # WORKERS=2 runs every proxy with two workers on both cores (common.sh), which
 # wrk and the upstream share: the 1 -> 2 scaling figure.
+# RATE=N measures every target at a fixed N requests per second in all (h2load
+# --rps, N/CONNS per connection; HTTP/1.1 with --h1) instead of at saturation:
+# latency compared at one request rate, which wrk cannot hold.
 source "$(dirname "$0")/common.sh"
 
 DURATION="${DURATION:-5}"
@@ -104,11 +107,18 @@ measure() {
   [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
   local t0 t1 out
   t0=$(cpu_ns "$pid")
-  if [[ "$name" == *-h2c ]]; then
+  if [[ "$name" == *-h2c ]] || [ -n "${RATE:-}" ]; then
     # h2load: per-request durations go to a log that h2report.py reads
+    local h2args=(-t1 "-c$CONNS" -D "$secs" -H ':authority: bench.local' --log-file="$TMP/h2.log")
+    if [[ "$name" == *-h2c ]]; then
+      h2args+=("-m${STREAMS:-10}")
+    else
+      h2args+=(--h1)
+    fi
+    [ -n "${RATE:-}" ] && h2args+=("--rps=$((RATE / CONNS))")
+    [ -n "$cookie" ] && h2args+=(-H "cookie: $cookie")
     rm -f "$TMP/h2.log"
-    taskset -c "$CLIENT_CPU" h2load -t1 "-c$CONNS" "-m${STREAMS:-10}" -D "$secs" \
-      -H ':authority: bench.local' --log-file="$TMP/h2.log" "http://127.0.0.1:$port/" > "$TMP/h2.out" 2>&1 || true
+    taskset -c "$CLIENT_CPU" h2load "${h2args[@]}" "http://127.0.0.1:$port/" > "$TMP/h2.out" 2>&1 || true
     out=$(python3 "$HERE/h2report.py" "$TMP/h2.out" "$TMP/h2.log" | grep '^RESULT' || true)
   else
     out=$(taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$port/" | grep '^RESULT' || true)
