@@ -7,12 +7,9 @@
 
 use async_trait::async_trait;
 use pingora_core::modules::http::HttpModules;
-use pingora_core::server::configuration::Opt;
-use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 use pingora_proxy::{ProxyHttp, Session};
-use slotproxy::config::ServerSection;
 use std::net::SocketAddr;
 
 // Same allocator as slotproxy's binary.
@@ -49,26 +46,7 @@ fn main() -> anyhow::Result<()> {
         Some(t) => t.parse()?,
         None => 1,
     };
-    let dir = std::env::temp_dir();
-    let server_section = ServerSection {
-        listen: vec![listen.clone()],
-        threads,
-        upgrade_sock: dir
-            .join(format!("bare_pingora_{}.sock", std::process::id()))
-            .display()
-            .to_string(),
-        pid_file: dir
-            .join(format!("bare_pingora_{}.pid", std::process::id()))
-            .display()
-            .to_string(),
-        ..ServerSection::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(
-        Opt::default(),
-        slotproxy::server::server_conf(&server_section),
-    );
-    server.bootstrap();
-    slotproxy::allocator::start_collector();
+    let mut server = slotproxy::server::bench_server("bare_pingora", &listen, threads);
     let proxy = Bare {
         upstream: upstream.parse()?,
     };

@@ -20,11 +20,9 @@ use bytes::Bytes;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::connectors::http::v1::Connector;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::server::configuration::Opt;
-use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::server::ShutdownWatch;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::ResponseHeader;
-use slotproxy::config::ServerSection;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -121,26 +119,7 @@ fn main() -> anyhow::Result<()> {
         _ => anyhow::bail!("{usage}"),
     };
     let threads = threads.map_or(Ok(1), str::parse)?;
-    let dir = std::env::temp_dir();
-    let server_section = ServerSection {
-        listen: vec![listen.to_string()],
-        threads,
-        upgrade_sock: dir
-            .join(format!("floors_{}.sock", std::process::id()))
-            .display()
-            .to_string(),
-        pid_file: dir
-            .join(format!("floors_{}.pid", std::process::id()))
-            .display()
-            .to_string(),
-        ..ServerSection::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(
-        Opt::default(),
-        slotproxy::server::server_conf(&server_section),
-    );
-    server.bootstrap();
-    slotproxy::allocator::start_collector();
+    let mut server = slotproxy::server::bench_server("floors", listen, threads);
     let mut service = pingora_core::services::listening::Service::new("floor".to_string(), floor);
     service.add_listener(slotproxy::limits::plain_listener(listen));
     server.add_service(service);

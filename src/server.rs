@@ -388,6 +388,31 @@ async fn reload_on_sighup(control: Arc<ControlPlane>, swaps: Arc<SwapEngine>, pa
     }
 }
 
+/// A bootstrapped pingora server for the load benchmark's stand-ins
+/// (`examples/bare_pingora.rs`, `examples/floors.rs`): slotproxy's server
+/// settings and allocator collector, `threads` workers, listening on
+/// `listen` (the caller adds it to its service), its upgrade socket and pid
+/// file in the temp dir under `name`.
+pub fn bench_server(name: &str, listen: &str, threads: usize) -> Server {
+    let dir = std::env::temp_dir();
+    let file = |ext: &str| {
+        dir.join(format!("{name}_{}.{ext}", std::process::id()))
+            .display()
+            .to_string()
+    };
+    let section = ServerSection {
+        listen: vec![listen.to_string()],
+        threads,
+        upgrade_sock: file("sock"),
+        pid_file: file("pid"),
+        ..ServerSection::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf(&section));
+    server.bootstrap();
+    crate::allocator::start_collector();
+    server
+}
+
 /// pingora's settings for `[server]`. Public so `examples/bare_pingora.rs`
 /// runs with exactly the same ones when benchmarked against slotproxy.
 pub fn server_conf(server: &ServerSection) -> ServerConf {
