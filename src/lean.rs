@@ -42,7 +42,7 @@ use crate::limits::FastPath;
 use crate::model::InstancesProtocol;
 use crate::proxy::{
     bad_gateway_message, failure_status, forwarded, log_request, pin_cookie, route_request,
-    status_line, Finished, RequestCtx, UpstreamTimeouts,
+    status_line, Finished, RequestCtx, UpstreamTimeouts, LOCAL_FIELDS,
 };
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -528,18 +528,15 @@ async fn send_local(
     close: bool,
     head_request: bool,
 ) -> Result<(), Failed> {
-    let close = close || crate::drain::draining();
     use std::io::Write;
-    let reason = http::StatusCode::from_u16(code)
-        .ok()
-        .and_then(|c| c.canonical_reason())
-        .unwrap_or("");
-    let mut out = Vec::with_capacity(160 + message.len());
-    let _ = write!(
-        out,
-        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\ndate: ",
-        message.len() + 1,
-    );
+    let close = close || crate::drain::draining();
+    let mut out = Vec::with_capacity(200 + message.len());
+    // writing to a Vec cannot fail
+    let _ = write!(out, "HTTP/1.1 {}\r\n", status_line(code));
+    for (name, value) in LOCAL_FIELDS {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    let _ = write!(out, "content-length: {}\r\ndate: ", message.len() + 1);
     out.extend_from_slice(pingora_core::protocols::http::date::get_cached_date().as_bytes());
     out.extend_from_slice(if close {
         b"\r\nconnection: close\r\n\r\n"

@@ -243,14 +243,22 @@ fn error_kind(e: &ErrorType) -> UpstreamErrorKind {
     }
 }
 
+/// The fields of a local answer besides its length, on either request path
+/// (`lean` writes them as bytes).
+pub const LOCAL_FIELDS: [(&str, &str); 2] = [
+    ("content-type", "text/plain; charset=utf-8"),
+    ("cache-control", "no-store"),
+];
+
 /// A local answer: a one-line plain-text body (the proxy's 404, 403, 503,
-/// 502 and 408 pages, on either request path).
+/// 502 and 408 pages).
 pub fn local_response(status: u16, message: String) -> Result<(Box<ResponseHeader>, Bytes)> {
     let body = Bytes::from(message + "\n");
     let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    for (name, value) in LOCAL_FIELDS {
+        resp.insert_header(name, value)?;
+    }
     resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
     Ok((Box::new(resp), body))
 }
 
@@ -292,10 +300,6 @@ async fn respond(
     Ok(true)
 }
 
-pub fn host_of(req: &impl RequestView) -> &[u8] {
-    req.host()
-}
-
 /// Every `X-Forwarded-For` value as one list: a proxy chain may send the
 /// header more than once, and each is part of the chain (RFC 7230 §3.2.2).
 fn forwarded_chain(req: &impl RequestView) -> Option<std::borrow::Cow<'_, [u8]>> {
@@ -330,10 +334,10 @@ pub fn route_request(
     ctx: &mut RequestCtx,
 ) -> Option<(u16, String)> {
     ctx.peer_ip = peer_ip;
-    let Some(target) = table.lookup_host(host_of(req)) else {
+    let Some(target) = table.lookup_host(req.host()) else {
         let msg = format!(
             "404 Not Found: no site is configured for host {}",
-            shown(host_of(req))
+            shown(req.host())
         );
         return Some((404, msg));
     };
@@ -580,7 +584,7 @@ pub fn log_finished(session: &ServerSession, ctx: &RequestCtx) {
     let finished = Finished {
         method: req.method.as_str(),
         path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-        host: host_of(req),
+        host: req.host(),
         version: req.version,
         status: session.response_written().map(|r| r.status.as_u16()),
         bytes: session.body_bytes_sent(),
