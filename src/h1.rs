@@ -137,7 +137,9 @@ pub fn upstream_request(
             .any(|d| h.name.eq_ignore_ascii_case(d))
     });
     if let Some(v) = &fwd.for_ {
-        field(out, b"x-forwarded-for", v.as_bytes());
+        out.extend_from_slice(b"x-forwarded-for: ");
+        v.write(out);
+        out.extend_from_slice(b"\r\n");
     }
     field(out, b"x-forwarded-proto", fwd.proto);
     if let Some(h) = fwd.host {
@@ -614,7 +616,9 @@ mod tests {
         let slot = http::HeaderValue::from_static("staging");
         parsed(head, |r| {
             let fwd = Forwarded {
-                for_: Some(http::HeaderValue::from_static("10.0.0.1")),
+                for_: Some(crate::routing::forwarded::ForwardedFor::Peer(
+                    "10.0.0.1".parse().unwrap(),
+                )),
                 proto: b"http",
                 host: Some(b"shop.test"),
                 slot: Some(&slot),

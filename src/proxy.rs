@@ -14,7 +14,7 @@
 
 use crate::metrics::{self, UpstreamErrorKind};
 use crate::model::InstancesProtocol;
-use crate::routing::forwarded::{client_ip, forwarded_for_value, is_trusted};
+use crate::routing::forwarded::{client_ip, is_trusted, ForwardedFor};
 use crate::routing::table::{Pool, SiteRoutes, SlotRoute};
 use crate::routing::{route, Decision, RequestView, RouteTable};
 use arc_swap::ArcSwap;
@@ -388,7 +388,7 @@ pub fn route_request(
 /// ([`forwarded_headers`]), the lean path writes them as bytes.
 pub struct Forwarded<'a> {
     /// `None`: no peer address, the field is dropped.
-    pub for_: Option<HeaderValue>,
+    pub for_: Option<ForwardedFor>,
     pub proto: &'a [u8],
     /// `None`: no host at all, the field is dropped.
     pub host: Option<&'a [u8]>,
@@ -398,9 +398,10 @@ pub struct Forwarded<'a> {
 /// The forwarded values for the routed request `req` (see [`Forwarded`]):
 /// a trusted proxy's `-Proto` and `-Host` are kept, anyone else's replaced.
 pub fn forwarded<'a>(req: &'a impl RequestView, ctx: &'a RequestCtx) -> Forwarded<'a> {
-    let for_ = ctx.peer_ip.map(|peer| {
-        let xff = forwarded_chain(req);
-        forwarded_for_value(peer, xff.as_deref(), ctx.trusted_peer)
+    // only a trusted proxy's chain is looked at
+    let for_ = ctx.peer_ip.map(|peer| match ctx.trusted_peer {
+        true => ForwardedFor::new(peer, forwarded_chain(req).as_deref(), true),
+        false => ForwardedFor::Peer(peer),
     });
     let keep = |name: &'a str| ctx.trusted_peer.then(|| req.first(name)).flatten();
     let proto = keep("x-forwarded-proto").unwrap_or(if ctx.https { b"https" } else { b"http" });
@@ -422,7 +423,7 @@ pub fn forwarded_headers(
 ) -> Result<()> {
     let f = forwarded(req, ctx);
     match f.for_ {
-        Some(v) => upstream.insert_header("x-forwarded-for", v)?,
+        Some(v) => upstream.insert_header("x-forwarded-for", v.header_value())?,
         None => {
             upstream.remove_header("x-forwarded-for");
         }

@@ -63,12 +63,77 @@ pub fn forwarded_for_value(peer: IpAddr, existing: Option<&[u8]>, trusted: bool)
     HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// The `X-Forwarded-For` value for the instance, kept as what it is so
+/// each request path renders it its own way (pingora-proxy's as a header
+/// value, the lean path straight into the request bytes, with no
+/// allocation for the common case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardedFor {
+    /// The peer alone: any peer but a trusted proxy, or one that sent no
+    /// chain.
+    Peer(IpAddr),
+    /// A trusted proxy's chain with the peer appended.
+    Chain(String),
+}
+
+impl ForwardedFor {
+    /// What [`forwarded_for`] says, for `peer` with the chain it sent.
+    pub fn new(peer: IpAddr, existing: Option<&[u8]>, trusted: bool) -> ForwardedFor {
+        let has_chain = existing.is_some_and(|v| !v.trim_ascii().is_empty());
+        if trusted && has_chain {
+            ForwardedFor::Chain(forwarded_for(peer, existing, true))
+        } else {
+            ForwardedFor::Peer(peer)
+        }
+    }
+
+    /// Append the value's text to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        match self {
+            // writing to a Vec cannot fail
+            ForwardedFor::Peer(ip) => {
+                let _ = write!(out, "{ip}");
+            }
+            ForwardedFor::Chain(s) => out.extend_from_slice(s.as_bytes()),
+        }
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        match self {
+            ForwardedFor::Peer(ip) => forwarded_for_value(*ip, None, false),
+            ForwardedFor::Chain(s) => {
+                HeaderValue::try_from(s.as_str()).unwrap_or_else(|_| HeaderValue::from_static(""))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn nets(s: &[&str]) -> Vec<IpNet> {
         s.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_forwarded_value_is_rendered_alike_on_both_paths() {
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let cases = [
+            (Some(&b"1.2.3.4"[..]), false, "10.0.0.9"),
+            (Some(&b"1.2.3.4"[..]), true, "1.2.3.4, 10.0.0.9"),
+            (Some(&b"  "[..]), true, "10.0.0.9"),
+            (None, true, "10.0.0.9"),
+        ];
+        for (existing, trusted, want) in cases {
+            let f = ForwardedFor::new(peer, existing, trusted);
+            let mut out = Vec::new();
+            f.write(&mut out);
+            assert_eq!(out, want.as_bytes());
+            assert_eq!(f.header_value(), want);
+            assert_eq!(forwarded_for(peer, existing, trusted), want);
+        }
     }
 
     #[test]
