@@ -541,3 +541,35 @@ fn a_response_that_outlives_the_start_of_the_drain_says_close() {
     let _ = std::io::Read::read_to_end(&mut s, &mut rest);
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 }
+
+#[test]
+fn a_trusted_proxys_forwarded_fields_are_kept_and_extended_on_both_paths() {
+    let (port, _) = echo_upstream(false);
+    // the test client connects from 127.0.0.1: here a trusted proxy
+    let sites = site(port).replace(
+        "hostnames = [\"app.test\"]",
+        "hostnames = [\"app.test\"]\ntrusted_proxies = [\"127.0.0.1\"]",
+    );
+    let proxy = Proxy::start(&sites);
+    let fields = [
+        ("x-forwarded-for", "1.2.3.4"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "shop.example"),
+        ("cookie", "x-ms-routing-name=self"),
+    ];
+    let lean = get(&proxy, "app.test", "/t", &fields);
+    let mut not_plain = fields.to_vec();
+    not_plain.extend([("connection", "keep-alive, x-hop"), ("x-hop", "1")]);
+    let full = get(&proxy, "app.test", "/t", &not_plain);
+    for answer in [&lean, &full] {
+        let seen = seen(&answer.body, &[]);
+        for field in [
+            "x-forwarded-for: 1.2.3.4, 127.0.0.1",
+            "x-forwarded-proto: https",
+            "x-forwarded-host: shop.example",
+        ] {
+            assert!(seen.iter().any(|l| l == field), "{field} in {seen:?}");
+        }
+    }
+    assert_eq!(seen(&lean.body, &[]), seen(&full.body, &[]));
+}
