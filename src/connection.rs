@@ -20,6 +20,7 @@
 //! preface of an h2c client, found by the connection loop) to pingora's
 //! HTTP/2 server.
 
+use crate::request_body::RequestBody;
 use bytes::{Buf, BytesMut};
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::protocols::{
@@ -56,20 +57,40 @@ pub fn body_length(head: &[u8]) -> BodyLength {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inspected<'a> {
     pub body: BodyLength,
-    /// The `Host` value when the request is *plain*: one the lean HTTP/1
-    /// path (`lean`) can forward without pingora-proxy's machinery — HTTP/1.1,
-    /// an origin-form target, one `Host`, no body, and no hop-by-hop field
-    /// but `Connection: keep-alive`/`close` and `Keep-Alive` (no upgrade,
-    /// no `Expect`, no `TE`, no proxy fields). `None` for anything else.
-    pub plain_host: Option<&'a [u8]>,
+    /// What the lean HTTP/1 path (`lean`) needs to serve the request, when
+    /// it can: see [`Plain`]. `None` for anything else.
+    pub plain: Option<Plain<'a>>,
+}
+
+/// A request the lean path serves: HTTP/1.1, an origin-form target, one
+/// `Host`, lines ending in CRLF, a body framed one unambiguous way
+/// (`request_body`) or none, and no hop-by-hop field but `Connection:
+/// keep-alive|close|upgrade`, `Keep-Alive`, `Upgrade` with `Connection:
+/// upgrade` and `Expect: 100-continue` (no `TE`, `Trailer`, proxy fields
+/// or `HTTP2-Settings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plain<'a> {
+    pub host: &'a [u8],
+    pub kind: PlainKind,
+}
+
+/// The parts of a [`Plain`] request that shape its exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainKind {
+    pub body: RequestBody,
+    /// An upgrade (WebSocket): after a 101 the connection is a tunnel.
+    pub upgrade: bool,
+    /// `Expect: 100-continue`: the client waits for a 100 (the instance's,
+    /// passed on) before it sends the body.
+    pub expect_continue: bool,
 }
 
 /// Parse the complete request header `head` once: its body length (the
-/// fence) and whether it is plain (see [`Inspected::plain_host`]).
+/// fence) and whether it is plain (see [`Plain`]).
 pub fn inspect(head: &[u8]) -> Inspected<'_> {
     let unknown = Inspected {
         body: BodyLength::Unknown,
-        plain_host: None,
+        plain: None,
     };
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -81,16 +102,14 @@ pub fn inspect(head: &[u8]) -> Inspected<'_> {
         return unknown;
     }
     let body = body_length_of(req.headers);
-    let plain_host = if body == BodyLength::Exactly(0)
-        && req.version == Some(1)
-        && !bare_lf(head)
-        && req.path.is_some_and(|p| p.starts_with('/'))
-    {
-        plain_host(req.headers)
-    } else {
-        None
-    };
-    Inspected { body, plain_host }
+    let plain =
+        if req.version == Some(1) && !bare_lf(head) && req.path.is_some_and(|p| p.starts_with('/'))
+        {
+            plain(req.headers)
+        } else {
+            None
+        };
+    Inspected { body, plain }
 }
 
 /// Whether a line of `head` ends in a bare LF: the lean path copies field
@@ -100,10 +119,12 @@ fn bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
-/// The one `Host` value of headers that carry no hop-by-hop field the lean
-/// path would have to interpret.
-fn plain_host<'a>(headers: &[httparse::Header<'a>]) -> Option<&'a [u8]> {
+/// The [`Plain`] reading of a request's fields, if they are plain.
+fn plain<'a>(headers: &[httparse::Header<'a>]) -> Option<Plain<'a>> {
     let mut host = None;
+    let (mut length, mut chunked) = (None, false);
+    let (mut upgrade_token, mut upgrade_field) = (false, false);
+    let mut expect_continue = false;
     for h in headers {
         let name = h.name.as_bytes();
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
@@ -113,17 +134,39 @@ fn plain_host<'a>(headers: &[httparse::Header<'a>]) -> Option<&'a [u8]> {
             }
             host = Some(h.value);
         } else if is("connection") {
-            let simple = h.value.split(|&b| b == b',').all(|t| {
+            for t in h.value.split(|&b| b == b',') {
                 let t = t.trim_ascii();
-                t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
-            });
-            if !simple {
+                if t.eq_ignore_ascii_case(b"upgrade") {
+                    upgrade_token = true;
+                } else if !(t.eq_ignore_ascii_case(b"keep-alive")
+                    || t.eq_ignore_ascii_case(b"close"))
+                {
+                    return None;
+                }
+            }
+        } else if is("content-length") {
+            if length.is_some() {
                 return None;
             }
-        } else if is("expect")
-            || is("te")
+            length = Some(content_length(h.value)?);
+        } else if is("transfer-encoding") {
+            // exactly one coding, chunked (RFC 9112 §6.1, §7)
+            if chunked || !h.value.eq_ignore_ascii_case(b"chunked") {
+                return None;
+            }
+            chunked = true;
+        } else if is("upgrade") {
+            if upgrade_field {
+                return None;
+            }
+            upgrade_field = true;
+        } else if is("expect") {
+            if expect_continue || !h.value.eq_ignore_ascii_case(b"100-continue") {
+                return None;
+            }
+            expect_continue = true;
+        } else if is("te")
             || is("trailer")
-            || is("upgrade")
             || is("proxy-connection")
             || is("proxy-authorization")
             || is("proxy-authenticate")
@@ -132,7 +175,25 @@ fn plain_host<'a>(headers: &[httparse::Header<'a>]) -> Option<&'a [u8]> {
             return None;
         }
     }
-    host
+    let body = match (length, chunked) {
+        (Some(_), true) => return None,
+        (Some(0) | None, false) => RequestBody::None,
+        (Some(n), false) => RequestBody::Length(n),
+        (None, true) => RequestBody::Chunked,
+    };
+    // an upgrade is asked for by both fields, and carries no body
+    let upgrade = upgrade_token || upgrade_field;
+    if upgrade && !(upgrade_token && upgrade_field && body == RequestBody::None) {
+        return None;
+    }
+    Some(Plain {
+        host: host?,
+        kind: PlainKind {
+            body,
+            upgrade,
+            expect_continue,
+        },
+    })
 }
 
 /// A `Content-Length` value: digits only (no sign, no list), fitting a u64.
@@ -471,36 +532,68 @@ mod tests {
 
     fn plain(head: &str) -> Option<&str> {
         inspect(head.as_bytes())
-            .plain_host
-            .map(|h| std::str::from_utf8(h).unwrap())
+            .plain
+            .map(|p| std::str::from_utf8(p.host).unwrap())
+    }
+
+    fn kind(head: &str) -> PlainKind {
+        inspect(head.as_bytes()).plain.expect("plain").kind
     }
 
     #[test]
-    fn plain_requests_are_bodiless_origin_form_with_one_host() {
+    fn plain_requests_are_origin_form_with_one_host_and_one_framing() {
         assert_eq!(plain("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some("a"));
         assert_eq!(
             plain("HEAD /x?y HTTP/1.1\r\nhost: b:8080\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\n\r\n"),
             Some("b:8080")
         );
+        let none = PlainKind {
+            body: RequestBody::None,
+            upgrade: false,
+            expect_continue: false,
+        };
         assert_eq!(
-            plain("GET / HTTP/1.1\r\nHost: a\r\nConnection: close , keep-alive\r\nContent-Length: 0\r\n\r\n"),
-            Some("a")
+            kind("GET / HTTP/1.1\r\nHost: a\r\nConnection: close , keep-alive\r\nContent-Length: 0\r\n\r\n"),
+            none
         );
+        assert_eq!(
+            kind("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n").body,
+            RequestBody::Length(3)
+        );
+        assert_eq!(
+            kind("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").body,
+            RequestBody::Chunked
+        );
+        let k =
+            kind("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n");
+        assert!(k.expect_continue && !k.upgrade);
+        let k = kind("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert!(k.upgrade && k.body == RequestBody::None);
         for head in [
             // no Host, two Hosts
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            // a body, or one that cannot be framed
-            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            // framing that is not one unambiguous way (the slow path
+            // refuses these)
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            // an upgrade needs both fields, and no body
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\n",
             // not origin-form
             "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
             "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
             // hop-by-hop fields that need pingora-proxy's handling
-            "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-secret\r\n\r\n",
-            "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nExpect: something-else\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: keep-alive\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",

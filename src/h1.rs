@@ -119,11 +119,13 @@ const REQUEST_DROPPED: [&str; 6] = [
 
 /// Append the request for the instance to `out`: the client's request
 /// line as HTTP/1.1, its fields but the dropped ones, then the forwarded
-/// fields.
+/// fields, and `Connection: upgrade` for an upgrade (its `Upgrade` field
+/// passes as it came).
 pub fn upstream_request(
     head: &[u8],
     req: &RawRequest<'_, '_>,
     fwd: &Forwarded<'_>,
+    upgrade: bool,
     out: &mut Vec<u8>,
 ) {
     // method and target as they came, in one copy
@@ -147,6 +149,9 @@ pub fn upstream_request(
     }
     if let Some(s) = fwd.slot {
         field(out, b"x-slot-name", s.as_bytes());
+    }
+    if upgrade {
+        field(out, b"connection", b"upgrade");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -226,6 +231,9 @@ pub struct ClientAdds<'a> {
     pub close: bool,
     /// The request was HEAD: no body whatever the fields say.
     pub head_request: bool,
+    /// The request asked for an upgrade: a `101` may come, and goes to the
+    /// client as it came.
+    pub upgrade: bool,
 }
 
 /// Why an instance's response cannot be passed on (the client gets 502).
@@ -261,7 +269,16 @@ pub fn response_head(
         return Err("invalid status code");
     }
     if status == 101 {
-        return Err("101 Switching Protocols without an upgrade");
+        if !adds.upgrade {
+            return Err("101 Switching Protocols without an upgrade");
+        }
+        out.extend_from_slice(&buf[..len]);
+        return Ok(Some(ResponseHead {
+            status,
+            len,
+            body: Body::None,
+            reusable: false,
+        }));
     }
     if status < 200 {
         out.extend_from_slice(&buf[..len]);
@@ -624,7 +641,7 @@ mod tests {
                 slot: Some(&slot),
             };
             let mut out = Vec::new();
-            upstream_request(head.as_bytes(), r, &fwd, &mut out);
+            upstream_request(head.as_bytes(), r, &fwd, false, &mut out);
             assert_eq!(
                 String::from_utf8(out).unwrap(),
                 "GET /p HTTP/1.1\r\nHost: shop.test\r\nAccept: */*\r\n\
@@ -648,6 +665,7 @@ mod tests {
             cookie: None,
             close: false,
             head_request: false,
+            upgrade: false,
         }
     }
 
@@ -659,6 +677,7 @@ mod tests {
             cookie: Some(b"x-ms-routing-name=staging; Path=/"),
             close: true,
             head_request: false,
+            upgrade: false,
         };
         let (r, out) = respond(raw, adds);
         let head = r.unwrap().unwrap();
@@ -787,6 +806,21 @@ mod tests {
         ] {
             assert!(respond(bad, plain()).0.is_err(), "{bad}");
         }
+        // a 101 only answers an upgrade, and then goes out as it came
+        let ws =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let upgrade = ClientAdds {
+            upgrade: true,
+            cookie: Some(b"c=1"),
+            ..plain()
+        };
+        let (r, out) = respond(ws, upgrade);
+        let head = r.unwrap().unwrap();
+        assert_eq!(
+            (head.status, head.body, head.reusable),
+            (101, Body::None, false)
+        );
+        assert_eq!(out, ws);
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_RESPONSE_HEAD));
         assert!(respond(&huge, plain()).0.is_err());
         // pingora-proxy's limits, not tighter ones: 200 fields pass

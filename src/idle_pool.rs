@@ -132,7 +132,7 @@ fn quiet(stream: &mut Stream) -> bool {
 
 /// A tiny `now_or_never` (poll once with a no-op waker), so this module
 /// needs no futures crate.
-mod futures_lite_now_or_never {
+pub(crate) mod futures_lite_now_or_never {
     use std::future::Future;
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};

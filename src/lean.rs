@@ -16,13 +16,20 @@
 //! response goes out in one write. pingora stays the engine: listeners,
 //! TLS, connect and its time-out, graceful upgrade.
 //!
-//! What it serves: what `connection::inspect` calls *plain* (HTTP/1.1, an
-//! origin-form target, one `Host`, no request body, no hop-by-hop field but
-//! `Connection: keep-alive|close` and `Keep-Alive`) on a site whose slots
-//! all have plain HTTP/1 instances ([`Lean::takes`]). Everything else —
-//! request bodies, upgrades (WebSocket), `Expect: 100-continue`, absolute
-//! targets, HTTP/1.0, h2c instances, HTTP/2 clients — goes to
-//! pingora-proxy as before, decided before the request is parsed.
+//! What it serves: what `connection::inspect` calls *plain*
+//! (`connection::Plain`: HTTP/1.1, an origin-form target, one `Host`, a
+//! body of one `Content-Length` or `chunked`, or none, and no hop-by-hop
+//! field but `Connection`, `Keep-Alive`, an `Upgrade` and `Expect:
+//! 100-continue`) on a site whose slots all have plain HTTP/1 instances
+//! ([`Lean::takes`]). The body streams to the instance as it arrives
+//! (`request_body`: a chunked one framed anew), while the instance is
+//! watched for an early answer: an interim `100 Continue` goes to the
+//! client (which then sends its body), a final answer ends the body's
+//! forwarding and the client connection after it. An upgrade's `101`
+//! turns the connection into a tunnel (`tunnel`). What is left to
+//! pingora-proxy, decided before the request is parsed: absolute targets,
+//! HTTP/1.0, bare-LF headers, framing that is not one unambiguous way,
+//! h2c instances, and HTTP/2 clients.
 //!
 //! What it shares with the pingora-proxy path, by calling the same
 //! functions of `proxy`: the routing decision and its local 404/403/503
@@ -35,15 +42,17 @@
 //! chunked, and the retry of an idempotent request whose pooled connection
 //! turned out to be closed before any response byte arrived.
 
-use crate::connection::Fenced;
+use crate::connection::{Fenced, PlainKind};
 use crate::h1::{self, Body, Chunked, ClientAdds, ResponseHead};
+use crate::idle_pool::futures_lite_now_or_never::now_or_never;
 use crate::idle_pool::IdlePool;
 use crate::limits::FastPath;
 use crate::model::InstancesProtocol;
 use crate::proxy::{
     bad_gateway_message, failure_status, forwarded, log_request, pin_cookie, route_request,
-    status_line, Finished, RequestCtx, UpstreamTimeouts, LOCAL_FIELDS,
+    status_line, Finished, RequestCtx, UpstreamTimeouts, BODY_TIMEOUT_MESSAGE, LOCAL_FIELDS,
 };
+use crate::request_body::BodyIn;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
@@ -71,12 +80,18 @@ const READ_BUF: usize = 16 * 1024;
 pub struct Lean {
     table: Arc<ArcSwap<RouteTable>>,
     timeouts: UpstreamTimeouts,
+    /// `[server] body_timeout_secs`: the most a request body may pause.
+    body_timeout: Duration,
     transport: TransportConnector,
     idle: Arc<IdlePool>,
 }
 
 impl Lean {
-    pub fn new(table: Arc<ArcSwap<RouteTable>>, timeouts: UpstreamTimeouts) -> Lean {
+    pub fn new(
+        table: Arc<ArcSwap<RouteTable>>,
+        timeouts: UpstreamTimeouts,
+        body_timeout: Duration,
+    ) -> Lean {
         let idle = Arc::new(IdlePool::new());
         // the sweep closes expired idle connections; it ends with the pool
         let weak = Arc::downgrade(&idle);
@@ -95,6 +110,7 @@ impl Lean {
         Lean {
             table,
             timeouts,
+            body_timeout,
             transport: TransportConnector::new(None),
             idle,
         }
@@ -151,6 +167,7 @@ struct Prepared {
     head_request: bool,
     /// The client said `Connection: close`.
     client_close: bool,
+    kind: PlainKind,
 }
 
 /// Where `part` (a slice of `whole`) sits in it.
@@ -168,6 +185,7 @@ fn span(whole: &[u8], part: &[u8]) -> Range<usize> {
 fn prepare(
     table: Arc<RouteTable>,
     head: &[u8],
+    kind: PlainKind,
     peer_ip: Option<std::net::IpAddr>,
     tls_here: bool,
     ctx: &mut RequestCtx,
@@ -178,7 +196,8 @@ fn prepare(
     let mut upstream = Vec::new();
     if refusal.is_none() {
         upstream.reserve(head.len() + 160);
-        h1::upstream_request(head, &req, &forwarded(&req, ctx), &mut upstream);
+        let fwd = forwarded(&req, ctx);
+        h1::upstream_request(head, &req, &fwd, kind.upgrade, &mut upstream);
     }
     let method = http::Method::from_bytes(req.method.as_bytes()).ok();
     Some(Prepared {
@@ -190,6 +209,7 @@ fn prepare(
         idempotent: method.as_ref().is_some_and(http::Method::is_idempotent),
         head_request: method == Some(http::Method::HEAD),
         client_close: req.wants_close(),
+        kind,
     })
 }
 
@@ -290,24 +310,88 @@ async fn read_more(
     }
 }
 
+/// Why the client's side of a request failed (what `failure_status` makes
+/// of it: 408 counted as the client's, 400, or no answer at all).
+fn client_error(etype: ErrorType, why: &'static str) -> Box<Error> {
+    Error::explain(etype, why).into_down()
+}
+
+/// The client stopped sending its body (408, the client's fault).
+fn body_stalled() -> Box<Error> {
+    client_error(ErrorType::ReadTimedout, "the request body stopped arriving")
+}
+
+/// The client's chunked body cannot be framed (400).
+fn body_malformed(why: &'static str) -> Box<Error> {
+    client_error(ErrorType::HTTPStatus(400), why)
+}
+
+/// The client closed its connection in the middle of its body (no answer).
+fn body_cut() -> Box<Error> {
+    client_error(
+        ErrorType::ConnectionClosed,
+        "the client closed the connection before its body was complete",
+    )
+}
+
+/// The chunked body ended inside `bytes` at `used`: what follows is the
+/// next request's, and the connection is fenced from here on.
+fn body_ended(conn: &mut Fenced, bytes: &[u8], used: usize) {
+    conn.put_next(BytesMut::from(&bytes[used..]));
+    conn.fence(Some(0));
+}
+
+/// Read more of the request body into `out` while it is already here
+/// (no waiting): a small body that came a moment after its header then
+/// goes out with it, in one write.
+fn body_now(conn: &mut Fenced, body: &mut BodyIn, out: &mut Vec<u8>) -> Result<(), Box<Error>> {
+    let mut chunk = [0u8; 4096];
+    while !body.done() && out.len() < MAX_FIRST_WRITE {
+        let read = tokio::task::unconstrained(conn.read(&mut chunk));
+        let n = match now_or_never(read) {
+            Some(Ok(n)) if n > 0 => n,
+            // closed, failed, or nothing yet: the pump will see it
+            _ => return Ok(()),
+        };
+        let used = body.take(&chunk[..n], out).map_err(body_malformed)?;
+        if used < n {
+            body_ended(conn, &chunk[..n], used);
+        }
+    }
+    Ok(())
+}
+
+/// The most of a request body put into the request's first write.
+const MAX_FIRST_WRITE: usize = 64 * 1024;
+
 impl Lean {
     /// Forward the prepared request, or answer it locally. `Err` leaves
     /// the client connection unusable.
     async fn proxy(
         &self,
         client: &mut Client<'_>,
-        req: &Prepared,
+        req: &mut Prepared,
+        body: &mut BodyIn,
+        early: &[u8],
         close: bool,
         ctx: &mut RequestCtx,
     ) -> Result<(), Failed> {
         if let Some((code, msg)) = &req.refusal {
+            // a body left unread ends the connection after the answer
+            let close = close || !body.done();
             return send_local(client, *code, msg, close, req.head_request).await;
+        }
+        if !req.kind.expect_continue {
+            body_now(client.conn, body, &mut req.upstream).map_err(Failed::Early)?;
         }
         let cookie = pin_cookie(ctx);
         let adds = ClientAdds {
             cookie: cookie.as_ref().map(|c| c.as_bytes()),
-            close,
+            // an upgrade the instance does not take ends the connection:
+            // the client may have sent its first tunnel bytes already
+            close: close || req.kind.upgrade,
             head_request: req.head_request,
+            upgrade: req.kind.upgrade,
         };
         loop {
             let peer = ctx.next_peer(&self.timeouts).map_err(Failed::Early)?;
@@ -321,7 +405,16 @@ impl Lean {
                 }
             };
             ctx.connected(reused);
-            match exchange(client, &mut up, &peer, req, &adds).await {
+            let exchange = Exchange {
+                up: &mut up,
+                peer: &peer,
+                req,
+                body,
+                early,
+                adds: &adds,
+                body_timeout: self.body_timeout,
+            };
+            match exchange.run(client).await {
                 Ok(true) => {
                     self.release(up, &peer);
                     return Ok(());
@@ -331,110 +424,281 @@ impl Lean {
                 // answered, so the request may go again on a fresh or
                 // another pooled connection — unless the instance may have
                 // acted on it: a method that is not idempotent (POST,
-                // PATCH) is never sent twice, as pingora-proxy decides
-                Err(Exchange::Stale(e)) => {
-                    if !(reused && req.idempotent && ctx.attempts < MAX_ATTEMPTS) {
+                // PATCH) is never sent twice, as pingora-proxy decides, nor
+                // one whose body went out beyond its first write (it is
+                // not held to be sent again)
+                Err(Outcome::Stale(e)) => {
+                    let again = reused && req.idempotent && !body.streamed;
+                    if !(again && ctx.attempts < MAX_ATTEMPTS) {
                         return Err(Failed::Early(e));
                     }
                 }
-                Err(Exchange::Failed(f)) => return Err(f),
+                Err(Outcome::Failed(f)) => return Err(f),
             }
         }
     }
 }
 
 /// How one exchange with an instance failed.
-enum Exchange {
+enum Outcome {
     /// Before any byte of a response came: the connection may have been
     /// closed by the instance while it idled.
     Stale(Box<Error>),
     Failed(Failed),
 }
 
-impl From<Failed> for Exchange {
-    fn from(f: Failed) -> Exchange {
-        Exchange::Failed(f)
+impl From<Failed> for Outcome {
+    fn from(f: Failed) -> Outcome {
+        Outcome::Failed(f)
     }
 }
 
-/// One request and its response over the connection `up`. `Ok(true)`: the
-/// connection may be reused.
-async fn exchange(
-    client: &mut Client<'_>,
-    up: &mut Stream,
-    peer: &HttpPeer,
-    req: &Prepared,
-    adds: &ClientAdds<'_>,
-) -> Result<bool, Exchange> {
-    let write_timeout = peer
-        .options
-        .write_timeout
-        .unwrap_or(Duration::from_secs(60));
-    let read_timeout = peer.options.read_timeout.unwrap_or(Duration::from_secs(60));
-    let write = async {
-        up.write_all(&req.upstream).await?;
-        up.flush().await
-    };
-    match fast_timeout(write_timeout, write).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => {
-            let e = upstream_error(ErrorType::WriteError, "sending the request failed");
-            return Err(Exchange::Stale(e));
-        }
-        Err(_) => {
-            let e = upstream_error(ErrorType::WriteTimedout, "sending the request timed out");
-            return Err(Exchange::Failed(Failed::Early(e)));
+fn early(e: Box<Error>) -> Outcome {
+    Outcome::Failed(Failed::Early(e))
+}
+
+/// What happened while the rest of the body went to the instance.
+enum Pumped {
+    /// The client read gave this many bytes (0: it closed).
+    Client(std::io::Result<usize>),
+    /// The instance sent this many bytes of its answer into the buffer.
+    Instance(Result<usize, Box<Error>>),
+}
+
+/// One request and its response over one connection to an instance.
+struct Exchange<'a> {
+    up: &'a mut Stream,
+    peer: &'a HttpPeer,
+    req: &'a Prepared,
+    body: &'a mut BodyIn,
+    /// Bytes the client sent after an upgrade request's header: the
+    /// tunnel's, sent on only after a `101`.
+    early: &'a [u8],
+    adds: &'a ClientAdds<'a>,
+    body_timeout: Duration,
+}
+
+impl Exchange<'_> {
+    fn write_timeout(&self) -> Duration {
+        let w = self.peer.options.write_timeout;
+        w.unwrap_or(Duration::from_secs(60))
+    }
+
+    fn read_timeout(&self) -> Duration {
+        let r = self.peer.options.read_timeout;
+        r.unwrap_or(Duration::from_secs(60))
+    }
+
+    /// Write and flush `bytes` to the instance within the write time-out.
+    async fn write_up(&mut self, bytes: &[u8]) -> Result<(), Box<Error>> {
+        let timeout = self.write_timeout();
+        let up = &mut *self.up;
+        let write = async {
+            up.write_all(bytes).await?;
+            up.flush().await
+        };
+        match fast_timeout(timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(upstream_error(
+                ErrorType::WriteError,
+                "sending the request failed",
+            )),
+            Err(_) => Err(upstream_error(
+                ErrorType::WriteTimedout,
+                "sending the request timed out",
+            )),
         }
     }
-    let mut buf = Vec::with_capacity(READ_BUF);
-    let mut out = Vec::with_capacity(1024);
-    let early = |e: Box<Error>| Exchange::Failed(Failed::Early(e));
-    let head: ResponseHead = loop {
-        let n = match read_or_client_gone(up, &mut buf, read_timeout, client.conn).await {
-            Ok(Some(n)) => n,
-            // nothing more to do for it: the instance's connection goes
-            Ok(None) => return Err(Exchange::Failed(Failed::Late(None))),
-            Err(e) if buf.is_empty() && e.etype() == &ErrorType::ReadError => {
-                return Err(Exchange::Stale(e))
-            }
-            Err(e) => return Err(early(e)),
-        };
-        if n == 0 {
-            let e = upstream_error(
-                ErrorType::ConnectionClosed,
-                "the instance closed the connection before answering",
-            );
-            return Err(if buf.is_empty() {
-                Exchange::Stale(e)
-            } else {
-                early(e)
-            });
-        }
-        // a drain that began while the instance worked closes this
-        // connection after the response, as `final_response` does
-        let adds = ClientAdds {
-            close: adds.close || crate::drain::draining(),
-            ..*adds
-        };
-        let head = loop {
-            match h1::response_head(&buf, &adds, &mut out) {
-                Ok(None) => break None,
-                Err(why) => return Err(early(upstream_error(ErrorType::InvalidHTTPHeader, why))),
-                Ok(Some(h)) if h.status >= 200 => break Some(h),
-                // 103 Early Hints and the like go to the client as they are
-                Ok(Some(h)) => {
-                    client.send(&out, 0).await?;
-                    out.clear();
-                    buf.drain(..h.len);
+
+    /// Send the rest of the body as it comes from the client, watching the
+    /// instance: interim answers (`100 Continue`) go to the client; a final
+    /// one (or the instance closing, or refusing more of the body) ends
+    /// the forwarding with the body unfinished, and the response is read
+    /// from `buf` on.
+    async fn pump(
+        &mut self,
+        client: &mut Client<'_>,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Outcome> {
+        let mut chunk = vec![0u8; READ_BUF];
+        let mut framed = Vec::with_capacity(READ_BUF + 64);
+        // the app waiting for a stalled body times out too: that is the
+        // client's fault as much as our own body time-out (`client_fault`)
+        let wait = self.body_timeout.min(self.read_timeout());
+        while !self.body.done() {
+            let up = &mut *self.up;
+            let conn = &mut *client.conn;
+            let step = fast_timeout(wait, async {
+                tokio::select! {
+                    r = conn.read(&mut chunk) => Pumped::Client(r),
+                    r = read_some(up, buf) => Pumped::Instance(r),
                 }
+            })
+            .await;
+            match step {
+                Err(_) => return Err(early(body_stalled())),
+                Ok(Pumped::Client(Ok(0) | Err(_))) => return Err(early(body_cut())),
+                Ok(Pumped::Client(Ok(n))) => {
+                    framed.clear();
+                    let used = self
+                        .body
+                        .take(&chunk[..n], &mut framed)
+                        .map_err(|why| early(body_malformed(why)))?;
+                    if used < n {
+                        body_ended(client.conn, &chunk[..n], used);
+                    }
+                    self.body.streamed = true;
+                    if self.write_up(&framed).await.is_err() {
+                        // the instance stopped taking the body: what it
+                        // answered, if anything, is read next
+                        return Ok(());
+                    }
+                }
+                // the instance closed, or failed: the response read says
+                // what that means
+                Ok(Pumped::Instance(Ok(0) | Err(_))) => return Ok(()),
+                Ok(Pumped::Instance(Ok(_))) => loop {
+                    out.clear();
+                    match h1::response_head(buf, self.adds, out) {
+                        Ok(None) => break,
+                        Ok(Some(h)) if h.status < 200 && h.status != 101 => {
+                            client.send(out, 0).await?;
+                            buf.drain(..h.len);
+                        }
+                        // a final answer, or a bad one: read as the response
+                        _ => {
+                            out.clear();
+                            return Ok(());
+                        }
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// The request and its response. `Ok(true)`: the connection to the
+    /// instance may be reused.
+    async fn run(mut self, client: &mut Client<'_>) -> Result<bool, Outcome> {
+        match self.write_up(&self.req.upstream).await {
+            Ok(()) => {}
+            Err(e) if e.etype() == &ErrorType::WriteError => return Err(Outcome::Stale(e)),
+            Err(e) => return Err(early(e)),
+        }
+        let mut buf = Vec::with_capacity(READ_BUF);
+        let mut out = Vec::with_capacity(1024);
+        if !self.body.done() {
+            self.pump(client, &mut buf, &mut out).await?;
+        }
+        let body_sent = self.body.done();
+        // the client is watched for leaving only once nothing more of its
+        // request is due (a read would take its body or tunnel bytes)
+        let watch = body_sent && !self.adds.upgrade;
+        let read_timeout = self.read_timeout();
+        let head: ResponseHead = loop {
+            // a drain that began while the instance worked closes this
+            // connection after the response, as `final_response` does; so
+            // does a body left unread
+            let adds = ClientAdds {
+                close: self.adds.close || crate::drain::draining() || !body_sent,
+                ..*self.adds
+            };
+            let head = loop {
+                if buf.is_empty() {
+                    break None;
+                }
+                out.clear();
+                match h1::response_head(&buf, &adds, &mut out) {
+                    Ok(None) => break None,
+                    Err(why) => {
+                        return Err(early(upstream_error(ErrorType::InvalidHTTPHeader, why)))
+                    }
+                    Ok(Some(h)) if h.status >= 200 || h.status == 101 => break Some(h),
+                    // 103 Early Hints and the like go to the client as they are
+                    Ok(Some(h)) => {
+                        client.send(&out, 0).await?;
+                        buf.drain(..h.len);
+                    }
+                }
+            };
+            if let Some(h) = head {
+                client.sent.close = adds.close;
+                break h;
+            }
+            let read = if watch {
+                read_or_client_gone(self.up, &mut buf, read_timeout, client.conn).await
+            } else {
+                read_more(self.up, &mut buf, read_timeout).await.map(Some)
+            };
+            let n = match read {
+                Ok(Some(n)) => n,
+                // nothing more to do for it: the instance's connection goes
+                Ok(None) => return Err(Outcome::Failed(Failed::Late(None))),
+                Err(e) if buf.is_empty() && e.etype() == &ErrorType::ReadError => {
+                    return Err(Outcome::Stale(e))
+                }
+                Err(e) => return Err(early(e)),
+            };
+            if n == 0 {
+                let e = upstream_error(
+                    ErrorType::ConnectionClosed,
+                    "the instance closed the connection before answering",
+                );
+                return Err(if buf.is_empty() {
+                    Outcome::Stale(e)
+                } else {
+                    early(e)
+                });
             }
         };
-        if let Some(h) = head {
-            client.sent.close = adds.close;
-            break h;
+        if head.status == 101 {
+            return self.tunnel(client, &buf[head.len..], &out).await;
         }
-    };
-    // The header and whatever of the body came with it go out in one write.
+        stream_response(client, self.up, &buf, head, &mut out, read_timeout)
+            .await
+            .map(|reusable| reusable && body_sent)
+    }
+
+    /// After a `101`: its header (and what came with it) to the client,
+    /// the client's early bytes to the instance, then the tunnel. The
+    /// connection is never reused.
+    async fn tunnel(
+        mut self,
+        client: &mut Client<'_>,
+        after_head: &[u8],
+        head_out: &[u8],
+    ) -> Result<bool, Outcome> {
+        let mut first = Vec::with_capacity(head_out.len() + after_head.len());
+        first.extend_from_slice(head_out);
+        first.extend_from_slice(after_head);
+        client.send(&first, after_head.len()).await?;
+        client.sent.status = Some(101);
+        client.sent.close = true;
+        if !self.early.is_empty() {
+            let early_bytes = self.early;
+            self.write_up(early_bytes)
+                .await
+                .map_err(|e| Outcome::Failed(Failed::Late(Some(e))))?;
+        }
+        let moved = crate::tunnel::run(client.conn, self.up, self.read_timeout()).await;
+        client.sent.bytes += moved.to_client as usize;
+        Ok(false)
+    }
+}
+
+/// The response whose header is `head` (parsed from the start of `buf`,
+/// the client's version of it in `out`) to the client: the header and
+/// whatever of the body came with it in one write, then the rest of the
+/// body as it comes. `Ok(true)`: the instance's connection may be reused.
+async fn stream_response(
+    client: &mut Client<'_>,
+    up: &mut Stream,
+    buf: &[u8],
+    head: ResponseHead,
+    out: &mut Vec<u8>,
+    read_timeout: Duration,
+) -> Result<bool, Outcome> {
     let mut rest = &buf[head.len..];
     let mut reusable = head.reusable;
     let mut chunked = Chunked::default();
@@ -462,7 +726,7 @@ async fn exchange(
         }
         Body::UntilClose => {
             if !rest.is_empty() {
-                h1::chunk(rest, &mut out);
+                h1::chunk(rest, out);
                 payload = rest.len();
                 rest = &[];
             }
@@ -473,10 +737,11 @@ async fn exchange(
     if !rest.is_empty() {
         reusable = false;
     }
-    client.send(&out, payload).await?;
+    client.send(out, payload).await?;
     client.sent.status = Some(head.status);
     // the rest fails late: the response has begun
-    let late = |e: Box<Error>| Exchange::Failed(Failed::Late(Some(e)));
+    let late = |e: Box<Error>| Outcome::Failed(Failed::Late(Some(e)));
+    let mut buf = Vec::with_capacity(READ_BUF);
     while !done {
         buf.clear();
         let n = read_more(up, &mut buf, read_timeout).await.map_err(late)?;
@@ -487,8 +752,8 @@ async fn exchange(
             }
             Body::UntilClose => {
                 out.clear();
-                h1::chunk(&buf, &mut out);
-                client.send(&out, n).await?;
+                h1::chunk(&buf, out);
+                client.send(out, n).await?;
             }
             _ if n == 0 => {
                 let why = "the instance closed the connection in the middle of the body";
@@ -556,11 +821,24 @@ async fn send_local(
 
 /// Answer a failure that happened before the response began, as
 /// `SlotProxy::fail_to_proxy` does; the connection closes after it.
-async fn answer_failure(client: &mut Client<'_>, e: &Error, ctx: &RequestCtx, head_request: bool) {
-    let code = failure_status(e, true, ctx);
+async fn answer_failure(
+    client: &mut Client<'_>,
+    e: &Error,
+    ctx: &RequestCtx,
+    head_request: bool,
+    body_done: bool,
+) {
+    let code = failure_status(e, body_done, ctx);
     let message = match code {
         0 => return,
         502 => bad_gateway_message(ctx),
+        408 => BODY_TIMEOUT_MESSAGE.to_string(),
+        400 => format!(
+            "400 Bad Request: {}",
+            e.context
+                .as_ref()
+                .map_or("malformed request", |c| c.as_str())
+        ),
         _ => status_line(code),
     };
     let _ = send_local(client, code, &message, true, head_request).await;
@@ -580,7 +858,9 @@ impl FastPath for Lean {
         &self,
         table: Arc<RouteTable>,
         conn: &mut Fenced,
-        head: BytesMut,
+        buf: BytesMut,
+        head_len: usize,
+        kind: PlainKind,
         closing: bool,
     ) -> bool {
         let mut ctx = RequestCtx::default();
@@ -592,16 +872,36 @@ impl FastPath for Lean {
             conn,
             sent: Sent::default(),
         };
-        let Some(req) = prepare(table, &head, peer_ip, tls_here, &mut ctx) else {
+        let head = &buf[..head_len];
+        let Some(mut req) = prepare(table, head, kind, peer_ip, tls_here, &mut ctx) else {
             let _ = send_local(&mut client, 400, &status_line(400), true, false).await;
             return false;
         };
+        // what of the body came with the header goes out with it; after
+        // an upgrade request it is the tunnel's, held until a 101
+        let mut body = BodyIn::new(kind.body);
+        let rest = &buf[head_len..];
+        let early = if kind.upgrade { rest } else { &[][..] };
+        let mut outcome = Ok(());
+        if !kind.upgrade && !rest.is_empty() {
+            match body.take(rest, &mut req.upstream) {
+                Ok(used) if used < rest.len() => body_ended(client.conn, rest, used),
+                Ok(_) => {}
+                Err(why) => outcome = Err(Failed::Early(body_malformed(why))),
+            }
+        }
         // during the drain every answer says `Connection: close` (a request
         // read before it began, answered after, too)
         let close = closing || req.client_close || crate::drain::draining();
-        let outcome = self.proxy(&mut client, &req, close, &mut ctx).await;
+        if outcome.is_ok() {
+            outcome = self
+                .proxy(&mut client, &mut req, &mut body, early, close, &mut ctx)
+                .await;
+        }
         match &outcome {
-            Err(Failed::Early(e)) => answer_failure(&mut client, e, &ctx, req.head_request).await,
+            Err(Failed::Early(e)) => {
+                answer_failure(&mut client, e, &ctx, req.head_request, body.done()).await
+            }
             Err(Failed::Late(Some(e))) => {
                 // counted; the client sees a truncated response
                 failure_status(e, true, &ctx);
@@ -622,7 +922,13 @@ impl FastPath for Lean {
             &ctx,
         );
         // as pingora-proxy does after a failure: no reuse
-        outcome.is_ok() && !client.sent.close
+        let keep = outcome.is_ok() && !client.sent.close;
+        if !keep && !body.done() {
+            // the client may still be sending the body: let it see the
+            // answer before the close, not a reset
+            crate::limits::linger(client.conn.socket()).await;
+        }
+        keep
     }
 }
 
@@ -630,7 +936,14 @@ impl FastPath for Lean {
 mod tests {
     use super::*;
     use crate::model::Health;
+    use crate::request_body::RequestBody;
     use crate::routing::table::compile_toml;
+
+    const NO_BODY: PlainKind = PlainKind {
+        body: RequestBody::None,
+        upgrade: false,
+        expect_continue: false,
+    };
 
     const CFG: &str = r#"
 [[sites]]
@@ -673,7 +986,7 @@ instances_protocol = "h2c"
                      Keep-Alive: timeout=5\r\nX-Forwarded-For: 6.6.6.6\r\nAccept: */*\r\n\r\n";
         let mut ctx = RequestCtx::default();
         let peer = Some("10.1.2.3".parse().unwrap());
-        let p = prepare(t.clone(), head, peer, false, &mut ctx).unwrap();
+        let p = prepare(t.clone(), head, NO_BODY, peer, false, &mut ctx).unwrap();
         assert!(p.refusal.is_none());
         assert_eq!(&head[p.method.clone()], b"GET");
         assert_eq!(&head[p.path.clone()], b"/a?b=c");
@@ -692,7 +1005,7 @@ instances_protocol = "h2c"
         // an unknown host is answered here, with nothing for an instance
         let mut ctx = RequestCtx::default();
         let head = b"HEAD / HTTP/1.1\r\nHost: nowhere\r\nConnection: close\r\n\r\n";
-        let p = prepare(t, head, peer, false, &mut ctx).unwrap();
+        let p = prepare(t, head, NO_BODY, peer, false, &mut ctx).unwrap();
         assert_eq!(p.refusal.as_ref().map(|r| r.0), Some(404));
         assert!(p.upstream.is_empty() && p.head_request && p.client_close);
     }

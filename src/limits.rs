@@ -296,7 +296,7 @@ impl Drop for Admitted {
 }
 
 /// A second way to serve a plain HTTP/1 request (see
-/// [`crate::connection::Inspected::plain_host`]) instead of the pingora
+/// [`crate::connection::Plain`]) instead of the pingora
 /// application: `lean::Lean`. The connection loop asks [`FastPath::takes`]
 /// before the session is made, as the choice cannot be undone once the
 /// request has been parsed.
@@ -308,15 +308,21 @@ pub trait FastPath: Send + Sync + 'static {
     /// Whether the plain request for `host` is served here.
     fn takes(&self, host: &[u8]) -> Option<Self::Ticket>;
 
-    /// Serve the bodiless request whose complete header is `head`, read
-    /// from `conn` (bytes pipelined behind it are set aside in `conn`
-    /// already); `closing`: answer with `Connection: close`. Returns
-    /// whether the connection stays open for the next request.
+    /// Serve the request whose complete header is the first `head_len`
+    /// bytes of `buf`, read from `conn`; the rest of `buf` is the part of
+    /// its body (or, for an upgrade, of the tunnel) read with it. Bytes
+    /// pipelined behind a body of known length are set aside in `conn`
+    /// already, and `conn` is fenced at that body's end; a chunked body or
+    /// an upgrade is not fenced. `closing`: answer with `Connection:
+    /// close`. Returns whether the connection stays open for the next
+    /// request.
     fn serve(
         &self,
         ticket: Self::Ticket,
         conn: &mut Fenced,
-        head: BytesMut,
+        buf: BytesMut,
+        head_len: usize,
+        kind: crate::connection::PlainKind,
         closing: bool,
     ) -> impl std::future::Future<Output = bool> + Send;
 }
@@ -331,7 +337,15 @@ impl FastPath for NoFastPath {
         None
     }
 
-    async fn serve(&self, _: (), _: &mut Fenced, _: BytesMut, _: bool) -> bool {
+    async fn serve(
+        &self,
+        _: (),
+        _: &mut Fenced,
+        _: BytesMut,
+        _: usize,
+        _: crate::connection::PlainKind,
+        _: bool,
+    ) -> bool {
         false
     }
 }
@@ -530,6 +544,13 @@ pub fn uri_too_long(max_uri_bytes: usize) -> String {
 /// and tells it nothing; a FIN followed by silence is an ordinary close an
 /// HTTP client retries on a new connection.
 async fn linger_close(mut stream: Stream) {
+    linger(&mut stream).await
+}
+
+/// [`linger_close`] on a connection the caller still holds (and then
+/// drops): the lean path closes this way after an answer given while the
+/// client may still be sending a body nobody will read.
+pub(crate) async fn linger(stream: &mut Stream) {
     let fin = tokio::time::timeout(LINGER, stream.shutdown()).await;
     if !matches!(fin, Ok(Ok(()))) {
         return;
@@ -594,8 +615,8 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
                 return;
             }
             let head = crate::connection::inspect(&buf[..head_len]);
-            let fast = match (&self.fast, head.plain_host) {
-                (Some(f), Some(host)) => f.takes(host).map(|ticket| (f, ticket)),
+            let fast = match (&self.fast, head.plain) {
+                (Some(f), Some(plain)) => f.takes(plain.host).map(|t| (f, t, plain.kind)),
                 _ => None,
             };
             let body = head.body;
@@ -607,12 +628,13 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
             // `Connection: close`, so the client's next request goes to a
             // new connection. The idle time-out itself is enforced above.
             let closing = *shutdown.borrow() || crate::drain::draining();
-            if let Some((f, ticket)) = fast {
+            if let Some((f, ticket, kind)) = fast {
                 // boxed, as pingora's own app future is (async_trait): inline,
                 // the request's whole state would sit in every idle
                 // connection's task (measured: 26.7 instead of 14.8 KiB per
                 // idle connection)
-                if !Box::pin(f.serve(ticket, &mut conn, mine, closing)).await {
+                let serving = f.serve(ticket, &mut conn, mine, head_len, kind, closing);
+                if !Box::pin(serving).await {
                     return;
                 }
                 persisted = None;

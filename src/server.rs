@@ -498,6 +498,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         crate::lean::Lean::new(
             rt.control.table(),
             crate::proxy::UpstreamTimeouts::from_config(&cfg.server),
+            std::time::Duration::from_secs(cfg.server.body_timeout_secs),
         )
     });
     let mut service = pingora_core::services::listening::Service::new(

@@ -1,0 +1,394 @@
+//! A client's HTTP/1.1 request body on its way to the instance (the lean
+//! path, `lean`): how it is framed, and the strict chunked decoder that
+//! writes it anew.
+//!
+//! What a request body may be here (RFC 9112 §6): none, `Content-Length`
+//! bytes (one field, digits only), or `Transfer-Encoding: chunked` (one
+//! field, the one coding, no `Content-Length` beside it). Anything else —
+//! both fields, two lengths, another coding — is left to the connection
+//! loop's slower path, which refuses it; see `connection::inspect`.
+//!
+//! A chunked body is not passed through byte for byte: it is decoded and
+//! framed again ([`ChunkedDecoder`]), with its chunk sizes but without
+//! chunk extensions or trailer fields, so the instance sees exactly the
+//! framing the proxy saw — the one defence against request smuggling that
+//! does not depend on the app's parser agreeing with ours (hyper's and
+//! nginx's decoders do the same). The decoder is strict where a lenient
+//! parser could frame the body differently: a bare LF or CR in a chunk
+//! line, a size of more than 16 hex digits, data longer than its size and
+//! control bytes are refused (the client gets 400).
+
+use std::io::Write;
+
+/// How the request's body is delimited on the client's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Why a chunked request body is refused (the client gets 400).
+pub type Malformed = &'static str;
+
+/// Longest chunk-size line (size, extensions and CRLF) taken: hyper and
+/// nginx cap theirs too, so a client cannot make the proxy read an endless
+/// extension.
+const MAX_SIZE_LINE: u32 = 4096;
+/// Longest trailer section taken (the fields are dropped, not forwarded).
+const MAX_TRAILERS: u32 = 16 * 1024;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before a chunk-size line's first digit.
+    #[default]
+    SizeStart,
+    /// In the size's hex digits.
+    Size {
+        size: u64,
+        digits: u8,
+        line: u32,
+    },
+    /// Whitespace after the size (RFC 9112's BWS before an extension).
+    Lws {
+        size: u64,
+        line: u32,
+    },
+    /// In a chunk extension (dropped), up to the CR.
+    Ext {
+        size: u64,
+        line: u32,
+    },
+    /// The CR of the size line came: the LF is due.
+    SizeLf {
+        size: u64,
+    },
+    /// `left` data bytes of the current chunk still to come.
+    Data {
+        left: u64,
+    },
+    /// After a chunk's data: the CR is due, then the LF.
+    DataCr,
+    DataLf,
+    /// After the last chunk: trailer lines until an empty one.
+    /// `line_start`: nothing on this line yet; `cr`: its CR came.
+    Trailer {
+        line_start: bool,
+        cr: bool,
+        seen: u32,
+    },
+    Done,
+}
+
+/// Decodes a chunked request body as it arrives and writes it framed anew
+/// into an output buffer: `{size:x}\r\n`, the data, `\r\n`, and at the end
+/// `0\r\n\r\n` (no extensions, no trailers).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkedDecoder {
+    state: State,
+    /// Data bytes decoded so far.
+    pub data: u64,
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// A byte that has no place in a chunk extension or a trailer line.
+fn ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+impl ChunkedDecoder {
+    /// Decode `input`, appending the body framed anew to `out`; returns
+    /// how many bytes of `input` belong to the body (all of them unless it
+    /// ended inside: the rest is the next request's).
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Malformed> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            self.state = match self.state {
+                State::Done => return Ok(i),
+                State::Data { left } => {
+                    let take = left.min((input.len() - i) as u64) as usize;
+                    out.extend_from_slice(&input[i..i + take]);
+                    i += take;
+                    self.data += take as u64;
+                    self.state = if take as u64 == left {
+                        out.extend_from_slice(b"\r\n");
+                        State::DataCr
+                    } else {
+                        State::Data {
+                            left: left - take as u64,
+                        }
+                    };
+                    continue;
+                }
+                State::SizeStart => match hex(b) {
+                    Some(d) => State::Size {
+                        size: u64::from(d),
+                        digits: 1,
+                        line: 1,
+                    },
+                    None => return Err("a chunk size was expected"),
+                },
+                State::Size { size, digits, line } => match (b, hex(b)) {
+                    (_, Some(d)) => {
+                        if digits >= 16 {
+                            return Err("chunk size too large");
+                        }
+                        State::Size {
+                            size: size << 4 | u64::from(d),
+                            digits: digits + 1,
+                            line: line + 1,
+                        }
+                    }
+                    (b'\r', _) => State::SizeLf { size },
+                    (b';', _) => State::Ext {
+                        size,
+                        line: line + 1,
+                    },
+                    (b' ' | b'\t', _) => State::Lws {
+                        size,
+                        line: line + 1,
+                    },
+                    (b'\n', _) => return Err("bare LF in a chunk-size line"),
+                    _ => return Err("invalid chunk size"),
+                },
+                State::Lws { size, line } => match b {
+                    _ if line >= MAX_SIZE_LINE => return Err("chunk-size line too long"),
+                    b' ' | b'\t' => State::Lws {
+                        size,
+                        line: line + 1,
+                    },
+                    b';' => State::Ext {
+                        size,
+                        line: line + 1,
+                    },
+                    b'\r' => State::SizeLf { size },
+                    _ => return Err("invalid chunk size"),
+                },
+                State::Ext { size, line } => match b {
+                    _ if line >= MAX_SIZE_LINE => return Err("chunk extension too long"),
+                    b'\r' => State::SizeLf { size },
+                    b'\n' => return Err("bare LF in a chunk-size line"),
+                    _ if ctl(b) => return Err("control byte in a chunk extension"),
+                    _ => State::Ext {
+                        size,
+                        line: line + 1,
+                    },
+                },
+                State::SizeLf { size } => match b {
+                    b'\n' if size == 0 => State::Trailer {
+                        line_start: true,
+                        cr: false,
+                        seen: 0,
+                    },
+                    b'\n' => {
+                        // writing to a Vec cannot fail
+                        let _ = write!(out, "{size:x}\r\n");
+                        State::Data { left: size }
+                    }
+                    _ => return Err("bare CR in a chunk-size line"),
+                },
+                State::DataCr => match b {
+                    b'\r' => State::DataLf,
+                    _ => return Err("chunk data longer than its size"),
+                },
+                State::DataLf => match b {
+                    b'\n' => State::SizeStart,
+                    _ => return Err("bare CR after chunk data"),
+                },
+                State::Trailer {
+                    line_start,
+                    cr,
+                    seen,
+                } => {
+                    if seen >= MAX_TRAILERS {
+                        return Err("trailer section too long");
+                    }
+                    match b {
+                        b'\n' if cr && line_start => {
+                            out.extend_from_slice(b"0\r\n\r\n");
+                            State::Done
+                        }
+                        b'\n' if cr => State::Trailer {
+                            line_start: true,
+                            cr: false,
+                            seen: seen + 1,
+                        },
+                        b'\n' => return Err("bare LF in the trailer section"),
+                        _ if cr => return Err("bare CR in the trailer section"),
+                        b'\r' => State::Trailer {
+                            line_start,
+                            cr: true,
+                            seen: seen + 1,
+                        },
+                        _ if ctl(b) => return Err("control byte in a trailer field"),
+                        _ => State::Trailer {
+                            line_start: false,
+                            cr: false,
+                            seen: seen + 1,
+                        },
+                    }
+                }
+            };
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    /// The last chunk and the trailer section have arrived.
+    pub fn done(&self) -> bool {
+        self.state == State::Done
+    }
+}
+
+/// A request body on its way to the instance: how much has come, and
+/// whether any of it went out after the request's first write (then the
+/// request cannot be sent again on another connection).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyIn {
+    pub framing: RequestBody,
+    /// `Length`: bytes still due from the client.
+    left: u64,
+    decoder: ChunkedDecoder,
+    /// Body bytes went to the instance after the first write.
+    pub streamed: bool,
+}
+
+impl BodyIn {
+    pub fn new(framing: RequestBody) -> BodyIn {
+        let left = match framing {
+            RequestBody::Length(n) => n,
+            _ => 0,
+        };
+        BodyIn {
+            framing,
+            left,
+            decoder: ChunkedDecoder::default(),
+            streamed: false,
+        }
+    }
+
+    /// All of the body has come from the client.
+    pub fn done(&self) -> bool {
+        match self.framing {
+            RequestBody::None => true,
+            RequestBody::Length(_) => self.left == 0,
+            RequestBody::Chunked => self.decoder.done(),
+        }
+    }
+
+    /// Bytes still due for a body of known length (0 otherwise).
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    /// Frame `bytes`, read from the client, for the instance into `out`;
+    /// returns how many of them belong to the body (the rest, once it is
+    /// done, are the next request's).
+    pub fn take(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<usize, Malformed> {
+        match self.framing {
+            RequestBody::None => Ok(0),
+            RequestBody::Length(_) => {
+                let n = (bytes.len() as u64).min(self.left) as usize;
+                out.extend_from_slice(&bytes[..n]);
+                self.left -= n as u64;
+                Ok(n)
+            }
+            RequestBody::Chunked => self.decoder.decode(bytes, out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<(String, usize, bool), Malformed> {
+        let mut d = ChunkedDecoder::default();
+        let mut out = Vec::new();
+        let n = d.decode(input, &mut out)?;
+        Ok((String::from_utf8(out).unwrap(), n, d.done()))
+    }
+
+    #[test]
+    fn a_body_of_known_length_takes_no_more_than_its_length() {
+        let mut b = BodyIn::new(RequestBody::Length(5));
+        let mut out = Vec::new();
+        assert!(!b.done());
+        assert_eq!(b.take(b"hel", &mut out), Ok(3));
+        assert_eq!((b.left(), b.done()), (2, false));
+        assert_eq!(b.take(b"loGET", &mut out), Ok(2));
+        assert!(b.done());
+        assert_eq!(out, b"hello");
+        assert!(BodyIn::new(RequestBody::None).done());
+        let mut c = BodyIn::new(RequestBody::Chunked);
+        assert_eq!(c.take(b"1\r\na\r\n0\r\n\r\nX", &mut out), Ok(11));
+        assert!(c.done());
+    }
+
+    #[test]
+    fn a_body_is_framed_anew_without_extensions_or_trailers() {
+        let input = b"5;name=\"x\"\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nGET /next";
+        let (out, n, done) = decode_all(input).unwrap();
+        assert!(done);
+        assert_eq!(&input[n..], b"GET /next");
+        assert_eq!(
+            out,
+            "5\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn every_split_gives_the_same_body() {
+        let input = b"3\r\nabc\r\n10;e=1\r\n0123456789abcdef\r\n0\r\n\r\n";
+        let (whole, ..) = decode_all(input).unwrap();
+        for cut in 0..input.len() {
+            let mut d = ChunkedDecoder::default();
+            let mut out = Vec::new();
+            assert_eq!(d.decode(&input[..cut], &mut out), Ok(cut));
+            assert!(!d.done());
+            assert_eq!(d.decode(&input[cut..], &mut out), Ok(input.len() - cut));
+            assert!(d.done(), "cut at {cut}");
+            assert_eq!(String::from_utf8(out).unwrap(), whole, "cut at {cut}");
+            assert_eq!(d.data, 19);
+        }
+    }
+
+    #[test]
+    fn what_a_lenient_parser_could_frame_otherwise_is_refused() {
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..], // bare LF after the size
+            b"5\r\nhello\n0\r\n\r\n",      // bare LF after the data
+            b"5\r\nhelloX\r\n0\r\n\r\n",   // data longer than its size
+            b"5\rhello\r\n",               // bare CR
+            b"x\r\n",                      // not a size
+            b"\r\n",                       // no size
+            b" 5\r\nhello\r\n",            // whitespace before it
+            b"5 5\r\nhello\r\n",           // or inside it
+            b"-5\r\n",                     // a sign
+            b"0x5\r\nhello\r\n",           // a prefix
+            b"10000000000000000\r\n",      // 17 digits
+            b"5;a\x00b\r\nhello\r\n",      // NUL in an extension
+            b"0\r\nX-T: 1\n\r\n",          // bare LF in a trailer
+            b"0\r\nX-T: a\rb\r\n\r\n",     // bare CR in a trailer
+        ] {
+            assert!(
+                decode_all(bad).is_err(),
+                "{:?} was taken",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // whitespace after the size (before an extension) is allowed
+        let (out, ..) = decode_all(b"3 \t;e\r\nabc\r\n3 \r\nabc\r\n").unwrap();
+        assert_eq!(out, "3\r\nabc\r\n3\r\nabc\r\n");
+        // sixteen digits still fit
+        let (out, ..) = decode_all(b"0000000000000003\r\nabc\r\n").unwrap();
+        assert_eq!(out, "3\r\nabc\r\n");
+        // an endless extension is cut off
+        let long = [&b"1;"[..], &[b'a'; MAX_SIZE_LINE as usize][..]].concat();
+        assert!(decode_all(&long).is_err());
+    }
+}
