@@ -1,5 +1,13 @@
 -- wrk script: one machine-readable line per run, with the latency
 -- percentiles wrk's --latency does not print (p99.9) and every error kind.
+-- BODY_BYTES=N (run.sh sets it for the `-post` targets) makes every request
+-- a POST with an N-byte body.
+local body_bytes = tonumber(os.getenv("BODY_BYTES") or "")
+if body_bytes then
+  wrk.method = "POST"
+  wrk.body = string.rep("x", body_bytes)
+  wrk.headers["Content-Type"] = "application/octet-stream"
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

@@ -9,6 +9,8 @@
 #
 # The `-h2c` targets are measured with h2load instead of wrk: HTTP/2 with
 # prior knowledge, STREAMS (10) concurrent streams on each connection.
+# The `-post` targets send every request as a POST with a BODY_BYTES (1024)
+# body (report.lua), which the upstream reads and discards.
 #
 # Settings (env): DURATION=5 seconds per measurement, ROUNDS=3, CONNS=50
 # keep-alive connections, WARMUP=1 second per target before round 1,
@@ -51,6 +53,7 @@ if [ -n "${BEFORE_SLOTPROXY:-}" ]; then
   port=$SLOTPROXY_PORT pid=$SLOTPROXY_PID
   start_slotproxy slotproxy-before "$BEFORE_SLOTPROXY"
   EXTRA+=("slotproxy-before|$SLOTPROXY_PORT||$SLOTPROXY_PID")
+  EXTRA+=("slotproxy-before-post|$SLOTPROXY_PORT||$SLOTPROXY_PID")
   SLOTPROXY_PORT=$port SLOTPROXY_PID=$pid
 fi
 if [ -n "${BEFORE_BARE:-}" ]; then
@@ -86,6 +89,10 @@ TARGETS=(
   "nginx-pinned|$NGINX_PORT|$PIN_COOKIE|$NGINX_PID"
   "haproxy|$HAPROXY_PORT||$HAPROXY_PID"
   "haproxy-pinned|$HAPROXY_PORT|$PIN_COOKIE|$HAPROXY_PID"
+  "direct-post|$UPSTREAM_PORT||$UPSTREAM_PID"
+  "slotproxy-post|$SLOTPROXY_PORT||$SLOTPROXY_PID"
+  "nginx-post|$NGINX_PORT||$NGINX_PID"
+  "haproxy-post|$HAPROXY_PORT||$HAPROXY_PID"
   "slotproxy-h2c|$SLOTPROXY_PORT||$SLOTPROXY_PID"
   "nginx-h2c|$NGINX_H2_PORT||$NGINX_PID"
   ${EXTRA[@]+"${EXTRA[@]}"}
@@ -121,7 +128,9 @@ measure() {
     taskset -c "$CLIENT_CPU" h2load "${h2args[@]}" "http://127.0.0.1:$port/" > "$TMP/h2.out" 2>&1 || true
     out=$(python3 "$HERE/h2report.py" "$TMP/h2.out" "$TMP/h2.log" | grep '^RESULT' || true)
   else
-    out=$(taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$port/" | grep '^RESULT' || true)
+    local body=""
+    [[ "$name" == *-post ]] && body="${BODY_BYTES:-1024}"
+    out=$(BODY_BYTES="$body" taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$port/" | grep '^RESULT' || true)
   fi
   t1=$(cpu_ns "$pid")
   [ -n "$out" ] || { echo "wrk printed no result for $name" >&2; exit 1; }
