@@ -254,7 +254,7 @@ fn build() -> prometheus::Result<Metrics> {
             "slotproxy_instance_up",
             "1 if the app instance passes its health checks, 0 if it is marked down.",
         ),
-        &["site", "slot", "instance"],
+        &["site", "slot", "address"],
     )?;
     let swaps = IntCounterVec::new(
         Opts::new(

@@ -115,7 +115,7 @@ async fn grpc_calls_pass_through_and_follow_a_swap_while_streams_stay() {
     // gRPC health checks see both servers up (an HTTP/1 GET would not)
     let up = |inst: u16| {
         format!(
-            r#"slotproxy_instance_up{{instance="127.0.0.1:{inst}",site="shop",slot="production"}}"#
+            r#"slotproxy_instance_up{{address="127.0.0.1:{inst}",site="shop",slot="production"}}"#
         )
     };
     let p = &proxy;
@@ -183,7 +183,7 @@ async fn grpc_calls_pass_through_and_follow_a_swap_while_streams_stay() {
         .set_service_status("", ServingStatus::NotServing)
         .await;
     let down =
-        format!(r#"slotproxy_instance_up{{instance="127.0.0.1:{a}",site="shop",slot="staging"}}"#);
+        format!(r#"slotproxy_instance_up{{address="127.0.0.1:{a}",site="shop",slot="staging"}}"#);
     sync(|| {
         wait_for(20, "the NOT_SERVING instance to be marked down", || {
             (sample(&scrape(&proxy), &down) == Some(0.0)).then_some(())
@@ -252,7 +252,7 @@ health_check = "grpc"
     let proxy = sync(|| Proxy::start(&config));
     let up = |slot: &str| {
         let port = if slot == "production" { tls } else { other };
-        format!(r#"slotproxy_instance_up{{instance="127.0.0.1:{port}",site="shop",slot="{slot}"}}"#)
+        format!(r#"slotproxy_instance_up{{address="127.0.0.1:{port}",site="shop",slot="{slot}"}}"#)
     };
     sync(|| {
         wait_for(20, "both health verdicts over TLS", || {

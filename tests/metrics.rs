@@ -195,12 +195,12 @@ name = "empty"
     assert_eq!(series(&after), 5, "{after}");
 
     // The dead instance is marked down by the health checks.
-    let down = format!(r#"slotproxy_instance_up{{instance="{dead}",site="shop",slot="broken"}} 0"#);
+    let down = format!(r#"slotproxy_instance_up{{address="{dead}",site="shop",slot="broken"}} 0"#);
     wait_for(10, "the dead instance to show as down", || {
         scrape(&proxy).contains(&down).then_some(())
     });
     let up = format!(
-        r#"slotproxy_instance_up{{instance="{}",site="shop",slot="production"}} 1"#,
+        r#"slotproxy_instance_up{{address="{}",site="shop",slot="production"}} 1"#,
         prod.addr()
     );
     assert!(scrape(&proxy).contains(&up));

@@ -86,7 +86,7 @@ instances = ["127.0.0.1:3"]
         assert_eq!(
             sample(
                 &text,
-                r#"slotproxy_instance_up{instance="127.0.0.1:3",site="metrics-share",slot="qa"}"#
+                r#"slotproxy_instance_up{address="127.0.0.1:3",site="metrics-share",slot="qa"}"#
             ),
             Some(1.0)
         );
