@@ -97,14 +97,18 @@ pub struct ServerSection {
     pub header_timeout_secs: u64,
     /// Longest pause while a client sends its body (else 408).
     pub body_timeout_secs: u64,
+    /// Longest wait for a client to take more of its answer; a client that
+    /// stops reading is let go, and so is its instance connection.
+    pub send_timeout_secs: u64,
     /// Larger request headers get 431.
     pub max_header_bytes: usize,
     /// Longer request targets get 414.
     pub max_uri_bytes: usize,
     /// Open client connections per process; absent: half the open-file limit.
     pub max_connections: Option<usize>,
-    /// Open connections per client address (IPv6: per /64); 0 = no limit.
-    pub max_connections_per_ip: usize,
+    /// Open connections per client address (IPv6: per /64); 0 = no limit;
+    /// absent: a quarter of `max_connections`, at least 64.
+    pub max_connections_per_ip: Option<usize>,
     /// Plain listeners accept HTTP/2 with prior knowledge (h2c) beside
     /// HTTP/1.x; TLS listeners offer `h2` by ALPN whatever this says.
     pub h2c: bool,
@@ -135,10 +139,11 @@ impl Default for ServerSection {
             keepalive_timeout_secs: 75,
             header_timeout_secs: 60,
             body_timeout_secs: 60,
+            send_timeout_secs: 60,
             max_header_bytes: 32768,
             max_uri_bytes: 8192,
             max_connections: None,
-            max_connections_per_ip: 0,
+            max_connections_per_ip: None,
             h2c: true,
             h2_max_concurrent_streams: 128,
             lean_http1: true,
@@ -565,6 +570,7 @@ impl Config {
                 self.server.header_timeout_secs,
             ),
             ("server.body_timeout_secs", self.server.body_timeout_secs),
+            ("server.send_timeout_secs", self.server.send_timeout_secs),
             (
                 "server.h2_max_concurrent_streams",
                 u64::from(self.server.h2_max_concurrent_streams),
@@ -911,7 +917,8 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
         assert_eq!(cfg.server.max_header_bytes, 32768);
         assert_eq!(cfg.server.max_uri_bytes, 8192);
         assert_eq!(cfg.server.max_connections, None);
-        assert_eq!(cfg.server.max_connections_per_ip, 0);
+        assert_eq!(cfg.server.max_connections_per_ip, None);
+        assert_eq!(cfg.server.send_timeout_secs, 60);
         let with = |extra: &str| {
             error_of(&GOOD.replace(
                 "listen = [\"127.0.0.1:0\"]",
@@ -949,7 +956,7 @@ ip_allow = ["10.0.0.0/8", "127.0.0.1"]
         ))
         .unwrap();
         assert_eq!(cfg.server.max_connections, Some(5));
-        assert_eq!(cfg.server.max_connections_per_ip, 2);
+        assert_eq!(cfg.server.max_connections_per_ip, Some(2));
     }
 
     #[test]

@@ -45,7 +45,7 @@
 use crate::connection::{Fenced, PlainKind};
 use crate::h1::{self, Body, Chunked, ClientAdds, ResponseHead};
 use crate::idle_pool::futures_lite_now_or_never::now_or_never;
-use crate::idle_pool::IdlePool;
+use crate::idle_pool::{IdlePool, PoolKey};
 use crate::limits::FastPath;
 use crate::model::InstancesProtocol;
 use crate::proxy::{
@@ -82,6 +82,8 @@ pub struct Lean {
     timeouts: UpstreamTimeouts,
     /// `[server] body_timeout_secs`: the most a request body may pause.
     body_timeout: Duration,
+    /// `[server] send_timeout_secs`: the most a client may stall its answer.
+    send_timeout: Duration,
     transport: TransportConnector,
     idle: Arc<IdlePool>,
 }
@@ -91,6 +93,7 @@ impl Lean {
         table: Arc<ArcSwap<RouteTable>>,
         timeouts: UpstreamTimeouts,
         body_timeout: Duration,
+        send_timeout: Duration,
     ) -> Lean {
         let idle = Arc::new(IdlePool::new());
         // the sweep closes expired idle connections; it ends with the pool
@@ -111,27 +114,29 @@ impl Lean {
             table,
             timeouts,
             body_timeout,
+            send_timeout,
             transport: TransportConnector::new(None),
             idle,
         }
     }
 
-    /// A connection to `peer`: an idle one if there is one (`true`), else
-    /// a new one.
-    async fn connect(&self, peer: &HttpPeer) -> pingora_error::Result<(Stream, bool)> {
-        let addr = peer.address().as_inet().copied();
-        if let Some(stream) = addr.and_then(|a| self.idle.take(&a)) {
+    /// A connection to `peer` for a request of `site`: an idle one if
+    /// there is one (`true`), else a new one.
+    async fn connect(&self, peer: &HttpPeer, site: &str) -> pingora_error::Result<(Stream, bool)> {
+        let key = peer.address().as_inet().map(|a| PoolKey::new(site, *a));
+        let unasked = || crate::metrics::upstream_discarded(site, "unasked_bytes");
+        if let Some(stream) = key.and_then(|k| self.idle.take(&k, unasked)) {
             return Ok((stream, true));
         }
         Ok((self.transport.new_stream(peer).await?, false))
     }
 
-    /// Keep the connection for the next request to `peer`.
-    fn release(&self, stream: Stream, peer: &HttpPeer) {
+    /// Keep the connection for the next request of `site` to `peer`.
+    fn release(&self, stream: Stream, peer: &HttpPeer, site: &str) {
         if let (Some(addr), Some(idle)) =
             (peer.address().as_inet().copied(), peer.options.idle_timeout)
         {
-            self.idle.put(addr, stream, idle);
+            self.idle.put(PoolKey::new(site, addr), stream, idle);
         }
     }
 }
@@ -241,14 +246,29 @@ struct Sent {
 struct Client<'a> {
     conn: &'a mut Fenced,
     sent: Sent,
+    /// `[server] send_timeout_secs`: the longest one write may wait for
+    /// the client to take more (nginx's `send_timeout`: between two
+    /// writes, not for the whole answer).
+    send_timeout: Duration,
 }
 
 impl Client<'_> {
     /// Write `bytes` (`body`: how many of them are body bytes) and flush.
+    /// A client that takes nothing for the send time-out is let go (and
+    /// with it the instance's connection, which is not read meanwhile).
     async fn send(&mut self, bytes: &[u8], body: usize) -> Result<(), Failed> {
         let s = self.conn.socket();
-        s.write_all(bytes).await.map_err(|_| Failed::Late(None))?;
-        s.flush().await.map_err(|_| Failed::Late(None))?;
+        let t = self.send_timeout;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match fast_timeout(t, s.write(rest)).await {
+                Ok(Ok(n)) if n > 0 => rest = &rest[n..],
+                _ => return Err(Failed::Late(None)),
+            }
+        }
+        if !matches!(fast_timeout(t, s.flush()).await, Ok(Ok(()))) {
+            return Err(Failed::Late(None));
+        }
         self.sent.bytes += body;
         Ok(())
     }
@@ -393,9 +413,13 @@ impl Lean {
             head_request: req.head_request,
             upgrade: req.kind.upgrade,
         };
+        // the table is held by `ctx` anyway: a second handle on it lends
+        // the site's name without copying it
+        let table = ctx.table.clone();
+        let site = site_name(table.as_deref(), ctx.site);
         loop {
             let peer = ctx.next_peer(&self.timeouts).map_err(Failed::Early)?;
-            let (mut up, reused) = match self.connect(&peer).await {
+            let (mut up, reused) = match self.connect(&peer, site).await {
                 Ok(c) => c,
                 Err(e) => {
                     if ctx.connect_failed(&e) && ctx.attempts < MAX_ATTEMPTS {
@@ -413,10 +437,11 @@ impl Lean {
                 early,
                 adds: &adds,
                 body_timeout: self.body_timeout,
+                site,
             };
             match exchange.run(client).await {
                 Ok(true) => {
-                    self.release(up, &peer);
+                    self.release(up, &peer, site);
                     return Ok(());
                 }
                 Ok(false) => return Ok(()),
@@ -476,6 +501,8 @@ struct Exchange<'a> {
     early: &'a [u8],
     adds: &'a ClientAdds<'a>,
     body_timeout: Duration,
+    /// The site's name: its own idle connections, and the metric's label.
+    site: &'a str,
 }
 
 impl Exchange<'_> {
@@ -655,9 +682,11 @@ impl Exchange<'_> {
         if head.status == 101 {
             return self.tunnel(client, &buf[head.len..], &out).await;
         }
-        stream_response(client, self.up, &buf, head, &mut out, read_timeout)
-            .await
-            .map(|reusable| reusable && body_sent)
+        let reusable = stream_response(client, self.up, &buf, head, &mut out, read_timeout).await?;
+        if reusable == Reuse::Overrun {
+            crate::metrics::upstream_discarded(self.site, "bytes_after_response");
+        }
+        Ok(reusable == Reuse::Yes && body_sent)
     }
 
     /// After a `101`: its header (and what came with it) to the client,
@@ -690,7 +719,7 @@ impl Exchange<'_> {
 /// The response whose header is `head` (parsed from the start of `buf`,
 /// the client's version of it in `out`) to the client: the header and
 /// whatever of the body came with it in one write, then the rest of the
-/// body as it comes. `Ok(true)`: the instance's connection may be reused.
+/// body as it comes. Says whether the instance's connection may be reused.
 async fn stream_response(
     client: &mut Client<'_>,
     up: &mut Stream,
@@ -698,9 +727,11 @@ async fn stream_response(
     head: ResponseHead,
     out: &mut Vec<u8>,
     read_timeout: Duration,
-) -> Result<bool, Outcome> {
+) -> Result<Reuse, Outcome> {
     let mut rest = &buf[head.len..];
-    let mut reusable = head.reusable;
+    let reusable = head.reusable;
+    // bytes past the response's end came with it
+    let mut overrun = false;
     let mut chunked = Chunked::default();
     let mut remaining = 0u64;
     // payload bytes in this first write (chunk framing is not counted)
@@ -734,9 +765,7 @@ async fn stream_response(
         }
     };
     // bytes after the response: not ours to pass on, nor to keep
-    if !rest.is_empty() {
-        reusable = false;
-    }
+    overrun |= !rest.is_empty();
     client.send(out, payload).await?;
     client.sent.status = Some(head.status);
     // the rest fails late: the response has begun
@@ -763,7 +792,7 @@ async fn stream_response(
                 let take = (n as u64).min(remaining) as usize;
                 client.send(&buf[..take], take).await?;
                 remaining -= take as u64;
-                reusable &= take == n;
+                overrun |= take < n;
                 done = remaining == 0;
             }
             Body::Chunked => {
@@ -774,13 +803,37 @@ async fn stream_response(
                 client
                     .send(&buf[..take], (chunked.data - before) as usize)
                     .await?;
-                reusable &= take == n;
+                overrun |= take < n;
                 done = chunked.done();
             }
             Body::None => unreachable!("a response without a body is done"),
         }
     }
-    Ok(reusable)
+    Ok(if overrun {
+        Reuse::Overrun
+    } else if reusable {
+        Reuse::Yes
+    } else {
+        Reuse::No
+    })
+}
+
+/// Whether a connection to an instance may take the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    Yes,
+    /// The response said so (`Connection: close`, or delimited by closing).
+    No,
+    /// The instance sent more than the response: the connection is not in
+    /// step with its requests any more.
+    Overrun,
+}
+
+/// The name of site `site` of `table` ("" before routing).
+fn site_name(table: Option<&RouteTable>, site: u32) -> &str {
+    table
+        .and_then(|t| t.sites.get(site as usize))
+        .map_or("", |s| &s.name)
 }
 
 /// Write a local answer (`proxy::local_response`'s, as bytes): its header
@@ -871,6 +924,7 @@ impl FastPath for Lean {
         let mut client = Client {
             conn,
             sent: Sent::default(),
+            send_timeout: self.send_timeout,
         };
         let head = &buf[..head_len];
         let Some(mut req) = prepare(table, head, kind, peer_ip, tls_here, &mut ctx) else {

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod activity;
 pub mod admin;
+pub mod admission;
 pub mod allocator;
 pub mod api;
 pub mod cli;

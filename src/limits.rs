@@ -9,8 +9,9 @@
 //! off. This module owns the fix, as a [`ServerApp`] wrapped around the
 //! pingora proxy application:
 //!
-//! * **accept**: [`Connections::admit`] refuses a connection beyond
-//!   `max_connections` or `max_connections_per_ip` by closing it at once
+//! * **accept**: [`Connections::admit`] (`admission`) refuses a connection
+//!   beyond `max_connections_per_ip`, or beyond `max_connections` when no
+//!   keep-alive connection idles to make room, by closing it at once
 //!   (counted in `slotproxy_connections_refused_total{reason}`), before it
 //!   can cost a buffer or a file descriptor for an upstream;
 //! * **between requests** (HTTP/1.x): the idle connection waits for its next
@@ -23,7 +24,9 @@
 //!   pingora as the session's first bytes ([`ServerSession::set_pipelined_prefix`]),
 //!   which parses it without reading again;
 //! * **the request body** is read by pingora with `body_timeout_secs` between
-//!   reads; a client that stalls gets 408 ([`client_fault`] decides).
+//!   reads; a client that stalls gets 408 ([`client_fault`] decides);
+//! * **the answer**: a write to a client that takes nothing for
+//!   `send_timeout_secs` ends the connection (and the instance's).
 //!
 //! HTTP/2 connections (TLS with ALPN `h2`) are counted and limited at accept
 //! and otherwise handed to pingora unchanged.
@@ -31,6 +34,7 @@
 //! The decisions ([`check_head`], [`client_fault`], the counters of
 //! [`Connections`]) are plain functions, tested below without sockets.
 
+pub use crate::admission::{client_key, Admitted, Connections, Refusal};
 use crate::config::ServerSection;
 use crate::connection::Fenced;
 use async_trait::async_trait;
@@ -41,10 +45,7 @@ use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_error::{ErrorSource, ErrorType};
 use pingora_timeout::fast_timeout::fast_timeout;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -54,6 +55,8 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// `send_timeout_secs`: the longest a write to the client may wait.
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_uri_bytes: usize,
     pub max_connections: usize,
@@ -65,14 +68,18 @@ pub struct Limits {
 
 impl Limits {
     pub fn from_config(s: &ServerSection) -> Limits {
+        let max_connections = s.max_connections.unwrap_or_else(auto_max_connections);
         Limits {
             keepalive_timeout: Duration::from_secs(s.keepalive_timeout_secs),
             header_timeout: Duration::from_secs(s.header_timeout_secs),
             body_timeout: Duration::from_secs(s.body_timeout_secs),
+            send_timeout: Duration::from_secs(s.send_timeout_secs),
             max_header_bytes: s.max_header_bytes,
             max_uri_bytes: s.max_uri_bytes,
-            max_connections: s.max_connections.unwrap_or_else(auto_max_connections),
-            max_connections_per_ip: s.max_connections_per_ip,
+            max_connections,
+            max_connections_per_ip: s
+                .max_connections_per_ip
+                .unwrap_or_else(|| crate::admission::auto_max_per_ip(max_connections)),
             h2c: s.h2c,
         }
     }
@@ -185,113 +192,6 @@ pub fn client_fault(etype: &ErrorType, source: &ErrorSource, body_done: bool) ->
         (ErrorType::ReadTimedout, ErrorSource::Downstream) => Some(408),
         (ErrorType::ReadTimedout, ErrorSource::Upstream) if !body_done => Some(408),
         _ => None,
-    }
-}
-
-/// Why a connection was refused at accept (the `reason` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    MaxConnections,
-    MaxConnectionsPerIp,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 2] = [Refusal::MaxConnections, Refusal::MaxConnectionsPerIp];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::MaxConnections => "max_connections",
-            Refusal::MaxConnectionsPerIp => "max_connections_per_ip",
-        }
-    }
-}
-
-/// The key a per-client limit counts under: the address, or for IPv6 its
-/// /64 (one subscriber usually holds a whole /64, so counting single
-/// addresses would let one client open a connection per address).
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
-    }
-}
-
-/// Open client connections of this process, in total and per client.
-#[derive(Debug)]
-pub struct Connections {
-    max: usize,
-    max_per_ip: usize,
-    open: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One admitted connection; releases its count when dropped.
-#[derive(Debug)]
-pub struct Admitted {
-    conns: Arc<Connections>,
-    key: Option<IpAddr>,
-}
-
-impl Connections {
-    pub fn new(max: usize, max_per_ip: usize) -> Arc<Connections> {
-        Arc::new(Connections {
-            max,
-            max_per_ip,
-            open: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
-        })
-    }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Count a new connection from `ip`, or say why it must be refused.
-    pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Admitted, Refusal> {
-        let was = self.open.fetch_add(1, Ordering::AcqRel);
-        if was >= self.max {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::MaxConnections);
-        }
-        let key = match ip {
-            Some(ip) if self.max_per_ip > 0 => {
-                let key = client_key(ip);
-                let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-                let n = map.entry(key).or_insert(0);
-                if *n >= self.max_per_ip {
-                    drop(map);
-                    self.open.fetch_sub(1, Ordering::AcqRel);
-                    return Err(Refusal::MaxConnectionsPerIp);
-                }
-                *n += 1;
-                Some(key)
-            }
-            _ => None,
-        };
-        crate::metrics::connection_opened();
-        Ok(Admitted {
-            conns: self.clone(),
-            key,
-        })
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        if let Some(key) = self.key {
-            let mut map = self.conns.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = map.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&key);
-                }
-            }
-        }
-        self.conns.open.fetch_sub(1, Ordering::AcqRel);
-        crate::metrics::connection_closed();
     }
 }
 
@@ -418,12 +318,24 @@ impl<A, F> Limited<A, F> {
         idle: Duration,
         deadline: Option<Instant>,
         shutdown: &ShutdownWatch,
+        keepalive: Option<&Admitted>,
     ) -> Result<(BytesMut, usize), NoHead> {
         let mut buf = conn.take_next();
         if buf.is_empty() {
             let mut first = [0u8; FIRST_READ];
             let mut stop = shutdown.clone();
             let idle_since = Instant::now();
+            // between requests, the connection may be closed to make room
+            // for a new one (`admission`)
+            if let Some(a) = keepalive {
+                a.idle_begins(idle_since);
+            }
+            let evicted = async {
+                match keepalive {
+                    Some(a) => a.evicted().await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
             let n = tokio::select! {
                 // pingora's coarse timer: no timer-wheel entry, nor a wake-up
                 // of the I/O driver, per kept-alive request
@@ -431,6 +343,7 @@ impl<A, F> Limited<A, F> {
                     Ok(Ok(n)) if n > 0 => n,
                     _ => return Err(NoHead::Quiet),
                 },
+                _ = evicted => return Err(NoHead::Quiet),
                 // An idle connection outlives the shutdown broadcast: it is
                 // closed only once the drain window is over (drain.rs) *and* it
                 // has been idle for a whole window itself, so a connection that
@@ -444,6 +357,9 @@ impl<A, F> Limited<A, F> {
                     tokio::time::sleep_until((idle_since + crate::drain::window()).into()).await;
                 } => return Err(NoHead::Drained),
             };
+            if let Some(a) = keepalive {
+                a.idle_ends();
+            }
             buf = BytesMut::with_capacity(HEADER_BUF.max(n));
             buf.extend_from_slice(&first[..n]);
         }
@@ -576,7 +492,12 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
     /// The HTTP/1.x keep-alive loop of pingora's own `ServerApp` (apps/mod.rs),
     /// with the header read and the idle wait done here, and pipelined
     /// requests answered in order (`connection`).
-    async fn serve_h1(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+    async fn serve_h1(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+        admitted: &Admitted,
+    ) {
         let accepted = Instant::now();
         let mut conn = Fenced::new(stream, self.limits.max_header_bytes + 1);
         let mut persisted: Option<HttpPersistentSettings> = None;
@@ -589,7 +510,9 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
                 (self.limits.keepalive_timeout, None)
             };
             let started = Instant::now();
-            let (buf, head_len) = match self.read_head(&mut conn, idle, deadline, shutdown).await {
+            let keepalive = (!first).then_some(admitted);
+            let read = self.read_head(&mut conn, idle, deadline, shutdown, keepalive);
+            let (buf, head_len) = match read.await {
                 Ok(head) => head,
                 Err(NoHead::Quiet) => return,
                 Err(NoHead::Drained) => return linger_close(conn.into_inner()).await,
@@ -650,6 +573,8 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
             // request's bytes away from it
             session.set_pipelined_prefix(mine);
             session.set_read_timeout(Some(self.limits.body_timeout));
+            // a client that stops reading its answer is let go
+            session.set_write_timeout(Some(self.limits.send_timeout));
             let reused = self.inner.process_new_http(session, shutdown).await;
             let Some(reused) = reused else {
                 return;
@@ -677,7 +602,7 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> ServerApp for Limite
         let ip = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let _admitted = match self.conns.admit(ip) {
+        let admitted = match self.conns.admit(ip) {
             Ok(a) => a,
             Err(why) => {
                 crate::metrics::connection_refused(why.as_str());
@@ -686,7 +611,7 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> ServerApp for Limite
             }
         };
         match stream.selected_alpn_proto() {
-            None | Some(ALPN::H1) => self.serve_h1(stream, shutdown).await,
+            None | Some(ALPN::H1) => self.serve_h1(stream, shutdown, &admitted).await,
             Some(_) => {
                 // HTTP/2 (and anything else): pingora's own handling
                 let _ = ServerApp::process_new(&self.inner, stream, shutdown).await;
@@ -760,41 +685,5 @@ mod tests {
         assert_eq!(client_fault(&ReadTimedout, &Upstream, true), None);
         assert_eq!(client_fault(&ConnectRefused, &Upstream, false), None);
         assert_eq!(client_fault(&ConnectionClosed, &Downstream, false), None);
-    }
-
-    #[test]
-    fn connections_are_limited_in_total_and_per_client() {
-        let c = Connections::new(3, 2);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = c.admit(Some(a)).unwrap();
-        let _a2 = c.admit(Some(a)).unwrap();
-        assert_eq!(c.admit(Some(a)).unwrap_err(), Refusal::MaxConnectionsPerIp);
-        let _b1 = c.admit(Some(b)).unwrap();
-        assert_eq!(c.admit(Some(b)).unwrap_err(), Refusal::MaxConnections);
-        assert_eq!(c.open(), 3);
-        drop(a1);
-        assert_eq!(c.open(), 2);
-        let _a3 = c.admit(Some(a)).unwrap();
-        assert!(c.per_ip.lock().unwrap().len() == 2);
-    }
-
-    #[test]
-    fn per_client_counts_are_forgotten_when_zero_and_off_at_zero() {
-        let c = Connections::new(10, 1);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        drop(c.admit(Some(a)).unwrap());
-        assert!(c.per_ip.lock().unwrap().is_empty());
-        let unlimited = Connections::new(10, 0);
-        let _x: Vec<_> = (0..5).map(|_| unlimited.admit(Some(a)).unwrap()).collect();
-        assert!(unlimited.per_ip.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn ipv6_clients_count_by_their_64() {
-        let k = |s: &str| client_key(s.parse().unwrap());
-        assert_eq!(k("2001:db8:1:2:aaaa::1"), k("2001:db8:1:2:bbbb::2"));
-        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
-        assert_eq!(k("::ffff:10.0.0.1"), k("10.0.0.1"));
     }
 }

@@ -97,6 +97,8 @@ pub struct Metrics {
     access_log_dropped: IntCounter,
     connections_open: IntGauge,
     connections_refused: IntCounterVec,
+    connections_evicted: IntCounter,
+    upstream_discarded: IntCounterVec,
     /// `slotproxy_requests_by_protocol_total`, in [`PROTOCOLS`] order.
     by_protocol: [IntCounter; PROTOCOLS.len()],
     ramp_percent: prometheus::GaugeVec,
@@ -305,6 +307,23 @@ fn build() -> prometheus::Result<Metrics> {
         ),
         &["reason"],
     )?;
+    let connections_evicted = IntCounter::new(
+        "slotproxy_connections_evicted_total",
+        "Idle keep-alive client connections closed to make room for a new \
+         connection at max_connections (oldest idle first, as nginx does).",
+    )?;
+    registry.register(Box::new(connections_evicted.clone()))?;
+    let upstream_discarded = IntCounterVec::new(
+        Opts::new(
+            "slotproxy_upstream_connections_discarded_total",
+            "Connections to instances not reused because the instance sent bytes \
+             no request asked for (reason unasked_bytes: seen while idle or before \
+             the next request; bytes_after_response: more than the response it \
+             framed). Rising: an app writes past its responses.",
+        ),
+        &["site", "reason"],
+    )?;
+    registry.register(Box::new(upstream_discarded.clone()))?;
     let by_protocol_vec = IntCounterVec::new(
         Opts::new(
             "slotproxy_requests_by_protocol_total",
@@ -365,6 +384,8 @@ fn build() -> prometheus::Result<Metrics> {
         access_log_dropped,
         connections_open,
         connections_refused,
+        connections_evicted,
+        upstream_discarded,
         by_protocol,
         ramp_percent,
         ramp_verdicts,
@@ -535,7 +556,21 @@ pub fn connection_refused(reason: &str) {
         .inc();
 }
 
-/// A client connection was admitted (see `limits::Admitted`).
+/// An idle client connection was told to close to make room (`admission`).
+pub fn connection_evicted() {
+    metrics().connections_evicted.inc();
+}
+
+/// A connection to an instance of `site` was not reused: `reason` is
+/// `unasked_bytes` or `bytes_after_response` (`idle_pool`, `lean`).
+pub fn upstream_discarded(site: &str, reason: &str) {
+    metrics()
+        .upstream_discarded
+        .with_label_values(&[site, reason])
+        .inc();
+}
+
+/// A client connection was admitted (see `admission::Admitted`).
 pub fn connection_opened() {
     metrics().connections_open.inc();
 }

@@ -491,7 +491,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // around pingora's HTTP app whose idle-connection cut waits for the end
     // of the drain window (drain.rs).
     let limits = crate::limits::Limits::from_config(&cfg.server);
-    log::info!("at most {} client connections", limits.max_connections);
+    log::info!(
+        "at most {} client connections, {} per client address",
+        limits.max_connections,
+        limits.max_connections_per_ip
+    );
     // Plain HTTP/1 requests take the lean path (lean.rs) unless
     // `[server] lean_http1 = false`; the rest go to pingora-proxy.
     let lean = cfg.server.lean_http1.then(|| {
@@ -499,6 +503,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rt.control.table(),
             crate::proxy::UpstreamTimeouts::from_config(&cfg.server),
             std::time::Duration::from_secs(cfg.server.body_timeout_secs),
+            std::time::Duration::from_secs(cfg.server.send_timeout_secs),
         )
     });
     let mut service = pingora_core::services::listening::Service::new(

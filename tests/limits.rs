@@ -196,15 +196,13 @@ fn idle_connection_attack_does_not_fail_normal_traffic() {
 #[test]
 fn connections_beyond_max_connections_are_closed_at_once() {
     let app = App::start("v1");
-    let proxy = proxy_with(&app, "max_connections = 5");
-    let mut held: Vec<TcpStream> = (0..5)
-        .map(|_| {
-            let mut s = connect(&proxy);
-            s.write_all(GET).unwrap();
-            assert_eq!(read_response(&mut s).unwrap().0, 200);
-            s
-        })
-        .collect();
+    let proxy = proxy_with(&app, "max_connections = 5\nmax_connections_per_ip = 0");
+    // connections yet to send their first request are not idle keep-alive
+    // ones: none of them is closed to make room
+    let mut held: Vec<TcpStream> = (0..5).map(|_| connect(&proxy)).collect();
+    wait_for(10, "five connections to be admitted", || {
+        (value(&scrape(&proxy), "slotproxy_connections_open") >= 5.0).then_some(())
+    });
     let mut extra = connect(&proxy);
     let _ = extra.write_all(GET);
     assert!(closed(&mut extra), "the sixth connection was not closed");
@@ -276,4 +274,91 @@ fn short_body_is_408_even_when_the_app_times_out_first() {
     let (status, body) = short_body(&proxy);
     assert_eq!(status, 408, "{body}");
     assert_client_error_not_upstream(&proxy);
+}
+
+#[test]
+fn at_max_connections_the_oldest_idle_connection_makes_room() {
+    let app = App::start("v1");
+    let proxy = proxy_with(&app, "max_connections = 20\nmax_connections_per_ip = 0");
+    // 20 idle keep-alive connections from 127.0.0.2 take every place
+    let mut idle: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = connect_from("127.0.0.2", &proxy).unwrap();
+            s.write_all(GET).unwrap();
+            assert_eq!(read_response(&mut s).unwrap().0, 200);
+            s
+        })
+        .collect();
+    // new clients are served all the same, and keep their connections:
+    // each takes the place of the one that has idled longest — first all
+    // of the old ones, then the new ones in the order they went idle
+    let mut new: Vec<TcpStream> = (0..25)
+        .map(|i| {
+            let mut s = connect(&proxy);
+            s.write_all(GET).unwrap();
+            assert_eq!(read_response(&mut s).unwrap().0, 200, "client {i}");
+            s
+        })
+        .collect();
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(closed(s), "old idle connection {i} is still open");
+    }
+    for (i, s) in new.iter_mut().enumerate().take(5) {
+        assert!(closed(s), "new connection {i} is still open");
+    }
+    let mut newest = new.pop().unwrap();
+    newest.write_all(GET).unwrap();
+    assert_eq!(read_response(&mut newest).unwrap().0, 200);
+    let text = scrape(&proxy);
+    assert_eq!(
+        value(&text, "slotproxy_connections_evicted_total"),
+        25.0,
+        "{text}"
+    );
+    assert!(text.contains(r#"slotproxy_connections_refused_total{reason="max_connections"} 0"#));
+}
+
+#[test]
+fn one_address_cannot_take_every_connection_on_the_default_config() {
+    let app = App::start("v1");
+    let proxy = proxy_with(&app, "");
+    // what the defaults came to on this machine (half the open-file limit;
+    // a quarter of that, at least 64, per address)
+    let log = wait_for(10, "the connection limits in the log", || {
+        let log = proxy.log();
+        log.contains("client connections").then_some(log)
+    });
+    let line = log
+        .lines()
+        .find(|l| l.contains("client connections"))
+        .unwrap();
+    let numbers: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let per_ip = *numbers.last().unwrap();
+    assert!(per_ip < numbers[numbers.len() - 2], "{line}");
+    if per_ip > 3000 {
+        eprintln!("skipped: {per_ip} per address is more than this test opens");
+        return;
+    }
+    // one address opens more than its share, each renewed by a request
+    let mut held = Vec::new();
+    for _ in 0..per_ip + 20 {
+        let Ok(mut s) = connect_from("127.0.0.2", &proxy) else {
+            continue;
+        };
+        if let Ok((200, _)) = s.write_all(GET).and_then(|_| read_response(&mut s)) {
+            held.push(s);
+        }
+    }
+    assert_eq!(held.len(), per_ip, "{line}");
+    // everyone else: served
+    for i in 0..50 {
+        assert_eq!(
+            get(&proxy, "shop.test", "/", &[]).status,
+            200,
+            "request {i}"
+        );
+    }
 }

@@ -73,3 +73,58 @@ pub fn read_response(s: &mut TcpStream) -> std::io::Result<Response> {
     }
     Ok(r)
 }
+
+/// A request as a raw app server reads it: the request line's method and
+/// target, and the header fields (names lower-cased).
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The Content-Length, or 0.
+    pub fn length(&self) -> usize {
+        self.field("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Read one request head off an app's connection; `None` once the proxy
+/// closed it.
+pub fn read_request(r: &mut std::io::BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut fields = Vec::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 {
+            return Ok(None);
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap_or((h, ""));
+        fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    Ok(Some(Request {
+        method,
+        path,
+        fields,
+    }))
+}

@@ -1,0 +1,246 @@
+//! Hostile clients and misbehaving apps end to end (README, "Limits";
+//! issue 26), with raw sockets on both sides:
+//!
+//! - a client that stops reading a large answer is let go after
+//!   `send_timeout_secs`, and so is the app connection it held;
+//! - an app that writes past its responses (a second answer a moment
+//!   later, a body after a HEAD answer, more than its Content-Length) never
+//!   hands those bytes to another site's requests, though both sites run
+//!   on the same app server.
+
+mod common;
+use common::raw::{read_head, read_request, read_response};
+use common::*;
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A raw app server: each connection served by `serve` on its own thread.
+fn raw_app(
+    serve: fn(TcpStream, &AtomicUsize) -> std::io::Result<()>,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let _ = serve(conn, &seen);
+            });
+        }
+    });
+    (addr, count)
+}
+
+fn sites(addr: &str, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            format!(
+                r#"
+[[sites]]
+name = "{n}"
+hostnames = ["{n}.test"]
+[[sites.slots]]
+name = "production"
+build_version = "v1"
+instances = ["{addr}"]
+"#
+            )
+        })
+        .collect()
+}
+
+fn proxy_with(sites: &str, server_keys: &str) -> Proxy {
+    let keys = server_keys.to_string();
+    Proxy::start_edited(sites, 1, move |t| {
+        t.replacen("threads = 1", &format!("threads = 1\n{keys}"), 1)
+    })
+}
+
+/// Answers `/` (the health checks) with `ok`; anything else with a
+/// 100 MB body written until the proxy stops taking it, then counts one
+/// connection cut.
+fn endless(conn: TcpStream, cut: &AtomicUsize) -> std::io::Result<()> {
+    let mut out = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_request(&mut r)? {
+        let mut body = vec![0u8; req.length()];
+        r.read_exact(&mut body)?;
+        if req.path == "/" {
+            out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")?;
+            continue;
+        }
+        out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 104857600\r\n\r\n")?;
+        let block = vec![b'x'; 64 * 1024];
+        for _ in 0..1600 {
+            if out.write_all(&block).is_err() {
+                cut.fetch_add(1, Ordering::SeqCst);
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A client with a 4 KiB receive buffer that sends `request`, reads 1 KiB
+/// of the answer and then stops reading.
+fn slow_reader(proxy: &Proxy, request: &[u8]) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let to: SocketAddr = format!("127.0.0.1:{}", proxy.port).parse().unwrap();
+    sock.connect(&to.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut first = [0u8; 1024];
+    s.read_exact(&mut first).unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    s
+}
+
+fn assert_slow_readers_let_go(request: &'static [u8]) {
+    let (addr, cut) = raw_app(endless);
+    let proxy = proxy_with(&sites(&addr, &["shop"]), "send_timeout_secs = 1");
+    let mut readers: Vec<TcpStream> = (0..3).map(|_| slow_reader(&proxy, request)).collect();
+    // the proxy stops reading the app while the client takes nothing; the
+    // send time-out lets both go (without it, they are held for good)
+    wait_for(30, "the app connections to be let go", || {
+        (cut.load(Ordering::SeqCst) == 3).then_some(())
+    });
+    // the clients get the end of their connection after what was buffered
+    for s in &mut readers {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("the connection is closed");
+        assert!(rest.len() < 100 << 20, "the whole body arrived");
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_is_let_go_with_its_app_connection() {
+    assert_slow_readers_let_go(b"GET /big HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+}
+
+#[test]
+fn a_post_whose_client_stops_reading_is_let_go_too() {
+    assert_slow_readers_let_go(
+        b"POST /big HTTP/1.1\r\nHost: shop.test\r\ncontent-length: 5\r\n\r\nhello",
+    );
+}
+
+/// For `a.test`: each answer followed by bytes nobody asked for — a second
+/// answer 5 ms later (`/late`), a body 5 ms after a HEAD answer (`/head`),
+/// more than the Content-Length in the same write (`/over`). For any other
+/// host: `B:<path>`, as asked.
+fn writes_past_its_answers(conn: TcpStream, _: &AtomicUsize) -> std::io::Result<()> {
+    let mut out = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_request(&mut r)? {
+        let host = req.field("host").unwrap_or("").to_string();
+        let answer = |text: &str| {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+                text.len()
+            )
+        };
+        if host != "a.test" || req.path == "/" {
+            out.write_all(answer(&format!("B:{}", req.path)).as_bytes())?;
+            continue;
+        }
+        let leak = answer(&format!("LEAK:{}", req.path));
+        match req.path.as_str() {
+            "/late" => {
+                out.write_all(answer("A:/late").as_bytes())?;
+                std::thread::sleep(Duration::from_millis(5));
+                out.write_all(leak.as_bytes())?;
+            }
+            "/head" => {
+                out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")?;
+                std::thread::sleep(Duration::from_millis(5));
+                out.write_all(b"LEAK:head!")?;
+            }
+            _ => out.write_all(format!("{}{leak}", answer("A:")).as_bytes())?,
+        }
+    }
+    Ok(())
+}
+
+/// Send `request` on `conn` (connecting anew if it was closed) and read
+/// the answer: its head only for a HEAD request.
+fn ask(proxy: &Proxy, conn: &mut Option<TcpStream>, request: &str) -> Option<(String, String)> {
+    for _ in 0..2 {
+        let s = conn.get_or_insert_with(|| common::raw::connect(proxy));
+        let read = s.write_all(request.as_bytes()).and_then(|_| {
+            if request.starts_with("HEAD") {
+                read_head(s).map(|h| (h, String::new()))
+            } else {
+                read_response(s).map(|r| (r.head.clone(), r.text()))
+            }
+        });
+        match read {
+            Ok(answer) => {
+                if answer.0.to_ascii_lowercase().contains("connection: close") {
+                    *conn = None;
+                }
+                return Some(answer);
+            }
+            Err(_) => *conn = None,
+        }
+    }
+    None
+}
+
+#[test]
+fn an_app_writing_past_its_answers_never_reaches_another_sites_requests() {
+    let (addr, _) = raw_app(writes_past_its_answers);
+    let proxy = proxy_with(&sites(&addr, &["a", "b"]), "");
+    let leaks = Arc::new(AtomicUsize::new(0));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (proxy, leaks, rounds) = (&proxy, leaks.clone(), rounds.clone());
+            scope.spawn(move || {
+                let (mut a, mut b) = (None, None);
+                for i in 0..250 {
+                    let bad = ["/late", "/head", "/over"][i % 3];
+                    let method = if bad == "/head" { "HEAD" } else { "GET" };
+                    let _ = ask(
+                        proxy,
+                        &mut a,
+                        &format!("{method} {bad} HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+                    );
+                    let path = format!("/b-{t}-{i}");
+                    let got = ask(
+                        proxy,
+                        &mut b,
+                        &format!("GET {path} HTTP/1.1\r\nHost: b.test\r\n\r\n"),
+                    );
+                    match got {
+                        Some((head, body)) if head.starts_with("HTTP/1.1 200") => {
+                            if body != format!("B:{path}") {
+                                leaks.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        other => panic!("b.test {path}: {other:?}"),
+                    }
+                    rounds.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(rounds.load(Ordering::SeqCst), 1000);
+    assert_eq!(leaks.load(Ordering::SeqCst), 0, "b.test got a.test's bytes");
+    // and the operator sees that the app writes past its answers
+    let text = scrape(&proxy);
+    let discarded: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("slotproxy_upstream_connections_discarded_total{"))
+        .filter(|l| l.contains(r#"site="a""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(discarded >= 1.0, "{text}");
+}
