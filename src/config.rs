@@ -100,6 +100,8 @@ pub struct ServerSection {
     /// Longest wait for a client to take more of its answer; a client that
     /// stops reading is let go, and so is its instance connection.
     pub send_timeout_secs: u64,
+    /// A larger response header from an app is refused with 502.
+    pub max_response_header_bytes: usize,
     /// Larger request headers get 431.
     pub max_header_bytes: usize,
     /// Longer request targets get 414.
@@ -140,6 +142,7 @@ impl Default for ServerSection {
             header_timeout_secs: 60,
             body_timeout_secs: 60,
             send_timeout_secs: 60,
+            max_response_header_bytes: crate::h1::DEFAULT_MAX_RESPONSE_HEAD,
             max_header_bytes: 32768,
             max_uri_bytes: 8192,
             max_connections: None,
@@ -595,6 +598,15 @@ impl Config {
                 &format!(
                     "{} is out of range 1024-{PINGORA_MAX_HEADER}",
                     s.max_header_bytes
+                ),
+            );
+        }
+        if !(1024..=PINGORA_MAX_HEADER).contains(&s.max_response_header_bytes) {
+            bad(
+                "server.max_response_header_bytes",
+                &format!(
+                    "{} is out of range 1024-{PINGORA_MAX_HEADER}",
+                    s.max_response_header_bytes
                 ),
             );
         }

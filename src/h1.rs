@@ -33,6 +33,10 @@ pub fn headers<'b>() -> Headers<'b> {
 /// Longest response header read from an instance, and most fields in it:
 /// pingora's limits, so an instance's answer passes on either path.
 pub const MAX_RESPONSE_HEAD: usize = 1024 * 1024 - 1;
+/// `[server] max_response_header_bytes` when the config leaves it out:
+/// HAProxy's buffer (`tune.bufsize`), four of nginx's `proxy_buffer_size`
+/// pages — room for the large cookies and security headers of real apps.
+pub const DEFAULT_MAX_RESPONSE_HEAD: usize = 16 * 1024;
 const MAX_RESPONSE_FIELDS: usize = 256;
 
 /// A client request header parsed in place.
@@ -203,7 +207,8 @@ pub enum Body {
     None,
     /// `Content-Length` bytes.
     Length(u64),
-    /// Chunked: passed through as it is, followed by [`Chunked`].
+    /// Chunked: decoded and framed anew for the client
+    /// (`request_body::ChunkedDecoder`, the one strict chunked decoder).
     Chunked,
     /// No length: the body ends when the instance closes; the client gets
     /// it chunked (as pingora-proxy does), so its connection stays usable
@@ -234,6 +239,8 @@ pub struct ClientAdds<'a> {
     /// The request asked for an upgrade: a `101` may come, and goes to the
     /// client as it came.
     pub upgrade: bool,
+    /// A larger response header is refused (502): `max_response_header_bytes`.
+    pub max_head: usize,
 }
 
 /// Why an instance's response cannot be passed on (the client gets 502).
@@ -256,9 +263,12 @@ pub fn response_head(
         &mut headers,
     );
     let len = match parsed {
+        Ok(httparse::Status::Complete(n)) if n > adds.max_head => {
+            return Err("response header too large (server.max_response_header_bytes)")
+        }
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD => {
-            return Err("response header too large")
+        Ok(httparse::Status::Partial) if buf.len() >= adds.max_head.min(MAX_RESPONSE_HEAD) => {
+            return Err("response header too large (server.max_response_header_bytes)")
         }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err("too many response header fields"),
@@ -268,11 +278,12 @@ pub fn response_head(
     if status < 100 {
         return Err("invalid status code");
     }
+    let reason = resp.reason.unwrap_or("");
     if status == 101 {
         if !adds.upgrade {
             return Err("101 Switching Protocols without an upgrade");
         }
-        out.extend_from_slice(&buf[..len]);
+        interim(status, reason, resp.headers, true, out);
         return Ok(Some(ResponseHead {
             status,
             len,
@@ -281,7 +292,7 @@ pub fn response_head(
         }));
     }
     if status < 200 {
-        out.extend_from_slice(&buf[..len]);
+        interim(status, reason, resp.headers, false, out);
         return Ok(Some(ResponseHead {
             status,
             len,
@@ -293,7 +304,7 @@ pub fn response_head(
         &buf[..len],
         status,
         resp.version == Some(1),
-        resp.reason.unwrap_or(""),
+        reason,
         resp.headers,
         adds,
         out,
@@ -304,6 +315,36 @@ pub fn response_head(
         body,
         reusable,
     }))
+}
+
+/// Whether a header has a line ended by a bare LF (httparse takes them, as
+/// nginx does): such a header is written anew with CRLFs, never passed on
+/// with mixed line ends a client may frame differently.
+fn bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+}
+
+/// Write an interim (1xx) response for the client, written anew: the
+/// status line as HTTP/1.1 and its fields but a `Set-Cookie` (no cookie is
+/// set by an answer that is not the answer) and the connection's own
+/// fields — which a `101` keeps (`Connection: upgrade` says what it is).
+fn interim(
+    status: u16,
+    reason: &str,
+    headers: &[httparse::Header<'_>],
+    upgrade: bool,
+    out: &mut Vec<u8>,
+) {
+    let is = |h: &httparse::Header<'_>, n: &str| h.name.eq_ignore_ascii_case(n);
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    for h in headers {
+        let hop = is(h, "connection") || is(h, "keep-alive") || is(h, "proxy-connection");
+        if is(h, "set-cookie") || (hop && !upgrade) {
+            continue;
+        }
+        field(out, h.name.as_bytes(), h.value);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Write a final response's header for the client: the status line as
@@ -328,8 +369,13 @@ fn response_fields(
     let mut keep_alive = http11;
     let mut close = false;
     let mut date = false;
+    // two lengths, or a list of one: said once in the client's header
+    let mut lengths = 0;
+    let mut listed = false;
     for h in headers {
         if is(h, "content-length") {
+            lengths += 1;
+            listed |= h.value.contains(&b',');
             match (length_list(h.value), length) {
                 (Some(n), None) => length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
@@ -362,13 +408,16 @@ fn response_fields(
     // both: Transfer-Encoding wins, Content-Length is dropped, and the
     // connection is not trusted again (RFC 9112 §6.3); nor is an HTTP/1.0
     // one that sent Transfer-Encoding at all (§6.1)
-    let drop_length = chunked && length.is_some();
-    let faulty = drop_length || (chunked && !http11);
+    let faulty = chunked && (length.is_some() || !http11);
+    let drop_length = chunked || lengths > 1 || listed;
     let reusable = keep_alive && !close && !faulty && body != Body::UntilClose;
+    let anew = bare_lf(head);
 
     match headers.first() {
         // an HTTP/1.1 status line as it came
-        Some(h) if http11 => out.extend_from_slice(&head[..offset(head, h.name.as_bytes())]),
+        Some(h) if http11 && !anew => {
+            out.extend_from_slice(&head[..offset(head, h.name.as_bytes())])
+        }
         _ => {
             // writing to a Vec cannot fail
             let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
@@ -377,12 +426,22 @@ fn response_fields(
     // The connection's own fields stay behind. Fields `Connection` names
     // pass, as pingora-proxy passes them: dropping a nominated
     // `Content-Length` would leave the body unframed.
-    copy_fields(head, headers, out, |h| {
+    let keep = |h: &httparse::Header<'_>| {
         !(is(h, "connection")
             || is(h, "keep-alive")
             || is(h, "proxy-connection")
             || (drop_length && is(h, "content-length")))
-    });
+    };
+    if anew {
+        for h in headers.iter().filter(|h| keep(h)) {
+            field(out, h.name.as_bytes(), h.value);
+        }
+    } else {
+        copy_fields(head, headers, out, keep);
+    }
+    if let (false, Some(n)) = (chunked, length.filter(|_| drop_length)) {
+        let _ = write!(out, "content-length: {n}\r\n");
+    }
     if !date {
         // a proxy with a clock adds one (RFC 9110 §6.6.1); pingora's
         // cached value, formatted once a second
@@ -425,162 +484,6 @@ pub fn chunk(data: &[u8], out: &mut Vec<u8>) {
 
 /// The last chunk of a body framed with [`chunk`].
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
-/// Follows a chunked body as it passes through unchanged, to know where it
-/// ends (RFC 9112 §7.1): chunk sizes, extensions, data, the last chunk and
-/// its trailer fields. A bare LF is taken where CRLF is due, as pingora
-/// and nginx do.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Chunked {
-    state: State,
-    /// Data bytes passed so far (what the access log counts).
-    pub data: u64,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Before a chunk-size line's first digit.
-    #[default]
-    SizeStart,
-    /// In a chunk-size line: the size so far, whether an extension (or
-    /// whitespace) began, whether a CR came (only LF may follow).
-    Size {
-        size: u64,
-        ext: bool,
-        cr: bool,
-    },
-    /// `size` data bytes still to pass.
-    Data(u64),
-    /// After a chunk's data: CRLF due (`cr`: the CR came).
-    DataEnd {
-        cr: bool,
-    },
-    /// In the trailer section: `line_start`: nothing on this line yet;
-    /// `cr`: a CR came (only LF may follow).
-    Trailer {
-        line_start: bool,
-        cr: bool,
-    },
-    Done,
-}
-
-/// A control byte that has no place in a chunk line (HTAB has).
-fn ctl(b: u8) -> bool {
-    (b < 0x20 && b != b'\t') || b == 0x7f
-}
-
-impl Chunked {
-    /// Follow `bytes`; returns how many of them belong to the body (all of
-    /// them unless it ended inside). An error means the body is malformed:
-    /// whatever a strict client would not frame the same way (a bare CR, a
-    /// control byte in a line, data longer than its size) is refused
-    /// rather than passed on.
-    pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, Malformed> {
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            self.state = match self.state {
-                State::Done => return Ok(i),
-                State::Data(n) => {
-                    let take = n.min((bytes.len() - i) as u64);
-                    i += take as usize;
-                    self.data += take;
-                    self.state = if take == n {
-                        State::DataEnd { cr: false }
-                    } else {
-                        State::Data(n - take)
-                    };
-                    continue;
-                }
-                State::SizeStart => match hex(b) {
-                    Some(d) => State::Size {
-                        size: u64::from(d),
-                        ext: false,
-                        cr: false,
-                    },
-                    None => return Err("chunk size expected"),
-                },
-                State::Size { size, cr: true, .. } if b == b'\n' => end_of_size(size),
-                State::Size { cr: true, .. } => return Err("bare CR in a chunk-size line"),
-                State::Size { size, ext, .. } => match (b, hex(b)) {
-                    (b'\n', _) => end_of_size(size),
-                    (b'\r', _) => State::Size {
-                        size,
-                        ext,
-                        cr: true,
-                    },
-                    (_, Some(d)) if !ext => {
-                        if size >> 56 != 0 {
-                            return Err("chunk size too large");
-                        }
-                        State::Size {
-                            size: size << 4 | u64::from(d),
-                            ext,
-                            cr: false,
-                        }
-                    }
-                    (b';' | b' ' | b'\t', _) => State::Size {
-                        size,
-                        ext: true,
-                        cr: false,
-                    },
-                    (_, _) if ext && !ctl(b) => State::Size {
-                        size,
-                        ext,
-                        cr: false,
-                    },
-                    _ => return Err("invalid chunk size"),
-                },
-                State::DataEnd { cr } => match b {
-                    b'\r' if !cr => State::DataEnd { cr: true },
-                    b'\n' => State::SizeStart,
-                    _ => return Err("chunk data longer than its size"),
-                },
-                State::Trailer { line_start, cr } => match b {
-                    b'\n' if line_start => State::Done,
-                    b'\n' => State::Trailer {
-                        line_start: true,
-                        cr: false,
-                    },
-                    _ if cr => return Err("bare CR in a trailer line"),
-                    b'\r' => State::Trailer {
-                        line_start,
-                        cr: true,
-                    },
-                    _ if ctl(b) => return Err("control byte in a trailer line"),
-                    _ => State::Trailer {
-                        line_start: false,
-                        cr: false,
-                    },
-                },
-            };
-            i += 1;
-        }
-        Ok(i)
-    }
-
-    /// The last chunk and its trailer section have passed.
-    pub fn done(&self) -> bool {
-        self.state == State::Done
-    }
-}
-
-/// The state after a chunk-size line: the trailer after the last chunk,
-/// else the chunk's data.
-fn end_of_size(size: u64) -> State {
-    if size == 0 {
-        State::Trailer {
-            line_start: true,
-            cr: false,
-        }
-    } else {
-        State::Data(size)
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
 
 #[cfg(test)]
 mod tests {
@@ -666,6 +569,7 @@ mod tests {
             close: false,
             head_request: false,
             upgrade: false,
+            max_head: DEFAULT_MAX_RESPONSE_HEAD,
         }
     }
 
@@ -676,8 +580,7 @@ mod tests {
         let adds = ClientAdds {
             cookie: Some(b"x-ms-routing-name=staging; Path=/"),
             close: true,
-            head_request: false,
-            upgrade: false,
+            ..plain()
         };
         let (r, out) = respond(raw, adds);
         let head = r.unwrap().unwrap();
@@ -830,49 +733,56 @@ mod tests {
     }
 
     #[test]
-    fn a_chunked_body_is_followed_to_its_end_in_any_split() {
-        let body = b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
-        let end = body.len() - 4;
-        for split in 0..=body.len() {
-            let mut c = Chunked::default();
-            let a = c.scan(&body[..split]).unwrap();
-            assert_eq!(a, split.min(end), "split {split}");
-            let b = c.scan(&body[split..]).unwrap();
-            assert_eq!(a + b, end, "split {split}");
-            assert!(c.done());
-        }
-        // bare LFs, no trailer
-        let mut c = Chunked::default();
-        assert_eq!(c.scan(b"3\nabc\n0\n\n").unwrap(), 9);
-        assert!(c.done());
-        let mut c = Chunked::default();
-        assert_eq!(c.scan(b"3\r\nab").unwrap(), 5);
-        assert!(!c.done());
-        let mut c = Chunked::default();
-        c.scan(body).unwrap();
-        assert_eq!(c.data, 15, "data bytes, no framing");
-        for bad in [
-            &b"x\r\n"[..],
-            b"3\r\nabcd\r\n",
-            b"fffffffffffffffff\r\n",
-            // a bare CR, or a control byte, where strict clients differ
-            b"2\rzz\nok\r\n",
-            b"2;a\x01b\r\nok\r\n",
-            b"0\r\nX-T: a\rb\r\n\r\n",
-            b"0\r\nX-T: a\x00\r\n\r\n",
-        ] {
-            assert!(Chunked::default().scan(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn a_close_delimited_body_is_framed_in_chunks() {
         let mut out = Vec::new();
         chunk(&[b'a'; 26], &mut out);
         out.extend_from_slice(LAST_CHUNK);
-        let mut c = Chunked::default();
-        assert_eq!(c.scan(&out).unwrap(), out.len());
+        let mut c = crate::request_body::ChunkedDecoder::default();
+        let mut again = Vec::new();
+        assert_eq!(c.decode(&out, &mut again).unwrap(), out.len());
         assert!(c.done());
         assert!(out.starts_with(b"1a\r\n"));
+        assert_eq!(again, out);
+    }
+
+    #[test]
+    fn what_a_client_could_frame_differently_is_written_anew() {
+        // bare LFs: the header goes out with CRLFs only
+        let raw = "HTTP/1.1 200 OK\nContent-Length: 2\r\nX-App: 1\n\nok";
+        let (r, out) = respond(raw, plain());
+        assert_eq!(r.unwrap().unwrap().body, Body::Length(2));
+        assert!(!bare_lf(out.as_bytes()), "{out:?}");
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-App: 1\r\n"));
+        // a list of one length, or the same length twice: said once
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+        ] {
+            let (_, out) = respond(raw, plain());
+            assert_eq!(out.matches("ontent-").count(), 1, "{out}");
+            assert!(out.contains("content-length: 2\r\n"), "{out}");
+        }
+        // an interim answer sets no cookie
+        let raw = "HTTP/1.1 103 Early Hints\r\nSet-Cookie: a=1\r\nLink: </a>\r\n\r\n";
+        let (_, out) = respond(raw, plain());
+        assert_eq!(out, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+        // the response header limit is the config's
+        let small = ClientAdds {
+            max_head: 1024,
+            ..plain()
+        };
+        let big = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(1100));
+        assert!(respond(&big, plain()).0.unwrap().is_some());
+        assert!(respond(&big, small).0.is_err());
+        let partial = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(1100));
+        assert!(respond(
+            &partial,
+            ClientAdds {
+                max_head: 1024,
+                ..plain()
+            }
+        )
+        .0
+        .is_err());
     }
 }

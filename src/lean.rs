@@ -43,7 +43,7 @@
 //! turned out to be closed before any response byte arrived.
 
 use crate::connection::{Fenced, PlainKind};
-use crate::h1::{self, Body, Chunked, ClientAdds, ResponseHead};
+use crate::h1::{self, Body, ClientAdds, ResponseHead};
 use crate::idle_pool::futures_lite_now_or_never::now_or_never;
 use crate::idle_pool::{IdlePool, PoolKey};
 use crate::limits::FastPath;
@@ -52,7 +52,7 @@ use crate::proxy::{
     bad_gateway_message, failure_status, forwarded, log_request, pin_cookie, route_request,
     status_line, Finished, RequestCtx, UpstreamTimeouts, BODY_TIMEOUT_MESSAGE, LOCAL_FIELDS,
 };
-use crate::request_body::BodyIn;
+use crate::request_body::{BodyIn, ChunkedDecoder};
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
@@ -84,17 +84,15 @@ pub struct Lean {
     body_timeout: Duration,
     /// `[server] send_timeout_secs`: the most a client may stall its answer.
     send_timeout: Duration,
+    /// `[server] max_response_header_bytes`: a larger answer's header is a 502.
+    max_response_head: usize,
     transport: TransportConnector,
     idle: Arc<IdlePool>,
 }
 
 impl Lean {
-    pub fn new(
-        table: Arc<ArcSwap<RouteTable>>,
-        timeouts: UpstreamTimeouts,
-        body_timeout: Duration,
-        send_timeout: Duration,
-    ) -> Lean {
+    /// The lean path of `table`, with `[server]`'s time-outs and limits.
+    pub fn new(table: Arc<ArcSwap<RouteTable>>, server: &crate::config::ServerSection) -> Lean {
         let idle = Arc::new(IdlePool::new());
         // the sweep closes expired idle connections; it ends with the pool
         let weak = Arc::downgrade(&idle);
@@ -112,9 +110,10 @@ impl Lean {
         }
         Lean {
             table,
-            timeouts,
-            body_timeout,
-            send_timeout,
+            timeouts: UpstreamTimeouts::from_config(server),
+            body_timeout: Duration::from_secs(server.body_timeout_secs),
+            send_timeout: Duration::from_secs(server.send_timeout_secs),
+            max_response_head: server.max_response_header_bytes,
             transport: TransportConnector::new(None),
             idle,
         }
@@ -412,6 +411,7 @@ impl Lean {
             close: close || req.kind.upgrade,
             head_request: req.head_request,
             upgrade: req.kind.upgrade,
+            max_head: self.max_response_head,
         };
         // the table is held by `ctx` anyway: a second handle on it lends
         // the site's name without copying it
@@ -732,7 +732,9 @@ async fn stream_response(
     let reusable = head.reusable;
     // bytes past the response's end came with it
     let mut overrun = false;
-    let mut chunked = Chunked::default();
+    // decoded strictly and framed anew: no extension, no trailer field
+    // (`Set-Cookie`, `Content-Length`…) and no bare LF reaches the client
+    let mut chunked = ChunkedDecoder::keeping_trailers();
     let mut remaining = 0u64;
     // payload bytes in this first write (chunk framing is not counted)
     let mut payload = 0;
@@ -748,9 +750,8 @@ async fn stream_response(
         }
         Body::Chunked => {
             let take = chunked
-                .scan(rest)
+                .decode(rest, out)
                 .map_err(|why| early(upstream_error(ErrorType::InvalidHTTPHeader, why)))?;
-            out.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             payload = chunked.data as usize;
             chunked.done()
@@ -797,12 +798,11 @@ async fn stream_response(
             }
             Body::Chunked => {
                 let before = chunked.data;
+                out.clear();
                 let take = chunked
-                    .scan(&buf)
+                    .decode(&buf, out)
                     .map_err(|why| late(upstream_error(ErrorType::InvalidHTTPHeader, why)))?;
-                client
-                    .send(&buf[..take], (chunked.data - before) as usize)
-                    .await?;
+                client.send(out, (chunked.data - before) as usize).await?;
                 overrun |= take < n;
                 done = chunked.done();
             }

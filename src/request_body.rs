@@ -8,6 +8,9 @@
 //! both fields, two lengths, another coding — is left to the connection
 //! loop's slower path, which refuses it; see `connection::inspect`.
 //!
+//! The same decoder frames an instance's chunked *response* anew on its
+//! way to the client (`lean`), keeping the trailer fields a client may get.
+//!
 //! A chunked body is not passed through byte for byte: it is decoded and
 //! framed again ([`ChunkedDecoder`]), with its chunk sizes but without
 //! chunk extensions or trailer fields, so the instance sees exactly the
@@ -35,8 +38,47 @@ pub type Malformed = &'static str;
 /// nginx cap theirs too, so a client cannot make the proxy read an endless
 /// extension.
 const MAX_SIZE_LINE: u32 = 4096;
-/// Longest trailer section taken (the fields are dropped, not forwarded).
+/// Longest trailer section taken.
 const MAX_TRAILERS: u32 = 16 * 1024;
+/// Longest trailer field name passed on (a longer one is dropped).
+const NAME: usize = 32;
+
+/// Trailer fields never passed on (RFC 9110 §6.5.1: framing, routing,
+/// authentication, cookies, response control and content metadata must
+/// not arrive after the content, where a client may not expect them).
+const FORBIDDEN_TRAILERS: [&[u8]; 24] = [
+    b"content-length",
+    b"transfer-encoding",
+    b"host",
+    b"set-cookie",
+    b"cookie",
+    b"connection",
+    b"keep-alive",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"authorization",
+    b"www-authenticate",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"content-type",
+    b"content-encoding",
+    b"content-range",
+    b"cache-control",
+    b"expires",
+    b"date",
+    b"location",
+    b"retry-after",
+    b"vary",
+    b"age",
+];
+
+/// Whether a trailer field named `name` may be passed on.
+fn trailer_allowed(name: &[u8]) -> bool {
+    !FORBIDDEN_TRAILERS
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(name))
+}
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -70,24 +112,37 @@ enum State {
     /// After a chunk's data: the CR is due, then the LF.
     DataCr,
     DataLf,
-    /// After the last chunk: trailer lines until an empty one.
-    /// `line_start`: nothing on this line yet; `cr`: its CR came.
-    Trailer {
-        line_start: bool,
+    /// After the last chunk, at a trailer line's start or in its field
+    /// name (the first [`NAME`] bytes of it kept, `len` counted).
+    TrailerName {
+        name: [u8; NAME],
+        len: u8,
+        seen: u32,
+    },
+    /// In a trailer field's value (`keep`: it is passed on); `cr`: its CR
+    /// came.
+    TrailerValue {
+        keep: bool,
         cr: bool,
         seen: u32,
     },
+    /// The CR of the empty line that ends the trailer section came.
+    TrailerEnd,
     Done,
 }
 
-/// Decodes a chunked request body as it arrives and writes it framed anew
-/// into an output buffer: `{size:x}\r\n`, the data, `\r\n`, and at the end
-/// `0\r\n\r\n` (no extensions, no trailers).
+/// Decodes a chunked body as it arrives and writes it framed anew into an
+/// output buffer: `{size:x}\r\n`, the data, `\r\n`, and at the end
+/// `0\r\n\r\n` — no extensions, and no trailer fields but, for a response
+/// ([`ChunkedDecoder::keeping_trailers`]), the allowed ones, each line
+/// written anew. The one strict chunked decoder of the proxy: for request
+/// bodies going to instances and response bodies going to clients.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkedDecoder {
     state: State,
     /// Data bytes decoded so far.
     pub data: u64,
+    keep_trailers: bool,
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -100,6 +155,15 @@ fn ctl(b: u8) -> bool {
 }
 
 impl ChunkedDecoder {
+    /// A decoder that passes on the trailer fields a client may get (not
+    /// the [`FORBIDDEN_TRAILERS`], nor a line without a colon).
+    pub fn keeping_trailers() -> ChunkedDecoder {
+        ChunkedDecoder {
+            keep_trailers: true,
+            ..ChunkedDecoder::default()
+        }
+    }
+
     /// Decode `input`, appending the body framed anew to `out`; returns
     /// how many bytes of `input` belong to the body (all of them unless it
     /// ended inside: the rest is the next request's).
@@ -179,11 +243,14 @@ impl ChunkedDecoder {
                     },
                 },
                 State::SizeLf { size } => match b {
-                    b'\n' if size == 0 => State::Trailer {
-                        line_start: true,
-                        cr: false,
-                        seen: 0,
-                    },
+                    b'\n' if size == 0 => {
+                        out.extend_from_slice(b"0\r\n");
+                        State::TrailerName {
+                            name: [0; NAME],
+                            len: 0,
+                            seen: 0,
+                        }
+                    }
                     b'\n' => {
                         // writing to a Vec cannot fail
                         let _ = write!(out, "{size:x}\r\n");
@@ -199,39 +266,91 @@ impl ChunkedDecoder {
                     b'\n' => State::SizeStart,
                     _ => return Err("bare CR after chunk data"),
                 },
-                State::Trailer {
-                    line_start,
-                    cr,
-                    seen,
-                } => {
+                State::TrailerName { name, len, seen } => {
                     if seen >= MAX_TRAILERS {
                         return Err("trailer section too long");
                     }
                     match b {
-                        b'\n' if cr && line_start => {
-                            out.extend_from_slice(b"0\r\n\r\n");
-                            State::Done
-                        }
-                        b'\n' if cr => State::Trailer {
-                            line_start: true,
-                            cr: false,
+                        b'\r' if len == 0 => State::TrailerEnd,
+                        // a line without a colon: dropped
+                        b'\r' => State::TrailerValue {
+                            keep: false,
+                            cr: true,
                             seen: seen + 1,
                         },
                         b'\n' => return Err("bare LF in the trailer section"),
+                        b':' => {
+                            let n = usize::from(len);
+                            let keep = self.keep_trailers
+                                && n > 0
+                                && n <= NAME
+                                && trailer_allowed(&name[..n]);
+                            if keep {
+                                out.extend_from_slice(&name[..n]);
+                                out.push(b':');
+                            }
+                            State::TrailerValue {
+                                keep,
+                                cr: false,
+                                seen: seen + 1,
+                            }
+                        }
+                        _ if ctl(b) => return Err("control byte in a trailer field"),
+                        _ => {
+                            let mut name = name;
+                            if usize::from(len) < NAME {
+                                name[usize::from(len)] = b;
+                            }
+                            State::TrailerName {
+                                name,
+                                len: len.saturating_add(1),
+                                seen: seen + 1,
+                            }
+                        }
+                    }
+                }
+                State::TrailerValue { keep, cr, seen } => {
+                    if seen >= MAX_TRAILERS {
+                        return Err("trailer section too long");
+                    }
+                    match b {
+                        b'\n' if cr => {
+                            if keep {
+                                out.extend_from_slice(b"\r\n");
+                            }
+                            State::TrailerName {
+                                name: [0; NAME],
+                                len: 0,
+                                seen: seen + 1,
+                            }
+                        }
+                        b'\n' => return Err("bare LF in the trailer section"),
                         _ if cr => return Err("bare CR in the trailer section"),
-                        b'\r' => State::Trailer {
-                            line_start,
+                        b'\r' => State::TrailerValue {
+                            keep,
                             cr: true,
                             seen: seen + 1,
                         },
                         _ if ctl(b) => return Err("control byte in a trailer field"),
-                        _ => State::Trailer {
-                            line_start: false,
-                            cr: false,
-                            seen: seen + 1,
-                        },
+                        _ => {
+                            if keep {
+                                out.push(b);
+                            }
+                            State::TrailerValue {
+                                keep,
+                                cr: false,
+                                seen: seen + 1,
+                            }
+                        }
                     }
                 }
+                State::TrailerEnd => match b {
+                    b'\n' => {
+                        out.extend_from_slice(b"\r\n");
+                        State::Done
+                    }
+                    _ => return Err("bare CR in the trailer section"),
+                },
             };
             i += 1;
         }
@@ -339,6 +458,28 @@ mod tests {
             out,
             "5\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_response_keeps_its_allowed_trailers_only() {
+        let body = b"2;x=1\r\nok\r\n0\r\nX-Sum:  11\r\nSet-Cookie: s=1\r\nno colon\r\n\
+                     Content-Length: 9\r\nhOsT: evil\r\ngrpc-status: 0\r\n\r\nNEXT";
+        for keep in [false, true] {
+            let mut d = if keep {
+                ChunkedDecoder::keeping_trailers()
+            } else {
+                ChunkedDecoder::default()
+            };
+            let mut out = Vec::new();
+            assert_eq!(d.decode(body, &mut out).unwrap(), body.len() - 4);
+            assert!(d.done());
+            let want: &[u8] = if keep {
+                b"2\r\nok\r\n0\r\nX-Sum:  11\r\ngrpc-status: 0\r\n\r\n"
+            } else {
+                b"2\r\nok\r\n0\r\n\r\n"
+            };
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want));
+        }
     }
 
     #[test]

@@ -498,14 +498,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // Plain HTTP/1 requests take the lean path (lean.rs) unless
     // `[server] lean_http1 = false`; the rest go to pingora-proxy.
-    let lean = cfg.server.lean_http1.then(|| {
-        crate::lean::Lean::new(
-            rt.control.table(),
-            crate::proxy::UpstreamTimeouts::from_config(&cfg.server),
-            std::time::Duration::from_secs(cfg.server.body_timeout_secs),
-            std::time::Duration::from_secs(cfg.server.send_timeout_secs),
-        )
-    });
+    let lean = cfg
+        .server
+        .lean_http1
+        .then(|| crate::lean::Lean::new(rt.control.table(), &cfg.server));
     let mut service = pingora_core::services::listening::Service::new(
         "slotproxy".into(),
         crate::limits::Limited::new(crate::drain::DrainingApp::new(app), limits)

@@ -244,3 +244,98 @@ fn an_app_writing_past_its_answers_never_reaches_another_sites_requests() {
         .sum();
     assert!(discarded >= 1.0, "{text}");
 }
+
+/// Malformed or dangerous answers, by path: what the client must not get
+/// as it came.
+fn malformed(conn: TcpStream, _: &AtomicUsize) -> std::io::Result<()> {
+    let mut out = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_request(&mut r)? {
+        let answer: Vec<u8> = match req.path.as_str() {
+            "/bare-lf" => b"HTTP/1.1 200 OK\nContent-Length: 2\nX-App: 1\n\nok".to_vec(),
+            "/chunk-junk" => {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2x\r\nok\r\n0\r\n\r\n"
+                    .to_vec()
+            }
+            "/long-extension" => format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;{}\r\nok\r\n0\r\n\r\n",
+                "e".repeat(200 * 1024)
+            )
+            .into_bytes(),
+            "/trailers" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\
+                Content-Length: 99\r\nSet-Cookie: s=1\r\nHost: evil\r\nno colon here\r\n\r\n"
+                .to_vec(),
+            "/huge-head" => format!(
+                "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+                "b".repeat(900 * 1024)
+            )
+            .into_bytes(),
+            "/early-hints" => {
+                b"HTTP/1.1 103 Early Hints\r\nSet-Cookie: s=1\r\nLink: </a.css>\r\n\r\n\
+                HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    .to_vec()
+            }
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        };
+        out.write_all(&answer)?;
+    }
+    Ok(())
+}
+
+/// Everything the proxy sends for one request of `path`, to its close.
+fn raw_answer(proxy: &Proxy, path: &str) -> String {
+    let mut s = common::raw::connect(proxy);
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[test]
+fn malformed_answers_are_written_anew_or_refused() {
+    let (addr, _) = raw_app(malformed);
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
+    let logged = format!(
+        "[access_log]\nenabled = true\npath = \"{}\"\n{}",
+        log_path.display(),
+        sites(&addr, &["shop"])
+    );
+    let proxy = proxy_with(&logged, "");
+    // bare LFs: passed on with CRLFs only
+    let a = raw_answer(&proxy, "/bare-lf");
+    assert!(
+        a.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-App: 1\r\n"),
+        "{a:?}"
+    );
+    assert!(!a.replace("\r\n", "").contains('\n'), "{a:?}");
+    // trailer fields never reach the client
+    let a = raw_answer(&proxy, "/trailers");
+    assert!(a.ends_with("2\r\nok\r\n0\r\n\r\n"), "{a:?}");
+    for bad in ["Content-Length: 99", "s=1", "evil", "no colon"] {
+        assert!(!a.contains(bad), "{bad} in {a:?}");
+    }
+    // a cookie is not set by an interim answer
+    let a = raw_answer(&proxy, "/early-hints");
+    assert!(
+        a.starts_with("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200"),
+        "{a:?}"
+    );
+    assert!(!a.contains("s=1"), "{a:?}");
+    // what cannot be framed one way, or is too large: 502, one line
+    for path in ["/chunk-junk", "/long-extension", "/huge-head"] {
+        let a = raw_answer(&proxy, path);
+        assert!(a.starts_with("HTTP/1.1 502"), "{path}: {a:?}");
+        let body = a.split("\r\n\r\n").nth(1).unwrap_or("");
+        assert_eq!(body.lines().count(), 1, "{path}: {body:?}");
+    }
+    let log = wait_for(10, "the access log lines", || {
+        let log = std::fs::read_to_string(&log_path).ok()?;
+        (log.matches(" 502 ").count() >= 3).then_some(log)
+    });
+    assert!(log.contains("/huge-head"), "{log}");
+}
