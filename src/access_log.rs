@@ -45,6 +45,22 @@ pub struct Entry<'a> {
     pub reason: &'a str,
 }
 
+/// A client-supplied column written without quotes (the Host): escaped as
+/// a quoted one is, and a space as `\x20`, so a client cannot add columns.
+struct Unquoted<'a>(&'a str);
+
+impl std::fmt::Display for Unquoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for part in self.0.split(' ').enumerate() {
+            if part.0 > 0 {
+                f.write_str("\\x20")?;
+            }
+            write!(f, "{}", part.1.escape_debug())?;
+        }
+        Ok(())
+    }
+}
+
 impl Entry<'_> {
     /// The line, newline included.
     pub fn format(&self, format: AccessLogFormat) -> String {
@@ -61,7 +77,7 @@ impl Entry<'_> {
                     "{} {} {} {} {} {} \"{} {} {}\" {} {} {:.6} {}\n",
                     self.time,
                     client,
-                    self.host.escape_debug(),
+                    Unquoted(self.host),
                     self.site,
                     self.slot,
                     self.instance,
@@ -163,6 +179,21 @@ mod tests {
             line,
             "2024-05-01T10:00:00.000Z 10.0.0.1 shop.test shop staging 127.0.0.1:9201 \
              \"GET /a b\\\"\\n HTTP/1.1\" 200 12 0.001500 weighted\n"
+        );
+    }
+
+    #[test]
+    fn a_host_cannot_add_columns() {
+        let mut e = entry("/");
+        e.host = "a.test 10.9.9.9 \"x";
+        let line = e.format(AccessLogFormat::Text);
+        assert!(
+            line.contains(" a.test\\x2010.9.9.9\\x20\\\"x shop "),
+            "{line}"
+        );
+        assert_eq!(
+            line.split(' ').count(),
+            entry("/").format(AccessLogFormat::Text).split(' ').count()
         );
     }
 
