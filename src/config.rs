@@ -102,6 +102,9 @@ pub struct ServerSection {
     pub send_timeout_secs: u64,
     /// A larger response header from an app is refused with 502.
     pub max_response_header_bytes: usize,
+    /// Pass request fields whose names hold `_` to the apps (nginx's
+    /// `underscores_in_headers`); off: they are dropped.
+    pub underscores_in_headers: bool,
     /// Larger request headers get 431.
     pub max_header_bytes: usize,
     /// Longer request targets get 414.
@@ -143,6 +146,7 @@ impl Default for ServerSection {
             body_timeout_secs: 60,
             send_timeout_secs: 60,
             max_response_header_bytes: crate::h1::DEFAULT_MAX_RESPONSE_HEAD,
+            underscores_in_headers: false,
             max_header_bytes: 32768,
             max_uri_bytes: 8192,
             max_connections: None,

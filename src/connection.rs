@@ -60,6 +60,9 @@ pub struct Inspected<'a> {
     /// What the lean HTTP/1 path (`lean`) needs to serve the request, when
     /// it can: see [`Plain`]. `None` for anything else.
     pub plain: Option<Plain<'a>>,
+    /// The request must be refused (`request_check`): the connection loop
+    /// answers it with this, whatever path would have served it.
+    pub refused: Option<crate::request_check::Refused>,
 }
 
 /// A request the lean path serves: HTTP/1.1, an origin-form target, one
@@ -88,15 +91,38 @@ pub struct PlainKind {
 /// Parse the complete request header `head` once: its body length (the
 /// fence) and whether it is plain (see [`Plain`]).
 pub fn inspect(head: &[u8]) -> Inspected<'_> {
+    inspect_on(head, false)
+}
+
+/// [`inspect`] for a request that came over TLS if `tls`, with its checks
+/// (`request_check`).
+pub fn inspect_on(head: &[u8], tls: bool) -> Inspected<'_> {
     let unknown = Inspected {
         body: BodyLength::Unknown,
         plain: None,
+        refused: None,
     };
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return unknown,
+        // more fields than this parse holds: pingora's own parser takes them
+        Err(httparse::Error::TooManyHeaders) => return unknown,
+        _ => {
+            return Inspected {
+                refused: Some(crate::request_check::Refused {
+                    status: 400,
+                    why: "400 Bad Request: the request header is malformed",
+                }),
+                ..unknown
+            }
+        }
+    }
+    if let Err(refused) = crate::request_check::check(&req, tls) {
+        return Inspected {
+            refused: Some(refused),
+            ..unknown
+        };
     }
     if req.method == Some("CONNECT") {
         return unknown;
@@ -109,7 +135,11 @@ pub fn inspect(head: &[u8]) -> Inspected<'_> {
         } else {
             None
         };
-    Inspected { body, plain }
+    Inspected {
+        body,
+        plain,
+        refused: None,
+    }
 }
 
 /// Whether a line of `head` ends in a bare LF: the lean path copies field
@@ -198,11 +228,19 @@ fn plain<'a>(headers: &[httparse::Header<'a>]) -> Option<Plain<'a>> {
 
 /// A `Content-Length` value: digits only (no sign, no list), fitting a u64.
 pub fn content_length(value: &[u8]) -> Option<u64> {
-    let v = std::str::from_utf8(value).ok()?.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+    // optional whitespace is SP and HTAB only: a Unicode space (U+00A0,
+    // U+0085, U+2003) is a byte of the value, and refused with it
+    let v = crate::request_check::ows_trim(value);
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.parse().ok()
+    // what a signed 64-bit length holds (nginx's off_t): the larger ones
+    // no app can take
+    std::str::from_utf8(v)
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| n <= i64::MAX as u64)
 }
 
 fn body_length_of(headers: &[httparse::Header<'_>]) -> BodyLength {
@@ -498,7 +536,7 @@ mod tests {
         );
         assert_eq!(len("DELETE /x HTTP/1.0\r\n\r\n"), BodyLength::Exactly(0));
         assert_eq!(
-            len("POST / HTTP/1.1\r\ncontent-LENGTH:  12 \r\n\r\n"),
+            len("POST / HTTP/1.1\r\nHost: a\r\ncontent-LENGTH:  12 \r\n\r\n"),
             BodyLength::Exactly(12)
         );
     }
@@ -610,8 +648,8 @@ mod tests {
 
     #[test]
     fn pipelined_bytes_are_split_at_the_end_of_the_body() {
-        let get = "GET /a HTTP/1.1\r\n\r\n";
-        let post = "POST /b HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+        let get = "GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        let post = "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n";
         let buf = BytesMut::from(format!("{post}hello{get}").as_str());
         let (mine, allow, next) = split_request(buf, post.len());
         assert_eq!(&mine[..], format!("{post}hello").as_bytes());

@@ -138,9 +138,10 @@ pub fn upstream_request(
     out.extend_from_slice(&head[line]);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     copy_fields(head, req.headers, out, |h| {
-        !REQUEST_DROPPED
+        !(REQUEST_DROPPED
             .iter()
             .any(|d| h.name.eq_ignore_ascii_case(d))
+            || crate::request_check::drops_field(h.name))
     });
     if let Some(v) = &fwd.for_ {
         out.extend_from_slice(b"x-forwarded-for: ");

@@ -30,6 +30,7 @@ pub mod names;
 pub mod proxy;
 pub mod ramp;
 pub mod request_body;
+pub mod request_check;
 pub mod routing;
 pub mod server;
 pub mod store;

@@ -389,7 +389,7 @@ impl<A, F> Limited<A, F> {
     }
 
     /// Answer a request refused before pingora saw it, then close.
-    async fn refuse(&self, mut stream: Stream, status: u16, started: Instant) {
+    async fn refuse(&self, stream: Stream, status: u16, started: Instant) {
         let why = match status {
             431 => format!(
                 "431 Request Header Fields Too Large: the request header is larger than {} bytes (server.max_header_bytes)",
@@ -401,11 +401,14 @@ impl<A, F> Limited<A, F> {
                 self.limits.header_timeout.as_secs()
             ),
         };
-        let reason = match status {
-            431 => "Request Header Fields Too Large",
-            414 => "URI Too Long",
-            _ => "Request Timeout",
-        };
+        self.answer_and_close(stream, status, &why, started).await
+    }
+
+    /// Answer `status` with the one line `why`, log and count it, then
+    /// close.
+    async fn answer_and_close(&self, mut stream: Stream, status: u16, why: &str, started: Instant) {
+        let line = crate::proxy::status_line(status);
+        let reason = line.split_once(' ').map_or("", |(_, r)| r);
         let text = format!(
             "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
              content-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{why}\n",
@@ -537,7 +540,13 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
                 let _ = ServerApp::process_new(&self.inner, Box::new(conn), shutdown).await;
                 return;
             }
-            let head = crate::connection::inspect(&buf[..head_len]);
+            let tls = conn.socket().get_ssl_digest().is_some();
+            let head = crate::connection::inspect_on(&buf[..head_len], tls);
+            if let Some(r) = head.refused {
+                return self
+                    .answer_and_close(conn.into_inner(), r.status, r.why, started)
+                    .await;
+            }
             let fast = match (&self.fast, head.plain) {
                 (Some(f), Some(plain)) => f.takes(plain.host).map(|t| (f, t, plain.kind)),
                 _ => None,

@@ -670,6 +670,17 @@ impl ProxyHttp for SlotProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // `X_Forwarded_For` and the like never reach the app
+        // (`request_check::drops_field`)
+        let underscored: Vec<_> = upstream
+            .headers
+            .keys()
+            .filter(|n| crate::request_check::drops_field(n.as_str()))
+            .cloned()
+            .collect();
+        for name in underscored {
+            upstream.remove_header(&name);
+        }
         forwarded_headers(session.req_header(), upstream, ctx)
     }
 

@@ -490,6 +490,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Connection limits, idle and header time-outs, header size (limits.rs),
     // around pingora's HTTP app whose idle-connection cut waits for the end
     // of the drain window (drain.rs).
+    crate::request_check::allow_underscores(cfg.server.underscores_in_headers);
     let limits = crate::limits::Limits::from_config(&cfg.server);
     log::info!(
         "at most {} client connections, {} per client address",

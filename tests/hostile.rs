@@ -339,3 +339,85 @@ fn malformed_answers_are_written_anew_or_refused() {
     });
     assert!(log.contains("/huge-head"), "{log}");
 }
+
+/// Answers with the names of the fields it received, one per line.
+fn echo_names(conn: TcpStream, _: &AtomicUsize) -> std::io::Result<()> {
+    let mut out = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_request(&mut r)? {
+        let mut body = vec![0u8; req.length()];
+        r.read_exact(&mut body)?;
+        let names: String = req.fields.iter().map(|(k, _)| format!("{k}\n")).collect();
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{names}",
+            names.len()
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn inputs_nginx_refuses_are_refused_with_one_line_and_logged() {
+    let (addr, _) = raw_app(echo_names);
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
+    let logged = format!(
+        "[access_log]\nenabled = true\npath = \"{}\"\n{}",
+        log_path.display(),
+        sites(&addr, &["shop"])
+    );
+    let proxy = proxy_with(&logged, "");
+    let cases: Vec<(String, u16)> = [
+        ("GET / HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 0\u{a0}\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: shop.test\r\nContent-Length: \u{2003}0\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5, 5\r\n\r\nhello", 400),
+        ("POST / HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400),
+        ("POST / HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 18446744073709551615\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n", 501),
+        ("POST / HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 501),
+        ("POST / HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: ,chunked\r\n\r\n0\r\n\r\n", 501),
+        ("POST / HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding:\tchunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("GET * HTTP/1.1\r\nHost: shop.test\r\n\r\n", 400),
+        ("GET nothing HTTP/1.1\r\nHost: shop.test\r\n\r\n", 400),
+        ("get / HTTP/1.1\r\nHost: shop.test\r\n\r\n", 400),
+        ("GET https://shop.test/ HTTP/1.1\r\nHost: shop.test\r\n\r\n", 400),
+        ("GET /a\0b HTTP/1.1\r\nHost: shop.test\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: shop.test\r\nHost: shop.test\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: shop.test evil\r\n\r\n", 400),
+    ]
+    .into_iter()
+    .map(|(h, s)| (h.to_string(), s))
+    .chain([(
+        format!("{} / HTTP/1.1\r\nHost: shop.test\r\n\r\n", "A".repeat(20_000)),
+        400,
+    )])
+    .collect();
+    for (head, want) in &cases {
+        let mut s = common::raw::connect(&proxy);
+        s.write_all(head.as_bytes()).unwrap();
+        let r = read_response(&mut s).unwrap_or_else(|e| panic!("{head:.60?}: {e}"));
+        assert_eq!(r.status(), *want, "{head:.80?}: {}", r.text());
+        assert_eq!(r.text().lines().count(), 1, "{head:.60?}: {}", r.text());
+        assert!(r.text().starts_with(&want.to_string()), "{}", r.text());
+    }
+    let log = wait_for(10, "an access-log line per refusal", || {
+        let log = std::fs::read_to_string(&log_path).ok()?;
+        (log.lines().count() >= cases.len()).then_some(log)
+    });
+    assert!(log.contains(" 501 "), "{log}");
+    // field names with `_` never reach the app; the rest do
+    let mut s = common::raw::connect(&proxy);
+    s.write_all(
+        b"GET /names HTTP/1.1\r\nHost: shop.test\r\nX_Forwarded_For: 6.6.6.6\r\n\
+          Transfer_Encoding: chunked\r\nX_Slot_Name: staging\r\nX-Kept: 1\r\n\r\n",
+    )
+    .unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status(), 200);
+    let names = r.text();
+    assert!(names.contains("x-kept\n"), "{names}");
+    assert!(!names.contains('_'), "{names}");
+}
