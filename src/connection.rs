@@ -60,6 +60,10 @@ pub struct Inspected<'a> {
     /// What the lean HTTP/1 path (`lean`) needs to serve the request, when
     /// it can: see [`Plain`]. `None` for anything else.
     pub plain: Option<Plain<'a>>,
+    /// More than one `Host` field: a request a server must answer 400
+    /// (RFC 9112 §3.2); the connection loop does, in its own words, as
+    /// pingora would with a bare 400 and no log line.
+    pub two_hosts: bool,
 }
 
 /// A request the lean path serves: HTTP/1.1, an origin-form target, one
@@ -91,6 +95,7 @@ pub fn inspect(head: &[u8]) -> Inspected<'_> {
     let unknown = Inspected {
         body: BodyLength::Unknown,
         plain: None,
+        two_hosts: false,
     };
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -109,7 +114,16 @@ pub fn inspect(head: &[u8]) -> Inspected<'_> {
         } else {
             None
         };
-    Inspected { body, plain }
+    let hosts = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count();
+    Inspected {
+        body,
+        plain,
+        two_hosts: hosts > 1,
+    }
 }
 
 /// Whether a line of `head` ends in a bare LF: the lean path copies field
@@ -528,6 +542,15 @@ mod tests {
             len(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
             BodyLength::Unknown
         );
+    }
+
+    #[test]
+    fn two_host_fields_are_found_in_any_case_and_version() {
+        let two = |h: &str| inspect(h.as_bytes()).two_hosts;
+        assert!(two("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"));
+        assert!(two("GET / HTTP/1.0\r\nHOST: a\r\nX: y\r\nHost: b\r\n\r\n"));
+        assert!(!two("GET / HTTP/1.1\r\nHost: a\r\nX-Host: b\r\n\r\n"));
+        assert!(!two("GET / HTTP/1.0\r\n\r\n"));
     }
 
     fn plain(head: &str) -> Option<&str> {

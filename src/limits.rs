@@ -396,6 +396,7 @@ impl<A, F> Limited<A, F> {
                 self.limits.max_header_bytes
             ),
             414 => uri_too_long(self.limits.max_uri_bytes),
+            400 => TWO_HOSTS.to_string(),
             _ => format!(
                 "408 Request Timeout: the request header did not arrive within {} s (server.header_timeout_secs)",
                 self.limits.header_timeout.as_secs()
@@ -404,6 +405,7 @@ impl<A, F> Limited<A, F> {
         let reason = match status {
             431 => "Request Header Fields Too Large",
             414 => "URI Too Long",
+            400 => "Bad Request",
             _ => "Request Timeout",
         };
         let text = format!(
@@ -444,6 +446,9 @@ impl<A, F> Limited<A, F> {
         }
     }
 }
+
+/// The answer to a request with two `Host` fields (RFC 9112 §3.2: 400).
+pub const TWO_HOSTS: &str = "400 Bad Request: the request has more than one Host field; send one";
 
 /// The answer to a request target over `max_uri_bytes` (HTTP/1 here, HTTP/2
 /// in `proxy`, where pingora's HTTP/2 server has parsed the request).
@@ -538,6 +543,9 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
                 return;
             }
             let head = crate::connection::inspect(&buf[..head_len]);
+            if head.two_hosts {
+                return self.refuse(conn.into_inner(), 400, started).await;
+            }
             let fast = match (&self.fast, head.plain) {
                 (Some(f), Some(plain)) => f.takes(plain.host).map(|t| (f, t, plain.kind)),
                 _ => None,
