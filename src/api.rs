@@ -183,8 +183,29 @@ pub struct StartSwap {
     #[serde(default)]
     pub target_slot: Option<String>,
     /// `swap` (default), `preview` or `reset`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "swap_action")]
     pub action: Option<Action>,
+}
+
+/// A swap's `action`: one of the three a swap takes. `Action` also has
+/// `ramp` (an operation's kind), which serde would list as allowed here
+/// and the swap then refuse.
+fn swap_action<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Action>, D::Error> {
+    use serde::de::Error;
+    let Some(name) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    match name.as_str() {
+        "swap" => Ok(Some(Action::Swap)),
+        "preview" => Ok(Some(Action::Preview)),
+        "reset" => Ok(Some(Action::Reset)),
+        "ramp" => Err(D::Error::custom(
+            "a ramp is not a swap action: use swap, preview or reset (a ramp is PUT on …/slots/{slot}/ramp)",
+        )),
+        other => Err(D::Error::custom(format!(
+            "unknown action {other:?}: use swap, preview or reset"
+        ))),
+    }
 }
 
 // ---- answers ------------------------------------------------------------------
@@ -261,7 +282,8 @@ pub struct DeploymentView {
 pub struct InstanceView {
     pub address: String,
     /// `up` or `down`, as the active health checks last saw it and as
-    /// routing treats it (an instance not seen failing counts as up).
+    /// routing treats it; `unknown` before its first check (routing counts
+    /// it as up until a check fails).
     pub health: String,
 }
 
@@ -470,7 +492,11 @@ impl SlotView {
 
 impl DeploymentView {
     pub fn of(d: &Deployment, health: &Health) -> DeploymentView {
-        let up = |i: &String| health.get(i).copied().unwrap_or(true);
+        let seen = |i: &String| match health.get(i) {
+            Some(true) => "up",
+            Some(false) => "down",
+            None => "unknown",
+        };
         DeploymentView {
             build_version: d.build_version.clone(),
             instances: d
@@ -478,7 +504,7 @@ impl DeploymentView {
                 .iter()
                 .map(|i| InstanceView {
                     address: i.clone(),
-                    health: if up(i) { "up" } else { "down" }.into(),
+                    health: seen(i).into(),
                 })
                 .collect(),
             warmup_path: d.warmup.path.clone(),
@@ -526,6 +552,29 @@ mod tests {
         );
         assert_eq!(path(OPERATION, &["op-1"]), "/api/v1/operations/op-1");
         assert_eq!(path(SITES, &[]), SITES);
+    }
+
+    #[test]
+    fn a_swap_takes_three_actions_and_names_only_those() {
+        let action = |j: &str| serde_json::from_str::<StartSwap>(j).map(|b| b.action);
+        assert_eq!(action("{}").unwrap(), None);
+        assert_eq!(action(r#"{"action": null}"#).unwrap(), None);
+        assert_eq!(
+            action(r#"{"action": "preview"}"#).unwrap(),
+            Some(Action::Preview)
+        );
+        let e = action(r#"{"action": "ramp"}"#).unwrap_err().to_string();
+        assert!(e.contains("a ramp is PUT on"), "{e}");
+        let e = action(r#"{"action": "swapp"}"#).unwrap_err().to_string();
+        assert!(e.contains("use swap, preview or reset"), "{e}");
+        assert!(!e.contains("`ramp`"), "{e}");
+        // what the CLI sends still reads back
+        let sent = StartSwap {
+            target_slot: None,
+            action: Some(Action::Reset),
+        };
+        let text = serde_json::to_string(&sent).unwrap();
+        assert_eq!(serde_json::from_str::<StartSwap>(&text).unwrap(), sent);
     }
 
     #[test]

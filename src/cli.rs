@@ -21,19 +21,25 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Where the admin API is when neither `--admin` nor the environment says.
+pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9080";
+/// The environment variable for `--admin`.
+pub const ADMIN_ENV: &str = "SLOTPROXY_ADMIN_URL";
+
 /// How to reach the admin API; accepted after any client verb.
+///
+/// The environment fallbacks are read here, not by clap: clap counts a
+/// value from the environment as given, and its usage lines then show
+/// `--admin <ADMIN> --token <TOKEN>` as if they were required.
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
-    /// Base URL of the admin API.
-    #[arg(
-        long,
-        global = true,
-        env = "SLOTPROXY_ADMIN_URL",
-        default_value = "http://127.0.0.1:9080"
-    )]
-    pub admin: String,
-    /// Bearer token of the admin API.
-    #[arg(long, global = true, env = TOKEN_ENV, hide_env_values = true)]
+    /// Base URL of the admin API, e.g. http://127.0.0.1:9080 (a bare
+    /// host:port means http) [env: SLOTPROXY_ADMIN_URL] [default:
+    /// http://127.0.0.1:9080]
+    #[arg(long, global = true)]
+    pub admin: Option<String>,
+    /// Bearer token of the admin API [env: SLOTPROXY_ADMIN_TOKEN]
+    #[arg(long, global = true)]
     pub token: Option<String>,
     /// `table` for people, `json` for scripts (the API's own answer).
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
@@ -145,14 +151,16 @@ pub enum SlotCmd {
         no_wait: bool,
     },
     /// Turn auto swap on (swap into --auto-swap-slot after each new
-    /// deployment) or off (--disable).
+    /// deployment) or off (--disable); one of the two is required.
+    #[command(group(clap::ArgGroup::new("turn").required(true).args(["auto_swap_slot", "disable"])))]
     AutoSwap {
         #[arg(long)]
         site: String,
         #[arg(long)]
         slot: String,
-        #[arg(long, default_value = "production", conflicts_with = "disable")]
-        auto_swap_slot: String,
+        /// The slot to swap into, e.g. production.
+        #[arg(long)]
+        auto_swap_slot: Option<String>,
         #[arg(long)]
         disable: bool,
     },
@@ -365,12 +373,15 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     None => {
                         let (raw, v): (_, Revised<SitesView>) =
                             api.call::<(), _>("GET", api::SITES, None)?;
+                        // one table, a SITE column first
                         api.print(&raw, || {
-                            let mut out = String::new();
-                            for s in &v.body.sites {
-                                out.push_str(&slots_table(Some(&s.name), &s.slots));
-                            }
-                            out
+                            let rows: Vec<Vec<String>> = v
+                                .body
+                                .sites
+                                .iter()
+                                .flat_map(|s| slots_rows(Some(&s.name), &s.slots))
+                                .collect();
+                            table(&slots_header(true), &rows)
                         })
                     }
                 },
@@ -399,7 +410,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     disable,
                 } => {
                     let body = AutoSwapConfig {
-                        target_slot: (!disable).then_some(auto_swap_slot),
+                        target_slot: if disable { None } else { auto_swap_slot },
                     };
                     let path = api::path(api::AUTO_SWAP, &[&site, &slot]);
                     let (raw, v): (_, Revised<SlotView>) = api.call("PUT", &path, Some(&body))?;
@@ -713,10 +724,23 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .build()
             .context("cannot build an HTTP client")?;
+        let admin = conn
+            .admin
+            .clone()
+            .or_else(|| {
+                std::env::var(ADMIN_ENV)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+            })
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+        let token = conn
+            .token
+            .clone()
+            .or_else(|| std::env::var(TOKEN_ENV).ok().filter(|v| !v.is_empty()));
         Ok(Api {
             client,
-            base: conn.admin.trim_end_matches('/').to_string(),
-            token: conn.token.clone(),
+            base: admin_base(&admin)?,
+            token,
             output: conn.output,
         })
     }
@@ -773,6 +797,26 @@ impl Api {
     }
 }
 
+/// The admin API's base URL from `--admin`: `http(s)://host:port[/prefix]`,
+/// or a bare `host:port`, which means http.
+pub fn admin_base(given: &str) -> anyhow::Result<String> {
+    let given = given.trim();
+    let with_scheme = if given.contains("://") {
+        given.to_string()
+    } else {
+        format!("http://{given}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| {
+        anyhow::anyhow!(
+            "--admin {given:?} is not an address ({e}); write e.g. http://127.0.0.1:9080"
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        bail!("--admin {given:?}: write http://host:port or https://host:port");
+    }
+    Ok(with_scheme.trim_end_matches('/').to_string())
+}
+
 /// Left-aligned columns, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -806,7 +850,19 @@ fn percent(p: f64) -> String {
 }
 
 fn slots_table(site: Option<&str>, slots: &[SlotView]) -> String {
-    let rows: Vec<Vec<String>> = slots
+    table(&slots_header(site.is_some()), &slots_rows(site, slots))
+}
+
+fn slots_header(with_site: bool) -> Vec<&'static str> {
+    let mut header = vec!["SLOT", "BUILD", "TRAFFIC", "INSTANCES", "HOSTNAMES"];
+    if with_site {
+        header.insert(0, "SITE");
+    }
+    header
+}
+
+fn slots_rows(site: Option<&str>, slots: &[SlotView]) -> Vec<Vec<String>> {
+    slots
         .iter()
         .map(|s| {
             let traffic = match (s.name.as_str(), s.traffic_percent) {
@@ -837,12 +893,7 @@ fn slots_table(site: Option<&str>, slots: &[SlotView]) -> String {
             }
             row
         })
-        .collect();
-    let mut header = vec!["SLOT", "BUILD", "TRAFFIC", "INSTANCES", "HOSTNAMES"];
-    if site.is_some() {
-        header.insert(0, "SITE");
-    }
-    table(&header, &rows)
+        .collect()
 }
 
 fn routing_table(v: &RoutingView) -> String {
@@ -867,6 +918,26 @@ mod tests {
         assert_eq!(parse_share(" canary = 0.5"), Ok(("canary".into(), 0.5)));
         assert!(parse_share("staging").is_err());
         assert!(parse_share("staging=lots").is_err());
+    }
+
+    #[test]
+    fn admin_urls_take_a_bare_host_and_port_as_http() {
+        assert_eq!(
+            admin_base("127.0.0.1:17190").unwrap(),
+            "http://127.0.0.1:17190"
+        );
+        assert_eq!(
+            admin_base(" https://admin.example:9443/ ").unwrap(),
+            "https://admin.example:9443"
+        );
+        assert_eq!(
+            admin_base("http://[::1]:9080/slots").unwrap(),
+            "http://[::1]:9080/slots"
+        );
+        for bad in ["ftp://h:1", "http://", "exa mple:80", ""] {
+            let e = admin_base(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--admin "), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -568,6 +568,19 @@ mod tests {
         );
     }
 
+    #[test]
+    fn two_host_fields_are_found_in_any_case_and_version() {
+        let two = |h: &str| {
+            inspect(h.as_bytes())
+                .refused
+                .is_some_and(|r| r.why.contains("more than one Host"))
+        };
+        assert!(two("GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"));
+        assert!(two("GET / HTTP/1.0\r\nHOST: a\r\nX: y\r\nHost: b\r\n\r\n"));
+        assert!(!two("GET / HTTP/1.1\r\nHost: a\r\nX-Host: b\r\n\r\n"));
+        assert!(!two("GET / HTTP/1.0\r\n\r\n"));
+    }
+
     fn plain(head: &str) -> Option<&str> {
         inspect(head.as_bytes())
             .plain

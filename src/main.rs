@@ -46,7 +46,7 @@ enum Command {
 
 fn main() {
     slotproxy::allocator::tune();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    slotproxy::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, upgrade } => {

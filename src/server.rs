@@ -9,12 +9,18 @@
 //! Signals: SIGHUP reloads the config; SIGTERM stops accepting and lets
 //! requests in flight finish within `server.grace_period_secs`; SIGQUIT hands
 //! the proxy's listening sockets to a process started with `serve --upgrade`
-//! (pingora does the handover over `server.upgrade_sock`) and releases the
-//! control listeners (metrics, admin) so the new process can bind them;
+//! (pingora does the handover over `server.upgrade_sock`) and passes the
+//! control listeners (metrics, admin, demo apps) over
+//! `<upgrade_sock>.control` (`handover`), then stops accepting on them;
 //! SIGUSR2 does the whole upgrade from inside: it starts
 //! `<this binary> serve --config <same> --upgrade`, then SIGQUITs itself.
 //! After SIGTERM or SIGQUIT, open client connections drain for
 //! `server.drain_secs` (see `drain`) before idle ones are closed.
+//!
+//! Start-up: a taken proxy address ends it at once (`readiness`); the
+//! process counts as up — `/healthz` ok, systemd `READY=1`, `pid_file`
+//! written — once pingora's listeners exist, and removes its pid file when
+//! it exits (unless a successor has written its own).
 //!
 //! The state directory has one writer (a `flock`): on SIGQUIT the old
 //! process releases it and stops writing, and the new one, waiting for the
@@ -77,13 +83,35 @@ fn handover() -> &'static tokio::sync::watch::Sender<bool> {
     TX.get_or_init(|| tokio::sync::watch::channel(false).0)
 }
 
-/// Set `handed_over` on SIGQUIT (pingora itself sends the sockets).
-async fn watch_sigquit() {
+/// How long the old process tries to reach the new one to pass its control
+/// listeners on SIGQUIT (the new one listens for them from its start).
+const HANDOVER_SEND_PATIENCE: Duration = Duration::from_secs(6);
+/// How long the new process waits for them: from before pingora's own
+/// hand-over (up to ~5 s), and then a little, for an old process that
+/// passes none (an older version): its addresses are bound again then.
+const HANDOVER_LISTEN_PATIENCE: Duration = Duration::from_secs(15);
+const HANDOVER_TAKE_WAIT: Duration = Duration::from_secs(3);
+
+/// On SIGQUIT pass the control listeners to the new process (pingora
+/// itself sends the proxy's sockets), then set `handed_over`.
+async fn watch_sigquit(upgrade_sock: String) {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::quit()) {
         Ok(mut quit) => {
             if quit.recv().await.is_some() {
                 log::info!("SIGQUIT: handing over to the new process");
+                let path = crate::handover::sock_path(&upgrade_sock);
+                let sent = tokio::task::spawn_blocking(move || {
+                    crate::handover::send_offered(&path, HANDOVER_SEND_PATIENCE)
+                })
+                .await;
+                match sent {
+                    Ok(Ok(n)) => log::info!("passed {n} control listeners to the new process"),
+                    Ok(Err(e)) => log::warn!(
+                        "control listeners not passed on ({e}): a new process binds them again"
+                    ),
+                    Err(e) => log::warn!("control listeners not passed on: {e}"),
+                }
                 handover().send_replace(true);
             }
         }
@@ -175,7 +203,16 @@ pub struct Runtime {
 
 /// Validate the config, open the state, start the control runtime. Errors
 /// here happen before anything listens.
-pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Runtime> {
+///
+/// After `--upgrade`, `incoming` brings the old process's control listeners
+/// (`handover`); those it does not bring are bound once the old process
+/// lets go of them.
+pub fn start(
+    args: &ServeArgs,
+    config: Config,
+    seed: State,
+    incoming: Option<crate::handover::Incoming>,
+) -> anyhow::Result<Runtime> {
     let token = admin::resolve_token(&config.admin, std::env::var(crate::api::TOKEN_ENV).ok())?;
     admin::check_exposure(&config.admin.listen, token.as_deref())?;
     crate::access_log::init(&config.access_log)?;
@@ -248,6 +285,7 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
         // then the swaps a dead node of the fleet leaves behind
         s.recover_forever().await;
     });
+    let upgrade_sock = config.server.upgrade_sock.clone();
     let (c, health, path) = (control.clone(), config.health.clone(), args.config.clone());
     let s = swaps.clone();
     let (admin_addr, metrics_addr) = (config.admin.listen.clone(), config.metrics.listen.clone());
@@ -262,23 +300,38 @@ pub fn start(args: &ServeArgs, config: Config, seed: State) -> anyhow::Result<Ru
         .name("slotproxy-control".into())
         .spawn(move || {
             rt.block_on(async move {
+                // the old process's listeners, passed over within moments
+                // of its SIGQUIT (which came before pingora's bootstrap
+                // returned); off this thread, the proxy serves meanwhile
+                let mut passed = match incoming {
+                    Some(i) => tokio::task::spawn_blocking(move || i.take(HANDOVER_TAKE_WAIT))
+                        .await
+                        .unwrap_or_default(),
+                    None => Default::default(),
+                };
+                let mut passed_or = |now: Option<std::net::TcpListener>, addr: &str| {
+                    now.or_else(|| passed.remove(addr))
+                };
                 for (l, addr, version) in demo_listeners {
                     let app = crate::demo::router(&version, &addr);
+                    let l = passed_or(l, &addr);
                     tokio::spawn(serve_control("demo app", l, addr, app));
                 }
                 tokio::spawn(serve_control(
                     "metrics",
-                    metrics_now,
+                    passed_or(metrics_now, &metrics_addr),
                     metrics_addr,
                     crate::metrics::router(),
                 ));
                 tokio::spawn(serve_control(
                     "admin API",
-                    admin_now,
+                    passed_or(admin_now, &admin_addr),
                     admin_addr,
                     admin::router(admin_state),
                 ));
-                tokio::spawn(watch_sigquit());
+                // a socket passed over but no longer in the config closes
+                drop(passed);
+                tokio::spawn(watch_sigquit(upgrade_sock));
                 tokio::spawn(crate::drain::start_on_signals());
                 let handing = c.clone();
                 tokio::spawn(async move {
@@ -340,12 +393,16 @@ async fn serve_control(
     router: axum::Router,
 ) {
     let listener = match now {
-        Some(l) => tokio::net::TcpListener::from_std(l),
+        Some(l) => l
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(l)),
         None => bind_with_retry(&addr, BIND_PATIENCE).await,
     };
     match listener {
         Ok(l) => {
             log::info!("{what} on http://{addr}");
+            // passed to the successor at an upgrade (`handover`)
+            crate::handover::offer(&addr, std::os::fd::AsFd::as_fd(&l));
             let router = router.layer(axum::middleware::map_response(
                 crate::drain::close_when_draining,
             ));
@@ -465,6 +522,36 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Refuse a bad config before taking anything over from a running
     // process; the same reading configures pingora and the control plane.
     let (cfg, seed) = Config::load(&args.config)?;
+    crate::readiness::exit_when_listeners_fail();
+    let tls_listen: &[String] = match (&cfg.server.tls_cert_path, &cfg.server.tls_key_path) {
+        (Some(_), Some(_)) => &cfg.server.tls_listen,
+        _ => &[],
+    };
+    // A taken proxy address is refused now, in one line; pingora would
+    // retry it for 30 s and then panic in a thread of its own. After
+    // `--upgrade` the sockets come from the old process instead.
+    if !args.upgrade {
+        crate::readiness::check_free("server.listen", &cfg.server.listen)?;
+        crate::readiness::check_free("server.tls_listen", tls_listen)?;
+    }
+    let proxy_addrs: Vec<String> = cfg
+        .server
+        .listen
+        .iter()
+        .chain(tls_listen)
+        .cloned()
+        .collect();
+    // Before pingora's bootstrap waits for the proxy's sockets: the old
+    // process sends its control listeners alongside them.
+    let incoming = if args.upgrade {
+        let path = crate::handover::sock_path(&cfg.server.upgrade_sock);
+        Some(
+            crate::handover::expect(path.clone(), HANDOVER_LISTEN_PATIENCE)
+                .with_context(|| format!("cannot listen on {}", path.display()))?,
+        )
+    } else {
+        None
+    };
     let conf = server_conf(&cfg.server);
     let opt = Opt {
         upgrade: args.upgrade,
@@ -475,7 +562,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // which it sends on SIGQUIT; only then is the shared state opened.
     server.bootstrap();
     crate::allocator::start_collector();
-    let rt = start(&args, cfg, seed)?;
+    let rt = start(&args, cfg, seed, incoming)?;
     let cfg = &rt.config;
     let proxy = SlotProxy::new(
         rt.control.table(),
@@ -524,11 +611,26 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     server.add_service(service);
-    notify_systemd();
-    log::info!(
-        "slotproxy listening on {} (state {})",
-        cfg.server.listen.join(", "),
+    let pid_file = PathBuf::from(&cfg.server.pid_file);
+    let pid = std::process::id();
+    let serving = format!(
+        "slotproxy listening on {} (state {}, pid {pid})",
+        proxy_addrs.join(", "),
         rt.control.store_description()
     );
-    server.run_forever()
+    let written = pid_file.clone();
+    // Up once pingora's listeners exist: only then does `/healthz` say ok,
+    // systemd hear READY=1 and the pid file name this process.
+    crate::readiness::watch(proxy_addrs, move || {
+        notify_systemd();
+        if let Err(e) = crate::pid_file::write(&written, pid) {
+            log::error!("cannot write pid_file {}: {e}", written.display());
+        }
+        log::info!("{serving}");
+    })?;
+    // SIGTERM (drained), SIGINT, or SIGQUIT (handed over, drained)
+    server.run(pingora_core::server::RunArgs::default());
+    // After an upgrade the successor has written its own pid: leave it.
+    crate::pid_file::remove_if_ours(&pid_file, pid);
+    std::process::exit(0)
 }

@@ -145,3 +145,63 @@ instances = ["{app}"]
     assert_eq!(line["client"], "127.0.0.1");
     assert_eq!(line["site"], "-");
 }
+
+/// Two `Host` fields (h2load `-H Host:` sends its own and pingora's): a
+/// one-line 400 in the proxy's words, logged — not pingora's bare 400
+/// with an empty body and no log line.
+#[test]
+fn two_host_fields_get_a_logged_one_line_400() {
+    use std::io::{Read, Write};
+    let app = App::start("v1");
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("access.log");
+    let proxy = Proxy::start(&format!(
+        r#"
+[access_log]
+enabled = true
+format = "json"
+path = "{log}"
+[[sites]]
+name = "shop"
+hostnames = ["shop.test"]
+[[sites.slots]]
+name = "production"
+instances = ["{app}"]
+"#,
+        log = log_path.display(),
+        app = app.addr(),
+    ));
+    // the lean path, then pingora-proxy's (a TE field is not plain)
+    for extra in ["", "TE: trailers\r\n"] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: shop.test\r\n{extra}Host: shop.test\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(
+            !head.to_ascii_lowercase().contains("server: pingora"),
+            "{answer}"
+        );
+        assert_eq!(body.lines().count(), 1, "{answer}");
+        assert!(body.contains("more than one Host field"), "{answer}");
+    }
+    let lines: Vec<serde_json::Value> = wait_for(10, "both refusals' log lines", || {
+        let text = std::fs::read_to_string(&log_path).ok()?;
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (lines.len() == 2).then_some(lines)
+    });
+    for line in lines {
+        assert_eq!(line["status"], 400, "{line}");
+        assert_eq!(line["client"], "127.0.0.1", "{line}");
+    }
+    // the proxy goes on serving
+    assert_eq!(get(&proxy, "shop.test", "/", &[]).status, 200);
+}

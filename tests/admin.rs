@@ -741,3 +741,99 @@ name = "production"
     assert!(err.contains("admin.listen"), "{err}");
     assert!(err.contains("no admin token"), "{err}");
 }
+
+/// What an operator types first (issue 23): a bare `host:port` for
+/// `--admin`, usage lines that do not list the flags the environment gave,
+/// one table for every site's slots, `auto-swap` with neither flag refused,
+/// a swap action error that lists only what it takes, and a fresh
+/// deployment's instances `unknown` until their first health check.
+#[test]
+fn cli_says_what_an_operator_needs_first() {
+    let (prod, staging) = (App::start("v1"), App::start("v2"));
+    let blog = App::start("b1");
+    let sites = format!(
+        "{}\n[[sites]]\nname = \"blog\"\nhostnames = [\"blog.test\"]\n[[sites.slots]]\nname = \"production\"\ninstances = [\"{}\"]\n",
+        site_config(&prod, &staging),
+        blog.addr()
+    );
+    let proxy = Proxy::start(&sites);
+
+    // every site's slots: one header, a SITE column
+    let (code, out, err) = proxy.cli(&["slot", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let headers = out.lines().filter(|l| l.starts_with("SITE ")).count();
+    assert_eq!(headers, 1, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("blog ")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("shop ")), "{out}");
+
+    // --admin without a scheme is http
+    let bare = format!("127.0.0.1:{}", proxy.admin_port);
+    let (code, out, err) = proxy.cli(&["slot", "list", "--site", "blog", "--admin", &bare]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("production"), "{out}");
+    let (code, _, err) = proxy.cli(&["slot", "list", "--admin", "ftp://127.0.0.1:1"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--admin") && err.contains("http://host:port"),
+        "{err}"
+    );
+
+    // a usage line lists what is required, not what the environment set
+    let (code, _, err) = proxy.cli(&["deploy", "--site", "shop"]);
+    assert_eq!(code, 2, "{err}");
+    let usage = err.lines().find(|l| l.starts_with("Usage:")).unwrap_or("");
+    assert!(usage.contains("--slot <SLOT>"), "{err}");
+    assert!(
+        !usage.contains("--admin") && !usage.contains("--token"),
+        "{err}"
+    );
+
+    // auto-swap with neither flag: an error naming both, nothing changed
+    let (code, _, err) = proxy.cli(&["slot", "auto-swap", "--site", "shop", "--slot", "staging"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--auto-swap-slot") && err.contains("--disable"),
+        "{err}"
+    );
+    let site = ok(proxy.admin("GET", "/api/v1/sites/shop", None));
+    let staging_view = site["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "staging")
+        .unwrap()
+        .clone();
+    assert_eq!(staging_view["auto_swap_target"], Value::Null);
+
+    // a bad swap action is told the three it may be; ramp is not one
+    let (status, v) = proxy.admin(
+        "POST",
+        "/api/v1/sites/shop/slots/staging/swap",
+        Some(r#"{"action": "swapp"}"#),
+    );
+    assert_eq!(status, 400, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("use swap, preview or reset"), "{msg}");
+    assert!(!msg.contains("ramp"), "{msg}");
+
+    // a deployment to an address nothing listens on: unknown, then down
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let (code, out, err) = proxy.cli(&[
+        "deploy",
+        "--site",
+        "shop",
+        "--slot",
+        "staging",
+        "--build-version",
+        "v9",
+        "--instance",
+        &nobody,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("{nobody} (unknown)")), "{out}");
+    assert!(!out.contains("(up)"), "{out}");
+    wait_for(20, "the instance to be checked down", || {
+        let (_, out, _) = proxy.cli(&["slot", "list", "--site", "shop"]);
+        out.contains(&format!("{nobody} (down)")).then_some(())
+    });
+}

@@ -465,6 +465,13 @@ fn token_prompt_and_phone_width() {
     // a wrong token is refused and asked for again
     sign_in(&b, &proxy, "not-the-token");
     b.wait_text("#login-error", "refused this token");
+    // in the page's words, not the API's (an Authorization header)
+    let said = b.text_of("#login-error");
+    assert!(said.contains("is not the admin token"), "{said}");
+    assert!(
+        !said.contains("Bearer") && !said.contains("Authorization"),
+        "{said}"
+    );
     assert_eq!(
         b.js("return sessionStorage.getItem('slotproxy.admin-token')"),
         Value::Null
@@ -514,6 +521,12 @@ fn token_prompt_and_phone_width() {
     b.js("sessionStorage.setItem('slotproxy.admin-token', 'stale'); return null;");
     b.find("#login[open]");
     b.wait_text("#login-error", "refused the token");
+    let said = b.text_of("#login-error");
+    assert!(said.contains("Type the admin token again"), "{said}");
+    assert!(
+        !said.contains("Bearer") && !said.contains("Authorization"),
+        "{said}"
+    );
 }
 
 /// The JSON paths the page uses, without a browser.

@@ -21,16 +21,28 @@ pub(super) fn site_of<'a>(state: &'a Model, site: &str) -> ApiResult<&'a Site> {
 
 /// 200 whenever the node serves: with a fleet's etcd unreachable it still
 /// does (from its last state), so load balancers must keep it — the body
-/// says `degraded` and why.
-pub(super) async fn healthz(State(st): State<AdminState>) -> Json<serde_json::Value> {
-    match st.control.store_health() {
-        Ok(()) => Json(serde_json::json!({"status": "ok"})),
-        Err(why) => Json(serde_json::json!({
+/// says `degraded` and why. 503 `starting` until the proxy's listeners
+/// exist (`readiness`): an admin API that answers is not a node that
+/// serves.
+pub(super) async fn healthz(State(st): State<AdminState>) -> (StatusCode, Json<serde_json::Value>) {
+    if !crate::readiness::proxy_up() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "starting",
+                "proxy": "its listeners are not up yet",
+            })),
+        );
+    }
+    let body = match st.control.store_health() {
+        Ok(()) => serde_json::json!({"status": "ok"}),
+        Err(why) => serde_json::json!({
             "status": "degraded",
             "state_store": format!("unavailable: {why}"),
             "writes": "refused until the state store answers",
-        })),
-    }
+        }),
+    };
+    (StatusCode::OK, Json(body))
 }
 
 pub(super) async fn list(State(st): State<AdminState>) -> Json<Revised<SitesView>> {

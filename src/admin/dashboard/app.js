@@ -60,7 +60,10 @@ function fail(err) {
   if (err instanceof AuthError) {
     const had = token.get();
     token.clear();
-    showLogin(had ? `The admin API refused the token: ${err.message}` : '');
+    // the API's own words (an Authorization header) mean nothing here
+    showLogin(had
+      ? 'The proxy refused the token this tab had: it was changed, or you signed out in another tab. Type the admin token again.'
+      : '');
     return;
   }
   say(err.message);
@@ -112,7 +115,9 @@ $('#login-form').addEventListener('submit', async (ev) => {
   } catch (err) {
     token.clear();
     $('#login-error').textContent =
-      err instanceof AuthError ? `The admin API refused this token: ${err.message}` : err.message;
+      err instanceof AuthError
+        ? 'The proxy refused this token: it is not the admin token ([admin] token, token_file or SLOTPROXY_ADMIN_TOKEN in its config). Type it again.'
+        : err.message;
     $('#login-token').select();
     return;
   }
