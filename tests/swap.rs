@@ -603,7 +603,16 @@ fn cli_swap_follows_the_phases_and_activity_lists_it() {
     assert_ne!(code, 0, "{out}");
 
     // auto swap on, then a deploy swaps itself in
-    let (code, out, err) = proxy.cli(&["slot", "auto-swap", "--site", "shop", "--slot", "staging"]);
+    let (code, out, err) = proxy.cli(&[
+        "slot",
+        "auto-swap",
+        "--site",
+        "shop",
+        "--slot",
+        "staging",
+        "--auto-swap-slot",
+        "production",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     let fresh = App::start("v9");
     let (code, out, err) = proxy.cli(&[
