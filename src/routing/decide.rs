@@ -35,6 +35,8 @@ pub enum Reason {
     Rebucketed,
     /// Bucket assignment by the site's user key (`assignment_key`).
     UserKey,
+    /// The request fits one of the slot's `match` entries (never pinned).
+    Match,
 }
 
 impl Reason {
@@ -46,6 +48,7 @@ impl Reason {
             Reason::Weighted => "weighted",
             Reason::Rebucketed => "re-bucketed",
             Reason::UserKey => "user-key",
+            Reason::Match => "match",
         }
     }
 }
@@ -83,6 +86,14 @@ pub fn route(table: &RouteTable, target: HostTarget, req: &impl RequestView) -> 
     let query = req
         .query()
         .and_then(|q| query_value(q, table.query_param.as_bytes()));
+    // A match comes after the query link and before the pin: a request
+    // the link sends somewhere is not looked at (one branch for a site
+    // without matches).
+    if !site.matches.is_empty() && query.is_none_or(|v| query_target(site, v).is_none()) {
+        if let Some(slot) = site.matches.first_fit(req) {
+            return Decision::to(slot, Reason::Match, false);
+        }
+    }
     let cookie = cookie_value_with(req.values("cookie"), table.cookie_finder());
     let roll = rand::rng().random_range(0..WEIGHT_SCALE);
     let key = match site.buckets.as_ref().and_then(|b| b.key.as_ref()) {
@@ -124,16 +135,8 @@ pub fn decide_keyed(
     key: Option<&[u8]>,
     roll: u32,
 ) -> Decision {
-    if let Some(v) = query {
-        let target = if v.eq_ignore_ascii_case(b"self") {
-            Some(0)
-        } else {
-            // production by name, or any slot with a rule (explicit 0 counts)
-            find_slot(site, v).filter(|&i| i == 0 || site.slots[i as usize].has_rule)
-        };
-        if let Some(slot) = target {
-            return Decision::to(slot, Reason::Query, true);
-        }
+    if let Some(slot) = query.and_then(|v| query_target(site, v)) {
+        return Decision::to(slot, Reason::Query, true);
     }
     let mut reason = Reason::Weighted;
     if let Some(v) = cookie {
@@ -172,6 +175,16 @@ pub fn decide_keyed(
         reason,
         set_cookie,
         bucket: Some(n as u16),
+    }
+}
+
+/// Where the query parameter's value `v` sends a request: production by
+/// `self` or by name, or any slot with a rule (an explicit 0 counts).
+fn query_target(site: &SiteRoutes, v: &[u8]) -> Option<u16> {
+    if v.eq_ignore_ascii_case(b"self") {
+        Some(0)
+    } else {
+        find_slot(site, v).filter(|&i| i == 0 || site.slots[i as usize].has_rule)
     }
 }
 
@@ -245,7 +258,7 @@ pub fn cookie_value_with<'a>(
 }
 
 /// The cookie's value, whatever its length (absent if missing or repeated).
-fn cookie_raw<'a>(
+pub(crate) fn cookie_raw<'a>(
     headers: impl Iterator<Item = &'a [u8]>,
     finder: &memchr::memmem::Finder<'_>,
 ) -> Option<&'a [u8]> {
