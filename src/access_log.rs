@@ -150,7 +150,7 @@ pub fn event(e: &crate::outlier::Event) {
     } else {
         "outlier_returned"
     };
-    write(event_line(format, &crate::activity::now(), name, e));
+    write(event_line(format, &e.at, name, e));
 }
 
 fn event_line(
@@ -244,6 +244,7 @@ mod tests {
             ejected: true,
             times: 2,
             detail: "5 5xx answers in a row".into(),
+            at: String::new(),
         };
         let t = "2024-05-01T10:00:00.000Z";
         assert_eq!(

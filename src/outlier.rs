@@ -55,6 +55,8 @@ pub struct Event {
     pub times: u32,
     /// Why, in one line.
     pub detail: String,
+    /// When (RFC 3339), taken as it happened, not when it was logged.
+    pub at: String,
 }
 
 /// The ejection state of one instance address.
@@ -204,6 +206,7 @@ impl InstanceOutlier {
                 "{why}: ejected for {}s (ejection {times}; returns after a passing health check)",
                 length.as_secs()
             ),
+            at: crate::activity::now(),
         });
         true
     }
@@ -226,6 +229,7 @@ impl InstanceOutlier {
             ejected: false,
             times: self.times(),
             detail: "ejection time over and health check passed: back in the pool".into(),
+            at: crate::activity::now(),
         });
     }
 
