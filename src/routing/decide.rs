@@ -525,6 +525,48 @@ instances = ["127.0.0.1:3004"]
     }
 
     #[test]
+    fn a_match_comes_after_the_query_link_and_before_the_pin_and_never_pins() {
+        let cfg = CFG
+            .replacen(
+                "hostnames = [\"shop.example.com\"]\n",
+                "hostnames = [\"shop.example.com\"]\nslot_domain = \"slots.local\"\n",
+                1,
+            )
+            .replacen(
+                "name = \"norule\"\ninstances = [\"127.0.0.1:3004\"]\n",
+                "name = \"norule\"\ninstances = [\"127.0.0.1:3004\"]\n[[sites.slots.match]]\nheader = \"x-beta\"\nvalue = \"true\"\n",
+                1,
+            );
+        let t = table(&cfg, &Health::new());
+        let s = &t.sites[0];
+        let target = t.lookup_host(b"shop.example.com").unwrap();
+        let req = |uri: &str, headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder().uri(uri);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let beta = [("x-beta", "true")];
+        let d = route(&t, target, &req("/", &beta));
+        assert_eq!(
+            (d.slot, d.reason, d.set_cookie),
+            (idx(s, "norule"), Reason::Match, false)
+        );
+        let pinned = [("x-beta", "true"), ("cookie", "x-ms-routing-name=staging")];
+        assert_eq!(route(&t, target, &req("/", &pinned)).reason, Reason::Match);
+        let d = route(&t, target, &req("/?x-ms-routing-name=optin", &beta));
+        assert_eq!((d.slot, d.reason), (idx(s, "optin"), Reason::Query));
+        // a link to a slot without a rule is no link: the match applies
+        let d = route(&t, target, &req("/?x-ms-routing-name=norule", &beta));
+        assert_eq!(d.reason, Reason::Match);
+        let host = t.lookup_host(b"shop-staging.slots.local").unwrap();
+        assert_eq!(route(&t, host, &req("/", &beta)).reason, Reason::SlotHost);
+        let d = route(&t, target, &req("/", &[("x-beta", "no")]));
+        assert!(d.set_cookie && d.reason == Reason::Weighted, "{d:?}");
+    }
+
+    #[test]
     fn weights_cover_the_scale() {
         let t = table(CFG, &Health::new());
         let s = &t.sites[0];
