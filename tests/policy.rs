@@ -538,3 +538,37 @@ fn outlier_settings_through_the_api() {
             .then_some(())
     });
 }
+
+#[test]
+fn ejection_counts_http2_requests_too() {
+    let (a, b) = (App::start("v1"), App::start("v1"));
+    let sites = outlier_sites(&[&a, &b], "consecutive_5xx = 3\nbase_ejection_secs = 30\n");
+    let proxy = Proxy::start_edited(&sites, 1, checked_on_demo_health);
+    let h2 = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .resolve(HOST, ([127, 0, 0, 1], proxy.port).into())
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("http://{HOST}:{}/", proxy.port);
+    app_post(&a, "/demo/fail");
+    let mut errors = 0;
+    wait_for(20, "the failing instance to be ejected", || {
+        let r = h2.get(&url).send().unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        if r.status().as_u16() >= 500 {
+            errors += 1;
+        }
+        (value(&scrape(&proxy), &ejected_series(&a)) == 1.0).then_some(())
+    });
+    assert_eq!(errors, 3);
+    for _ in 0..20 {
+        let r = h2.get(&url).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let body = r.text().unwrap();
+        assert!(
+            body.contains(&format!("instance: {}\n", b.addr())),
+            "{body}"
+        );
+    }
+}
