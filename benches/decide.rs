@@ -6,6 +6,12 @@
 //! The `bucket_*` and `user_key_*` cases route a site in sticky-bucket
 //! assignment (README, "Assignment").
 //!
+//! The `matches_*` cases give the site's `qa` slot three `match` entries
+//! (SPEC §16) — a header value, a header regex, a cookie — that the
+//! cookieless request does not fit (`matches_none_fit`, to compare with
+//! `cookieless_weighted`: the goal is within a few ns) or fits
+//! (`matches_header_fits`).
+//!
 //! Target: ≤ 100 ns for every case.
 
 mod support;
@@ -13,6 +19,7 @@ mod support;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
 use slotproxy::config::{Assignment, RoutingSection};
+use slotproxy::policy::MatchEntry;
 use slotproxy::routing::table::Addresses;
 use slotproxy::routing::{route, Health, RouteTable};
 
@@ -138,6 +145,50 @@ fn bench_decide(c: &mut Criterion) {
         let got = route(table, target, req).reason.as_str();
         assert_eq!(got, *want, "{name}");
         group.bench_function(*name, |b| b.iter(|| route(table, target, black_box(req))));
+    }
+
+    // Three match entries on `qa` that the request does not fit.
+    let mut matched = support::state(1);
+    for site in matched.sites.values_mut() {
+        let qa = site.slots.get_mut("qa").expect("fixture has qa");
+        qa.matches = vec![
+            MatchEntry {
+                header: Some("x-beta".into()),
+                value: Some("true".into()),
+                ..Default::default()
+            },
+            MatchEntry {
+                header: Some("x-canary".into()),
+                regex: Some("^(yes|1|true)$".into()),
+                ..Default::default()
+            },
+            MatchEntry {
+                cookie: Some("plan".into()),
+                value: Some("enterprise".into()),
+                ..Default::default()
+            },
+        ];
+    }
+    let matched = RouteTable::compile(
+        &matched,
+        &RoutingSection::default(),
+        &Health::new(),
+        &Addresses::new(),
+        1,
+    );
+    let mut fits = request("/products/42", &[]);
+    fits.insert_header("x-beta", "true").expect("x-beta");
+    let match_cases: Vec<(&str, RequestHeader, &str)> = vec![
+        ("matches_none_fit", request("/products/42", &[]), "weighted"),
+        ("matches_header_fits", fits, "match"),
+    ];
+    let target = matched.lookup_host(b"site0.example.com").expect("host");
+    for (name, req, want) in &match_cases {
+        let got = route(&matched, target, req).reason.as_str();
+        assert_eq!(got, *want, "{name}");
+        group.bench_function(*name, |b| {
+            b.iter(|| route(&matched, target, black_box(req)))
+        });
     }
     group.finish();
 }

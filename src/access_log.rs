@@ -139,6 +139,44 @@ pub fn format() -> Option<AccessLogFormat> {
     SINK.get().map(|s| s.format)
 }
 
+/// An outlier ejection or return as an access-log line (SPEC §16): in JSON
+/// `{"time", "event": "outlier_ejected"|"outlier_returned", "site", "slot",
+/// "instance", "times", "detail"}`, in text the time, the event, site, slot,
+/// instance and the detail quoted.
+pub fn event(e: &crate::outlier::Event) {
+    let Some(format) = format() else { return };
+    let name = if e.ejected {
+        "outlier_ejected"
+    } else {
+        "outlier_returned"
+    };
+    write(event_line(format, &e.at, name, e));
+}
+
+fn event_line(
+    format: AccessLogFormat,
+    time: &str,
+    name: &str,
+    e: &crate::outlier::Event,
+) -> String {
+    match format {
+        AccessLogFormat::Json => {
+            let v = serde_json::json!({
+                "time": time, "event": name, "site": e.site, "slot": e.slot,
+                "instance": e.address, "times": e.times, "detail": e.detail,
+            });
+            format!("{v}\n")
+        }
+        AccessLogFormat::Text => format!(
+            "{time} {name} {} {} {} \"{}\"\n",
+            e.site,
+            e.slot,
+            e.address,
+            e.detail.escape_debug()
+        ),
+    }
+}
+
 /// Queue a line; never blocks.
 pub fn write(line: String) {
     let Some(sink) = SINK.get() else { return };
@@ -194,6 +232,30 @@ mod tests {
         assert_eq!(
             line.split(' ').count(),
             entry("/").format(AccessLogFormat::Text).split(' ').count()
+        );
+    }
+
+    #[test]
+    fn outlier_events_are_lines_too() {
+        let e = crate::outlier::Event {
+            site: "shop".into(),
+            slot: "production".into(),
+            address: "127.0.0.1:9201".into(),
+            ejected: true,
+            times: 2,
+            detail: "5 5xx answers in a row".into(),
+            at: String::new(),
+        };
+        let t = "2024-05-01T10:00:00.000Z";
+        assert_eq!(
+            event_line(AccessLogFormat::Text, t, "outlier_ejected", &e),
+            "2024-05-01T10:00:00.000Z outlier_ejected shop production 127.0.0.1:9201 \"5 5xx answers in a row\"\n"
+        );
+        let j = event_line(AccessLogFormat::Json, t, "outlier_ejected", &e);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(
+            (v["event"].as_str(), v["times"].as_u64()),
+            (Some("outlier_ejected"), Some(2))
         );
     }
 

@@ -30,6 +30,9 @@ pub enum PhaseName {
     Breach,
     Callback,
     Stop,
+    /// Outlier entries (action `outlier`): an instance taken out, back in.
+    Eject,
+    Return,
 }
 
 impl PhaseName {
@@ -49,6 +52,8 @@ impl PhaseName {
             PhaseName::Breach => "breach",
             PhaseName::Callback => "callback",
             PhaseName::Stop => "stop",
+            PhaseName::Eject => "eject",
+            PhaseName::Return => "return",
         }
     }
 }
@@ -94,6 +99,9 @@ pub enum Action {
     Reset,
     /// A ramp of a slot's share (README, "Ramp"); one phase per verdict.
     Ramp,
+    /// An instance ejected or returned by outlier ejection (`source` is the
+    /// slot, `target` the instance); one phase, `eject` or `return`.
+    Outlier,
 }
 
 impl Action {
@@ -103,6 +111,7 @@ impl Action {
             Action::Preview => "preview",
             Action::Reset => "reset",
             Action::Ramp => "ramp",
+            Action::Outlier => "outlier",
         }
     }
 }

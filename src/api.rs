@@ -40,6 +40,10 @@ pub const ACTIVITY: &str = "/api/v1/sites/{site}/activity";
 pub const OPERATION: &str = "/api/v1/operations/{id}";
 pub const RELOAD: &str = "/api/v1/reload";
 /// `PUT` starts (or replaces) a ramp, `GET` shows it, `DELETE` stops it.
+/// `PUT` the slot's request matches (SPEC §16).
+pub const MATCH: &str = "/api/v1/sites/{site}/slots/{slot}/match";
+/// `PUT` (on) or `DELETE` (off) the slot's outlier ejection (SPEC §16).
+pub const OUTLIER: &str = "/api/v1/sites/{site}/slots/{slot}/outlier";
 pub const RAMP: &str = "/api/v1/sites/{site}/slots/{slot}/ramp";
 
 // The dashboard (README, "Dashboard"): its page and static files need no
@@ -94,6 +98,21 @@ pub struct CreateSlot {
     /// `az webapp deployment slot create --configuration-source`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clone_from: Option<String>,
+    /// Request matches of the new slot (SPEC §16).
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<crate::policy::MatchEntry>,
+    /// Outlier ejection of the new slot; absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<crate::policy::Outlier>,
+}
+
+/// `PUT …/slots/{slot}/match`: the slot's whole list of match entries
+/// (empty: none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetMatches {
+    #[serde(rename = "match")]
+    pub matches: Vec<crate::policy::MatchEntry>,
 }
 
 /// A deployment in its flat shape: the `PUT …/deployment` body, what the
@@ -257,6 +276,12 @@ pub struct SlotView {
     pub sticky_settings: Settings,
     /// `null` = nothing deployed (the slot answers 503).
     pub deployment: Option<DeploymentView>,
+    /// Requests that go to this slot whatever the split (SPEC §16).
+    #[serde(default, rename = "match")]
+    pub matches: Vec<crate::policy::MatchEntry>,
+    /// Outlier ejection of its instances; `null`: off.
+    #[serde(default)]
+    pub outlier: Option<crate::policy::Outlier>,
 }
 
 /// A deployment as shown: the flat shape of [`Deploy`] with every default
@@ -486,6 +511,8 @@ impl SlotView {
                 .deployment
                 .as_ref()
                 .map(|d| DeploymentView::of(d, health)),
+            matches: slot.matches.clone(),
+            outlier: slot.outlier,
         }
     }
 }

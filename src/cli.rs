@@ -1,6 +1,7 @@
 //! The admin-client half of the `slotproxy` binary, shaped after
 //! `az webapp deployment slot`: `slot create|list|delete`,
-//! `traffic-routing set|show|clear|ramp`, `slot swap|auto-swap`, `activity`,
+//! `traffic-routing set|show|clear|ramp`, `slot swap|auto-swap`,
+//! `slot match add|list|remove` (in `cli/policy.rs`), `activity`,
 //! `deploy`, `reload`.
 //!
 //! Every verb is one call of the admin API; its paths, request bodies and
@@ -25,6 +26,8 @@ use std::time::Duration;
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9080";
 /// The environment variable for `--admin`.
 pub const ADMIN_ENV: &str = "SLOTPROXY_ADMIN_URL";
+
+mod policy;
 
 /// How to reach the admin API; accepted after any client verb.
 ///
@@ -149,6 +152,11 @@ pub enum SlotCmd {
         /// Print the operation id and return at once.
         #[arg(long)]
         no_wait: bool,
+    },
+    /// Route requests by header or cookie to a slot (SPEC §16).
+    Match {
+        #[command(subcommand)]
+        cmd: policy::MatchCmd,
     },
     /// Turn auto swap on (swap into --auto-swap-slot after each new
     /// deployment) or off (--disable); one of the two is required.
@@ -353,7 +361,10 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     slot,
                     clone_from,
                 } => {
-                    let body = CreateSlot { clone_from };
+                    let body = CreateSlot {
+                        clone_from,
+                        ..Default::default()
+                    };
                     let (raw, v): (_, Revised<SlotView>) =
                         api.call("PUT", &api::path(api::SLOT, &[&site, &slot]), Some(&body))?;
                     api.print(&raw, || {
@@ -403,6 +414,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     action,
                     no_wait,
                 } => swap(&api, &site, &slot, target_slot, action.into(), no_wait),
+                SlotCmd::Match { cmd } => policy::run(&api, cmd),
                 SlotCmd::AutoSwap {
                     site,
                     slot,

@@ -469,6 +469,11 @@ pub struct SlotConfig {
     pub instances_tls_ca: Option<String>,
     pub health_check: Option<crate::model::HealthCheck>,
     pub upstream_read_timeout_secs: Option<u64>,
+    /// `[[sites.slots.match]]`: requests that go to this slot (SPEC §16).
+    #[serde(default, rename = "match")]
+    pub matches: Vec<crate::policy::MatchEntry>,
+    /// `[sites.slots.outlier]`: passive outlier ejection (SPEC §16).
+    pub outlier: Option<crate::policy::Outlier>,
 }
 
 impl Config {
@@ -805,6 +810,8 @@ fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> S
         settings: c.settings.clone(),
         sticky_settings: c.sticky_settings.clone(),
         deployment,
+        matches: c.matches.clone(),
+        outlier: c.outlier,
     }
 }
 

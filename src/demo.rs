@@ -7,13 +7,22 @@
 //! address, the forwarded headers it saw and the settings last POSTed to its
 //! settings hook (`/settings`). A `delay_ms=N` query parameter (at most 60 s)
 //! makes it answer late, to test time-outs and draining.
+//!
+//! To show outlier ejection (README, "Outlier ejection"): `POST /demo/fail`
+//! makes the instance answer 500 to every request but `/demo/…` ones,
+//! `POST /demo/fail-health` makes `GET /demo/health` answer 500 as well,
+//! and `POST /demo/recover` ends both. `GET /demo/health` answers 200
+//! otherwise: point `[health] path` at it to see an instance whose check
+//! passes while its real requests fail.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::routing::get;
 use axum::routing::post;
 use axum::Router;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
@@ -21,6 +30,10 @@ struct App {
     version: Arc<str>,
     instance: Arc<str>,
     settings: Arc<Mutex<BTreeMap<String, String>>>,
+    /// `/demo/fail`: answer 500 to the app's requests.
+    failing: Arc<AtomicBool>,
+    /// `/demo/fail-health`: `/demo/health` answers 500 too.
+    health_failing: Arc<AtomicBool>,
 }
 
 /// The demo app reporting build `version` and address `instance`.
@@ -29,9 +42,15 @@ pub fn router(version: &str, instance: &str) -> Router {
         version: version.into(),
         instance: instance.into(),
         settings: Default::default(),
+        failing: Default::default(),
+        health_failing: Default::default(),
     };
     Router::new()
         .route("/settings", post(set_settings))
+        .route("/demo/fail", post(fail))
+        .route("/demo/fail-health", post(fail_health))
+        .route("/demo/recover", post(recover))
+        .route("/demo/health", get(health))
         .fallback(answer)
         .with_state(app)
 }
@@ -48,6 +67,33 @@ fn delay_ms(query: &str) -> Option<u64> {
         .find_map(|kv| kv.strip_prefix("delay_ms="))
         .and_then(|v| v.parse::<u64>().ok())
         .map(|ms| ms.min(60_000))
+}
+
+async fn fail(State(app): State<App>) -> String {
+    app.failing.store(true, Ordering::Relaxed);
+    format!(
+        "{} now answers 500 (POST /demo/recover ends it)\n",
+        app.instance
+    )
+}
+
+async fn fail_health(State(app): State<App>) -> String {
+    app.health_failing.store(true, Ordering::Relaxed);
+    format!("{} now fails /demo/health too\n", app.instance)
+}
+
+async fn recover(State(app): State<App>) -> String {
+    app.failing.store(false, Ordering::Relaxed);
+    app.health_failing.store(false, Ordering::Relaxed);
+    format!("{} answers normally again\n", app.instance)
+}
+
+async fn health(State(app): State<App>) -> (StatusCode, &'static str) {
+    if app.health_failing.load(Ordering::Relaxed) {
+        (StatusCode::INTERNAL_SERVER_ERROR, "failing\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
 }
 
 async fn set_settings(State(app): State<App>, body: Bytes) -> (StatusCode, String) {
@@ -69,7 +115,12 @@ async fn answer(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> String {
+) -> (StatusCode, String) {
+    let status = if app.failing.load(Ordering::Relaxed) {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
     if let Some(ms) = delay_ms(uri.query().unwrap_or("")) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
@@ -82,7 +133,7 @@ async fn answer(
     };
     let settings = serde_json::to_string(&*app.settings.lock().unwrap_or_else(|p| p.into_inner()))
         .unwrap_or_default();
-    format!(
+    let text = format!(
         "slot: {}\nversion: {}\ninstance: {}\nmethod: {method}\npath: {uri}\nbody-bytes: {}\nhost: {}\nx-forwarded-for: {}\nx-forwarded-proto: {}\nx-forwarded-host: {}\nsettings: {settings}\n",
         h("x-slot-name"),
         app.version,
@@ -92,5 +143,6 @@ async fn answer(
         h("x-forwarded-for"),
         h("x-forwarded-proto"),
         h("x-forwarded-host"),
-    )
+    );
+    (status, text)
 }

@@ -85,6 +85,10 @@ impl RequestView for RawRequest<'_, '_> {
             .map(|h| h.value)
     }
 
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers.iter().map(|h| (h.name.as_bytes(), h.value))
+    }
+
     fn query(&self) -> Option<&[u8]> {
         // a fragment is no part of the query (as `http::Uri` reads it)
         let path = self.path.split_once('#').map_or(self.path, |(p, _)| p);

@@ -3,6 +3,8 @@
 //! `unhealthy_threshold` failures in a row and up again after
 //! `healthy_threshold` successes; each flip publishes a new table through
 //! the control plane, so routing (and stale-pin detection) follows at once.
+//! An instance ejected by outlier ejection (`outlier`) whose time is up
+//! returns on a round whose check it passes.
 
 use crate::config::HealthSection;
 use crate::control::ControlPlane;
@@ -83,12 +85,17 @@ pub async fn run(control: Arc<ControlPlane>, cfg: HealthSection) {
                 (label, ok)
             });
         }
+        let mut passed = std::collections::HashSet::new();
         while let Some(Ok((label, ok))) = probes.join_next().await {
             let tracker = trackers.entry(label.clone()).or_default();
             if let Some(up) = tracker.observe(ok, &cfg) {
                 log::info!("instance {label} is {}", if up { "up" } else { "down" });
             }
+            if ok && tracker.up {
+                passed.insert(label);
+            }
         }
+        crate::outlier::readmit(&table.load(), &|l| passed.contains(l));
         // Hand over the whole view, not just this tick's flips: the control
         // plane publishes only what differs from its own, and an instance
         // that left and came back is set right on the next tick.

@@ -90,6 +90,8 @@ pub struct Metrics {
     connect: HistogramVec,
     routing_percent: prometheus::GaugeVec,
     instance_up: IntGaugeVec,
+    instance_ejected: IntGaugeVec,
+    ejections: IntCounterVec,
     swaps: IntCounterVec,
     swap_duration: Histogram,
     in_flight: IntGauge,
@@ -115,6 +117,7 @@ pub struct Metrics {
 struct GaugeSeries {
     routing: HashSet<[String; 2]>,
     instances: HashSet<[String; 3]>,
+    ejected: HashSet<[String; 3]>,
 }
 
 /// (site, slot) names.
@@ -258,6 +261,22 @@ fn build() -> prometheus::Result<Metrics> {
         ),
         &["site", "slot", "address"],
     )?;
+    let instance_ejected = IntGaugeVec::new(
+        Opts::new(
+            "slotproxy_instance_ejected",
+            "1 while outlier ejection keeps the app instance out of its slot's pool, 0 \
+             otherwise (slots with [sites.slots.outlier] only).",
+        ),
+        &["site", "slot", "address"],
+    )?;
+    let ejections = IntCounterVec::new(
+        Opts::new(
+            "slotproxy_ejections_total",
+            "Instances taken out of a slot's pool by outlier ejection (slots with \
+             [sites.slots.outlier] only).",
+        ),
+        &["site", "slot"],
+    )?;
     let swaps = IntCounterVec::new(
         Opts::new(
             "slotproxy_swaps_total",
@@ -290,6 +309,8 @@ fn build() -> prometheus::Result<Metrics> {
     registry.register(Box::new(connect.clone()))?;
     registry.register(Box::new(routing_percent.clone()))?;
     registry.register(Box::new(instance_up.clone()))?;
+    registry.register(Box::new(instance_ejected.clone()))?;
+    registry.register(Box::new(ejections.clone()))?;
     registry.register(Box::new(swaps.clone()))?;
     registry.register(Box::new(swap_duration.clone()))?;
     registry.register(Box::new(in_flight.clone()))?;
@@ -377,6 +398,8 @@ fn build() -> prometheus::Result<Metrics> {
         connect,
         routing_percent,
         instance_up,
+        instance_ejected,
+        ejections,
         swaps,
         swap_duration,
         in_flight,
@@ -411,6 +434,8 @@ pub struct SlotView<'a> {
     pub routing_percent: f64,
     /// Its instances and whether each can take requests.
     pub instances: Vec<(&'a str, bool)>,
+    /// With outlier ejection on: its instances and whether each is ejected.
+    pub ejected: Option<Vec<(&'a str, bool)>>,
 }
 
 /// Refresh everything derived from a table about to be published: the
@@ -428,6 +453,7 @@ pub fn observe_table(version: u64, slots: &[SlotView<'_>]) -> Vec<Arc<SlotHandle
     let mut kept = HashMap::with_capacity(cache.len());
     let mut routing = HashSet::new();
     let mut instances = HashSet::new();
+    let mut ejected = HashSet::new();
     let mut handed = Vec::with_capacity(slots.len());
     for s in slots {
         // Swap counters exist from the start, so `increase()` in alert
@@ -453,6 +479,15 @@ pub fn observe_table(version: u64, slots: &[SlotView<'_>]) -> Vec<Arc<SlotHandle
                 .set(i64::from(up));
             instances.insert([s.site.to_string(), s.slot.to_string(), inst.to_string()]);
         }
+        if let Some(list) = &s.ejected {
+            m.ejections.with_label_values(&[s.site, s.slot]);
+            for &(inst, out) in list {
+                m.instance_ejected
+                    .with_label_values(&[s.site, s.slot, inst])
+                    .set(i64::from(out));
+                ejected.insert([s.site.to_string(), s.slot.to_string(), inst.to_string()]);
+            }
+        }
     }
     *cache = kept;
     drop(cache);
@@ -467,8 +502,30 @@ pub fn observe_table(version: u64, slots: &[SlotView<'_>]) -> Vec<Arc<SlotHandle
             .instance_up
             .remove_label_values(&[&gone[0], &gone[1], &gone[2]]);
     }
-    *last = GaugeSeries { routing, instances };
+    for gone in last.ejected.difference(&ejected) {
+        let _ = m
+            .instance_ejected
+            .remove_label_values(&[&gone[0], &gone[1], &gone[2]]);
+    }
+    *last = GaugeSeries {
+        routing,
+        instances,
+        ejected,
+    };
     handed
+}
+
+/// `slotproxy_instance_ejected` of one instance (an ejection or a return).
+pub fn instance_ejected(site: &str, slot: &str, address: &str, out: bool) {
+    metrics()
+        .instance_ejected
+        .with_label_values(&[site, slot, address])
+        .set(i64::from(out));
+}
+
+/// Count one ejection in `slotproxy_ejections_total`.
+pub fn ejection(site: &str, slot: &str) {
+    metrics().ejections.with_label_values(&[site, slot]).inc();
 }
 
 /// Count one finished request of the slot whose handles are `slot` (none:
@@ -764,6 +821,7 @@ pub(crate) mod tests {
             slot: "production",
             routing_percent: 100.0,
             instances: vec![],
+            ejected: None,
         };
         let handles = observe_table(1, &[view]);
         let text = render();
@@ -792,6 +850,7 @@ pub(crate) mod tests {
             slot: "staging",
             routing_percent: 10.0,
             instances: vec![],
+            ejected: None,
         };
         let handles = observe_table(1, &[view]);
         let h = Some(&*handles[0]);

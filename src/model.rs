@@ -86,6 +86,13 @@ pub struct Slot {
     /// What the slot runs now; `None` answers 503.
     #[serde(default)]
     pub deployment: Option<Deployment>,
+    /// Requests that fit one of these entries go to this slot (sticky,
+    /// SPEC §16).
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<crate::policy::MatchEntry>,
+    /// Passive outlier ejection of its instances; `None`: off (sticky).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<crate::policy::Outlier>,
 }
 
 /// What a slot runs: the content a swap exchanges.
@@ -259,6 +266,8 @@ impl Slot {
             settings: Settings::new(),
             sticky_settings: Settings::new(),
             deployment: None,
+            matches: Vec::new(),
+            outlier: None,
         }
     }
 
@@ -640,6 +649,14 @@ impl State {
                 }
                 if let Some(d) = &slot.deployment {
                     d.validate(&k, &mut out);
+                }
+                for (key, reason) in crate::policy::check_matches(&k, &slot.matches) {
+                    out.push(problem(key, reason));
+                }
+                if let Some(o) = &slot.outlier {
+                    for (key, reason) in o.check(&format!("{k}.outlier")) {
+                        out.push(problem(key, reason));
+                    }
                 }
             }
             if sum > 100.0 + 1e-9 {

@@ -98,6 +98,10 @@ pub struct RequestCtx {
     pub connect_start: Option<Instant>,
     /// The last upstream failure was a connect failure, already counted.
     pub connect_failed: bool,
+    /// The current attempt's connection to the instance is up: what the
+    /// client gets now comes from (or through) the instance, which outlier
+    /// ejection counts.
+    pub upstream_connected: bool,
     /// The client connection's keep-alive as it was when the first
     /// interim (1xx) response went out (see `response_filter`).
     pub keepalive_before_interim: Option<Option<u64>>,
@@ -122,6 +126,7 @@ impl Default for RequestCtx {
             start: Instant::now(),
             connect_start: None,
             connect_failed: false,
+            upstream_connected: false,
             keepalive_before_interim: None,
             local_status: None,
             _in_flight: metrics::InFlight::start(),
@@ -150,6 +155,25 @@ impl RequestCtx {
     /// The metric handles of the slot the request was routed to.
     fn slot_metrics(&self) -> Option<&metrics::SlotHandles> {
         self.slot()?.metrics.as_deref()
+    }
+
+    /// Tell the instance the request went to last what happened, for
+    /// outlier ejection (nothing when its slot has it off); ejects it when
+    /// a streak reached its threshold.
+    fn outlier_outcome(&self, outcome: crate::outlier::Outcome) {
+        let (Some(site), Some(slot), Some(i)) = (self.site(), self.slot(), self.instance) else {
+            return;
+        };
+        let Some(pool) = &slot.pool else { return };
+        let (Some(cfg), Some(o)) = (
+            &pool.outlier,
+            pool.instances.get(i).and_then(|x| x.outlier.as_ref()),
+        ) else {
+            return;
+        };
+        if let Some(why) = o.observe(outcome, cfg) {
+            o.eject(&site.name, &slot.name, pool, cfg, &why);
+        }
     }
 
     fn count_upstream_error(&self, e: &Error) {
@@ -195,6 +219,7 @@ impl RequestCtx {
         let read_timeout = pool.read_timeout;
         self.attempts += 1;
         self.instance = Some(i);
+        self.upstream_connected = false;
         self.connect_start = Some(Instant::now());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.read_timeout = Some(read_timeout.unwrap_or(timeouts.read));
@@ -208,6 +233,7 @@ impl RequestCtx {
     pub fn connect_failed(&mut self, e: &Error) -> bool {
         self.count_upstream_error(e);
         self.connect_failed = true;
+        self.outlier_outcome(crate::outlier::Outcome::ConnectFailed);
         // Only a failed connect marks the instance as tried: a request that
         // is retried after a stale pooled connection may go to the same
         // instance again over a fresh one.
@@ -222,6 +248,8 @@ impl RequestCtx {
     /// A connection to the instance is up (`reused`: from the pool).
     pub fn connected(&mut self, reused: bool) {
         self.connect_failed = false;
+        self.upstream_connected = true;
+        self.outlier_outcome(crate::outlier::Outcome::Connected);
         if let (false, Some(start)) = (reused, self.connect_start) {
             metrics::upstream_connected(self.slot_metrics(), start.elapsed());
         }
@@ -559,6 +587,12 @@ pub fn log_request(f: Finished<'_>, ctx: &RequestCtx) {
         .unwrap_or_else(|| f.status.unwrap_or(metrics::CLIENT_CLOSED));
     let elapsed = ctx.start.elapsed();
     metrics::request_finished(ctx.slot_metrics(), status, elapsed, f.version);
+    // the instance's answer (or its failure after the connection) counts
+    // for outlier ejection; the proxy's own answers do not
+    let from_instance = ctx.upstream_connected && ctx.local_status.is_none();
+    if let Some(outcome) = crate::outlier::outcome_of(f.status, from_instance) {
+        ctx.outlier_outcome(outcome);
+    }
     if let Some(format) = crate::access_log::format() {
         let entry = crate::access_log::Entry {
             time: crate::activity::now(),

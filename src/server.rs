@@ -341,6 +341,13 @@ pub fn start(
                 });
                 tokio::spawn(upgrade_on_sigusr2(path.clone()));
                 tokio::spawn(crate::health::run(c.clone(), health));
+                if let Some(events) = c.outlier_events() {
+                    let c = c.clone();
+                    // the activity log's writes are durable (fsync): off the runtime
+                    let _ = std::thread::Builder::new()
+                        .name("slotproxy-outlier-log".into())
+                        .spawn(move || c.record_outlier_events(events));
+                }
                 tokio::spawn(crate::control::ramp::run(c.clone()));
                 reload_on_sighup(c, s, path).await;
             })

@@ -53,6 +53,10 @@ FEATURE_FLAGS = "new-checkout"
 CACHE_TTL = "60"
 [sites.slots.sticky_settings]
 DATABASE_URL = "postgres://staging-db/shop"
+[[sites.slots.match]]
+header = "x-beta"
+value = "true"
+[sites.slots.outlier]
 [[sites.slots]]
 name = "qa"
 traffic_percent = 0
@@ -294,6 +298,11 @@ fn traffic_and_swap_from_the_page() {
     b.wait_text("#slots tr[data-slot='staging'] .build", "v2");
     b.wait_text("#slots tr[data-slot='production'] .build", "v1");
     assert!(b.text_of("#slots tr[data-slot='staging']").contains("up"));
+    // its request matches and outlier ejection
+    let matches = b.text_of("#slots tr[data-slot='staging'] .matches");
+    assert_eq!(matches, "match: header x-beta = \"true\"");
+    let outlier = b.text_of("#slots tr[data-slot='staging'] .outlier");
+    assert!(outlier.contains("5 5xx or 3 connect errors"), "{outlier}");
     let link =
         b.js("return document.querySelector(\"#slots tr[data-slot='staging'] .hosts a\").href");
     assert_eq!(

@@ -122,6 +122,11 @@ pub fn router(state: AdminState) -> Router {
         .route(api::DEPLOYMENT, put(slots::deploy))
         .route(api::SETTINGS, put(slots::set_settings))
         .route(api::AUTO_SWAP, put(slots::set_auto_swap))
+        .route(api::MATCH, put(slots::set_matches))
+        .route(
+            api::OUTLIER,
+            put(slots::set_outlier).delete(slots::clear_outlier),
+        )
         .route(
             api::TRAFFIC_ROUTING,
             get(routing::show).put(routing::set).delete(routing::clear),

@@ -1,4 +1,5 @@
-//! Handlers for one slot: create, delete, deploy, settings, auto swap.
+//! Handlers for one slot: create, delete, deploy, settings, auto swap,
+//! request matches and outlier ejection.
 //!
 //! Every change but delete answers the slot as it is after the change, so
 //! they share [`change_slot`]: run the edit through the control plane, log
@@ -8,7 +9,7 @@ use super::extract::{ApiError, ApiResult, JsonBody, Path};
 use super::AdminState;
 use crate::api::{
     AutoSwapConfig, AutoSwapStarted, CreateSlot, Deleted, Deploy, DeployedView, Revised,
-    SetSettings, SlotView,
+    SetMatches, SetSettings, SlotView,
 };
 use crate::control::{ops, ControlError};
 use crate::model::State as Model;
@@ -145,6 +146,47 @@ pub(super) async fn set_settings(
     let (view, ()) = change_slot(&st, names, "changed settings of", move |s, site, slot| {
         ops::set_settings(s, site, slot, &req)
     })
+    .await?;
+    Ok(Json(view))
+}
+
+pub(super) async fn set_matches(
+    State(st): State<AdminState>,
+    Path(names): Path<(String, String)>,
+    JsonBody(req): JsonBody<SetMatches>,
+) -> ApiResult<Json<Revised<SlotView>>> {
+    let (view, ()) = change_slot(&st, names, "changed matches of", move |s, site, slot| {
+        ops::set_matches(s, site, slot, &req)
+    })
+    .await?;
+    Ok(Json(view))
+}
+
+pub(super) async fn set_outlier(
+    State(st): State<AdminState>,
+    Path(names): Path<(String, String)>,
+    JsonBody(req): JsonBody<crate::policy::Outlier>,
+) -> ApiResult<Json<Revised<SlotView>>> {
+    let (view, ()) = change_slot(
+        &st,
+        names,
+        "turned on outlier ejection of",
+        move |s, site, slot| ops::set_outlier(s, site, slot, Some(req)),
+    )
+    .await?;
+    Ok(Json(view))
+}
+
+pub(super) async fn clear_outlier(
+    State(st): State<AdminState>,
+    Path(names): Path<(String, String)>,
+) -> ApiResult<Json<Revised<SlotView>>> {
+    let (view, ()) = change_slot(
+        &st,
+        names,
+        "turned off outlier ejection of",
+        move |s, site, slot| ops::set_outlier(s, site, slot, None),
+    )
     .await?;
     Ok(Json(view))
 }

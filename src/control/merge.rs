@@ -130,6 +130,8 @@ fn merge_slot(cur: &mut Slot, old: Option<&Slot>, new: &Slot) {
         old.map(|o| &o.sticky_settings),
         &new.sticky_settings,
     );
+    pick(&mut cur.matches, old.map(|o| &o.matches), &new.matches);
+    pick(&mut cur.outlier, old.map(|o| &o.outlier), &new.outlier);
     // Content: the file deploying something new into this slot wins; an
     // unchanged file keeps whatever swaps and deploys put here.
     pick(&mut cur.settings, old.map(|o| &o.settings), &new.settings);

@@ -84,6 +84,8 @@ pub struct ControlPlane {
     /// This process wrote the config's `[[sites]]` at open (always with the
     /// file store; with a fleet's store only the node that seeded it).
     seeded_here: std::sync::atomic::AtomicBool,
+    /// Outlier-ejection state of the instances, carried across tables.
+    outliers: crate::outlier::Outliers,
 }
 
 impl ControlPlane {
@@ -149,6 +151,7 @@ impl ControlPlane {
             interruptions: tokio::sync::Notify::new(),
             claims: LocalClaims::default(),
             seeded_here: std::sync::atomic::AtomicBool::new(!store_shared),
+            outliers: crate::outlier::Outliers::default(),
         };
         if seeded {
             log::info!(
@@ -476,6 +479,41 @@ impl ControlPlane {
         .map(|_| ())
     }
 
+    /// The reader of outlier ejections and returns, for the activity log
+    /// (once; see [`ControlPlane::record_outlier_events`]).
+    pub fn outlier_events(&self) -> Option<std::sync::mpsc::Receiver<crate::outlier::Event>> {
+        self.outliers.take_events()
+    }
+
+    /// Write each outlier ejection and return as an activity-log entry
+    /// (action `outlier`) and an access-log line, until the queue closes.
+    /// Blocking: run it on its own thread.
+    pub fn record_outlier_events(&self, events: std::sync::mpsc::Receiver<crate::outlier::Event>) {
+        for e in events {
+            let mut op = Operation::new(
+                &e.site,
+                &e.slot,
+                &e.address,
+                crate::activity::Action::Outlier,
+            );
+            let phase = if e.ejected {
+                crate::activity::PhaseName::Eject
+            } else {
+                crate::activity::PhaseName::Return
+            };
+            op.add_phase(
+                phase,
+                crate::activity::PhaseResult::Succeeded,
+                e.detail.clone(),
+            );
+            op.finish(Status::Succeeded, None);
+            if let Err(err) = self.record(&op) {
+                log::error!("cannot record outlier event of {}: {err}", e.address);
+            }
+            crate::access_log::event(&e);
+        }
+    }
+
     /// Publish the same state again (an instance name resolves anew).
     pub fn republish(&self) {
         let mut inner = self.lock();
@@ -573,6 +611,7 @@ impl ControlPlane {
             &addresses,
             inner.table_version,
         );
+        self.outliers.attach(&mut table);
         table.attach_metrics();
         self.table.store(Arc::new(table));
     }

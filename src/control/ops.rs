@@ -77,6 +77,9 @@ pub fn create_slot(
         new.settings = src.settings.clone();
         new.sticky_settings = src.sticky_settings.clone();
     }
+    check_policy(&req.matches, req.outlier.as_ref())?;
+    new.matches = req.matches.clone();
+    new.outlier = req.outlier;
     s.slots.insert(slot.to_string(), new);
     Ok(())
 }
@@ -167,6 +170,51 @@ pub fn set_auto_swap(
         }
     }
     slot_mut(state, site, slot)?.auto_swap_target = req.target_slot.clone();
+    Ok(())
+}
+
+/// Problems of a request body's `match` and `outlier`, named as in the body
+/// (`match[1].all[0]`, `outlier.max_ejection_percent`).
+fn check_policy(
+    matches: &[crate::policy::MatchEntry],
+    outlier: Option<&crate::policy::Outlier>,
+) -> Result<(), ControlError> {
+    let mut problems: Vec<crate::model::Problem> = crate::policy::check_matches("", matches)
+        .into_iter()
+        .chain(outlier.map(|o| o.check(".outlier")).unwrap_or_default())
+        .map(|(key, reason)| crate::model::Problem {
+            key: key.trim_start_matches('.').to_string(),
+            reason,
+        })
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    problems.dedup();
+    Err(ControlError::Invalid(problems))
+}
+
+/// Replace the request matches of a slot.
+pub fn set_matches(
+    state: &mut State,
+    site: &str,
+    slot: &str,
+    req: &crate::api::SetMatches,
+) -> Result<(), ControlError> {
+    check_policy(&req.matches, None)?;
+    slot_mut(state, site, slot)?.matches = req.matches.clone();
+    Ok(())
+}
+
+/// Turn a slot's outlier ejection on with `outlier`, or off with `None`.
+pub fn set_outlier(
+    state: &mut State,
+    site: &str,
+    slot: &str,
+    outlier: Option<crate::policy::Outlier>,
+) -> Result<(), ControlError> {
+    check_policy(&[], outlier.as_ref())?;
+    slot_mut(state, site, slot)?.outlier = outlier;
     Ok(())
 }
 
@@ -261,6 +309,7 @@ instances = ["127.0.0.1:2"]
     fn create_clones_settings_but_not_content() {
         let req = CreateSlot {
             clone_from: Some("production".into()),
+            ..Default::default()
         };
         let s = apply(&state(), |s| create_slot(s, "shop", "canary", &req)).unwrap();
         let canary = &site(&s).slots["canary"];
@@ -287,6 +336,7 @@ instances = ["127.0.0.1:2"]
         assert!(matches!(e, Err(ControlError::NotFound(_))), "{e:?}");
         let req = CreateSlot {
             clone_from: Some("ghost".into()),
+            ..Default::default()
         };
         let e = apply(&st, |s| create_slot(s, "shop", "x", &req));
         assert!(matches!(e, Err(ControlError::NotFound(_))), "{e:?}");

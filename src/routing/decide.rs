@@ -35,6 +35,8 @@ pub enum Reason {
     Rebucketed,
     /// Bucket assignment by the site's user key (`assignment_key`).
     UserKey,
+    /// The request fits one of the slot's `match` entries (never pinned).
+    Match,
 }
 
 impl Reason {
@@ -46,6 +48,7 @@ impl Reason {
             Reason::Weighted => "weighted",
             Reason::Rebucketed => "re-bucketed",
             Reason::UserKey => "user-key",
+            Reason::Match => "match",
         }
     }
 }
@@ -83,6 +86,14 @@ pub fn route(table: &RouteTable, target: HostTarget, req: &impl RequestView) -> 
     let query = req
         .query()
         .and_then(|q| query_value(q, table.query_param.as_bytes()));
+    // A match comes after the query link and before the pin: a request
+    // the link sends somewhere is not looked at (one branch for a site
+    // without matches).
+    if !site.matches.is_empty() && query.is_none_or(|v| query_target(site, v).is_none()) {
+        if let Some(slot) = site.matches.first_fit(req) {
+            return Decision::to(slot, Reason::Match, false);
+        }
+    }
     let cookie = cookie_value_with(req.values("cookie"), table.cookie_finder());
     let roll = rand::rng().random_range(0..WEIGHT_SCALE);
     let key = match site.buckets.as_ref().and_then(|b| b.key.as_ref()) {
@@ -124,16 +135,8 @@ pub fn decide_keyed(
     key: Option<&[u8]>,
     roll: u32,
 ) -> Decision {
-    if let Some(v) = query {
-        let target = if v.eq_ignore_ascii_case(b"self") {
-            Some(0)
-        } else {
-            // production by name, or any slot with a rule (explicit 0 counts)
-            find_slot(site, v).filter(|&i| i == 0 || site.slots[i as usize].has_rule)
-        };
-        if let Some(slot) = target {
-            return Decision::to(slot, Reason::Query, true);
-        }
+    if let Some(slot) = query.and_then(|v| query_target(site, v)) {
+        return Decision::to(slot, Reason::Query, true);
     }
     let mut reason = Reason::Weighted;
     if let Some(v) = cookie {
@@ -172,6 +175,16 @@ pub fn decide_keyed(
         reason,
         set_cookie,
         bucket: Some(n as u16),
+    }
+}
+
+/// Where the query parameter's value `v` sends a request: production by
+/// `self` or by name, or any slot with a rule (an explicit 0 counts).
+fn query_target(site: &SiteRoutes, v: &[u8]) -> Option<u16> {
+    if v.eq_ignore_ascii_case(b"self") {
+        Some(0)
+    } else {
+        find_slot(site, v).filter(|&i| i == 0 || site.slots[i as usize].has_rule)
     }
 }
 
@@ -245,7 +258,7 @@ pub fn cookie_value_with<'a>(
 }
 
 /// The cookie's value, whatever its length (absent if missing or repeated).
-fn cookie_raw<'a>(
+pub(crate) fn cookie_raw<'a>(
     headers: impl Iterator<Item = &'a [u8]>,
     finder: &memchr::memmem::Finder<'_>,
 ) -> Option<&'a [u8]> {
@@ -509,6 +522,48 @@ instances = ["127.0.0.1:3004"]
         assert_eq!((d.reason, d.set_cookie), (Reason::Weighted, true));
         let d = route(&t, target, &req(&[("x-user-id", "")]));
         assert_eq!(d.reason, Reason::Weighted);
+    }
+
+    #[test]
+    fn a_match_comes_after_the_query_link_and_before_the_pin_and_never_pins() {
+        let cfg = CFG
+            .replacen(
+                "hostnames = [\"shop.example.com\"]\n",
+                "hostnames = [\"shop.example.com\"]\nslot_domain = \"slots.local\"\n",
+                1,
+            )
+            .replacen(
+                "name = \"norule\"\ninstances = [\"127.0.0.1:3004\"]\n",
+                "name = \"norule\"\ninstances = [\"127.0.0.1:3004\"]\n[[sites.slots.match]]\nheader = \"x-beta\"\nvalue = \"true\"\n",
+                1,
+            );
+        let t = table(&cfg, &Health::new());
+        let s = &t.sites[0];
+        let target = t.lookup_host(b"shop.example.com").unwrap();
+        let req = |uri: &str, headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder().uri(uri);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let beta = [("x-beta", "true")];
+        let d = route(&t, target, &req("/", &beta));
+        assert_eq!(
+            (d.slot, d.reason, d.set_cookie),
+            (idx(s, "norule"), Reason::Match, false)
+        );
+        let pinned = [("x-beta", "true"), ("cookie", "x-ms-routing-name=staging")];
+        assert_eq!(route(&t, target, &req("/", &pinned)).reason, Reason::Match);
+        let d = route(&t, target, &req("/?x-ms-routing-name=optin", &beta));
+        assert_eq!((d.slot, d.reason), (idx(s, "optin"), Reason::Query));
+        // a link to a slot without a rule is no link: the match applies
+        let d = route(&t, target, &req("/?x-ms-routing-name=norule", &beta));
+        assert_eq!(d.reason, Reason::Match);
+        let host = t.lookup_host(b"shop-staging.slots.local").unwrap();
+        assert_eq!(route(&t, host, &req("/", &beta)).reason, Reason::SlotHost);
+        let d = route(&t, target, &req("/", &[("x-beta", "no")]));
+        assert!(d.set_cookie && d.reason == Reason::Weighted, "{d:?}");
     }
 
     #[test]

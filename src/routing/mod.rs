@@ -5,6 +5,7 @@
 pub mod buckets;
 pub mod decide;
 pub mod forwarded;
+pub mod matches;
 mod observe;
 pub mod request;
 pub mod table;

@@ -27,6 +27,12 @@ impl RouteTable {
                             .flat_map(|p| p.instances.iter())
                             .map(|i| (&*i.label, i.healthy && i.addr.is_some()))
                             .collect(),
+                        ejected: slot.pool.as_ref().filter(|p| p.outlier.is_some()).map(|p| {
+                            p.instances
+                                .iter()
+                                .map(|i| (&*i.label, i.ejected()))
+                                .collect()
+                        }),
                     })
             })
             .collect();

@@ -15,6 +15,11 @@ pub trait RequestView {
     /// The `Host` value, or the target's authority (absolute-form), or empty.
     fn host(&self) -> &[u8];
 
+    /// Every field as (name, value), in the order received; names in any
+    /// case. One pass over it finds which of several names a request has
+    /// (`routing::matches`).
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+
     /// The first value of header `name`.
     fn first<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
         self.values(name).next()
@@ -24,6 +29,12 @@ pub trait RequestView {
 impl RequestView for http::request::Parts {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers.get_all(name).iter().map(|v| v.as_bytes())
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
     }
 
     fn query(&self) -> Option<&[u8]> {
@@ -41,6 +52,10 @@ impl RequestView for http::request::Parts {
 impl RequestView for pingora_http::RequestHeader {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         (**self).values(name)
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        (**self).fields()
     }
 
     fn query(&self) -> Option<&[u8]> {

@@ -59,6 +59,8 @@ pub struct SiteRoutes {
     pub trusted_proxies: Vec<IpNet>,
     /// `Some` when the site assigns clients by sticky bucket.
     pub buckets: Option<BucketRoutes>,
+    /// The slots' `match` entries, compiled (empty for most sites).
+    pub matches: super::matches::SiteMatches,
 }
 
 /// Bucket assignment of a site (`routing::buckets`).
@@ -107,6 +109,8 @@ pub struct Pool {
     pub probe: crate::model::Probe,
     /// The deployment's own `upstream_read_timeout_secs`, if it sets one.
     pub read_timeout: Option<std::time::Duration>,
+    /// The slot's outlier ejection, if it has it on (`outlier`).
+    pub outlier: Option<crate::policy::Outlier>,
     next: AtomicUsize,
 }
 
@@ -117,6 +121,16 @@ pub struct Instance {
     /// `None` when the name did not resolve; such an instance is never tried.
     pub addr: Option<SocketAddr>,
     pub healthy: bool,
+    /// Its passive-ejection state, shared by every table that has the same
+    /// address in the same slot (attached on publish, `outlier`).
+    pub outlier: Option<Arc<crate::outlier::InstanceOutlier>>,
+}
+
+impl Instance {
+    /// Taken out of the pool by outlier ejection.
+    pub fn ejected(&self) -> bool {
+        self.outlier.as_ref().is_some_and(|o| o.is_ejected())
+    }
 }
 
 impl Pool {
@@ -137,20 +151,27 @@ impl Pool {
     /// Pick the next instance round robin, skipping those in `tried` (a
     /// bitmask of indices). Healthy instances first; if every untried one is
     /// marked down, try those anyway — the health view may be stale, and a
-    /// try is better than a certain 502.
+    /// try is better than a certain 502. Ejected instances (`outlier`) come
+    /// last of all: only when every other one refused a connection.
     pub fn pick(&self, tried: u64) -> Option<usize> {
         let n = self.instances.len().min(64);
         if n == 0 {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let candidate = |want_healthy: bool| {
+        let candidate = |want_healthy: bool, want_ejected: bool| {
             (0..n).map(|k| (start + k) % n).find(|&i| {
                 let inst = &self.instances[i];
-                tried & (1 << i) == 0 && inst.addr.is_some() && inst.healthy == want_healthy
+                tried & (1 << i) == 0
+                    && inst.addr.is_some()
+                    && inst.healthy == want_healthy
+                    && inst.ejected() == want_ejected
             })
         };
-        candidate(true).or_else(|| candidate(false))
+        candidate(true, false)
+            .or_else(|| candidate(false, false))
+            .or_else(|| candidate(true, true))
+            .or_else(|| candidate(false, true))
     }
 }
 
@@ -200,6 +221,11 @@ impl RouteTable {
                 );
             }
             let mut slots = Vec::with_capacity(site.slots.len());
+            let matches = super::matches::SiteMatches::compile(
+                site.slots_in_order()
+                    .enumerate()
+                    .map(|(i, s)| (i as u16, s.matches.as_slice())),
+            );
             // (slot, basis points) of every rule, and of the live ones
             let mut shares = Vec::new();
             let mut live_shares = Vec::new();
@@ -223,12 +249,14 @@ impl RouteTable {
                             label: label.as_str().into(),
                             addr: label.parse().ok().or_else(|| addresses.get(label).copied()),
                             healthy: health.get(label).copied().unwrap_or(true),
+                            outlier: None,
                         })
                         .collect(),
                     probe: d.probe(),
                     read_timeout: d
                         .upstream_read_timeout_secs
                         .map(std::time::Duration::from_secs),
+                    outlier: slot.outlier,
                     next: AtomicUsize::new(0),
                 });
                 let live = pool.as_ref().is_some_and(Pool::is_live);
@@ -288,6 +316,7 @@ impl RouteTable {
                 weights: bucket_ranges(&live_shares),
                 trusted_proxies: site.trusted_proxies.clone(),
                 buckets,
+                matches,
             });
         }
         RouteTable {

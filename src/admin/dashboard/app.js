@@ -196,6 +196,17 @@ function hostLinks(hosts) {
   );
 }
 
+/** One match entry as the CLI's `slot match list` shows it. */
+function describeMatch(m) {
+  const conds = m.all?.length ? m.all : [m];
+  return conds
+    .map((c) => {
+      const what = c.header ? `header ${c.header}` : `cookie ${c.cookie}`;
+      return c.regex !== undefined ? `${what} ~ /${c.regex}/` : `${what} = "${c.value}"`;
+    })
+    .join(' and ');
+}
+
 function joined(nodes, sep = ', ') {
   return nodes.flatMap((n, i) => (i ? [sep, n] : [n]));
 }
@@ -298,6 +309,19 @@ function slotRow(view, slot) {
         ? h('span', { class: 'note', text: ` auto swap → ${slot.auto_swap_target}` })
         : null,
       h('div', { class: 'hosts' }, joined(hostLinks(slot.hostnames), ' ')),
+      slot.match?.length
+        ? h(
+            'ul',
+            { class: 'matches', 'aria-label': `Requests sent to ${slot.name} by match` },
+            slot.match.map((m) => h('li', { text: `match: ${describeMatch(m)}` })),
+          )
+        : null,
+      slot.outlier
+        ? h('div', {
+            class: 'note outlier',
+            text: `outlier ejection: ${slot.outlier.consecutive_5xx} 5xx or ${slot.outlier.consecutive_connect_errors} connect errors in a row, ${slot.outlier.base_ejection_secs} s, at most ${slot.outlier.max_ejection_percent}% out`,
+          })
+        : null,
     ),
     h(
       'td',

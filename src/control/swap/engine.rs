@@ -307,7 +307,7 @@ impl SwapEngine {
             Action::Preview => self.preview(&plan, &mut op).await,
             Action::Swap => self.swap(&plan, &mut op, &claim).await,
             // refused by `plan::check` before any operation starts
-            Action::Ramp => op.finish(Status::Failed, Some("a ramp is not a swap".into())),
+            Action::Ramp | Action::Outlier => op.finish(Status::Failed, Some("not a swap".into())),
         }
         // The final record first, then the claim: a node that sees the
         // claim go while its operation still runs takes it for orphaned.

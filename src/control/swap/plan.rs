@@ -84,7 +84,7 @@ pub(super) fn check(
     }
     match req.action {
         // by hand, auto or declarative: a ramp is never run as a swap
-        Action::Ramp => {
+        Action::Ramp | Action::Outlier => {
             return Err(ControlError::Invalid(vec![crate::model::Problem {
                 key: "action".into(),
                 reason: "use swap, preview or reset (a ramp is PUT on …/slots/{slot}/ramp)".into(),
