@@ -21,7 +21,15 @@ pub struct SiteMatches {
     /// Lower-case field names the conditions read (`cookie` for cookie
     /// conditions); name `i` is bit `i` of [`Entry::needs`] (the first 64).
     names: Vec<Box<[u8]>>,
+    /// Bit `n` (`n` < 63; 63 for longer) is set when some name in `names`
+    /// is `n` bytes long: most of a request's fields are passed over on
+    /// their length alone, without a comparison.
+    lengths: u64,
     entries: Vec<Entry>,
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
 }
 
 #[derive(Debug)]
@@ -106,6 +114,7 @@ impl SiteMatches {
         let i = match self.names.iter().position(|n| **n == *name) {
             Some(i) => i,
             None => {
+                self.lengths |= length_bit(name.len());
                 self.names.push(name.into());
                 self.names.len() - 1
             }
@@ -128,6 +137,9 @@ impl SiteMatches {
         }
         let mut present = 0u64;
         for (name, _) in req.fields() {
+            if self.lengths & length_bit(name.len()) == 0 {
+                continue;
+            }
             for (i, n) in self.names.iter().take(64).enumerate() {
                 if n.len() == name.len() && n.eq_ignore_ascii_case(name) {
                     present |= 1 << i;
