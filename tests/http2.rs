@@ -8,7 +8,8 @@
 //! The app is a raw HTTP/1.1 server in a thread per connection: it reads
 //! the body (Content-Length or chunked) and answers `METHOD PATH LEN SUM`
 //! (SUM: FNV-1a of the body), the slot the proxy named in `x-seen-slot`;
-//! `/slow/<ms>` answers after `ms` milliseconds.
+//! `/slow/<ms>` answers after `ms` milliseconds; `/chunked` answers in
+//! chunks, `/close` with a body that ends when it closes.
 
 mod common;
 use common::*;
@@ -79,6 +80,17 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
         } else {
             body.resize(len, 0);
             r.read_exact(&mut body)?;
+        }
+        if path == "/chunked" {
+            // three chunks with an extension, then a trailer field
+            out.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")?;
+            out.write_all(b"5;x=y\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nt: v\r\n\r\n")?;
+            continue;
+        }
+        if path == "/close" {
+            // no length: the body ends when the app closes
+            out.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the close")?;
+            return Ok(());
         }
         if let Some(ms) = path.strip_prefix("/slow/") {
             std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
@@ -196,6 +208,11 @@ fn streams_are_pinned_opted_in_logged_and_counted_like_http1_requests() {
             .send()
             .unwrap();
         assert_eq!(r.headers()["x-seen-slot"], "staging");
+        // every framing of the app's answer reaches the client whole
+        let r = c.get(format!("{base}/chunked")).send().unwrap();
+        assert_eq!(r.text().unwrap(), "hello world");
+        let r = c.get(format!("{base}/close")).send().unwrap();
+        assert_eq!(r.text().unwrap(), "until the close");
         // an unknown host is the proxy's own 404, logged as well
         let r = c
             .get(format!("{base}/"))
@@ -204,7 +221,7 @@ fn streams_are_pinned_opted_in_logged_and_counted_like_http1_requests() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 404);
         assert!(r.text().unwrap().contains("no site is configured"));
-        sent += 14;
+        sent += 16;
     }
     // one access-log line per stream, protocol HTTP/2.0
     let lines: Vec<serde_json::Value> = wait_for(10, "an access-log line per stream", || {
@@ -390,4 +407,43 @@ async fn the_drain_sends_goaway_and_clients_move_to_a_new_connection() {
     .expect("a new connection answered");
     assert!(fresh.1.starts_with("GET /after 0"));
     tokio::task::block_in_place(|| proxy.kill());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_gets_408() {
+    let (prod, staging) = (start_app(), start_app());
+    let dir = tempfile::tempdir().unwrap();
+    let sites = sites(prod, staging, &dir.path().join("access.log"));
+    let proxy = tokio::task::block_in_place(|| {
+        Proxy::start_edited(&sites, 1, |t| {
+            t.replacen("threads = 1\n", "threads = 1\nbody_timeout_secs = 1\n", 1)
+        })
+    });
+    let (send, _task) = h2c(proxy.port).await;
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::post("http://shop.test/upload")
+        .header("content-length", "10")
+        .body(())
+        .unwrap();
+    let (resp, mut body) = send.send_request(req, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(b"abc"), false)
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), resp)
+        .await
+        .expect("an answer to the stalled body")
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 408);
+    // counted as the client's 408, whichever slot the visitor landed on
+    let series =
+        |slot: &str| format!(r#"slotproxy_requests_total{{code="408",site="shop",slot="{slot}"}}"#);
+    tokio::task::block_in_place(|| {
+        wait_for(10, "the 408 to be counted", || {
+            let text = scrape(&proxy);
+            let n: f64 = ["production", "staging"]
+                .iter()
+                .filter_map(|s| sample(&text, &series(s)))
+                .sum();
+            (n == 1.0).then_some(())
+        })
+    });
 }

@@ -123,6 +123,11 @@ pub(crate) async fn serve(
         },
         &ctx,
     );
+    // a body nobody read: taken and dropped (bounded), so the stream ends
+    // cleanly rather than with a reset the client may take for a failure
+    if !inc.body.is_end_stream() {
+        discard(&mut inc.body).await;
+    }
 }
 
 async fn route_and_forward(
@@ -207,8 +212,8 @@ pub(crate) fn date(h: &mut http::HeaderMap) {
     }
 }
 
-/// Answer locally: plain text, or Trailers-Only to a gRPC request; then
-/// read and drop what is left of the request body (bounded).
+/// Answer locally: plain text, or Trailers-Only to a gRPC request (what
+/// is left of the request body is dropped once the request is logged).
 pub(crate) async fn answer_locally(
     respond: &mut SendResponse<Bytes>,
     inc: &mut Incoming,
@@ -241,7 +246,6 @@ pub(crate) async fn answer_locally(
             Err(e) => log::debug!("could not send {status}: {e}"),
         }
     }
-    discard(&mut inc.body).await;
 }
 
 /// Read and drop the rest of a request body nobody will read, giving its

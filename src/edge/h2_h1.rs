@@ -198,7 +198,9 @@ pub fn parse_head(
     let mut resp = httparse::Response::new(&mut fields);
     resp.parse(&buf[..head.len])
         .map_err(|_| "invalid response header")?;
-    let keep_length = matches!(head.body, Body::Length(_)) || head.status == 304;
+    // a length the framing does not use is dropped (chunked, or to the
+    // close); a HEAD or 304 answer keeps the one it states
+    let keep_length = !matches!(head.body, Body::Chunked | Body::UntilClose);
     let mut map = HeaderMap::with_capacity(resp.headers.len() + 2);
     for h in resp.headers.iter() {
         if response_dropped(h.name)
@@ -685,6 +687,9 @@ mod tests {
         assert_eq!((h.status, h.body), (404, Body::Length(2)));
         assert_eq!(f["content-length"], "2");
         assert!(parse_head(b"HTTP/1.1 200 OK\r\n", false).unwrap().is_none());
+        // a HEAD answer states the length of what a GET would get
+        let (h, f) = parse_head(sized, true).unwrap().unwrap();
+        assert_eq!((h.body, &f["content-length"]), (Body::None, &"2"));
         let bad = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
         assert!(parse_head(bad, false).is_err());
     }
