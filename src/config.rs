@@ -122,6 +122,9 @@ pub struct ServerSection {
     /// Plain HTTP/1 requests (no body, no upgrade) take the lean proxy
     /// path (`lean`); `false` sends every request through pingora-proxy.
     pub lean_http1: bool,
+    /// HTTP/2 clients (ALPN `h2`, h2c) are served by slotproxy's own
+    /// HTTP/2 front end (`edge`); `false` sends them through pingora-proxy.
+    pub lean_http2: bool,
 }
 
 impl Default for ServerSection {
@@ -154,6 +157,7 @@ impl Default for ServerSection {
             h2c: true,
             h2_max_concurrent_streams: 128,
             lean_http1: true,
+            lean_http2: true,
         }
     }
 }

@@ -101,6 +101,13 @@ pub fn draining() -> bool {
     state().draining.load(Ordering::Acquire)
 }
 
+/// Resolves when the drain has begun (HTTP/2 connections then send
+/// GOAWAY, `edge::h2`, as HTTP/1 answers say `Connection: close`).
+pub async fn begun() {
+    let mut rx = state().started_tx.subscribe();
+    let _ = rx.wait_for(|started| *started).await;
+}
+
 /// Resolves when the drain has begun and its window is over.
 pub async fn window_over() {
     let mut rx = state().started_tx.subscribe();

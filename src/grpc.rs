@@ -17,13 +17,16 @@ pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
         .is_some_and(|ct| ct.len() >= 16 && ct[..16].eq_ignore_ascii_case(b"application/grpc"))
 }
 
-/// The `grpc-status` an HTTP status stands for (gRPC's mapping table).
+/// The `grpc-status` an HTTP status stands for (gRPC's mapping table,
+/// but for 404: the proxy's own 404 says no site serves the host, which is
+/// NOT_FOUND to a gRPC client, not UNIMPLEMENTED — a method the server
+/// lacks — as the table has it for a server's 404).
 pub fn status_for(http: u16) -> u8 {
     match http {
         400 => 13,             // INTERNAL
         401 => 16,             // UNAUTHENTICATED
         403 => 7,              // PERMISSION_DENIED
-        404 => 12,             // UNIMPLEMENTED
+        404 => 5,              // NOT_FOUND
         429 | 502..=504 => 14, // UNAVAILABLE
         _ => 2,                // UNKNOWN
     }
@@ -62,7 +65,7 @@ mod tests {
         let got: Vec<u8> = [400, 401, 403, 404, 408, 414, 429, 502, 503, 504, 500]
             .map(status_for)
             .to_vec();
-        assert_eq!(got, vec![13, 16, 7, 12, 2, 2, 14, 14, 14, 14, 2]);
+        assert_eq!(got, vec![13, 16, 7, 5, 2, 2, 14, 14, 14, 14, 2]);
     }
 
     #[test]

@@ -69,24 +69,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Most upstream attempts for one request: connect failures (each on
 /// another instance) and stale pooled connections together; pingora-proxy's
 /// default `max_retries` is the same.
-const MAX_ATTEMPTS: u32 = 16;
+pub(crate) const MAX_ATTEMPTS: u32 = 16;
 
 /// Read buffer for an instance's response, and for each read of its body.
 const READ_BUF: usize = 16 * 1024;
 
 /// The lean path's state: the routing table, the upstream time-outs,
 /// pingora's transport connector (connect, time-out, TLS) and the idle
-/// connections to instances (`idle_pool`).
+/// connections to instances (`idle_pool`). Cloned, it shares all of
+/// them: the HTTP/2 front end (`edge`) reaches HTTP/1 instances through
+/// the same pooled connections.
+#[derive(Clone)]
 pub struct Lean {
-    table: Arc<ArcSwap<RouteTable>>,
-    timeouts: UpstreamTimeouts,
+    pub(crate) table: Arc<ArcSwap<RouteTable>>,
+    pub(crate) timeouts: UpstreamTimeouts,
     /// `[server] body_timeout_secs`: the most a request body may pause.
-    body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// `[server] send_timeout_secs`: the most a client may stall its answer.
-    send_timeout: Duration,
+    pub(crate) send_timeout: Duration,
     /// `[server] max_response_header_bytes`: a larger answer's header is a 502.
     max_response_head: usize,
-    transport: TransportConnector,
+    pub(crate) transport: Arc<TransportConnector>,
     idle: Arc<IdlePool>,
 }
 
@@ -114,14 +117,18 @@ impl Lean {
             body_timeout: Duration::from_secs(server.body_timeout_secs),
             send_timeout: Duration::from_secs(server.send_timeout_secs),
             max_response_head: server.max_response_header_bytes,
-            transport: TransportConnector::new(None),
+            transport: Arc::new(TransportConnector::new(None)),
             idle,
         }
     }
 
     /// A connection to `peer` for a request of `site`: an idle one if
     /// there is one (`true`), else a new one.
-    async fn connect(&self, peer: &HttpPeer, site: &str) -> pingora_error::Result<(Stream, bool)> {
+    pub(crate) async fn connect(
+        &self,
+        peer: &HttpPeer,
+        site: &str,
+    ) -> pingora_error::Result<(Stream, bool)> {
         let key = peer.address().as_inet().map(|a| PoolKey::new(site, *a));
         let unasked = || crate::metrics::upstream_discarded(site, "unasked_bytes");
         if let Some(stream) = key.and_then(|k| self.idle.take(&k, unasked)) {
@@ -131,7 +138,7 @@ impl Lean {
     }
 
     /// Keep the connection for the next request of `site` to `peer`.
-    fn release(&self, stream: Stream, peer: &HttpPeer, site: &str) {
+    pub(crate) fn release(&self, stream: Stream, peer: &HttpPeer, site: &str) {
         if let (Some(addr), Some(idle)) =
             (peer.address().as_inet().copied(), peer.options.idle_timeout)
         {
@@ -830,7 +837,7 @@ enum Reuse {
 }
 
 /// The name of site `site` of `table` ("" before routing).
-fn site_name(table: Option<&RouteTable>, site: u32) -> &str {
+pub(crate) fn site_name(table: Option<&RouteTable>, site: u32) -> &str {
     table
         .and_then(|t| t.sites.get(site as usize))
         .map_or("", |s| &s.name)

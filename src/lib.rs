@@ -16,6 +16,7 @@ pub mod connection;
 pub mod control;
 pub mod demo;
 pub mod drain;
+pub mod edge;
 pub mod grpc;
 pub mod h1;
 pub mod handover;

@@ -28,8 +28,10 @@
 //! * **the answer**: a write to a client that takes nothing for
 //!   `send_timeout_secs` ends the connection (and the instance's).
 //!
-//! HTTP/2 connections (TLS with ALPN `h2`) are counted and limited at accept
-//! and otherwise handed to pingora unchanged.
+//! HTTP/2 connections (TLS with ALPN `h2`, h2c with prior knowledge) are
+//! counted and limited at accept, then served by slotproxy's own HTTP/2
+//! front end (`edge`, `[server] lean_http2`) or else handed to pingora
+//! unchanged.
 //!
 //! The decisions ([`check_head`], [`client_fault`], the counters of
 //! [`Connections`]) are plain functions, tested below without sockets.
@@ -255,6 +257,9 @@ impl FastPath for NoFastPath {
 pub struct Limited<A, F = NoFastPath> {
     inner: Arc<A>,
     fast: Option<F>,
+    /// slotproxy's own HTTP/2 front end (`edge`); `None`: HTTP/2 clients
+    /// go to pingora's application.
+    h2: Option<Arc<crate::edge::H2Front>>,
     limits: Limits,
     conns: Arc<Connections>,
 }
@@ -265,6 +270,7 @@ impl<A> Limited<A> {
         Limited {
             inner: Arc::new(inner),
             fast: None,
+            h2: None,
             conns: Connections::new(limits.max_connections, limits.max_connections_per_ip),
             limits,
         }
@@ -277,9 +283,16 @@ impl<A, F> Limited<A, F> {
         Limited {
             inner: self.inner,
             fast,
+            h2: self.h2,
             limits: self.limits,
             conns: self.conns,
         }
+    }
+
+    /// Serve HTTP/2 clients with `h2` (`None`: with `A`).
+    pub fn with_h2(mut self, h2: Option<crate::edge::H2Front>) -> Self {
+        self.h2 = h2.map(Arc::new);
+        self
     }
 }
 
@@ -537,7 +550,12 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
                     }
                 }
                 conn.replay(buf);
-                let _ = ServerApp::process_new(&self.inner, Box::new(conn), shutdown).await;
+                match &self.h2 {
+                    Some(h2) => crate::edge::h2::serve(h2, Box::new(conn), shutdown).await,
+                    None => {
+                        let _ = ServerApp::process_new(&self.inner, Box::new(conn), shutdown).await;
+                    }
+                }
                 return;
             }
             let tls = conn.socket().get_ssl_digest().is_some();
@@ -621,6 +639,11 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> ServerApp for Limite
         };
         match stream.selected_alpn_proto() {
             None | Some(ALPN::H1) => self.serve_h1(stream, shutdown, &admitted).await,
+            Some(ALPN::H2) if self.h2.is_some() => {
+                if let Some(h2) = &self.h2 {
+                    crate::edge::h2::serve(h2, stream, shutdown).await
+                }
+            }
             Some(_) => {
                 // HTTP/2 (and anything else): pingora's own handling
                 let _ = ServerApp::process_new(&self.inner, stream, shutdown).await;

@@ -143,6 +143,10 @@ pub struct ChunkedDecoder {
     /// Data bytes decoded so far.
     pub data: u64,
     keep_trailers: bool,
+    /// Write the data only, without framing it anew (an HTTP/1 response
+    /// body on its way to an HTTP/2 client, whose DATA frames delimit it;
+    /// its trailer fields are dropped).
+    bare: bool,
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -155,6 +159,15 @@ fn ctl(b: u8) -> bool {
 }
 
 impl ChunkedDecoder {
+    /// A decoder that writes the body's data only (see `bare`), as
+    /// strictly as the framing one.
+    pub fn bare() -> ChunkedDecoder {
+        ChunkedDecoder {
+            bare: true,
+            ..ChunkedDecoder::default()
+        }
+    }
+
     /// A decoder that passes on the trailer fields a client may get (not
     /// the [`FORBIDDEN_TRAILERS`], nor a line without a colon).
     pub fn keeping_trailers() -> ChunkedDecoder {
@@ -179,7 +192,9 @@ impl ChunkedDecoder {
                     i += take;
                     self.data += take as u64;
                     self.state = if take as u64 == left {
-                        out.extend_from_slice(b"\r\n");
+                        if !self.bare {
+                            out.extend_from_slice(b"\r\n");
+                        }
                         State::DataCr
                     } else {
                         State::Data {
@@ -244,7 +259,9 @@ impl ChunkedDecoder {
                 },
                 State::SizeLf { size } => match b {
                     b'\n' if size == 0 => {
-                        out.extend_from_slice(b"0\r\n");
+                        if !self.bare {
+                            out.extend_from_slice(b"0\r\n");
+                        }
                         State::TrailerName {
                             name: [0; NAME],
                             len: 0,
@@ -252,8 +269,10 @@ impl ChunkedDecoder {
                         }
                     }
                     b'\n' => {
-                        // writing to a Vec cannot fail
-                        let _ = write!(out, "{size:x}\r\n");
+                        if !self.bare {
+                            // writing to a Vec cannot fail
+                            let _ = write!(out, "{size:x}\r\n");
+                        }
                         State::Data { left: size }
                     }
                     _ => return Err("bare CR in a chunk-size line"),
@@ -346,7 +365,9 @@ impl ChunkedDecoder {
                 }
                 State::TrailerEnd => match b {
                     b'\n' => {
-                        out.extend_from_slice(b"\r\n");
+                        if !self.bare {
+                            out.extend_from_slice(b"\r\n");
+                        }
                         State::Done
                     }
                     _ => return Err("bare CR in the trailer section"),
@@ -430,6 +451,17 @@ mod tests {
         let mut out = Vec::new();
         let n = d.decode(input, &mut out)?;
         Ok((String::from_utf8(out).unwrap(), n, d.done()))
+    }
+
+    #[test]
+    fn a_bare_decoder_writes_the_data_only() {
+        let mut d = ChunkedDecoder::bare();
+        let mut out = Vec::new();
+        let input = b"3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\nrest";
+        assert_eq!(d.decode(input, &mut out), Ok(input.len() - 4));
+        assert!(d.done());
+        assert_eq!((out.as_slice(), d.data), (&b"abcde"[..], 5));
+        assert!(ChunkedDecoder::bare().decode(b"3\nabc", &mut out).is_err());
     }
 
     #[test]

@@ -593,14 +593,22 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // Plain HTTP/1 requests take the lean path (lean.rs) unless
     // `[server] lean_http1 = false`; the rest go to pingora-proxy.
-    let lean = cfg
-        .server
-        .lean_http1
-        .then(|| crate::lean::Lean::new(rt.control.table(), &cfg.server));
+    let engine = crate::lean::Lean::new(rt.control.table(), &cfg.server);
+    // HTTP/2 clients take slotproxy's own HTTP/2 front end (edge/) unless
+    // `[server] lean_http2 = false`, sharing the lean path's pooled
+    // connections to HTTP/1 instances.
+    let h2 = cfg.server.lean_http2.then(|| {
+        crate::edge::H2Front::new(
+            engine.clone(),
+            crate::edge::H2Settings::from_config(&cfg.server),
+        )
+    });
+    let lean = cfg.server.lean_http1.then_some(engine);
     let mut service = pingora_core::services::listening::Service::new(
         "slotproxy".into(),
         crate::limits::Limited::new(crate::drain::DrainingApp::new(app), limits)
-            .with_fast_path(lean),
+            .with_fast_path(lean)
+            .with_h2(h2),
     );
     for addr in &cfg.server.listen {
         service.add_listener(crate::limits::plain_listener(addr));

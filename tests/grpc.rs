@@ -310,3 +310,153 @@ health_check = "grpc"
         "the proxy's log names the untrusted certificate:\n{log}"
     );
 }
+
+/// A client of the proxy's TLS listener (ALPN h2), which serves the test
+/// instances' certificate (`upstream-cert.pem`, issued by the test CA),
+/// for host `host`.
+async fn tls_client(tls_port: u16, host: &str) -> HealthClient<Channel> {
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/upstream-ca.pem"
+    ))
+    .unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://127.0.0.1:{tls_port}"))
+        .unwrap()
+        .origin(format!("https://{host}").parse().unwrap())
+        .tls_config(tls)
+        .unwrap()
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("an HTTP/2 connection over TLS to the proxy");
+    HealthClient::new(channel)
+}
+
+/// A client of the proxy's plain listener (h2c) for host `host`.
+async fn h2c_client(port: u16, host: &str) -> HealthClient<Channel> {
+    let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .origin(format!("http://{host}").parse().unwrap())
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("an h2c connection to the proxy");
+    HealthClient::new(channel)
+}
+
+/// Issue 23 item 2: the answers the proxy makes itself reach gRPC clients
+/// as gRPC codes (Trailers-Only: HEADERS with END_STREAM, no DATA, no
+/// RST_STREAM), over h2c and over TLS h2: an unknown host is NOT_FOUND; a
+/// slot with no deployment, and a dead instance, UNAVAILABLE. Each is
+/// counted as the HTTP status it stands for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_own_answers_are_grpc_codes_over_h2c_and_tls() {
+    let dead = free_port();
+    let tls_port = free_port();
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let config = format!(
+        r#"
+[[sites]]
+name = "shop"
+hostnames = ["grpc.test"]
+[[sites.slots]]
+name = "production"
+[[sites.slots]]
+name = "staging"
+traffic_percent = 0
+instances = ["127.0.0.1:{dead}"]
+instances_protocol = "h2c"
+health_check = "grpc"
+"#
+    );
+    let keys = format!(
+        "threads = 1\ntls_listen = [\"127.0.0.1:{tls_port}\"]\ntls_cert_path = \"{fixtures}/upstream-cert.pem\"\ntls_key_path = \"{fixtures}/upstream-key.pem\"\n"
+    );
+    // health checks that never mark the dead instance down: it is tried
+    let edit = |t: String| {
+        t.replacen("threads = 1\n", &keys, 1)
+            .replace("unhealthy_threshold = 2", "unhealthy_threshold = 1000000")
+    };
+    let proxy = sync(|| Proxy::start_edited(&config, 1, edit));
+    for tls in [false, true] {
+        let connect = |host: &'static str| async move {
+            match tls {
+                true => tls_client(tls_port, host).await,
+                false => h2c_client(proxy.port, host).await,
+            }
+        };
+        let mut nowhere = connect("nowhere.test").await;
+        let e = nowhere.check(check("", None)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "tls {tls}: {e:?}");
+        assert!(e.message().contains("no site is configured"), "{e:?}");
+
+        let mut c = connect("grpc.test").await;
+        let e = c.check(check("", None)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "tls {tls}: {e:?}");
+        assert!(e.message().contains("has no deployment"), "{e:?}");
+        let e = c.check(check("", Some("staging"))).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "tls {tls}: {e:?}");
+        assert!(e.message().contains("502 Bad Gateway"), "{e:?}");
+    }
+    // on the wire (h2c): one HEADERS frame with END_STREAM, grpc-status in
+    // it; pingora-proxy sent HEADERS, then an empty DATA with END_STREAM
+    // (or RST_STREAM), which grpcio reads as UNKNOWN / CANCELLED
+    for (host, pin, want) in [
+        ("nowhere.test", None, "5"),
+        ("grpc.test", None, "14"),
+        ("grpc.test", Some("staging"), "14"),
+    ] {
+        let (headers, ended) = raw_grpc_call(proxy.port, host, pin).await;
+        assert_eq!(headers.get(":status").map(String::as_str), Some("200"));
+        assert_eq!(headers["grpc-status"], want, "{host} {pin:?}: {headers:?}");
+        assert!(ended, "{host} {pin:?}: END_STREAM on the HEADERS frame");
+    }
+    let m = sync(|| scrape(&proxy));
+    let code = |c: &str, slot: &str| {
+        sample(
+            &m,
+            &format!(r#"slotproxy_requests_total{{code="{c}",site="shop",slot="{slot}"}}"#),
+        )
+    };
+    assert_eq!(code("503", "production"), Some(3.0), "{m}");
+    assert_eq!(code("502", "staging"), Some(3.0), "{m}");
+}
+
+/// A gRPC health check sent with the `h2` crate over h2c: the response
+/// head's fields (`:status` among them), and whether its HEADERS frame
+/// ended the stream.
+async fn raw_grpc_call(
+    port: u16,
+    host: &str,
+    pin: Option<&str>,
+) -> (std::collections::HashMap<String, String>, bool) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await.unwrap();
+    let mut req = http::Request::post(format!("http://{host}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(slot) = pin {
+        req = req.header("cookie", format!("x-ms-routing-name={slot}"));
+    }
+    let (resp, mut body) = send.send_request(req.body(()).unwrap(), false).unwrap();
+    // an empty HealthCheckRequest: flag 0, length 0
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let resp = resp.await.unwrap();
+    let mut fields: std::collections::HashMap<String, String> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    fields.insert(":status".into(), resp.status().as_u16().to_string());
+    (fields, resp.body().is_end_stream())
+}

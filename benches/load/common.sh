@@ -107,6 +107,24 @@ wait_http() {
 # The upstream every target ends at: nginx answering a fixed 20-byte body
 # from memory (no disk, no logging). On /sanity it echoes the X-Slot-Name it
 # received so the sanity check can prove each proxy routed the request.
+# wait_https PORT: as wait_http, over TLS (the test certificate, not checked).
+wait_https() {
+  local port=$1
+  local deadline=$((SECONDS + 30))
+  until [ "$(curl -sk -o /dev/null -w '%{http_code}' -H 'Host: bench.local' "https://127.0.0.1:$port/" 2>/dev/null)" = 200 ]; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "nothing answers 200 over TLS on 127.0.0.1:$port; logs in $TMP:" >&2
+      tail -n 20 "$TMP"/*.log >&2 || true
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+# The TLS certificate every proxy serves (the tests' self-signed one).
+TLS_CERT="$REPO/tests/fixtures/tls-cert.pem"
+TLS_KEY="$REPO/tests/fixtures/tls-key.pem"
+
 start_upstream() {
   UPSTREAM_PORT=$(free_port)
   cat > "$TMP/upstream.conf" <<CONF
@@ -147,10 +165,14 @@ start_slotproxy() {
   SLOTPROXY_PORT=$(free_port)
   SLOTPROXY_ADMIN_PORT=$(free_port)
   SLOTPROXY_METRICS_PORT=$(free_port)
+  SLOTPROXY_TLS_PORT=$(free_port)
   mkdir -p "$TMP/$name-state"
   cat > "$TMP/$name.toml" <<CONF
 [server]
 listen = ["127.0.0.1:$SLOTPROXY_PORT"]
+tls_listen = ["127.0.0.1:$SLOTPROXY_TLS_PORT"]
+tls_cert_path = "$TLS_CERT"
+tls_key_path = "$TLS_KEY"
 threads = $WORKERS
 upgrade_sock = "$TMP/$name-upgrade.sock"
 pid_file = "$TMP/$name.pid"
@@ -185,6 +207,7 @@ CONF
   SLOTPROXY_PID=$!
   PIDS+=($SLOTPROXY_PID)
   wait_http "$SLOTPROXY_PORT"
+  wait_https "$SLOTPROXY_TLS_PORT"
 }
 
 # pingora with a fixed upstream and no slot logic, same pingora settings.
@@ -205,6 +228,7 @@ start_nginx() {
   NGINX_PORT=$(free_port)
   # the same server over HTTP/2 without TLS (h2c, prior knowledge)
   NGINX_H2_PORT=$(free_port)
+  NGINX_TLS_PORT=$(free_port)
   cat > "$TMP/nginx.conf" <<CONF
 worker_processes $WORKERS;
 pid $TMP/nginx.pid;
@@ -250,6 +274,10 @@ http {
     server {
         listen 127.0.0.1:$NGINX_PORT reuseport;
         listen 127.0.0.1:$NGINX_H2_PORT http2;
+        # TLS with ALPN h2 and http/1.1, the same certificate as slotproxy's
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $TLS_CERT;
+        ssl_certificate_key $TLS_KEY;
         location / {
             proxy_pass http://\$route;
             proxy_http_version 1.1;
@@ -268,12 +296,17 @@ CONF
   NGINX_PID=$!
   PIDS+=($NGINX_PID)
   wait_http "$NGINX_PORT"
+  wait_https "$NGINX_TLS_PORT"
 }
 
 # HAProxy doing the same job: weighted random backends, an inserted cookie
 # that is honoured when valid (indirect: no Set-Cookie for pinned clients).
 start_haproxy() {
   HAPROXY_PORT=$(free_port)
+  HAPROXY_TLS_PORT=$(free_port)
+  HAPROXY_H2C_PORT=$(free_port)
+  # HAProxy takes the certificate and its key in one file
+  cat "$TLS_CERT" "$TLS_KEY" > "$TMP/haproxy.pem"
   HAPROXY_MAXCONN=$(( ($(ulimit -n) - 100) / 2 ))
   cat > "$TMP/haproxy.cfg" <<CONF
 global
@@ -288,6 +321,9 @@ defaults
     timeout http-keep-alive 60s
 frontend bench
     bind 127.0.0.1:$HAPROXY_PORT
+    # TLS with ALPN h2 and http/1.1; h2c with prior knowledge
+    bind 127.0.0.1:$HAPROXY_TLS_PORT ssl crt $TMP/haproxy.pem alpn h2,http/1.1
+    bind 127.0.0.1:$HAPROXY_H2C_PORT proto h2
     http-request del-header X-Forwarded-For
     http-request set-header X-Forwarded-Proto http
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
@@ -305,6 +341,7 @@ CONF
   HAPROXY_PID=$!
   PIDS+=($HAPROXY_PID)
   wait_http "$HAPROXY_PORT"
+  wait_https "$HAPROXY_TLS_PORT"
 }
 
 # The floors (FLOORS=1 in run.sh): what pingora's layers do on their own,

@@ -8,7 +8,10 @@
 # on core PROXY_CPU (1), wrk and the upstream on core CLIENT_CPU (0).
 #
 # The `-h2c` targets are measured with h2load instead of wrk: HTTP/2 with
-# prior knowledge, STREAMS (10) concurrent streams on each connection.
+# prior knowledge, STREAMS (10) concurrent streams on each connection; the
+# `-h2` targets likewise over TLS (ALPN h2). The `-https` targets are wrk's
+# HTTP/1.1 over TLS. Every proxy serves the same certificate
+# (tests/fixtures/tls-cert.pem).
 # The `-post` targets send every request as a POST with a BODY_BYTES (1024)
 # body (report.lua), which the upstream reads and discards.
 #
@@ -93,8 +96,15 @@ TARGETS=(
   "slotproxy-post|$SLOTPROXY_PORT||$SLOTPROXY_PID"
   "nginx-post|$NGINX_PORT||$NGINX_PID"
   "haproxy-post|$HAPROXY_PORT||$HAPROXY_PID"
+  "slotproxy-https|$SLOTPROXY_TLS_PORT||$SLOTPROXY_PID"
+  "nginx-https|$NGINX_TLS_PORT||$NGINX_PID"
+  "haproxy-https|$HAPROXY_TLS_PORT||$HAPROXY_PID"
+  "slotproxy-h2|$SLOTPROXY_TLS_PORT||$SLOTPROXY_PID"
+  "nginx-h2|$NGINX_TLS_PORT||$NGINX_PID"
+  "haproxy-h2|$HAPROXY_TLS_PORT||$HAPROXY_PID"
   "slotproxy-h2c|$SLOTPROXY_PORT||$SLOTPROXY_PID"
   "nginx-h2c|$NGINX_H2_PORT||$NGINX_PID"
+  "haproxy-h2c|$HAPROXY_H2C_PORT||$HAPROXY_PID"
   ${EXTRA[@]+"${EXTRA[@]}"}
 )
 if [ -n "${ONLY:-}" ]; then
@@ -114,10 +124,12 @@ measure() {
   [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
   local t0 t1 out
   t0=$(cpu_ns "$pid")
-  if [[ "$name" == *-h2c ]] || [ -n "${RATE:-}" ]; then
+  local scheme=http
+  [[ "$name" == *-https || "$name" == *-h2 ]] && scheme=https
+  if [[ "$name" == *-h2c || "$name" == *-h2 ]] || [ -n "${RATE:-}" ]; then
     # h2load: per-request durations go to a log that h2report.py reads
     local h2args=(-t1 "-c$CONNS" -D "$secs" -H ':authority: bench.local' --log-file="$TMP/h2.log")
-    if [[ "$name" == *-h2c ]]; then
+    if [[ "$name" == *-h2c || "$name" == *-h2 ]]; then
       h2args+=("-m${STREAMS:-10}")
     else
       h2args+=(--h1)
@@ -125,12 +137,12 @@ measure() {
     [ -n "${RATE:-}" ] && h2args+=("--rps=$((RATE / CONNS))")
     [ -n "$cookie" ] && h2args+=(-H "cookie: $cookie")
     rm -f "$TMP/h2.log"
-    taskset -c "$CLIENT_CPU" h2load "${h2args[@]}" "http://127.0.0.1:$port/" > "$TMP/h2.out" 2>&1 || true
+    taskset -c "$CLIENT_CPU" h2load "${h2args[@]}" "$scheme://127.0.0.1:$port/" > "$TMP/h2.out" 2>&1 || true
     out=$(python3 "$HERE/h2report.py" "$TMP/h2.out" "$TMP/h2.log" | grep '^RESULT' || true)
   else
     local body=""
     [[ "$name" == *-post ]] && body="${BODY_BYTES:-1024}"
-    out=$(BODY_BYTES="$body" taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$port/" | grep '^RESULT' || true)
+    out=$(BODY_BYTES="$body" taskset -c "$CLIENT_CPU" wrk "${args[@]}" "$scheme://127.0.0.1:$port/" | grep '^RESULT' || true)
   fi
   t1=$(cpu_ns "$pid")
   [ -n "$out" ] || { echo "wrk printed no result for $name" >&2; exit 1; }
