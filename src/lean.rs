@@ -88,7 +88,7 @@ pub struct Lean {
     /// `[server] send_timeout_secs`: the most a client may stall its answer.
     pub(crate) send_timeout: Duration,
     /// `[server] max_response_header_bytes`: a larger answer's header is a 502.
-    max_response_head: usize,
+    pub(crate) max_response_head: usize,
     pub(crate) transport: Arc<TransportConnector>,
     idle: Arc<IdlePool>,
 }

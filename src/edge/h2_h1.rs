@@ -96,7 +96,7 @@ fn dropped(name: &HeaderName) -> bool {
             | "x-forwarded-proto"
             | "x-forwarded-host"
             | "x-slot-name"
-    )
+    ) || crate::request_check::drops_field(name.as_str())
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -182,13 +182,14 @@ fn response_dropped(name: &str) -> bool {
 pub fn parse_head(
     buf: &[u8],
     head_request: bool,
+    max_head: usize,
 ) -> Result<Option<(ResponseHead, HeaderMap)>, h1::Malformed> {
     let adds = ClientAdds {
         cookie: None,
         close: false,
         head_request,
         upgrade: false,
-        max_head: h1::MAX_RESPONSE_HEAD,
+        max_head,
     };
     let mut scratch = Vec::new();
     let Some(head) = h1::response_head(buf, &adds, &mut scratch)? else {
@@ -378,7 +379,11 @@ impl Exchange<'_> {
         let read_timeout = self.read_timeout();
         let (head, fields) = loop {
             if !buf.is_empty() {
-                match parse_head(&buf, self.inc.head_request) {
+                match parse_head(
+                    &buf,
+                    self.inc.head_request,
+                    self.front.lean.max_response_head,
+                ) {
                     Err(why) => {
                         return Err(early(upstream_error(ErrorType::InvalidHTTPHeader, why)))
                     }
@@ -503,7 +508,11 @@ impl Exchange<'_> {
                 }
                 Pumped::Instance(Ok(0) | Err(_)) => return Ok(()),
                 Pumped::Instance(Ok(_)) => loop {
-                    match parse_head(buf, self.inc.head_request) {
+                    match parse_head(
+                        buf,
+                        self.inc.head_request,
+                        self.front.lean.max_response_head,
+                    ) {
                         Ok(Some((h, f))) if h.status < 200 => {
                             interim(respond, h.status, f);
                             let _ = buf.split_to(h.len);
@@ -678,22 +687,32 @@ mod tests {
     fn response_heads_lose_their_connection_fields() {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
                     Transfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-        let (h, f) = parse_head(raw, false).unwrap().unwrap();
+        let (h, f) = parse_head(raw, false, h1::DEFAULT_MAX_RESPONSE_HEAD)
+            .unwrap()
+            .unwrap();
         assert_eq!((h.status, h.body), (200, Body::Chunked));
         assert!(f.get("connection").is_none() && f.get("transfer-encoding").is_none());
         assert_eq!(f["x-a"], "1");
         let sized = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno";
-        let (h, f) = parse_head(sized, false).unwrap().unwrap();
+        let (h, f) = parse_head(sized, false, h1::DEFAULT_MAX_RESPONSE_HEAD)
+            .unwrap()
+            .unwrap();
         assert_eq!((h.status, h.body), (404, Body::Length(2)));
         assert_eq!(f["content-length"], "2");
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\n", false).unwrap().is_none());
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\n", false, h1::DEFAULT_MAX_RESPONSE_HEAD)
+                .unwrap()
+                .is_none()
+        );
         // a HEAD answer states the length of what a GET would get
-        let (h, f) = parse_head(sized, true).unwrap().unwrap();
+        let (h, f) = parse_head(sized, true, h1::DEFAULT_MAX_RESPONSE_HEAD)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (h.body, f["content-length"].as_bytes()),
             (Body::None, &b"2"[..])
         );
         let bad = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
-        assert!(parse_head(bad, false).is_err());
+        assert!(parse_head(bad, false, h1::DEFAULT_MAX_RESPONSE_HEAD).is_err());
     }
 }
