@@ -52,7 +52,7 @@ use crate::proxy::{
     bad_gateway_message, failure_status, forwarded, log_request, pin_cookie, route_request,
     status_line, Finished, RequestCtx, UpstreamTimeouts, BODY_TIMEOUT_MESSAGE, LOCAL_FIELDS,
 };
-use crate::request_body::{BodyIn, ChunkedDecoder};
+use crate::request_body::{BodyIn, ChunkedDecoder, Pace};
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
@@ -85,6 +85,8 @@ pub struct Lean {
     pub(crate) timeouts: UpstreamTimeouts,
     /// `[server] body_timeout_secs`: the most a request body may pause.
     pub(crate) body_timeout: Duration,
+    /// `[server] body_min_bytes_per_sec`: the mean rate a body must keep.
+    pub(crate) body_min_rate: u64,
     /// `[server] send_timeout_secs`: the most a client may stall its answer.
     pub(crate) send_timeout: Duration,
     /// `[server] max_response_header_bytes`: a larger answer's header is a 502.
@@ -115,6 +117,7 @@ impl Lean {
             table,
             timeouts: UpstreamTimeouts::from_config(server),
             body_timeout: Duration::from_secs(server.body_timeout_secs),
+            body_min_rate: server.body_min_bytes_per_sec,
             send_timeout: Duration::from_secs(server.send_timeout_secs),
             max_response_head: server.max_response_header_bytes,
             transport: Arc::new(TransportConnector::new(None)),
@@ -347,6 +350,25 @@ fn body_stalled() -> Box<Error> {
     client_error(ErrorType::ReadTimedout, "the request body stopped arriving")
 }
 
+/// What [`body_too_slow`] says, and the 408's text for it.
+pub(crate) const BODY_SLOW: &str =
+    "the request body arrived slower than server.body_min_bytes_per_sec";
+
+/// The client sends its body slower than the mean rate it must keep
+/// (408, the client's fault; `request_body::Pace`).
+pub(crate) fn body_too_slow() -> Box<Error> {
+    client_error(ErrorType::ReadTimedout, BODY_SLOW)
+}
+
+/// The 408 text for a body time-out `e`: stalled, or too slow.
+pub(crate) fn body_timeout_message(e: &Error) -> String {
+    if e.context.as_ref().is_some_and(|c| c.as_str() == BODY_SLOW) {
+        format!("408 Request Timeout: {BODY_SLOW}")
+    } else {
+        BODY_TIMEOUT_MESSAGE.to_string()
+    }
+}
+
 /// The client's chunked body cannot be framed (400).
 fn body_malformed(why: &'static str) -> Box<Error> {
     client_error(ErrorType::HTTPStatus(400), why)
@@ -444,6 +466,7 @@ impl Lean {
                 early,
                 adds: &adds,
                 body_timeout: self.body_timeout,
+                body_min_rate: self.body_min_rate,
                 site,
             };
             match exchange.run(client).await {
@@ -508,6 +531,8 @@ struct Exchange<'a> {
     early: &'a [u8],
     adds: &'a ClientAdds<'a>,
     body_timeout: Duration,
+    /// `[server] body_min_bytes_per_sec`.
+    body_min_rate: u64,
     /// The site's name: its own idle connections, and the metric's label.
     site: &'a str,
 }
@@ -560,17 +585,32 @@ impl Exchange<'_> {
         // the app waiting for a stalled body times out too: that is the
         // client's fault as much as our own body time-out (`client_fault`)
         let wait = self.body_timeout.min(self.read_timeout());
+        let mut pace = Pace::new(self.body_min_rate);
+        // a client that asked for a 100 waits for it: that wait is the
+        // instance's, not counted against the client's rate
+        let mut pacing = !self.req.kind.expect_continue;
         while !self.body.done() {
+            let allowance = pace.allowance().filter(|a| pacing && *a < wait);
             let up = &mut *self.up;
             let conn = &mut *client.conn;
-            let step = fast_timeout(wait, async {
+            let began = std::time::Instant::now();
+            let step = fast_timeout(allowance.unwrap_or(wait), async {
                 tokio::select! {
                     r = conn.read(&mut chunk) => Pumped::Client(r),
                     r = read_some(up, buf) => Pumped::Instance(r),
                 }
             })
             .await;
+            let got = match &step {
+                Ok(Pumped::Client(Ok(n))) => *n,
+                _ => 0,
+            };
+            pacing |= got > 0;
+            if pacing {
+                pace.record(began.elapsed(), got);
+            }
             match step {
+                Err(_) if allowance.is_some() => return Err(early(body_too_slow())),
                 Err(_) => return Err(early(body_stalled())),
                 Ok(Pumped::Client(Ok(0) | Err(_))) => return Err(early(body_cut())),
                 Ok(Pumped::Client(Ok(n))) => {
@@ -599,6 +639,7 @@ impl Exchange<'_> {
                         Ok(Some(h)) if h.status < 200 && h.status != 101 => {
                             client.send(out, 0).await?;
                             buf.drain(..h.len);
+                            pacing = true;
                         }
                         // a final answer, or a bad one: read as the response
                         _ => {
@@ -892,7 +933,7 @@ async fn answer_failure(
     let message = match code {
         0 => return,
         502 => bad_gateway_message(ctx),
-        408 => BODY_TIMEOUT_MESSAGE.to_string(),
+        408 => body_timeout_message(e),
         400 => format!(
             "400 Bad Request: {}",
             e.context

@@ -17,7 +17,7 @@ use super::h2::ConnInfo;
 use super::H2Front;
 use crate::proxy::{
     bad_gateway_message, failure_status, log_request, route_request, status_line, Finished,
-    RequestCtx, BODY_TIMEOUT_MESSAGE, LOCAL_FIELDS,
+    RequestCtx, LOCAL_FIELDS,
 };
 use crate::routing::RequestView;
 use bytes::Bytes;
@@ -94,7 +94,7 @@ pub(crate) async fn serve(
             let message = match code {
                 0 => None,
                 502 => Some(bad_gateway_message(&ctx)),
-                408 => Some(BODY_TIMEOUT_MESSAGE.to_string()),
+                408 => Some(crate::lean::body_timeout_message(&e)),
                 _ => Some(status_line(code)),
             };
             if let Some(m) = message {
