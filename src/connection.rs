@@ -86,6 +86,9 @@ pub struct PlainKind {
     /// `Expect: 100-continue`: the client waits for a 100 (the instance's,
     /// passed on) before it sends the body.
     pub expect_continue: bool,
+    /// The client speaks HTTP/1.0 (its header was written anew as
+    /// HTTP/1.1 by `head_rewrite`): no chunked answer, no interim one.
+    pub http10: bool,
 }
 
 /// Parse the complete request header `head` once: its body length (the
@@ -128,13 +131,14 @@ pub fn inspect_on(head: &[u8], tls: bool) -> Inspected<'_> {
         return unknown;
     }
     let body = body_length_of(req.headers);
-    let plain =
-        if req.version == Some(1) && !bare_lf(head) && req.path.is_some_and(|p| p.starts_with('/'))
-        {
-            plain(req.headers)
-        } else {
-            None
-        };
+    let plain = if req.version == Some(1)
+        && !bare_lf(head)
+        && req.path.is_some_and(|p| p.starts_with('/') || p == "*")
+    {
+        plain(req.headers)
+    } else {
+        None
+    };
     Inspected {
         body,
         plain,
@@ -144,7 +148,7 @@ pub fn inspect_on(head: &[u8], tls: bool) -> Inspected<'_> {
 
 /// Whether a line of `head` ends in a bare LF: the lean path copies field
 /// lines as they came, and a strict app server (llhttp, h11) refuses a bare
-/// LF, so such a request goes to pingora-proxy, which writes CRLFs.
+/// LF, so such a header is written anew with CRLFs first (`head_rewrite`).
 fn bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
@@ -222,6 +226,7 @@ fn plain<'a>(headers: &[httparse::Header<'a>]) -> Option<Plain<'a>> {
             body,
             upgrade,
             expect_continue,
+            http10: false,
         },
     })
 }
@@ -602,6 +607,7 @@ mod tests {
             body: RequestBody::None,
             upgrade: false,
             expect_continue: false,
+            http10: false,
         };
         assert_eq!(
             kind("GET / HTTP/1.1\r\nHost: a\r\nConnection: close , keep-alive\r\nContent-Length: 0\r\n\r\n"),

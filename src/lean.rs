@@ -26,10 +26,13 @@
 //! watched for an early answer: an interim `100 Continue` goes to the
 //! client (which then sends its body), a final answer ends the body's
 //! forwarding and the client connection after it. An upgrade's `101`
-//! turns the connection into a tunnel (`tunnel`). What is left to
-//! pingora-proxy, decided before the request is parsed: absolute targets,
-//! HTTP/1.0, bare-LF headers, framing that is not one unambiguous way,
-//! h2c instances, and HTTP/2 clients.
+//! turns the connection into a tunnel (`tunnel`). A request that is not
+//! plain as it came (HTTP/1.0, an absolute target, bare-LF lines,
+//! hop-by-hop fields) is written anew in the plain form by `head_rewrite`
+//! first and served here too; an HTTP/1.0 client's answer is framed as
+//! HTTP/1.0 allows (`h1::ClientAdds::http10`). What is left to
+//! pingora-proxy: HTTP/1 requests to sites with h2c or h2 instances, and
+//! everything when `[server] lean_http1 = false`.
 //!
 //! What it shares with the pingora-proxy path, by calling the same
 //! functions of `proxy`: the routing decision and its local 404/403/503
@@ -259,6 +262,8 @@ struct Client<'a> {
     /// the client to take more (nginx's `send_timeout`: between two
     /// writes, not for the whole answer).
     send_timeout: Duration,
+    /// The client speaks HTTP/1.0: a kept-alive answer says so.
+    http10: bool,
 }
 
 impl Client<'_> {
@@ -441,6 +446,7 @@ impl Lean {
             head_request: req.head_request,
             upgrade: req.kind.upgrade,
             max_head: self.max_response_head,
+            http10: req.kind.http10,
         };
         // the table is held by `ctx` anyway: a second handle on it lends
         // the site's name without copying it
@@ -637,7 +643,9 @@ impl Exchange<'_> {
                     match h1::response_head(buf, self.adds, out) {
                         Ok(None) => break,
                         Ok(Some(h)) if h.status < 200 && h.status != 101 => {
-                            client.send(out, 0).await?;
+                            if !self.adds.http10 {
+                                client.send(out, 0).await?;
+                            }
                             buf.drain(..h.len);
                             pacing = true;
                         }
@@ -690,15 +698,18 @@ impl Exchange<'_> {
                         return Err(early(upstream_error(ErrorType::InvalidHTTPHeader, why)))
                     }
                     Ok(Some(h)) if h.status >= 200 || h.status == 101 => break Some(h),
-                    // 103 Early Hints and the like go to the client as they are
+                    // 103 Early Hints and the like go to the client as they
+                    // are; never to an HTTP/1.0 one (RFC 9110 §15.2)
                     Ok(Some(h)) => {
-                        client.send(&out, 0).await?;
+                        if !adds.http10 {
+                            client.send(&out, 0).await?;
+                        }
                         buf.drain(..h.len);
                     }
                 }
             };
             if let Some(h) = head {
-                client.sent.close = adds.close;
+                client.sent.close = adds.close || h.bare;
                 break h;
             }
             let read = if watch {
@@ -782,7 +793,11 @@ async fn stream_response(
     let mut overrun = false;
     // decoded strictly and framed anew: no extension, no trailer field
     // (`Set-Cookie`, `Content-Length`…) and no bare LF reaches the client
-    let mut chunked = ChunkedDecoder::keeping_trailers();
+    let mut chunked = if head.bare {
+        ChunkedDecoder::bare()
+    } else {
+        ChunkedDecoder::keeping_trailers()
+    };
     let mut remaining = 0u64;
     // payload bytes in this first write (chunk framing is not counted)
     let mut payload = 0;
@@ -805,11 +820,13 @@ async fn stream_response(
             chunked.done()
         }
         Body::UntilClose => {
-            if !rest.is_empty() {
+            if head.bare {
+                out.extend_from_slice(rest);
+            } else if !rest.is_empty() {
                 h1::chunk(rest, out);
-                payload = rest.len();
-                rest = &[];
             }
+            payload = rest.len();
+            rest = &[];
             false
         }
     };
@@ -825,9 +842,12 @@ async fn stream_response(
         let n = read_more(up, &mut buf, read_timeout).await.map_err(late)?;
         match head.body {
             Body::UntilClose if n == 0 => {
-                client.send(h1::LAST_CHUNK, 0).await?;
+                if !head.bare {
+                    client.send(h1::LAST_CHUNK, 0).await?;
+                }
                 done = true;
             }
+            Body::UntilClose if head.bare => client.send(&buf, n).await?,
             Body::UntilClose => {
                 out.clear();
                 h1::chunk(&buf, out);
@@ -904,10 +924,10 @@ async fn send_local(
     }
     let _ = write!(out, "content-length: {}\r\ndate: ", message.len() + 1);
     out.extend_from_slice(pingora_core::protocols::http::date::get_cached_date().as_bytes());
-    out.extend_from_slice(if close {
-        b"\r\nconnection: close\r\n\r\n"
-    } else {
-        b"\r\n\r\n"
+    out.extend_from_slice(match (close, client.http10) {
+        (true, _) => b"\r\nconnection: close\r\n\r\n",
+        (false, true) => b"\r\nconnection: keep-alive\r\n\r\n",
+        (false, false) => b"\r\n\r\n",
     });
     let body = if head_request { 0 } else { message.len() + 1 };
     if body > 0 {
@@ -973,6 +993,7 @@ impl FastPath for Lean {
             conn,
             sent: Sent::default(),
             send_timeout: self.send_timeout,
+            http10: kind.http10,
         };
         let head = &buf[..head_len];
         let Some(mut req) = prepare(table, head, kind, peer_ip, tls_here, &mut ctx) else {
@@ -1016,7 +1037,11 @@ impl FastPath for Lean {
                 method: text(&req.method),
                 path: text(&req.path),
                 host: &head[req.host.clone()],
-                version: http::Version::HTTP_11,
+                version: if kind.http10 {
+                    http::Version::HTTP_10
+                } else {
+                    http::Version::HTTP_11
+                },
                 status: client.sent.status,
                 bytes: client.sent.bytes,
                 peer: peer_ip,
@@ -1045,6 +1070,7 @@ mod tests {
         body: RequestBody::None,
         upgrade: false,
         expect_continue: false,
+        http10: false,
     };
 
     const CFG: &str = r#"

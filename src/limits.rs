@@ -559,14 +559,45 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
                 return;
             }
             let tls = conn.socket().get_ssl_digest().is_some();
-            let head = crate::connection::inspect_on(&buf[..head_len], tls);
+            let (mut buf, mut head_len) = (buf, head_len);
+            let mut head = crate::connection::inspect_on(&buf[..head_len], tls);
             if let Some(r) = head.refused {
                 return self
                     .answer_and_close(conn.into_inner(), r.status, r.why, started)
                     .await;
             }
+            // not plain (HTTP/1.0, an absolute target, bare LFs, hop-by-hop
+            // fields…): the header written anew in the lean path's form
+            let mut http10 = false;
+            if let (None, Some(f)) = (head.plain, &self.fast) {
+                match crate::head_rewrite::rewrite(&buf[..head_len], tls) {
+                    Err(r) => {
+                        return self
+                            .answer_and_close(conn.into_inner(), r.status, r.why, started)
+                            .await
+                    }
+                    Ok(r) => {
+                        let seen = crate::connection::inspect_on(&r.head, tls);
+                        if seen.plain.is_some_and(|p| f.takes(p.host).is_some()) {
+                            let mut anew = BytesMut::with_capacity(r.head.len() + buf.len());
+                            anew.extend_from_slice(&r.head);
+                            anew.extend_from_slice(&buf[head_len..]);
+                            head_len = r.head.len();
+                            buf = anew;
+                            http10 = r.http10;
+                            head = crate::connection::inspect_on(&buf[..head_len], tls);
+                        }
+                    }
+                }
+            }
             let fast = match (&self.fast, head.plain) {
-                (Some(f), Some(plain)) => f.takes(plain.host).map(|t| (f, t, plain.kind)),
+                (Some(f), Some(plain)) => f.takes(plain.host).map(|t| {
+                    let kind = crate::connection::PlainKind {
+                        http10,
+                        ..plain.kind
+                    };
+                    (f, t, kind)
+                }),
                 _ => None,
             };
             let body = head.body;

@@ -190,6 +190,7 @@ pub fn parse_head(
         head_request,
         upgrade: false,
         max_head,
+        http10: false,
     };
     let mut scratch = Vec::new();
     let Some(head) = h1::response_head(buf, &adds, &mut scratch)? else {
