@@ -626,6 +626,8 @@ mod tests {
         assert!(k.expect_continue && !k.upgrade);
         let k = kind("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert!(k.upgrade && k.body == RequestBody::None);
+        // `OPTIONS *` goes on as it came
+        assert_eq!(kind("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), none);
         for head in [
             // no Host, two Hosts
             "GET / HTTP/1.1\r\n\r\n",
@@ -646,18 +648,17 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\n",
             // not origin-form
             "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
-            "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
             "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
-            // hop-by-hop fields that need pingora-proxy's handling
+            // hop-by-hop fields: written anew first (`head_rewrite`)
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-secret\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nExpect: something-else\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: keep-alive\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
             "garbage\r\n\r\n",
-            // HTTP/1.0: close-delimited bodies and no 1xx, pingora-proxy's
+            // HTTP/1.0: written anew as HTTP/1.1 (`head_rewrite`)
             "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
-            // bare LFs: pingora-proxy writes the lines anew with CRLFs
+            // bare LFs: written anew with CRLFs (`head_rewrite`)
             "GET / HTTP/1.1\nHost: a\n\n",
             "GET / HTTP/1.1\r\nHost: a\nX-A: 1\r\n\r\n",
         ] {

@@ -96,6 +96,9 @@ pub struct Lean {
     pub(crate) max_response_head: usize,
     pub(crate) transport: Arc<TransportConnector>,
     idle: Arc<IdlePool>,
+    /// The shared HTTP/2 connections to h2c / h2 instances, for HTTP/1
+    /// and HTTP/2 clients alike (`edge::h2_upstream`).
+    pub(crate) h2: Arc<crate::edge::h2_upstream::Upstreams>,
 }
 
 impl Lean {
@@ -125,6 +128,7 @@ impl Lean {
             max_response_head: server.max_response_header_bytes,
             transport: Arc::new(TransportConnector::new(None)),
             idle,
+            h2: Arc::default(),
         }
     }
 
@@ -153,20 +157,6 @@ impl Lean {
     }
 }
 
-/// Whether the lean path can serve the site of `host` in `table`: every
-/// slot's instances speak plain HTTP/1 (an h2c pool needs pingora-proxy's
-/// HTTP/2 client). An unknown host is served here too (its 404).
-pub fn serves_host(table: &RouteTable, host: &[u8]) -> bool {
-    let Some(target) = table.lookup_host(host) else {
-        return true;
-    };
-    table.sites[target.site as usize].slots.iter().all(|s| {
-        s.pool
-            .as_ref()
-            .is_none_or(|p| p.probe.protocol == InstancesProtocol::Http1)
-    })
-}
-
 /// A request read, routed and made ready for the instance, from one parse
 /// of its header; the header's parts the log needs stay in the header
 /// bytes (`Range`s into them).
@@ -185,6 +175,9 @@ struct Prepared {
     /// The client said `Connection: close`.
     client_close: bool,
     kind: PlainKind,
+    /// The slot's instances speak HTTP/2: the request as HTTP/2 parts
+    /// (`edge::h1_h2`), and `upstream` holds the body bytes read so far.
+    h2: Option<http::request::Parts>,
 }
 
 /// Where `part` (a slice of `whole`) sits in it.
@@ -209,9 +202,22 @@ fn prepare(
 ) -> Option<Prepared> {
     let mut headers = h1::headers();
     let req = h1::parse_request(head, &mut headers)?;
-    let refusal = route_request(table, &req, peer_ip, tls_here, ctx);
+    let mut refusal = route_request(table, &req, peer_ip, tls_here, ctx);
     let mut upstream = Vec::new();
-    if refusal.is_none() {
+    let mut h2 = None;
+    let to_h2 = ctx
+        .slot()
+        .and_then(|s| s.pool.as_ref())
+        .is_some_and(|p| p.probe.protocol != InstancesProtocol::Http1);
+    if refusal.is_none() && to_h2 {
+        h2 = crate::edge::h2_parts(&req);
+        if h2.is_none() {
+            refusal = Some((
+                400,
+                "400 Bad Request: a header field HTTP/2 cannot carry".to_string(),
+            ));
+        }
+    } else if refusal.is_none() {
         upstream.reserve(head.len() + 160);
         let fwd = forwarded(&req, ctx);
         h1::upstream_request(head, &req, &fwd, kind.upgrade, &mut upstream);
@@ -227,11 +233,12 @@ fn prepare(
         head_request: method == Some(http::Method::HEAD),
         client_close: req.wants_close(),
         kind,
+        h2,
     })
 }
 
 /// How a proxied request ended short of success.
-enum Failed {
+pub(crate) enum Failed {
     /// Before any response was written to the client: answer it.
     Early(Box<Error>),
     /// After the response began, or the client went away: close. Holds
@@ -246,18 +253,18 @@ fn upstream_error(etype: ErrorType, why: &'static str) -> Box<Error> {
 
 /// What went out to the client.
 #[derive(Default)]
-struct Sent {
-    status: Option<u16>,
+pub(crate) struct Sent {
+    pub(crate) status: Option<u16>,
     /// Response body bytes (payload; no chunk framing).
-    bytes: usize,
+    pub(crate) bytes: usize,
     /// The response said `Connection: close`.
-    close: bool,
+    pub(crate) close: bool,
 }
 
 /// The client's side of the exchange: its connection and what was sent.
-struct Client<'a> {
-    conn: &'a mut Fenced,
-    sent: Sent,
+pub(crate) struct Client<'a> {
+    pub(crate) conn: &'a mut Fenced,
+    pub(crate) sent: Sent,
     /// `[server] send_timeout_secs`: the longest one write may wait for
     /// the client to take more (nginx's `send_timeout`: between two
     /// writes, not for the whole answer).
@@ -270,7 +277,7 @@ impl Client<'_> {
     /// Write `bytes` (`body`: how many of them are body bytes) and flush.
     /// A client that takes nothing for the send time-out is let go (and
     /// with it the instance's connection, which is not read meanwhile).
-    async fn send(&mut self, bytes: &[u8], body: usize) -> Result<(), Failed> {
+    pub(crate) async fn send(&mut self, bytes: &[u8], body: usize) -> Result<(), Failed> {
         let s = self.conn.socket();
         let t = self.send_timeout;
         let mut rest = bytes;
@@ -351,7 +358,7 @@ fn client_error(etype: ErrorType, why: &'static str) -> Box<Error> {
 }
 
 /// The client stopped sending its body (408, the client's fault).
-fn body_stalled() -> Box<Error> {
+pub(crate) fn body_stalled() -> Box<Error> {
     client_error(ErrorType::ReadTimedout, "the request body stopped arriving")
 }
 
@@ -375,12 +382,12 @@ pub(crate) fn body_timeout_message(e: &Error) -> String {
 }
 
 /// The client's chunked body cannot be framed (400).
-fn body_malformed(why: &'static str) -> Box<Error> {
+pub(crate) fn body_malformed(why: &'static str) -> Box<Error> {
     client_error(ErrorType::HTTPStatus(400), why)
 }
 
 /// The client closed its connection in the middle of its body (no answer).
-fn body_cut() -> Box<Error> {
+pub(crate) fn body_cut() -> Box<Error> {
     client_error(
         ErrorType::ConnectionClosed,
         "the client closed the connection before its body was complete",
@@ -389,7 +396,7 @@ fn body_cut() -> Box<Error> {
 
 /// The chunked body ended inside `bytes` at `used`: what follows is the
 /// next request's, and the connection is fenced from here on.
-fn body_ended(conn: &mut Fenced, bytes: &[u8], used: usize) {
+pub(crate) fn body_ended(conn: &mut Fenced, bytes: &[u8], used: usize) {
     conn.put_next(BytesMut::from(&bytes[used..]));
     conn.fence(Some(0));
 }
@@ -448,6 +455,14 @@ impl Lean {
             max_head: self.max_response_head,
             http10: req.kind.http10,
         };
+        if let Some(parts) = &req.h2 {
+            let first = std::mem::take(&mut req.upstream);
+            let expect = req.kind.expect_continue;
+            return crate::edge::forward_h1_to_h2(
+                self, client, parts, body, &first, &adds, expect, ctx,
+            )
+            .await;
+        }
         // the table is held by `ctx` anyway: a second handle on it lends
         // the site's name without copying it
         let table = ctx.table.clone();
@@ -966,13 +981,13 @@ async fn answer_failure(
 }
 
 impl FastPath for Lean {
-    /// The table the choice was made on: the request is routed with it, so
-    /// a slot cannot turn HTTP/2 between the choice and the routing.
+    /// The table the request is routed with.
     type Ticket = Arc<RouteTable>;
 
-    fn takes(&self, host: &[u8]) -> Option<Arc<RouteTable>> {
-        let table = self.table.load_full();
-        serves_host(&table, host).then_some(table)
+    /// Every site: a slot whose instances speak HTTP/2 is reached over
+    /// HTTP/2 after the routing (`edge::h1_h2`).
+    fn takes(&self, _host: &[u8]) -> Option<Arc<RouteTable>> {
+        Some(self.table.load_full())
     }
 
     async fn serve(
@@ -1002,7 +1017,11 @@ impl FastPath for Lean {
         };
         // what of the body came with the header goes out with it; after
         // an upgrade request it is the tunnel's, held until a 101
-        let mut body = BodyIn::new(kind.body);
+        // to an HTTP/2 instance the body goes as DATA: decoded, not framed
+        let mut body = match req.h2 {
+            Some(_) => BodyIn::unframed(kind.body),
+            None => BodyIn::new(kind.body),
+        };
         let rest = &buf[head_len..];
         let early = if kind.upgrade { rest } else { &[][..] };
         let mut outcome = Ok(());
@@ -1094,17 +1113,24 @@ instances = ["127.0.0.1:3003"]
 name = "staging"
 instances = ["127.0.0.1:3004"]
 instances_protocol = "h2c"
+traffic_percent = 0
 "#;
 
     #[test]
-    fn sites_with_an_h2c_slot_are_left_to_pingora_proxy() {
-        let t = compile_toml(CFG, &Health::new());
-        assert!(serves_host(&t, b"web.example.com"));
-        assert!(serves_host(&t, b"WEB.example.com:8080"));
-        // one h2c slot is enough: the decision comes after the choice
-        assert!(!serves_host(&t, b"grpc.example.com"));
-        // unknown hosts get their 404 here
-        assert!(serves_host(&t, b"nowhere.example.com"));
+    fn a_request_routed_to_an_h2c_slot_is_prepared_as_http2_parts() {
+        let t = Arc::new(compile_toml(CFG, &Health::new()));
+        let head = b"GET /svc?x-ms-routing-name=staging HTTP/1.1\r\nHost: grpc.example.com\r\n\r\n";
+        let mut ctx = RequestCtx::default();
+        let p = prepare(t.clone(), head, NO_BODY, None, false, &mut ctx).unwrap();
+        assert!(p.refusal.is_none() && p.upstream.is_empty());
+        let uri = p.h2.map(|h| h.uri.to_string());
+        assert_eq!(uri.as_deref(), Some("/svc?x-ms-routing-name=staging"));
+        // the site's HTTP/1 slot: bytes for the pooled connection
+        let head = b"GET /svc HTTP/1.1\r\nHost: grpc.example.com\r\n\
+                     Cookie: x-ms-routing-name=production\r\n\r\n";
+        let mut ctx = RequestCtx::default();
+        let p = prepare(t, head, NO_BODY, None, false, &mut ctx).unwrap();
+        assert!(p.h2.is_none() && !p.upstream.is_empty());
     }
 
     #[test]

@@ -411,6 +411,15 @@ impl BodyIn {
         }
     }
 
+    /// A body whose data alone goes on (to an HTTP/2 instance, as DATA
+    /// frames): a chunked one decoded, not framed anew.
+    pub fn unframed(framing: RequestBody) -> BodyIn {
+        BodyIn {
+            decoder: ChunkedDecoder::bare(),
+            ..BodyIn::new(framing)
+        }
+    }
+
     /// All of the body has come from the client.
     pub fn done(&self) -> bool {
         match self.framing {

@@ -20,6 +20,7 @@ use h2::client::SendRequest;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use pingora_core::connectors::TransportConnector;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType};
 use std::collections::HashMap;
@@ -62,9 +63,9 @@ impl Upstreams {
 
     /// A connection to `peer` ready for a new stream (`true`: it was
     /// shared already), else a new one.
-    async fn get(
+    pub(crate) async fn get(
         &self,
-        front: &H2Front,
+        transport: &TransportConnector,
         peer: &HttpPeer,
     ) -> pingora_error::Result<(SendRequest<Bytes>, bool)> {
         let Some(addr) = peer.address().as_inet().copied() else {
@@ -84,7 +85,7 @@ impl Upstreams {
                 Err(_) => self.forget(&key),
             }
         }
-        let stream = front.lean.transport.new_stream(peer).await?;
+        let stream = transport.new_stream(peer).await?;
         let timeout = peer
             .options
             .connection_timeout
@@ -145,12 +146,11 @@ fn hop_dropped(name: &HeaderName) -> bool {
 /// The request for the instance: method and target as they came, the
 /// instance's scheme, the client's authority, the client's fields but the
 /// dropped ones, then the forwarded fields.
-fn upstream_request(
-    inc: &Incoming,
+pub(crate) fn upstream_request(
+    p: &http::request::Parts,
     ctx: &RequestCtx,
     tls: bool,
 ) -> Result<Request<()>, Box<Error>> {
-    let p = &inc.parts;
     let authority = crate::routing::RequestView::host(p);
     let authority = std::str::from_utf8(authority).unwrap_or("");
     let target = p.uri.path_and_query().map_or("/", |t| t.as_str());
@@ -220,7 +220,7 @@ pub(crate) async fn forward(
 ) -> Result<(), Failed> {
     let (mut send, peer) = loop {
         let peer = ctx.next_peer(&front.lean.timeouts).map_err(Failed::Early)?;
-        match front.upstreams.get(front, &peer).await {
+        match front.lean.h2.get(&front.lean.transport, &peer).await {
             Ok((send, reused)) => {
                 ctx.connected(reused);
                 break (send, peer);
@@ -233,7 +233,7 @@ pub(crate) async fn forward(
             }
         }
     };
-    let req = upstream_request(inc, ctx, peer.is_tls()).map_err(Failed::Early)?;
+    let req = upstream_request(&inc.parts, ctx, peer.is_tls()).map_err(Failed::Early)?;
     let end = inc.body.is_end_stream();
     let (response, up_body) = send.send_request(req, end).map_err(|_| {
         Failed::Early(upstream_error(
