@@ -1,5 +1,5 @@
-//! The two HTTP/1 request paths (README, "Performance"): plain requests take
-//! the lean path (`src/lean.rs`), the rest pingora-proxy. These tests hold
+//! The two HTTP/1 request paths (docs/performance/README.md, "Two request
+//! paths"): plain requests take the lean path (`src/lean.rs`), the rest pingora-proxy. These tests hold
 //! them to the same behaviour against a raw upstream that echoes the
 //! request head it received, and check the lean path's own pool of idle
 //! upstream connections against an upstream that drops kept-alive
