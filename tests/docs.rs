@@ -4,8 +4,9 @@
 //! rule); every page and image under `docs/` is reachable from `README.md`
 //! by links; `README.md` stays short; and the configuration reference
 //! (`docs/reference/config.md`) documents exactly the keys the config schema
-//! accepts (read from the `deny_unknown_fields` structs of `src/config.rs`
-//! and `src/policy.rs` as text).
+//! accepts, each under the section that holds it (the schema read as text
+//! from the `deny_unknown_fields` structs of `src/config.rs` and
+//! `src/policy.rs`, from `Config` down).
 //!
 //! Pure file reading: no sockets, no processes, no network. External links
 //! (`https://…`) are not fetched.
@@ -320,13 +321,123 @@ fn the_readme_opens_with_the_two_commands() {
     );
 }
 
-/// The identifiers in the backticked spans of the key column of every
-/// `| key | … |` table on a page: `[server] listen` gives `server` and
-/// `listen`, `[[sites.slots.match]]` gives `sites`, `slots`, `match`.
-fn documented_keys(page: &str) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
+/// A struct of the config schema: its fields as serde names them, each
+/// with the schema struct its value is (if it is one).
+#[derive(Debug, Default)]
+struct SchemaStruct {
+    deny_unknown: bool,
+    fields: BTreeMap<String, Option<String>>,
+}
+
+/// The structs of a source file, read as text: `pub struct X {` blocks,
+/// their `pub` fields with `rename = "…"` applied, and the type of each
+/// field reduced to the struct names it mentions (`Vec<crate::policy::
+/// MatchEntry>` → `MatchEntry`), resolved once every file is read.
+fn schema_structs(source: &str, into: &mut BTreeMap<String, SchemaStruct>) {
+    let mut attrs = String::new();
+    let mut current: Option<String> = None;
+    for line in source.lines() {
+        let t = line.trim();
+        let Some(name) = current.clone() else {
+            if t.starts_with("#[") {
+                attrs.push_str(t);
+            } else if let Some(rest) = t.strip_prefix("pub struct ") {
+                if let Some(name) = rest.strip_suffix('{') {
+                    let name = name.trim().to_string();
+                    into.entry(name.clone()).or_default().deny_unknown =
+                        attrs.contains("deny_unknown_fields");
+                    current = Some(name);
+                }
+                attrs.clear();
+            } else if !t.starts_with("//") {
+                attrs.clear();
+            }
+            continue;
+        };
+        if line.starts_with('}') {
+            current = None;
+            attrs.clear();
+            continue;
+        }
+        if t.starts_with("#[") {
+            attrs.push_str(t);
+        } else if let Some(rest) = t.strip_prefix("pub ") {
+            if let Some((field, ty)) = rest.split_once(':') {
+                let renamed = attrs
+                    .split_once("rename = \"")
+                    .and_then(|(_, r)| r.split_once('"'))
+                    .map(|(r, _)| r.to_string());
+                let field = renamed.unwrap_or_else(|| field.trim().to_string());
+                // the type's last CamelCase identifier; kept only if it
+                // names a struct (checked in `resolve_types`)
+                let ty = ty
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .rfind(|w| w.starts_with(|c: char| c.is_ascii_uppercase()))
+                    .map(str::to_string);
+                into.get_mut(&name).unwrap().fields.insert(field, ty);
+            }
+            attrs.clear();
+        } else if !t.starts_with("//") {
+            attrs.clear();
+        }
+    }
+}
+
+/// Field types that are not schema structs (`String`, `PathBuf`, enums) are
+/// plain values.
+fn resolve_types(structs: &mut BTreeMap<String, SchemaStruct>) {
+    let names: BTreeSet<String> = structs.keys().cloned().collect();
+    for s in structs.values_mut() {
+        for ty in s.fields.values_mut() {
+            if ty.as_ref().is_some_and(|t| !names.contains(t)) {
+                *ty = None;
+            }
+        }
+    }
+}
+
+/// The schema: `Config` and every struct reachable from it.
+fn config_schema() -> BTreeMap<String, SchemaStruct> {
+    let root = repo();
+    let mut structs = BTreeMap::new();
+    for file in ["src/config.rs", "src/policy.rs"] {
+        schema_structs(&read(&root.join(file)), &mut structs);
+    }
+    resolve_types(&mut structs);
+    let mut reachable = BTreeSet::from(["Config".to_string()]);
+    let mut todo = vec!["Config".to_string()];
+    while let Some(name) = todo.pop() {
+        for ty in structs[&name].fields.values().flatten() {
+            if reachable.insert(ty.clone()) {
+                todo.push(ty.clone());
+            }
+        }
+    }
+    structs.retain(|name, _| reachable.contains(name));
+    structs
+}
+
+fn identifiers(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_lowercase()))
+}
+
+/// Reads the key column of every `| key | … |` table of a page against the
+/// schema. A span `[server] listen` or `[[sites.slots]] name` names a
+/// section (a path of fields from `Config`) and keys of it; a bare span
+/// (`token`, `hostnames`) is a key of the section last named, in that row or
+/// a row above. Returns the (struct, field) pairs documented and the
+/// problems: a section path or a key the schema does not have there.
+fn check_key_tables(
+    page: &str,
+    schema: &BTreeMap<String, SchemaStruct>,
+    pending: &[&str],
+) -> (BTreeSet<(String, String)>, Vec<String>) {
+    let mut documented = BTreeSet::new();
+    let mut problems = Vec::new();
     let mut in_key_table = false;
-    for (_, line) in prose_lines(page) {
+    let mut section: Option<String> = None;
+    for (n, line) in prose_lines(page) {
         let line = line.trim();
         if !line.starts_with('|') {
             in_key_table = false;
@@ -335,6 +446,7 @@ fn documented_keys(page: &str) -> BTreeSet<String> {
         let first_cell = line[1..].split('|').next().unwrap_or("").trim();
         if first_cell == "key" {
             in_key_table = true;
+            section = None;
             continue;
         }
         if !in_key_table || first_cell.starts_with("---") {
@@ -344,81 +456,88 @@ fn documented_keys(page: &str) -> BTreeSet<String> {
             if i % 2 == 0 {
                 continue;
             }
-            for word in span.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                if word.starts_with(|c: char| c.is_ascii_lowercase()) {
-                    keys.insert(word.to_string());
+            let mut keys = span;
+            if span.starts_with('[') {
+                let close = span.rfind(']').unwrap_or(span.len() - 1);
+                let path = span[..close].trim_matches(|c| c == '[' || c == ']');
+                keys = &span[close + 1..];
+                // walk the path from Config
+                let mut at = "Config".to_string();
+                for part in path.split('.') {
+                    let Some(field) = schema[&at].fields.get(part) else {
+                        problems.push(format!("line {n}: [{path}]: {at} has no `{part}`"));
+                        break;
+                    };
+                    documented.insert((at.clone(), part.to_string()));
+                    match field {
+                        Some(ty) => at = ty.clone(),
+                        None => break,
+                    }
+                }
+                section = Some(at);
+            }
+            for key in identifiers(keys) {
+                let Some(s) = &section else {
+                    problems.push(format!("line {n}: `{key}` before any [section]"));
+                    continue;
+                };
+                if schema[s].fields.contains_key(key) {
+                    documented.insert((s.clone(), key.to_string()));
+                } else if !pending.contains(&key) {
+                    problems.push(format!("line {n}: `{key}` is not a key of {s}"));
                 }
             }
         }
     }
-    keys
-}
-
-/// The field names serde accepts in the `deny_unknown_fields` structs of a
-/// source file, with `rename = "…"` applied.
-fn schema_keys(source: &str) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
-    let mut attrs = String::new();
-    let mut in_struct = false;
-    for line in source.lines() {
-        let t = line.trim();
-        if !in_struct {
-            if t.starts_with("#[") {
-                attrs.push_str(t);
-            } else if t.starts_with("pub struct ") && t.ends_with('{') {
-                in_struct = attrs.contains("deny_unknown_fields");
-                attrs.clear();
-            } else if !t.starts_with("//") {
-                attrs.clear();
-            }
-            continue;
-        }
-        if line.starts_with('}') {
-            in_struct = false;
-            attrs.clear();
-            continue;
-        }
-        if t.starts_with("#[") {
-            attrs.push_str(t);
-        } else if let Some(rest) = t.strip_prefix("pub ") {
-            if let Some((name, _)) = rest.split_once(':') {
-                let renamed = attrs
-                    .split_once("rename = \"")
-                    .and_then(|(_, r)| r.split_once('"'))
-                    .map(|(r, _)| r.to_string());
-                keys.insert(renamed.unwrap_or_else(|| name.trim().to_string()));
-            }
-            attrs.clear();
-        } else if !t.starts_with("//") {
-            attrs.clear();
-        }
-    }
-    keys
+    (documented, problems)
 }
 
 #[test]
 fn the_config_reference_documents_exactly_the_keys_the_schema_accepts() {
-    let root = repo();
-    let documented = documented_keys(&read(&root.join("docs/reference/config.md")));
-    let mut schema = schema_keys(&read(&root.join("src/config.rs")));
-    schema.extend(schema_keys(&read(&root.join("src/policy.rs"))));
+    let schema = config_schema();
+    let keys: usize = schema.values().map(|s| s.fields.len()).sum();
     assert!(
-        schema.len() > 60,
-        "the schema parse found only {} keys: {schema:?}",
+        schema.len() >= 14 && keys > 70,
+        "the schema parse found {} structs and {keys} keys: {schema:?}",
         schema.len()
     );
-    let undocumented: Vec<&String> = schema.difference(&documented).collect();
+    let loose: Vec<&String> = schema
+        .iter()
+        .filter(|(_, s)| !s.deny_unknown)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        loose.is_empty(),
+        "config structs without deny_unknown_fields (the check assumes it): {loose:?}"
+    );
+    let page = read(&repo().join("docs/reference/config.md"));
+    let (documented, problems) = check_key_tables(&page, &schema, PENDING_KEYS);
+    assert!(
+        problems.is_empty(),
+        "docs/reference/config.md lists keys the schema does not accept there:\n  {}",
+        problems.join("\n  ")
+    );
+    let mut undocumented = Vec::new();
+    for (name, s) in &schema {
+        for (field, ty) in &s.fields {
+            if documented.contains(&(name.clone(), field.clone())) {
+                continue;
+            }
+            // `all = [{…}]`: a list of conditions whose keys are the
+            // entry's own, documented with it
+            let inherited = ty.is_none()
+                && schema.iter().any(|(parent, p)| {
+                    p.fields.values().flatten().any(|t| t == name)
+                        && documented.contains(&(parent.clone(), field.clone()))
+                });
+            if !inherited {
+                undocumented.push(format!("{name}.{field}"));
+            }
+        }
+    }
     assert!(
         undocumented.is_empty(),
         "config keys the schema accepts but docs/reference/config.md does not list: {undocumented:?}"
-    );
-    let unknown: Vec<&String> = documented
-        .difference(&schema)
-        .filter(|k| !PENDING_KEYS.contains(&k.as_str()))
-        .collect();
-    assert!(
-        unknown.is_empty(),
-        "docs/reference/config.md lists keys the schema does not accept: {unknown:?}"
     );
 }
 
@@ -478,10 +597,27 @@ fn a_broken_link_and_a_missing_anchor_are_reported() {
 }
 
 #[test]
-fn schema_keys_read_renames_and_skip_open_structs() {
-    let src = "#[derive(Deserialize)]\n#[serde(deny_unknown_fields)]\npub struct A {\n    pub one: u8,\n    /// doc\n    #[serde(default, rename = \"match\")]\n    pub matches: Vec<u8>,\n}\n\n#[derive(Deserialize)]\npub struct Open {\n    pub free: u8,\n}\n";
+fn key_tables_are_read_against_the_schema_by_section() {
+    let src = "#[derive(Deserialize)]\n#[serde(deny_unknown_fields)]\npub struct Config {\n    #[serde(default)]\n    pub server: Server,\n    pub sites: Vec<Site>,\n}\n\n#[serde(deny_unknown_fields, default)]\npub struct Server {\n    pub listen: Vec<String>,\n    /// doc\n    #[serde(default, rename = \"match\")]\n    pub matches: Option<crate::x::Thing>,\n}\n\n#[serde(deny_unknown_fields)]\npub struct Site {\n    pub name: String,\n}\n";
+    let mut schema = BTreeMap::new();
+    schema_structs(src, &mut schema);
+    resolve_types(&mut schema);
     assert_eq!(
-        schema_keys(src),
-        BTreeSet::from(["one".to_string(), "match".to_string()])
+        schema["Config"].fields["server"],
+        Some("Server".to_string())
+    );
+    assert_eq!(schema["Server"].fields["match"], None, "{schema:?}");
+    let page = "| key | default |\n| --- | --- |\n| `[server] listen`, `match` | x |\n| `[[sites]] name` | x |\n| `[server] lisen` | x |\n| `[sites] nope`, `new_key` | x |\n";
+    let (documented, problems) = check_key_tables(page, &schema, &["new_key"]);
+    assert!(documented.contains(&("Server".to_string(), "match".to_string())));
+    assert!(documented.contains(&("Site".to_string(), "name".to_string())));
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("`lisen` is not a key of Server"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("`nope` is not a key of Site"),
+        "{problems:?}"
     );
 }
