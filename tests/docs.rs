@@ -400,8 +400,18 @@ fn resolve_types(structs: &mut BTreeMap<String, SchemaStruct>) {
 fn config_schema() -> BTreeMap<String, SchemaStruct> {
     let root = repo();
     let mut structs = BTreeMap::new();
-    for file in ["src/config.rs", "src/policy.rs"] {
-        schema_structs(&read(&root.join(file)), &mut structs);
+    for module in ["config", "policy"] {
+        // `src/config.rs`, or the files of `src/config/` if it moves there
+        let mut files: Vec<PathBuf> = vec![root.join(format!("src/{module}.rs"))];
+        let dir = root.join("src").join(module);
+        if dir.is_dir() {
+            files.extend(files_under(&dir));
+        }
+        files.retain(|f| f.is_file() && f.extension().is_some_and(|e| e == "rs"));
+        assert!(!files.is_empty(), "no source for the `{module}` module");
+        for file in files {
+            schema_structs(&read(&file), &mut structs);
+        }
     }
     resolve_types(&mut structs);
     let mut reachable = BTreeSet::from(["Config".to_string()]);
