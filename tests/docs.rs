@@ -2,7 +2,7 @@
 //! image in `README.md`, `BENCHMARKS.md` and `docs/**/*.md` points at a file
 //! that exists, and every `#anchor` at a heading of its page (GitHub's slug
 //! rule); every page and image under `docs/` is reachable from `README.md`
-//! by links; `README.md` stays short; and the configuration reference
+//! by links, and every page is in the contents (`docs/README.md`); `README.md` stays short; and the configuration reference
 //! (`docs/reference/config.md`) documents exactly the keys the config schema
 //! accepts, each under the section that holds it (the schema read as text
 //! from the `deny_unknown_fields` structs of `src/config.rs` and
@@ -290,6 +290,25 @@ fn every_page_and_image_under_docs_is_reachable_from_the_readme() {
     assert!(
         unreached.is_empty(),
         "not reachable by links from README.md: {unreached:?}"
+    );
+}
+
+#[test]
+fn the_contents_page_lists_every_page_under_docs() {
+    let root = repo();
+    let contents = root.join("docs/README.md");
+    let listed: BTreeSet<PathBuf> = relative_links(&contents)
+        .into_iter()
+        .map(|l| l.path)
+        .collect();
+    let missing: Vec<String> = files_under(&root.join("docs"))
+        .into_iter()
+        .filter(|p| is_markdown(p) && *p != contents && !listed.contains(p))
+        .map(|p| shown(&p))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/README.md (the contents) does not link: {missing:?}"
     );
 }
 
