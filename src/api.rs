@@ -46,7 +46,7 @@ pub const MATCH: &str = "/api/v1/sites/{site}/slots/{slot}/match";
 pub const OUTLIER: &str = "/api/v1/sites/{site}/slots/{slot}/outlier";
 pub const RAMP: &str = "/api/v1/sites/{site}/slots/{slot}/ramp";
 
-// The dashboard (README, "Dashboard"): its page and static files need no
+// The dashboard (docs/guide/dashboard.md): its page and static files need no
 // token (they hold no data); the two JSON paths below it uses do.
 pub const DASHBOARD: &str = "/";
 pub const DASHBOARD_FILE: &str = "/dashboard/{file}";

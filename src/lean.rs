@@ -4,7 +4,7 @@
 //! and idle instance connections kept in `idle_pool` — instead of
 //! pingora-proxy.
 //!
-//! Why: the load benchmark's floors (BENCHMARKS.md) showed most of the gap
+//! Why: the load benchmark's floors (docs/performance/history.md) showed most of the gap
 //! to nginx in pingora-proxy's per-request machinery (the session boxed
 //! twice, a dozen boxed hook futures, two `mpsc` channels and a `try_join!`
 //! per request), and most of the rest in pingora-core's session objects:

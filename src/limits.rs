@@ -1,4 +1,4 @@
-//! Downstream limits (README, "Configuration reference", `[server]`):
+//! Downstream limits (docs/reference/limits.md):
 //! what one client may cost the proxy.
 //!
 //! pingora 0.9 on its own keeps an idle HTTP/1.1 keep-alive connection open
@@ -310,8 +310,8 @@ enum NoHead {
 /// First read of a request: a small array in this connection's future (which
 /// `async_trait` boxes: about 2 KiB in all), so an idle connection holds no
 /// request buffer (nginx's `client_header_buffer_size` is 1 KB). What else
-/// an idle connection costs, and whose it is: BENCHMARKS.md, "Idle
-/// connections today" (`examples/alloc_census.rs`).
+/// an idle connection costs, and whose it is: docs/performance/memory.md,
+/// "Idle connections today" (`examples/alloc_census.rs`).
 const FIRST_READ: usize = 1024;
 /// Header buffer to start with once a request arrives (pingora's too).
 const HEADER_BUF: usize = 4096;

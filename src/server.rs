@@ -497,13 +497,13 @@ pub fn server_conf(server: &ServerSection) -> ServerConf {
         // with two sharing a core), and tasks that stay on their thread let
         // each worker give its freed memory back when idle (allocator.rs;
         // with stealing ~26 MiB stayed after 10,000 connections closed).
-        // BENCHMARKS.md, "Issue 11", "Purge delay with collectors".
+        // docs/performance/history.md, "Purge delay with collectors".
         work_stealing: false,
         ..ServerConf::default()
     }
 }
 
-/// How client HTTP/2 connections are served (README, "Protocols"): h2c on
+/// How client HTTP/2 connections are served (docs/reference/protocols.md): h2c on
 /// plain listeners when `server.h2c`, an idle connection closed after
 /// `keepalive_timeout_secs` as HTTP/1's are, a header list capped at
 /// `max_header_bytes` (HPACK-decoded size, as RFC 9113 §6.5.2 counts it),

@@ -1,4 +1,4 @@
-//! Hostile clients and misbehaving apps end to end (README, "Limits";
+//! Hostile clients and misbehaving apps end to end (docs/reference/limits.md;
 //! issue 26), with raw sockets on both sides:
 //!
 //! - a client that stops reading a large answer is let go after

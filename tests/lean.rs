@@ -1,7 +1,8 @@
-//! The HTTP/1 request paths (README, "Performance"): plain requests take
-//! the lean path (`src/lean.rs`) as they came, the rest after their header
-//! is written anew (`src/head_rewrite.rs`). These tests hold them to the
-//! same behaviour against a raw upstream that echoes the
+//! The HTTP/1 request paths (docs/performance/README.md, "Two request
+//! paths"): plain requests take the lean path (`src/lean.rs`) as they
+//! came, the rest after their header is written anew
+//! (`src/head_rewrite.rs`). These tests hold them to the same behaviour
+//! against a raw upstream that echoes the
 //! request head it received, and check the lean path's own pool of idle
 //! upstream connections against an upstream that drops kept-alive
 //! connections the way apps do when their idle time-out fires.

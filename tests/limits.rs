@@ -1,4 +1,4 @@
-//! End-to-end downstream limits (README, `[server]` limits): what one hostile or
+//! End-to-end downstream limits (docs/reference/limits.md): what one hostile or
 //! broken client can cost. Raw sockets, because a well-behaved HTTP client
 //! cannot hold a header half-sent or a body short.
 
