@@ -49,7 +49,6 @@ use crate::connection::{Fenced, PlainKind};
 use crate::h1::{self, Body, ClientAdds, ResponseHead};
 use crate::idle_pool::futures_lite_now_or_never::now_or_never;
 use crate::idle_pool::{IdlePool, PoolKey};
-use crate::limits::FastPath;
 use crate::model::InstancesProtocol;
 use crate::proxy::{
     bad_gateway_message, failure_status, forwarded, log_request, pin_cookie, route_request,
@@ -980,25 +979,25 @@ async fn answer_failure(
     let _ = send_local(client, code, &message, true, head_request).await;
 }
 
-impl FastPath for Lean {
-    /// The table the request is routed with.
-    type Ticket = Arc<RouteTable>;
-
-    /// Every site: a slot whose instances speak HTTP/2 is reached over
-    /// HTTP/2 after the routing (`edge::h1_h2`).
-    fn takes(&self, _host: &[u8]) -> Option<Arc<RouteTable>> {
-        Some(self.table.load_full())
-    }
-
-    async fn serve(
+impl Lean {
+    /// Serve the request whose complete (plain) header is the first
+    /// `head_len` bytes of `buf`, read from `conn`; the rest of `buf` is
+    /// the part of its body (or, for an upgrade, of the tunnel) read with
+    /// it. Bytes pipelined behind a body of known length are set aside in
+    /// `conn` already, and `conn` is fenced at that body's end; a chunked
+    /// body or an upgrade is not fenced. `closing`: answer with
+    /// `Connection: close`. Returns whether the connection stays open for
+    /// the next request. A slot whose instances speak HTTP/2 is reached
+    /// over HTTP/2 after the routing (`edge::h1_h2`).
+    pub(crate) async fn serve(
         &self,
-        table: Arc<RouteTable>,
         conn: &mut Fenced,
         buf: BytesMut,
         head_len: usize,
         kind: PlainKind,
         closing: bool,
     ) -> bool {
+        let table = self.table.load_full();
         let mut ctx = RequestCtx::default();
         let peer_ip = conn
             .get_socket_digest()
