@@ -122,11 +122,10 @@ pub struct ServerSection {
     pub h2c: bool,
     /// Most concurrent streams one HTTP/2 client connection may open.
     pub h2_max_concurrent_streams: u32,
-    /// Plain HTTP/1 requests (no body, no upgrade) take the lean proxy
-    /// path (`lean`); `false` sends every request through pingora-proxy.
+    /// No longer does anything (every request takes the one engine):
+    /// `false` is accepted with a warning, so an older config still starts.
     pub lean_http1: bool,
-    /// HTTP/2 clients (ALPN `h2`, h2c) are served by slotproxy's own
-    /// HTTP/2 front end (`edge`); `false` sends them through pingora-proxy.
+    /// No longer does anything, as `lean_http1`.
     pub lean_http2: bool,
 }
 

@@ -1,5 +1,5 @@
-//! The HTTP/1 request paths (docs/performance/README.md, "Two request
-//! paths"): plain requests take the lean path (`src/lean.rs`) as they
+//! The HTTP/1 request paths (docs/performance/README.md, "One request
+//! engine"): plain requests take the lean path (`src/lean.rs`) as they
 //! came, the rest after their header is written anew
 //! (`src/head_rewrite.rs`). These tests hold them to the same behaviour
 //! against a raw upstream that echoes the
