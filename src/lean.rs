@@ -240,8 +240,9 @@ fn prepare(
 pub(crate) enum Failed {
     /// Before any response was written to the client: answer it.
     Early(Box<Error>),
-    /// After the response began, or the client went away: close. Holds
-    /// the instance's error, if it was the instance that failed (counted).
+    /// After the response began, or the client went away: close (an
+    /// HTTP/2 stream: reset). Holds the instance's error, if it was the
+    /// instance that failed (counted).
     Late(Option<Box<Error>>),
 }
 

@@ -9,11 +9,14 @@ use common::raw::{connect, read_head, read_response};
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::Ordering;
 
 /// An h2c app on its own runtime: each request answered with its method,
 /// target, fields and body length as the body. `/stream`: the body in
 /// three DATA frames without a length, then trailers `x-done: yes`;
-/// anything else with a `content-length`.
+/// `/flaky`: every other stream refused (`REFUSED_STREAM`, counted in
+/// [`REFUSED`]), as an app at its stream limit does; anything else with a
+/// `content-length`.
 fn h2c_app() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -43,6 +46,9 @@ fn h2c_app() -> u16 {
     port
 }
 
+static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static FLAKY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn answer(
     req: http::Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<bytes::Bytes>,
@@ -58,6 +64,11 @@ async fn answer(
         text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
     }
     text.push_str(&format!("body: {length}\n"));
+    if parts.uri.path() == "/flaky" && FLAKY.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+        REFUSED.fetch_add(1, Ordering::SeqCst);
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        return;
+    }
     if parts.uri.path() == "/stream" {
         let head = http::Response::builder().status(200).body(()).unwrap();
         let Ok(mut tx) = respond.send_response(head, false) else {
@@ -203,4 +214,38 @@ fn http1_clients_reach_an_h2c_instance_with_bodies_trailers_and_keep_alive() {
     let mut rest = String::new();
     s.read_to_string(&mut rest).unwrap();
     assert!(rest.ends_with("second\nthird\n"), "{rest}");
+}
+
+#[test]
+fn a_stream_the_instance_refused_goes_again_for_http1_and_http2_clients() {
+    let port = h2c_app();
+    let proxy = proxy(port);
+    wait_for(20, "the h2c instance to be up", || {
+        (get(&proxy, "app.test", "/", &[]).status == 200).then_some(())
+    });
+    // HTTP/1 clients (edge/h1_h2.rs): every request answered, though the
+    // app refused every other stream
+    for i in 0..6 {
+        let r = get(&proxy, "app.test", "/flaky", &[]);
+        assert_eq!(r.status, 200 + 1, "request {i}: {}", r.body);
+    }
+    assert!(
+        REFUSED.load(Ordering::SeqCst) >= 6,
+        "the app refused no stream"
+    );
+    // HTTP/2 clients (edge/h2_upstream.rs) likewise
+    let before = REFUSED.load(Ordering::SeqCst);
+    let client = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for i in 0..6 {
+        let r = client
+            .get(format!("http://127.0.0.1:{}/flaky", proxy.port))
+            .header("host", "app.test")
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "HTTP/2 request {i}");
+    }
+    assert!(REFUSED.load(Ordering::SeqCst) >= before + 6);
 }

@@ -14,8 +14,9 @@
 //! trailer section — or, to an HTTP/1.0 client, bare to the close.
 
 use super::h2_exchange::send_all;
+use super::h2_upstream;
 use crate::h1::{self, ClientAdds, RawRequest};
-use crate::lean::{self, Client, Failed, Lean, MAX_ATTEMPTS};
+use crate::lean::{self, Client, Failed, Lean};
 use crate::proxy::RequestCtx;
 use crate::request_body::{BodyIn, Pace};
 use bytes::Bytes;
@@ -72,40 +73,38 @@ pub(crate) async fn forward(
     expect_continue: bool,
     ctx: &mut RequestCtx,
 ) -> Result<(), Failed> {
-    let (mut send, peer) = loop {
-        let peer = ctx.next_peer(&lean.timeouts).map_err(Failed::Early)?;
-        match lean.h2.get(&lean.transport, &peer).await {
-            Ok((send, reused)) => {
-                ctx.connected(reused);
-                break (send, peer);
+    let end = body.done() && first.is_empty();
+    let (response, mut up, read_timeout) = loop {
+        let (mut send, peer) = h2_upstream::connect(lean, ctx).await?;
+        let req =
+            h2_upstream::upstream_request(parts, ctx, peer.is_tls()).map_err(Failed::Early)?;
+        let read_timeout = peer.options.read_timeout.unwrap_or(Duration::from_secs(60));
+        let (response, up) = match send.send_request(req, end) {
+            Ok(r) => r,
+            Err(e) if end && h2_upstream::again(&lean.h2, &peer, &e, ctx.attempts) => continue,
+            Err(_) => {
+                return Err(Failed::Early(upstream_error(
+                    ErrorType::WriteError,
+                    "the instance's HTTP/2 connection closed",
+                )))
             }
-            Err(e) => {
-                if ctx.connect_failed(&e) && ctx.attempts < MAX_ATTEMPTS {
-                    continue;
-                }
-                return Err(Failed::Early(e.into_up()));
-            }
+        };
+        if !end {
+            break (response, up, read_timeout);
+        }
+        // no body: a stream the instance did not take may go again
+        match h2_upstream::response_head(response, read_timeout).await? {
+            Ok(resp) => return relay(client, resp, adds, false, read_timeout).await,
+            Err(e) if h2_upstream::again(&lean.h2, &peer, &e, ctx.attempts) => continue,
+            Err(_) => return Err(h2_upstream::reset_before_answer()),
         }
     };
-    let req =
-        super::h2_upstream::upstream_request(parts, ctx, peer.is_tls()).map_err(Failed::Early)?;
-    let end = body.done() && first.is_empty();
-    let (response, mut up) = send.send_request(req, end).map_err(|_| {
-        Failed::Early(upstream_error(
-            ErrorType::WriteError,
-            "the instance's HTTP/2 connection closed",
-        ))
-    })?;
-    let read_timeout = peer.options.read_timeout.unwrap_or(Duration::from_secs(60));
     tokio::pin!(response);
-    let mut answered = None;
-    if !end {
-        if expect_continue && !adds.http10 {
-            client.send(b"HTTP/1.1 100 Continue\r\n\r\n", 0).await?;
-        }
-        let wait = lean.body_timeout.min(read_timeout);
-        answered = pump(lean, client, body, first, &mut up, &mut response, wait).await?;
+    if expect_continue && !adds.http10 {
+        client.send(b"HTTP/1.1 100 Continue\r\n\r\n", 0).await?;
     }
+    let wait = lean.body_timeout.min(read_timeout);
+    let answered = pump(lean, client, body, first, &mut up, &mut response, wait).await?;
     let resp = match answered {
         Some(r) => r,
         None => match tokio::time::timeout(read_timeout, &mut response).await {
@@ -118,12 +117,7 @@ pub(crate) async fn forward(
             }
         },
     };
-    let resp = resp.map_err(|_| {
-        Failed::Early(upstream_error(
-            ErrorType::ReadError,
-            "the instance reset the stream before answering",
-        ))
-    })?;
+    let resp = resp.map_err(|_| h2_upstream::reset_before_answer())?;
     relay(client, resp, adds, !body.done(), read_timeout).await
 }
 

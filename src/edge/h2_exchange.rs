@@ -24,18 +24,12 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderValue, Method, Request, Response};
-use pingora_error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How a forwarded request ended short of success.
-pub(crate) enum Failed {
-    /// Before the response began: answer it locally.
-    Early(Box<Error>),
-    /// After the response began, or the client went away: reset the
-    /// stream. Holds the instance's error, if it failed (counted).
-    Late(Option<Box<Error>>),
-}
+/// How a forwarded request ended short of success: the one kind of every
+/// path (`lean`); `Late` resets the stream here.
+pub(crate) use crate::lean::Failed;
 
 /// What went out to the client.
 #[derive(Debug, Default)]
