@@ -471,7 +471,8 @@ impl Limited {
                     }
                 }
                 conn.replay(buf);
-                return crate::edge::h2::serve(&self.h2, Box::new(conn), shutdown).await;
+                return crate::edge::h2::serve(&self.h2, Box::new(conn), shutdown, Some(admitted))
+                    .await;
             }
             let tls = conn.socket().get_ssl_digest().is_some();
             let (mut buf, mut head_len) = (buf, head_len);
@@ -558,7 +559,7 @@ impl ServerApp for Limited {
         match stream.selected_alpn_proto() {
             None | Some(ALPN::H1) => self.serve_h1(stream, shutdown, &admitted).await,
             // ALPN offers h2 and http/1.1 only (`server`)
-            Some(_) => crate::edge::h2::serve(&self.h2, stream, shutdown).await,
+            Some(_) => crate::edge::h2::serve(&self.h2, stream, shutdown, Some(&admitted)).await,
         }
         None
     }
