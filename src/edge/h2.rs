@@ -125,7 +125,7 @@ pub async fn serve(
                         a.idle_begins(std::time::Instant::now());
                     }
                     let front = front.clone();
-                    tokio::spawn(super::h2_exchange::serve(front, info, req, respond));
+                    super::h2_exchange::spawn(front, info, req, respond);
                 }
                 Some(Err(e)) => {
                     log::debug!("HTTP/2 connection from {:?} ended: {e}", info.peer_ip);
