@@ -1,7 +1,8 @@
 //! The admin-client half of the `slotproxy` binary, shaped after
 //! `az webapp deployment slot`: `slot create|list|delete`,
 //! `traffic-routing set|show|clear|ramp`, `slot swap|auto-swap`,
-//! `slot match add|list|remove` (in `cli/policy.rs`), `activity`,
+//! `slot match add|list|remove` (in `cli/policy.rs`),
+//! `slot shadow start|show|stop` (in `cli/shadow.rs`), `activity`,
 //! `deploy`, `reload`.
 //!
 //! Every verb is one call of the admin API; its paths, request bodies and
@@ -28,6 +29,7 @@ pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9080";
 pub const ADMIN_ENV: &str = "SLOTPROXY_ADMIN_URL";
 
 mod policy;
+mod shadow;
 
 /// How to reach the admin API; accepted after any client verb.
 ///
@@ -157,6 +159,12 @@ pub enum SlotCmd {
     Match {
         #[command(subcommand)]
         cmd: policy::MatchCmd,
+    },
+    /// Copy production's requests to a slot and compare its answers
+    /// (SPEC §15).
+    Shadow {
+        #[command(subcommand)]
+        cmd: shadow::ShadowCmd,
     },
     /// Turn auto swap on (swap into --auto-swap-slot after each new
     /// deployment) or off (--disable); one of the two is required.
@@ -415,6 +423,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     no_wait,
                 } => swap(&api, &site, &slot, target_slot, action.into(), no_wait),
                 SlotCmd::Match { cmd } => policy::run(&api, cmd),
+                SlotCmd::Shadow { cmd } => shadow::run(&api, cmd),
                 SlotCmd::AutoSwap {
                     site,
                     slot,

@@ -256,6 +256,8 @@ struct Client<'a> {
     /// the client to take more (nginx's `send_timeout`: between two
     /// writes, not for the whole answer).
     send_timeout: Duration,
+    /// A copy for the slot's shadow, watching what goes out (`shadow`).
+    shadow: Option<Box<crate::shadow::Tap>>,
 }
 
 impl Client<'_> {
@@ -274,6 +276,9 @@ impl Client<'_> {
         }
         if !matches!(fast_timeout(t, s.flush()).await, Ok(Ok(()))) {
             return Err(Failed::Late(None));
+        }
+        if let Some(tap) = &mut self.shadow {
+            tap.client_bytes(bytes);
         }
         self.sent.bytes += body;
         Ok(())
@@ -932,6 +937,7 @@ impl FastPath for Lean {
             conn,
             sent: Sent::default(),
             send_timeout: self.send_timeout,
+            shadow: None,
         };
         let head = &buf[..head_len];
         let Some(mut req) = prepare(table, head, kind, peer_ip, tls_here, &mut ctx) else {
@@ -941,6 +947,11 @@ impl FastPath for Lean {
         // what of the body came with the header goes out with it; after
         // an upgrade request it is the tunnel's, held until a 101
         let mut body = BodyIn::new(kind.body);
+        // shadow traffic (SPEC §15): one branch for a site without one
+        if req.refusal.is_none() && !kind.upgrade {
+            client.shadow = crate::shadow::offer_h1(&ctx, head);
+            crate::shadow::keep_body(&client.shadow, &mut body);
+        }
         let rest = &buf[head_len..];
         let early = if kind.upgrade { rest } else { &[][..] };
         let mut outcome = Ok(());
@@ -982,6 +993,8 @@ impl FastPath for Lean {
             },
             &ctx,
         );
+        let finished = outcome.is_ok() && body.done();
+        crate::shadow::complete_h1(client.shadow.take(), &mut body, finished);
         // as pingora-proxy does after a failure: no reuse
         let keep = outcome.is_ok() && !client.sent.close;
         if !keep && !body.done() {
