@@ -277,6 +277,10 @@ pub struct RampStartArgs {
     /// Fewer responses in an interval: wait, no verdict [default: 100].
     #[arg(long)]
     min_requests: Option<u64>,
+    /// Highest share of the slot's shadow answers that differ, 0-1; above
+    /// it the ramp waits [default: not judged].
+    #[arg(long)]
+    max_shadow_diff_ratio: Option<f64>,
     /// POSTed the figures every interval; may answer {"percent": N}.
     #[arg(long)]
     decision_callback_url: Option<String>,
@@ -570,6 +574,7 @@ fn ramp(api: &Api, cmd: RampCmd) -> anyhow::Result<()> {
                 max_error_ratio,
                 max_p99_ms,
                 min_requests,
+                max_shadow_diff_ratio,
                 decision_callback_url,
                 on_breach,
             } = *args;
@@ -582,6 +587,7 @@ fn ramp(api: &Api, cmd: RampCmd) -> anyhow::Result<()> {
             b.gates.max_error_ratio = max_error_ratio.or(b.gates.max_error_ratio);
             b.gates.max_p99_ms = max_p99_ms;
             b.gates.min_requests = min_requests.unwrap_or(b.gates.min_requests);
+            b.gates.max_shadow_diff_ratio = max_shadow_diff_ratio;
             b.decision_callback_url = decision_callback_url;
             b.on_breach = match on_breach {
                 BreachAction::Rollback => OnBreach::Rollback,
