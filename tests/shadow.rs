@@ -447,3 +447,53 @@ fn a_ramp_gated_on_the_shadow_waits_while_it_differs_then_steps() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.join().unwrap();
 }
+
+#[test]
+fn in_a_fleet_each_node_shadows_and_counts_its_own_share() {
+    let etcd = common::etcd::Etcd::start();
+    let (prod, staging) = (App::start("v1"), App::start("v2"));
+    let config = sites(&prod, &staging, "", "percent = 0")
+        .replace("[sites.slots.shadow]\npercent = 0\n", "");
+    let with_etcd = |t: String| {
+        t.replacen(
+            "[state]\n",
+            &format!(
+                "[state]\nbackend = \"etcd\"\netcd_endpoints = [\"{}\"]\netcd_prefix = \"/t-shadow-fleet\"\n",
+                etcd.url()
+            ),
+            1,
+        )
+    };
+    let a = Proxy::start_edited(&config, 1, with_etcd);
+    let b = Proxy::start_edited(&config, 1, with_etcd);
+    // started through node A, shared through etcd
+    let (code, v) = a.admin(
+        "PUT",
+        SHADOW,
+        Some(r#"{"compare": {"ignore_json_paths": ["$.requestId"]}}"#),
+    );
+    assert_eq!(code, 200, "{v}");
+    // node B copies what it serves once its table has the shadow
+    wait_for(10, "node B to copy", || {
+        get_json(&b, "/demo/json/fleet");
+        let (code, v) = b.admin("GET", SHADOW, None);
+        (code == 200 && n(&v["figures"], "compared") >= 1).then_some(())
+    });
+    let before = n(&shadow(&b)["figures"], "compared");
+    for _ in 0..10 {
+        get_json(&b, "/demo/json/fleet");
+    }
+    let v = wait_figures(&b, "node B's 10 more copies", |f| {
+        n(f, "compared") >= before + 10
+    });
+    assert_eq!(
+        n(&v["figures"], "match"),
+        n(&v["figures"], "compared"),
+        "{v}"
+    );
+    assert_eq!(v["figures_of"], "this node");
+    // node A served none of them: its figures are its own
+    let va = shadow(&a);
+    assert_eq!(n(&va["figures"], "compared"), 0, "{va}");
+    assert_eq!(va["shadow"], v["shadow"]);
+}
