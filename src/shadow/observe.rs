@@ -135,6 +135,8 @@ enum Framing {
     None,
     Length(u64),
     Chunked(ChunkedDecoder),
+    /// An instance's answer with neither length nor chunks: to the close.
+    UntilClose,
 }
 
 #[derive(Debug)]
@@ -160,6 +162,11 @@ pub struct Watcher {
     start: Instant,
     /// Scratch for de-chunked bytes.
     scratch: Vec<u8>,
+    /// Reading an instance's own bytes (the shadow's copy): a body with
+    /// neither length nor chunks runs to the close.
+    raw: bool,
+    /// The answer said `Connection: close` (or was HTTP/1.0).
+    close: bool,
 }
 
 impl Watcher {
@@ -190,7 +197,40 @@ impl Watcher {
             },
             start,
             scratch: Vec::new(),
+            raw: false,
+            close: false,
         }
+    }
+
+    /// A watcher of an instance's answer read straight from its connection.
+    pub fn raw(max_body: usize, head_request: bool) -> Watcher {
+        Watcher {
+            raw: true,
+            ..Watcher::new(max_body, head_request, true, "", Instant::now())
+        }
+    }
+
+    /// The whole answer has been read.
+    pub fn done(&self) -> bool {
+        matches!(self.stage, Stage::Done)
+    }
+
+    /// Nothing more of it may come after this (a read error or the
+    /// connection closed): an answer running to the close ends here.
+    pub fn eof(&mut self) {
+        if matches!(self.stage, Stage::Body(Framing::UntilClose)) {
+            self.stage = Stage::Done;
+        }
+    }
+
+    /// What came is not an answer this reads (or a `101`).
+    pub fn failed(&self) -> bool {
+        matches!(self.stage, Stage::Broken)
+    }
+
+    /// Its connection may take another request.
+    pub fn reusable(&self) -> bool {
+        self.done() && !self.close
     }
 
     /// The head of the answer (not HTTP/1 bytes).
@@ -226,6 +266,13 @@ impl Watcher {
                         }
                     };
                     let status = resp.code.unwrap_or(0);
+                    self.close = resp.version == Some(0)
+                        || resp.headers.iter().any(|h| {
+                            h.name.eq_ignore_ascii_case("connection")
+                                && h.value
+                                    .split(|&b| b == b',')
+                                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                        });
                     let used = n - before;
                     bytes = &bytes[used..];
                     if status == 101 {
@@ -251,6 +298,9 @@ impl Watcher {
                         Framing::None
                     } else if chunked {
                         Framing::Chunked(ChunkedDecoder::bare())
+                    } else if length.is_none() && self.raw {
+                        self.close = true;
+                        Framing::UntilClose
                     } else {
                         Framing::Length(length.unwrap_or(0))
                     };
@@ -286,7 +336,7 @@ impl Watcher {
                         self.stage = Stage::Done;
                     }
                 }
-                Stage::Body(Framing::None) => {
+                Stage::Body(Framing::None | Framing::UntilClose) => {
                     self.body.push(bytes);
                     return;
                 }
@@ -361,6 +411,28 @@ mod tests {
         // a HEAD answer's length says nothing of a body
         let h = watch(&[b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"], true).unwrap();
         assert_eq!(h.body.len, 0);
+    }
+
+    #[test]
+    fn an_instance_answer_may_run_to_the_close_or_say_close() {
+        let mut w = Watcher::raw(100, false);
+        w.h1_bytes(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nhello");
+        assert!(!w.done());
+        w.h1_bytes(b" there");
+        w.eof();
+        assert!(w.done() && !w.reusable());
+        assert_eq!(
+            w.finish().unwrap().body.kept.as_deref(),
+            Some(&b"hello there"[..])
+        );
+        let mut w = Watcher::raw(100, false);
+        w.h1_bytes(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, Close\r\n\r\nok",
+        );
+        assert!(w.done() && !w.reusable());
+        let mut w = Watcher::raw(100, false);
+        w.h1_bytes(b"HTTP/1.1 204 No Content\r\n\r\n");
+        assert!(w.reusable());
     }
 
     #[test]
