@@ -4,7 +4,7 @@
 //! roll the thread-local RNG, then `decide`.
 //!
 //! The `bucket_*` and `user_key_*` cases route a site in sticky-bucket
-//! assignment (README, "Assignment").
+//! assignment (docs/guide/buckets.md).
 //!
 //! The `matches_*` cases give the site's `qa` slot three `match` entries
 //! (SPEC §16) — a header value, a header regex, a cookie — that the

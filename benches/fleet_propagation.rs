@@ -1,5 +1,6 @@
-//! Fleet propagation (issue 10's benchmark; BENCHMARKS.md "Fleet
-//! propagation"): the time from an acknowledged admin write on node A to
+//! Fleet propagation (issue 10's benchmark; docs/performance/
+//! control-plane.md, "Fleet propagation"): the time from an acknowledged
+//! admin write on node A to
 //! the other nodes serving the new route, over `FLEET_CHANGES` (default
 //! 1000) changes, printed as p50/p90/p99/max.
 //!

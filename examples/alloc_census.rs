@@ -1,5 +1,5 @@
-//! Where an idle keep-alive client connection's memory goes (BENCHMARKS.md,
-//! "Memory and connections"): runs the real `slotproxy serve` in this
+//! Where an idle keep-alive client connection's memory goes (docs/performance/
+//! memory.md): runs the real `slotproxy serve` in this
 //! process under a counting global allocator, opens CONNS connections that
 //! each make one request and then stay idle, and prints the heap blocks
 //! those connections hold, by exact size — how many per connection and how

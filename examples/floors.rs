@@ -8,12 +8,18 @@
 //!   keep-alive loop, nothing else (nginx `return 200` is its peer);
 //! * `forward`: the same app forwarding each request to one upstream through
 //!   pingora-core's HTTP/1 client session and connector (its connection
-//!   pool), body streamed back — no pingora-proxy.
+//!   pool), body streamed back — no pingora-proxy;
+//! * `h2c-memory`: an h2c server with the `h2` crate and slotproxy's
+//!   HTTP/2 settings (`edge::h2`'s windows and stream limit), each stream
+//!   spawned as slotproxy spawns it and answered with the same body from
+//!   memory — what HTTP/2 itself costs per request on this runtime, before
+//!   any proxying (the floor under `slotproxy-h2c`).
 //!
 //! Bare pingora-proxy is `examples/bare_pingora.rs`.
 //!
 //! `cargo run --release --example floors -- memory LISTEN [THREADS]`
 //! `cargo run --release --example floors -- forward LISTEN UPSTREAM [THREADS]`
+//! `cargo run --release --example floors -- h2c-memory LISTEN [THREADS]`
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -75,6 +81,40 @@ impl Floor {
     }
 }
 
+/// The `h2c-memory` floor (see the top of the file).
+struct H2Memory;
+
+#[async_trait]
+impl pingora_core::apps::ServerApp for H2Memory {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora_core::protocols::Stream,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<pingora_core::protocols::Stream> {
+        let mut b = h2::server::Builder::new();
+        b.max_concurrent_streams(100)
+            .initial_window_size(256 * 1024)
+            .initial_connection_window_size(2 * 1024 * 1024);
+        let Ok(mut conn) = b.handshake::<_, Bytes>(stream).await else {
+            return None;
+        };
+        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+            tokio::spawn(async move {
+                let resp = http::Response::builder()
+                    .status(200)
+                    .header("content-type", "text/plain")
+                    .header("content-length", BODY.len())
+                    .body(())
+                    .expect("a valid response");
+                if let Ok(mut tx) = respond.send_response(resp, false) {
+                    let _ = tx.send_data(Bytes::from_static(BODY), true);
+                }
+            });
+        }
+        None
+    }
+}
+
 #[async_trait]
 impl HttpServerApp for Floor {
     async fn process_new_http(
@@ -103,7 +143,19 @@ fn main() -> anyhow::Result<()> {
     slotproxy::allocator::tune();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: floors memory LISTEN [THREADS] | floors forward LISTEN UPSTREAM [THREADS]";
+    let usage = "usage: floors memory LISTEN [THREADS] | floors forward LISTEN UPSTREAM [THREADS] \
+                 | floors h2c-memory LISTEN [THREADS]";
+    if let ["h2c-memory", listen, ref rest @ ..] =
+        args.iter().map(String::as_str).collect::<Vec<_>>()[..]
+    {
+        let threads = rest.first().copied().map_or(Ok(1), str::parse)?;
+        let mut server = slotproxy::server::bench_server("floors", listen, threads);
+        let mut service =
+            pingora_core::services::listening::Service::new("floor".to_string(), H2Memory);
+        service.add_listener(slotproxy::limits::plain_listener(listen));
+        server.add_service(service);
+        server.run_forever()
+    }
     let (floor, listen, threads) = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["memory", listen, ref rest @ ..] => (Floor::Memory, listen, rest.first().copied()),
         ["forward", listen, upstream, ref rest @ ..] => {

@@ -1,6 +1,6 @@
-//! Simulation of a ramp seen by its clients (BENCHMARKS.md, "Ramp: slot
-//! vs bucket assignment"): 100,000 clients with churn, a ramp of staging
-//! from 0% to 50% in steps of 10, every request routed by the real
+//! Simulation of a ramp seen by its clients (docs/performance/
+//! control-plane.md, "Ramp: slot vs bucket assignment"): 100,000 clients
+//! with churn, a ramp of staging from 0% to 50% in steps of 10, every request routed by the real
 //! `routing::decide` on real compiled tables, once with `[routing]
 //! assignment = "slot"` (Azure's cookie) and once with `"bucket"`.
 //!

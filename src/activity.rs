@@ -1,6 +1,6 @@
 //! The activity log's records: one `Operation` per swap, preview or reset,
-//! with its phases and per-instance results, shaped as the README's
-//! "Activity log" section shows.
+//! with its phases and per-instance results, shaped as docs/guide/swaps.md's
+//! "Activity log" shows.
 //!
 //! Plain data only; the swap engine fills them in and the store persists
 //! each change before it is reported.
@@ -97,7 +97,7 @@ pub enum Action {
     Swap,
     Preview,
     Reset,
-    /// A ramp of a slot's share (README, "Ramp"); one phase per verdict.
+    /// A ramp of a slot's share (docs/guide/ramps.md); one phase per verdict.
     Ramp,
     /// An instance ejected or returned by outlier ejection (`source` is the
     /// slot, `target` the instance); one phase, `eject` or `return`.

@@ -1,4 +1,4 @@
-//! Who may open a client connection (README, "Limits"): the count of open
+//! Who may open a client connection (docs/reference/limits.md): the count of open
 //! connections in total and per client address, and — when the total is
 //! reached — room made by closing the connection that has idled longest
 //! between two requests, as nginx does, before a new one is refused.

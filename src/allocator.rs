@@ -7,7 +7,7 @@
 //! (`madvise(MADV_DONTNEED)` with `purge_decommits`) `purge_delay` ms later.
 //! Purging at once (`MIMALLOC_PURGE_DELAY=0`, the old setting) faults the
 //! same pages in again on the next request: ~21% of the CPU per request
-//! under the load bench (BENCHMARKS.md, issue 11). With a delay, mimalloc
+//! under the load bench (docs/performance/history.md, issue 11). With a delay, mimalloc
 //! only carries out an expired purge when some thread frees a page or calls
 //! `mi_collect` — which an idle proxy never does: after 10,000 idle
 //! connections closed it kept 157.5 MiB instead of ~18.

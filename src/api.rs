@@ -49,7 +49,7 @@ pub const RAMP: &str = "/api/v1/sites/{site}/slots/{slot}/ramp";
 /// node's figures, `DELETE` stops it (SPEC §15).
 pub const SHADOW: &str = "/api/v1/sites/{site}/slots/{slot}/shadow";
 
-// The dashboard (README, "Dashboard"): its page and static files need no
+// The dashboard (docs/guide/dashboard.md): its page and static files need no
 // token (they hold no data); the two JSON paths below it uses do.
 pub const DASHBOARD: &str = "/";
 pub const DASHBOARD_FILE: &str = "/dashboard/{file}";

@@ -97,6 +97,9 @@ pub struct ServerSection {
     pub header_timeout_secs: u64,
     /// Longest pause while a client sends its body (else 408).
     pub body_timeout_secs: u64,
+    /// The mean rate a request body must keep after a 5 s grace (else
+    /// 408); 0: none (`request_body::Pace`).
+    pub body_min_bytes_per_sec: u64,
     /// Longest wait for a client to take more of its answer; a client that
     /// stops reading is let go, and so is its instance connection.
     pub send_timeout_secs: u64,
@@ -119,11 +122,10 @@ pub struct ServerSection {
     pub h2c: bool,
     /// Most concurrent streams one HTTP/2 client connection may open.
     pub h2_max_concurrent_streams: u32,
-    /// Plain HTTP/1 requests (no body, no upgrade) take the lean proxy
-    /// path (`lean`); `false` sends every request through pingora-proxy.
+    /// No longer does anything (every request takes the one engine):
+    /// `false` is accepted with a warning, so an older config still starts.
     pub lean_http1: bool,
-    /// HTTP/2 clients (ALPN `h2`, h2c) are served by slotproxy's own
-    /// HTTP/2 front end (`edge`); `false` sends them through pingora-proxy.
+    /// No longer does anything, as `lean_http1`.
     pub lean_http2: bool,
 }
 
@@ -147,6 +149,7 @@ impl Default for ServerSection {
             keepalive_timeout_secs: 75,
             header_timeout_secs: 60,
             body_timeout_secs: 60,
+            body_min_bytes_per_sec: 240,
             send_timeout_secs: 60,
             max_response_header_bytes: crate::h1::DEFAULT_MAX_RESPONSE_HEAD,
             underscores_in_headers: false,

@@ -86,6 +86,9 @@ pub struct PlainKind {
     /// `Expect: 100-continue`: the client waits for a 100 (the instance's,
     /// passed on) before it sends the body.
     pub expect_continue: bool,
+    /// The client speaks HTTP/1.0 (its header was written anew as
+    /// HTTP/1.1 by `head_rewrite`): no chunked answer, no interim one.
+    pub http10: bool,
 }
 
 /// Parse the complete request header `head` once: its body length (the
@@ -128,13 +131,14 @@ pub fn inspect_on(head: &[u8], tls: bool) -> Inspected<'_> {
         return unknown;
     }
     let body = body_length_of(req.headers);
-    let plain =
-        if req.version == Some(1) && !bare_lf(head) && req.path.is_some_and(|p| p.starts_with('/'))
-        {
-            plain(req.headers)
-        } else {
-            None
-        };
+    let plain = if req.version == Some(1)
+        && !bare_lf(head)
+        && req.path.is_some_and(|p| p.starts_with('/') || p == "*")
+    {
+        plain(req.headers)
+    } else {
+        None
+    };
     Inspected {
         body,
         plain,
@@ -144,7 +148,7 @@ pub fn inspect_on(head: &[u8], tls: bool) -> Inspected<'_> {
 
 /// Whether a line of `head` ends in a bare LF: the lean path copies field
 /// lines as they came, and a strict app server (llhttp, h11) refuses a bare
-/// LF, so such a request goes to pingora-proxy, which writes CRLFs.
+/// LF, so such a header is written anew with CRLFs first (`head_rewrite`).
 fn bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
@@ -222,6 +226,7 @@ fn plain<'a>(headers: &[httparse::Header<'a>]) -> Option<Plain<'a>> {
             body,
             upgrade,
             expect_continue,
+            http10: false,
         },
     })
 }
@@ -602,6 +607,7 @@ mod tests {
             body: RequestBody::None,
             upgrade: false,
             expect_continue: false,
+            http10: false,
         };
         assert_eq!(
             kind("GET / HTTP/1.1\r\nHost: a\r\nConnection: close , keep-alive\r\nContent-Length: 0\r\n\r\n"),
@@ -620,6 +626,8 @@ mod tests {
         assert!(k.expect_continue && !k.upgrade);
         let k = kind("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
         assert!(k.upgrade && k.body == RequestBody::None);
+        // `OPTIONS *` goes on as it came
+        assert_eq!(kind("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), none);
         for head in [
             // no Host, two Hosts
             "GET / HTTP/1.1\r\n\r\n",
@@ -640,18 +648,17 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\n",
             // not origin-form
             "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
-            "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
             "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
-            // hop-by-hop fields that need pingora-proxy's handling
+            // hop-by-hop fields: written anew first (`head_rewrite`)
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-secret\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nExpect: something-else\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: keep-alive\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
             "garbage\r\n\r\n",
-            // HTTP/1.0: close-delimited bodies and no 1xx, pingora-proxy's
+            // HTTP/1.0: written anew as HTTP/1.1 (`head_rewrite`)
             "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
-            // bare LFs: pingora-proxy writes the lines anew with CRLFs
+            // bare LFs: written anew with CRLFs (`head_rewrite`)
             "GET / HTTP/1.1\nHost: a\n\n",
             "GET / HTTP/1.1\r\nHost: a\nX-A: 1\r\n\r\n",
         ] {

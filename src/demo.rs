@@ -8,7 +8,7 @@
 //! settings hook (`/settings`). A `delay_ms=N` query parameter (at most 60 s)
 //! makes it answer late, to test time-outs and draining.
 //!
-//! To show outlier ejection (README, "Outlier ejection"): `POST /demo/fail`
+//! To show outlier ejection (docs/guide/matches-and-outliers.md): `POST /demo/fail`
 //! makes the instance answer 500 to every request but `/demo/…` ones,
 //! `POST /demo/fail-health` makes `GET /demo/health` answer 500 as well,
 //! and `POST /demo/recover` ends both. `GET /demo/health` answers 200

@@ -13,9 +13,8 @@
 //! What this module owns:
 //! - the process-wide drain state (started by the signal, the end of the
 //!   window), read by the hooks with one atomic load;
-//! - [`DrainingApp`], a thin wrapper around pingora's HTTP app that delays
-//!   pingora's `http_cleanup` (the idle-connection cut) until the window is
-//!   over;
+//! - the wait for the window's end in the client listeners' cleanup
+//!   (`limits::Limited`), which pingora calls at its shutdown broadcast;
 //! - the same for the axum control listeners (admin, metrics, demo apps):
 //!   a `Connection: close` response layer and a listener that lets go of its
 //!   address at hand-over while its open connections drain.
@@ -23,16 +22,11 @@
 //! The HTTP/1 connection loop (`limits`) reads [`draining`] to turn
 //! keep-alive off for every request read during the drain, and waits for
 //! [`window_over`] before it closes an idle connection (gracefully:
-//! `limits::linger_close`); the proxy's `response_filter` turns it off for
+//! `limits::linger_close`); the engine (`lean`, `edge`) turns it off for
 //! requests read before the drain began and answered after.
 
-use async_trait::async_trait;
-use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
-use pingora_core::protocols::http::v2::server::H2Options;
-use pingora_core::protocols::http::ServerSession;
-use pingora_core::server::ShutdownWatch;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long pingora should wait, after it broadcasts shutdown, before it
@@ -134,53 +128,6 @@ pub async fn start_on_signals() {
         _ = term.recv() => {},
     }
     start();
-}
-
-/// pingora's HTTP app (`HttpProxy`) with its idle-connection cut moved to
-/// the end of the drain window. Everything else is passed through.
-pub struct DrainingApp<A> {
-    inner: Arc<A>,
-}
-
-impl<A> DrainingApp<A> {
-    pub fn new(inner: A) -> Self {
-        DrainingApp {
-            inner: Arc::new(inner),
-        }
-    }
-}
-
-#[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for DrainingApp<A> {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        self.inner.process_new_http(session, shutdown).await
-    }
-
-    fn h2_options(&self) -> Option<H2Options> {
-        self.inner.h2_options()
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.inner.server_options()
-    }
-
-    /// pingora calls this once the listeners stopped (its shutdown
-    /// broadcast); the inner cleanup wakes every connection parked between
-    /// requests and drops it. Waiting for the end of the window first keeps
-    /// those connections open, so a request a client is sending on one
-    /// right now is read and answered (with `Connection: close`).
-    async fn http_cleanup(&self) {
-        // a shutdown that did not come through our signal watch (or came
-        // first) drains too
-        start();
-        window_over().await;
-        log::info!("drain window over: closing idle client connections");
-        self.inner.http_cleanup().await;
-    }
 }
 
 /// axum layer for the control listeners: `Connection: close` on every

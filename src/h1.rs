@@ -16,8 +16,8 @@ use crate::routing::RequestView;
 use std::io::Write;
 use std::mem::MaybeUninit;
 
-/// Most header fields a request or response may have here; the connection
-/// loop sends a request with more to pingora-proxy (`connection::inspect`
+/// Most header fields a request may have here; the connection loop
+/// refuses one with more (431, `head_rewrite`; `connection::inspect`
 /// parses with the same limit).
 pub const MAX_HEADERS: usize = crate::connection::MAX_HEADERS;
 
@@ -230,6 +230,9 @@ pub struct ResponseHead {
     pub body: Body,
     /// The instance lets its connection be reused after this response.
     pub reusable: bool,
+    /// The body goes to the client bare, delimited by closing its
+    /// connection (an HTTP/1.0 client's chunked or close-delimited body).
+    pub bare: bool,
 }
 
 /// What the response going to the client gets besides the instance's
@@ -246,6 +249,10 @@ pub struct ClientAdds<'a> {
     pub upgrade: bool,
     /// A larger response header is refused (502): `max_response_header_bytes`.
     pub max_head: usize,
+    /// The client speaks HTTP/1.0: a body the instance chunks or delimits
+    /// by closing goes to it bare, delimited by the close (it knows no
+    /// chunked coding), and a kept-alive answer says `keep-alive`.
+    pub http10: bool,
 }
 
 /// Why an instance's response cannot be passed on (the client gets 502).
@@ -294,6 +301,7 @@ pub fn response_head(
             len,
             body: Body::None,
             reusable: false,
+            bare: false,
         }));
     }
     if status < 200 {
@@ -303,6 +311,7 @@ pub fn response_head(
             len,
             body: Body::None,
             reusable: true,
+            bare: false,
         }));
     }
     let (body, reusable) = response_fields(
@@ -319,6 +328,7 @@ pub fn response_head(
         len,
         body,
         reusable,
+        bare: goes_bare(adds, body),
     }))
 }
 
@@ -417,6 +427,7 @@ fn response_fields(
     let drop_length = chunked || lengths > 1 || listed;
     let reusable = keep_alive && !close && !faulty && body != Body::UntilClose;
     let anew = bare_lf(head);
+    let bare = goes_bare(adds, body);
 
     match headers.first() {
         // an HTTP/1.1 status line as it came
@@ -435,7 +446,8 @@ fn response_fields(
         !(is(h, "connection")
             || is(h, "keep-alive")
             || is(h, "proxy-connection")
-            || (drop_length && is(h, "content-length")))
+            || (drop_length && is(h, "content-length"))
+            || (bare && is(h, "transfer-encoding")))
     };
     if anew {
         for h in headers.iter().filter(|h| keep(h)) {
@@ -459,14 +471,22 @@ fn response_fields(
     if let Some(c) = adds.cookie {
         field(out, b"set-cookie", c);
     }
-    if body == Body::UntilClose {
+    if body == Body::UntilClose && !bare {
         field(out, b"transfer-encoding", b"chunked");
     }
-    if adds.close {
+    if adds.close || bare {
         field(out, b"connection", b"close");
+    } else if adds.http10 {
+        field(out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
     Ok((body, reusable))
+}
+
+/// Whether `body` goes to the client bare, delimited by the close: an
+/// HTTP/1.0 client reads a body of no known length so.
+fn goes_bare(adds: &ClientAdds<'_>, body: Body) -> bool {
+    adds.http10 && matches!(body, Body::Chunked | Body::UntilClose)
 }
 
 /// A `Content-Length` value, or a list of identical ones (RFC 9110 §8.6).
@@ -575,6 +595,7 @@ mod tests {
             head_request: false,
             upgrade: false,
             max_head: DEFAULT_MAX_RESPONSE_HEAD,
+            http10: false,
         }
     }
 

@@ -4,7 +4,7 @@
 //! and idle instance connections kept in `idle_pool` — instead of
 //! pingora-proxy.
 //!
-//! Why: the load benchmark's floors (BENCHMARKS.md) showed most of the gap
+//! Why: the load benchmark's floors (docs/performance/history.md) showed most of the gap
 //! to nginx in pingora-proxy's per-request machinery (the session boxed
 //! twice, a dozen boxed hook futures, two `mpsc` channels and a `try_join!`
 //! per request), and most of the rest in pingora-core's session objects:
@@ -26,10 +26,13 @@
 //! watched for an early answer: an interim `100 Continue` goes to the
 //! client (which then sends its body), a final answer ends the body's
 //! forwarding and the client connection after it. An upgrade's `101`
-//! turns the connection into a tunnel (`tunnel`). What is left to
-//! pingora-proxy, decided before the request is parsed: absolute targets,
-//! HTTP/1.0, bare-LF headers, framing that is not one unambiguous way,
-//! h2c instances, and HTTP/2 clients.
+//! turns the connection into a tunnel (`tunnel`). A request that is not
+//! plain as it came (HTTP/1.0, an absolute target, bare-LF lines,
+//! hop-by-hop fields) is written anew in the plain form by `head_rewrite`
+//! first and served here too; an HTTP/1.0 client's answer is framed as
+//! HTTP/1.0 allows (`h1::ClientAdds::http10`). What is left to
+//! pingora-proxy: HTTP/1 requests to sites with h2c or h2 instances, and
+//! everything when `[server] lean_http1 = false`.
 //!
 //! What it shares with the pingora-proxy path, by calling the same
 //! functions of `proxy`: the routing decision and its local 404/403/503
@@ -46,13 +49,12 @@ use crate::connection::{Fenced, PlainKind};
 use crate::h1::{self, Body, ClientAdds, ResponseHead};
 use crate::idle_pool::futures_lite_now_or_never::now_or_never;
 use crate::idle_pool::{IdlePool, PoolKey};
-use crate::limits::FastPath;
 use crate::model::InstancesProtocol;
 use crate::proxy::{
     bad_gateway_message, failure_status, forwarded, log_request, pin_cookie, route_request,
     status_line, Finished, RequestCtx, UpstreamTimeouts, BODY_TIMEOUT_MESSAGE, LOCAL_FIELDS,
 };
-use crate::request_body::{BodyIn, ChunkedDecoder};
+use crate::request_body::{BodyIn, ChunkedDecoder, Pace};
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
@@ -85,12 +87,17 @@ pub struct Lean {
     pub(crate) timeouts: UpstreamTimeouts,
     /// `[server] body_timeout_secs`: the most a request body may pause.
     pub(crate) body_timeout: Duration,
+    /// `[server] body_min_bytes_per_sec`: the mean rate a body must keep.
+    pub(crate) body_min_rate: u64,
     /// `[server] send_timeout_secs`: the most a client may stall its answer.
     pub(crate) send_timeout: Duration,
     /// `[server] max_response_header_bytes`: a larger answer's header is a 502.
     pub(crate) max_response_head: usize,
     pub(crate) transport: Arc<TransportConnector>,
     idle: Arc<IdlePool>,
+    /// The shared HTTP/2 connections to h2c / h2 instances, for HTTP/1
+    /// and HTTP/2 clients alike (`edge::h2_upstream`).
+    pub(crate) h2: Arc<crate::edge::h2_upstream::Upstreams>,
 }
 
 impl Lean {
@@ -115,10 +122,12 @@ impl Lean {
             table,
             timeouts: UpstreamTimeouts::from_config(server),
             body_timeout: Duration::from_secs(server.body_timeout_secs),
+            body_min_rate: server.body_min_bytes_per_sec,
             send_timeout: Duration::from_secs(server.send_timeout_secs),
             max_response_head: server.max_response_header_bytes,
             transport: Arc::new(TransportConnector::new(None)),
             idle,
+            h2: Arc::default(),
         }
     }
 
@@ -147,20 +156,6 @@ impl Lean {
     }
 }
 
-/// Whether the lean path can serve the site of `host` in `table`: every
-/// slot's instances speak plain HTTP/1 (an h2c pool needs pingora-proxy's
-/// HTTP/2 client). An unknown host is served here too (its 404).
-pub fn serves_host(table: &RouteTable, host: &[u8]) -> bool {
-    let Some(target) = table.lookup_host(host) else {
-        return true;
-    };
-    table.sites[target.site as usize].slots.iter().all(|s| {
-        s.pool
-            .as_ref()
-            .is_none_or(|p| p.probe.protocol == InstancesProtocol::Http1)
-    })
-}
-
 /// A request read, routed and made ready for the instance, from one parse
 /// of its header; the header's parts the log needs stay in the header
 /// bytes (`Range`s into them).
@@ -179,6 +174,9 @@ struct Prepared {
     /// The client said `Connection: close`.
     client_close: bool,
     kind: PlainKind,
+    /// The slot's instances speak HTTP/2: the request as HTTP/2 parts
+    /// (`edge::h1_h2`), and `upstream` holds the body bytes read so far.
+    h2: Option<http::request::Parts>,
 }
 
 /// Where `part` (a slice of `whole`) sits in it.
@@ -203,9 +201,22 @@ fn prepare(
 ) -> Option<Prepared> {
     let mut headers = h1::headers();
     let req = h1::parse_request(head, &mut headers)?;
-    let refusal = route_request(table, &req, peer_ip, tls_here, ctx);
+    let mut refusal = route_request(table, &req, peer_ip, tls_here, ctx);
     let mut upstream = Vec::new();
-    if refusal.is_none() {
+    let mut h2 = None;
+    let to_h2 = ctx
+        .slot()
+        .and_then(|s| s.pool.as_ref())
+        .is_some_and(|p| p.probe.protocol != InstancesProtocol::Http1);
+    if refusal.is_none() && to_h2 {
+        h2 = crate::edge::h2_parts(&req);
+        if h2.is_none() {
+            refusal = Some((
+                400,
+                "400 Bad Request: a header field HTTP/2 cannot carry".to_string(),
+            ));
+        }
+    } else if refusal.is_none() {
         upstream.reserve(head.len() + 160);
         let fwd = forwarded(&req, ctx);
         h1::upstream_request(head, &req, &fwd, kind.upgrade, &mut upstream);
@@ -221,15 +232,17 @@ fn prepare(
         head_request: method == Some(http::Method::HEAD),
         client_close: req.wants_close(),
         kind,
+        h2,
     })
 }
 
 /// How a proxied request ended short of success.
-enum Failed {
+pub(crate) enum Failed {
     /// Before any response was written to the client: answer it.
     Early(Box<Error>),
-    /// After the response began, or the client went away: close. Holds
-    /// the instance's error, if it was the instance that failed (counted).
+    /// After the response began, or the client went away: close (an
+    /// HTTP/2 stream: reset). Holds the instance's error, if it was the
+    /// instance that failed (counted).
     Late(Option<Box<Error>>),
 }
 
@@ -240,22 +253,24 @@ fn upstream_error(etype: ErrorType, why: &'static str) -> Box<Error> {
 
 /// What went out to the client.
 #[derive(Default)]
-struct Sent {
-    status: Option<u16>,
+pub(crate) struct Sent {
+    pub(crate) status: Option<u16>,
     /// Response body bytes (payload; no chunk framing).
-    bytes: usize,
+    pub(crate) bytes: usize,
     /// The response said `Connection: close`.
-    close: bool,
+    pub(crate) close: bool,
 }
 
 /// The client's side of the exchange: its connection and what was sent.
-struct Client<'a> {
-    conn: &'a mut Fenced,
-    sent: Sent,
+pub(crate) struct Client<'a> {
+    pub(crate) conn: &'a mut Fenced,
+    pub(crate) sent: Sent,
     /// `[server] send_timeout_secs`: the longest one write may wait for
     /// the client to take more (nginx's `send_timeout`: between two
     /// writes, not for the whole answer).
     send_timeout: Duration,
+    /// The client speaks HTTP/1.0: a kept-alive answer says so.
+    http10: bool,
     /// A copy for the slot's shadow, watching what goes out (`shadow`).
     shadow: Option<Box<crate::shadow::Tap>>,
 }
@@ -264,7 +279,7 @@ impl Client<'_> {
     /// Write `bytes` (`body`: how many of them are body bytes) and flush.
     /// A client that takes nothing for the send time-out is let go (and
     /// with it the instance's connection, which is not read meanwhile).
-    async fn send(&mut self, bytes: &[u8], body: usize) -> Result<(), Failed> {
+    pub(crate) async fn send(&mut self, bytes: &[u8], body: usize) -> Result<(), Failed> {
         let s = self.conn.socket();
         let t = self.send_timeout;
         let mut rest = bytes;
@@ -348,17 +363,36 @@ fn client_error(etype: ErrorType, why: &'static str) -> Box<Error> {
 }
 
 /// The client stopped sending its body (408, the client's fault).
-fn body_stalled() -> Box<Error> {
+pub(crate) fn body_stalled() -> Box<Error> {
     client_error(ErrorType::ReadTimedout, "the request body stopped arriving")
 }
 
+/// What [`body_too_slow`] says, and the 408's text for it.
+pub(crate) const BODY_SLOW: &str =
+    "the request body arrived slower than server.body_min_bytes_per_sec";
+
+/// The client sends its body slower than the mean rate it must keep
+/// (408, the client's fault; `request_body::Pace`).
+pub(crate) fn body_too_slow() -> Box<Error> {
+    client_error(ErrorType::ReadTimedout, BODY_SLOW)
+}
+
+/// The 408 text for a body time-out `e`: stalled, or too slow.
+pub(crate) fn body_timeout_message(e: &Error) -> String {
+    if e.context.as_ref().is_some_and(|c| c.as_str() == BODY_SLOW) {
+        format!("408 Request Timeout: {BODY_SLOW}")
+    } else {
+        BODY_TIMEOUT_MESSAGE.to_string()
+    }
+}
+
 /// The client's chunked body cannot be framed (400).
-fn body_malformed(why: &'static str) -> Box<Error> {
+pub(crate) fn body_malformed(why: &'static str) -> Box<Error> {
     client_error(ErrorType::HTTPStatus(400), why)
 }
 
 /// The client closed its connection in the middle of its body (no answer).
-fn body_cut() -> Box<Error> {
+pub(crate) fn body_cut() -> Box<Error> {
     client_error(
         ErrorType::ConnectionClosed,
         "the client closed the connection before its body was complete",
@@ -367,7 +401,7 @@ fn body_cut() -> Box<Error> {
 
 /// The chunked body ended inside `bytes` at `used`: what follows is the
 /// next request's, and the connection is fenced from here on.
-fn body_ended(conn: &mut Fenced, bytes: &[u8], used: usize) {
+pub(crate) fn body_ended(conn: &mut Fenced, bytes: &[u8], used: usize) {
     conn.put_next(BytesMut::from(&bytes[used..]));
     conn.fence(Some(0));
 }
@@ -424,7 +458,16 @@ impl Lean {
             head_request: req.head_request,
             upgrade: req.kind.upgrade,
             max_head: self.max_response_head,
+            http10: req.kind.http10,
         };
+        if let Some(parts) = &req.h2 {
+            let first = std::mem::take(&mut req.upstream);
+            let expect = req.kind.expect_continue;
+            return crate::edge::forward_h1_to_h2(
+                self, client, parts, body, &first, &adds, expect, ctx,
+            )
+            .await;
+        }
         // the table is held by `ctx` anyway: a second handle on it lends
         // the site's name without copying it
         let table = ctx.table.clone();
@@ -449,6 +492,7 @@ impl Lean {
                 early,
                 adds: &adds,
                 body_timeout: self.body_timeout,
+                body_min_rate: self.body_min_rate,
                 site,
             };
             match exchange.run(client).await {
@@ -513,6 +557,8 @@ struct Exchange<'a> {
     early: &'a [u8],
     adds: &'a ClientAdds<'a>,
     body_timeout: Duration,
+    /// `[server] body_min_bytes_per_sec`.
+    body_min_rate: u64,
     /// The site's name: its own idle connections, and the metric's label.
     site: &'a str,
 }
@@ -565,17 +611,32 @@ impl Exchange<'_> {
         // the app waiting for a stalled body times out too: that is the
         // client's fault as much as our own body time-out (`client_fault`)
         let wait = self.body_timeout.min(self.read_timeout());
+        let mut pace = Pace::new(self.body_min_rate);
+        // a client that asked for a 100 waits for it: that wait is the
+        // instance's, not counted against the client's rate
+        let mut pacing = !self.req.kind.expect_continue;
         while !self.body.done() {
+            let allowance = pace.allowance().filter(|a| pacing && *a < wait);
             let up = &mut *self.up;
             let conn = &mut *client.conn;
-            let step = fast_timeout(wait, async {
+            let began = std::time::Instant::now();
+            let step = fast_timeout(allowance.unwrap_or(wait), async {
                 tokio::select! {
                     r = conn.read(&mut chunk) => Pumped::Client(r),
                     r = read_some(up, buf) => Pumped::Instance(r),
                 }
             })
             .await;
+            let got = match &step {
+                Ok(Pumped::Client(Ok(n))) => *n,
+                _ => 0,
+            };
+            pacing |= got > 0;
+            if pacing {
+                pace.record(began.elapsed(), got);
+            }
             match step {
+                Err(_) if allowance.is_some() => return Err(early(body_too_slow())),
                 Err(_) => return Err(early(body_stalled())),
                 Ok(Pumped::Client(Ok(0) | Err(_))) => return Err(early(body_cut())),
                 Ok(Pumped::Client(Ok(n))) => {
@@ -602,8 +663,11 @@ impl Exchange<'_> {
                     match h1::response_head(buf, self.adds, out) {
                         Ok(None) => break,
                         Ok(Some(h)) if h.status < 200 && h.status != 101 => {
-                            client.send(out, 0).await?;
+                            if !self.adds.http10 {
+                                client.send(out, 0).await?;
+                            }
                             buf.drain(..h.len);
+                            pacing = true;
                         }
                         // a final answer, or a bad one: read as the response
                         _ => {
@@ -654,15 +718,18 @@ impl Exchange<'_> {
                         return Err(early(upstream_error(ErrorType::InvalidHTTPHeader, why)))
                     }
                     Ok(Some(h)) if h.status >= 200 || h.status == 101 => break Some(h),
-                    // 103 Early Hints and the like go to the client as they are
+                    // 103 Early Hints and the like go to the client as they
+                    // are; never to an HTTP/1.0 one (RFC 9110 §15.2)
                     Ok(Some(h)) => {
-                        client.send(&out, 0).await?;
+                        if !adds.http10 {
+                            client.send(&out, 0).await?;
+                        }
                         buf.drain(..h.len);
                     }
                 }
             };
             if let Some(h) = head {
-                client.sent.close = adds.close;
+                client.sent.close = adds.close || h.bare;
                 break h;
             }
             let read = if watch {
@@ -746,7 +813,11 @@ async fn stream_response(
     let mut overrun = false;
     // decoded strictly and framed anew: no extension, no trailer field
     // (`Set-Cookie`, `Content-Length`…) and no bare LF reaches the client
-    let mut chunked = ChunkedDecoder::keeping_trailers();
+    let mut chunked = if head.bare {
+        ChunkedDecoder::bare()
+    } else {
+        ChunkedDecoder::keeping_trailers()
+    };
     let mut remaining = 0u64;
     // payload bytes in this first write (chunk framing is not counted)
     let mut payload = 0;
@@ -769,11 +840,13 @@ async fn stream_response(
             chunked.done()
         }
         Body::UntilClose => {
-            if !rest.is_empty() {
+            if head.bare {
+                out.extend_from_slice(rest);
+            } else if !rest.is_empty() {
                 h1::chunk(rest, out);
-                payload = rest.len();
-                rest = &[];
             }
+            payload = rest.len();
+            rest = &[];
             false
         }
     };
@@ -789,9 +862,12 @@ async fn stream_response(
         let n = read_more(up, &mut buf, read_timeout).await.map_err(late)?;
         match head.body {
             Body::UntilClose if n == 0 => {
-                client.send(h1::LAST_CHUNK, 0).await?;
+                if !head.bare {
+                    client.send(h1::LAST_CHUNK, 0).await?;
+                }
                 done = true;
             }
+            Body::UntilClose if head.bare => client.send(&buf, n).await?,
             Body::UntilClose => {
                 out.clear();
                 h1::chunk(&buf, out);
@@ -868,10 +944,10 @@ async fn send_local(
     }
     let _ = write!(out, "content-length: {}\r\ndate: ", message.len() + 1);
     out.extend_from_slice(pingora_core::protocols::http::date::get_cached_date().as_bytes());
-    out.extend_from_slice(if close {
-        b"\r\nconnection: close\r\n\r\n"
-    } else {
-        b"\r\n\r\n"
+    out.extend_from_slice(match (close, client.http10) {
+        (true, _) => b"\r\nconnection: close\r\n\r\n",
+        (false, true) => b"\r\nconnection: keep-alive\r\n\r\n",
+        (false, false) => b"\r\n\r\n",
     });
     let body = if head_request { 0 } else { message.len() + 1 };
     if body > 0 {
@@ -897,7 +973,7 @@ async fn answer_failure(
     let message = match code {
         0 => return,
         502 => bad_gateway_message(ctx),
-        408 => BODY_TIMEOUT_MESSAGE.to_string(),
+        408 => body_timeout_message(e),
         400 => format!(
             "400 Bad Request: {}",
             e.context
@@ -909,25 +985,25 @@ async fn answer_failure(
     let _ = send_local(client, code, &message, true, head_request).await;
 }
 
-impl FastPath for Lean {
-    /// The table the choice was made on: the request is routed with it, so
-    /// a slot cannot turn HTTP/2 between the choice and the routing.
-    type Ticket = Arc<RouteTable>;
-
-    fn takes(&self, host: &[u8]) -> Option<Arc<RouteTable>> {
-        let table = self.table.load_full();
-        serves_host(&table, host).then_some(table)
-    }
-
-    async fn serve(
+impl Lean {
+    /// Serve the request whose complete (plain) header is the first
+    /// `head_len` bytes of `buf`, read from `conn`; the rest of `buf` is
+    /// the part of its body (or, for an upgrade, of the tunnel) read with
+    /// it. Bytes pipelined behind a body of known length are set aside in
+    /// `conn` already, and `conn` is fenced at that body's end; a chunked
+    /// body or an upgrade is not fenced. `closing`: answer with
+    /// `Connection: close`. Returns whether the connection stays open for
+    /// the next request. A slot whose instances speak HTTP/2 is reached
+    /// over HTTP/2 after the routing (`edge::h1_h2`).
+    pub(crate) async fn serve(
         &self,
-        table: Arc<RouteTable>,
         conn: &mut Fenced,
         buf: BytesMut,
         head_len: usize,
         kind: PlainKind,
         closing: bool,
     ) -> bool {
+        let table = self.table.load_full();
         let mut ctx = RequestCtx::default();
         let peer_ip = conn
             .get_socket_digest()
@@ -937,6 +1013,7 @@ impl FastPath for Lean {
             conn,
             sent: Sent::default(),
             send_timeout: self.send_timeout,
+            http10: kind.http10,
             shadow: None,
         };
         let head = &buf[..head_len];
@@ -946,7 +1023,11 @@ impl FastPath for Lean {
         };
         // what of the body came with the header goes out with it; after
         // an upgrade request it is the tunnel's, held until a 101
-        let mut body = BodyIn::new(kind.body);
+        // to an HTTP/2 instance the body goes as DATA: decoded, not framed
+        let mut body = match req.h2 {
+            Some(_) => BodyIn::unframed(kind.body),
+            None => BodyIn::new(kind.body),
+        };
         // shadow traffic (SPEC §15): one branch for a site without one
         if req.refusal.is_none() && !kind.upgrade {
             client.shadow = crate::shadow::offer_h1(&ctx, head);
@@ -986,7 +1067,11 @@ impl FastPath for Lean {
                 method: text(&req.method),
                 path: text(&req.path),
                 host: &head[req.host.clone()],
-                version: http::Version::HTTP_11,
+                version: if kind.http10 {
+                    http::Version::HTTP_10
+                } else {
+                    http::Version::HTTP_11
+                },
                 status: client.sent.status,
                 bytes: client.sent.bytes,
                 peer: peer_ip,
@@ -1017,6 +1102,7 @@ mod tests {
         body: RequestBody::None,
         upgrade: false,
         expect_continue: false,
+        http10: false,
     };
 
     const CFG: &str = r#"
@@ -1040,17 +1126,24 @@ instances = ["127.0.0.1:3003"]
 name = "staging"
 instances = ["127.0.0.1:3004"]
 instances_protocol = "h2c"
+traffic_percent = 0
 "#;
 
     #[test]
-    fn sites_with_an_h2c_slot_are_left_to_pingora_proxy() {
-        let t = compile_toml(CFG, &Health::new());
-        assert!(serves_host(&t, b"web.example.com"));
-        assert!(serves_host(&t, b"WEB.example.com:8080"));
-        // one h2c slot is enough: the decision comes after the choice
-        assert!(!serves_host(&t, b"grpc.example.com"));
-        // unknown hosts get their 404 here
-        assert!(serves_host(&t, b"nowhere.example.com"));
+    fn a_request_routed_to_an_h2c_slot_is_prepared_as_http2_parts() {
+        let t = Arc::new(compile_toml(CFG, &Health::new()));
+        let head = b"GET /svc?x-ms-routing-name=staging HTTP/1.1\r\nHost: grpc.example.com\r\n\r\n";
+        let mut ctx = RequestCtx::default();
+        let p = prepare(t.clone(), head, NO_BODY, None, false, &mut ctx).unwrap();
+        assert!(p.refusal.is_none() && p.upstream.is_empty());
+        let uri = p.h2.map(|h| h.uri.to_string());
+        assert_eq!(uri.as_deref(), Some("/svc?x-ms-routing-name=staging"));
+        // the site's HTTP/1 slot: bytes for the pooled connection
+        let head = b"GET /svc HTTP/1.1\r\nHost: grpc.example.com\r\n\
+                     Cookie: x-ms-routing-name=production\r\n\r\n";
+        let mut ctx = RequestCtx::default();
+        let p = prepare(t, head, NO_BODY, None, false, &mut ctx).unwrap();
+        assert!(p.h2.is_none() && !p.upstream.is_empty());
     }
 
     #[test]

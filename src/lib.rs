@@ -20,6 +20,7 @@ pub mod edge;
 pub mod grpc;
 pub mod h1;
 pub mod handover;
+pub mod head_rewrite;
 pub mod health;
 pub mod idle_pool;
 pub mod instance_client;

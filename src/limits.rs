@@ -1,4 +1,4 @@
-//! Downstream limits (README, "Configuration reference", `[server]`):
+//! Downstream limits (docs/reference/limits.md):
 //! what one client may cost the proxy.
 //!
 //! pingora 0.9 on its own keeps an idle HTTP/1.1 keep-alive connection open
@@ -41,8 +41,7 @@ use crate::config::ServerSection;
 use crate::connection::Fenced;
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_error::{ErrorSource, ErrorType};
@@ -197,102 +196,25 @@ pub fn client_fault(etype: &ErrorType, source: &ErrorSource, body_done: bool) ->
     }
 }
 
-/// A second way to serve a plain HTTP/1 request (see
-/// [`crate::connection::Plain`]) instead of the pingora
-/// application: `lean::Lean`. The connection loop asks [`FastPath::takes`]
-/// before the session is made, as the choice cannot be undone once the
-/// request has been parsed.
-pub trait FastPath: Send + Sync + 'static {
-    /// What the choice was made on (the routing table it saw), handed to
-    /// [`FastPath::serve`] so the request is served by what chose it.
-    type Ticket: Send + 'static;
-
-    /// Whether the plain request for `host` is served here.
-    fn takes(&self, host: &[u8]) -> Option<Self::Ticket>;
-
-    /// Serve the request whose complete header is the first `head_len`
-    /// bytes of `buf`, read from `conn`; the rest of `buf` is the part of
-    /// its body (or, for an upgrade, of the tunnel) read with it. Bytes
-    /// pipelined behind a body of known length are set aside in `conn`
-    /// already, and `conn` is fenced at that body's end; a chunked body or
-    /// an upgrade is not fenced. `closing`: answer with `Connection:
-    /// close`. Returns whether the connection stays open for the next
-    /// request.
-    fn serve(
-        &self,
-        ticket: Self::Ticket,
-        conn: &mut Fenced,
-        buf: BytesMut,
-        head_len: usize,
-        kind: crate::connection::PlainKind,
-        closing: bool,
-    ) -> impl std::future::Future<Output = bool> + Send;
-}
-
-/// No fast path: every request goes to the pingora application.
-pub struct NoFastPath;
-
-impl FastPath for NoFastPath {
-    type Ticket = ();
-
-    fn takes(&self, _host: &[u8]) -> Option<()> {
-        None
-    }
-
-    async fn serve(
-        &self,
-        _: (),
-        _: &mut Fenced,
-        _: BytesMut,
-        _: usize,
-        _: crate::connection::PlainKind,
-        _: bool,
-    ) -> bool {
-        false
-    }
-}
-
-/// The pingora application `A` behind the limits above, with an optional
-/// fast path `F` for plain HTTP/1 requests.
-pub struct Limited<A, F = NoFastPath> {
-    inner: Arc<A>,
-    fast: Option<F>,
-    /// slotproxy's own HTTP/2 front end (`edge`); `None`: HTTP/2 clients
-    /// go to pingora's application.
-    h2: Option<Arc<crate::edge::H2Front>>,
+/// The client listeners' application: the limits above around
+/// slotproxy's one request engine — HTTP/1 clients on the lean path
+/// (`lean::Lean`), HTTP/2 clients on its HTTP/2 front end (`edge`).
+pub struct Limited {
+    engine: crate::lean::Lean,
+    h2: Arc<crate::edge::H2Front>,
     limits: Limits,
     conns: Arc<Connections>,
 }
 
-impl<A> Limited<A> {
-    pub fn new(inner: A, limits: Limits) -> Limited<A> {
+impl Limited {
+    pub fn new(engine: crate::lean::Lean, h2: crate::edge::H2Front, limits: Limits) -> Limited {
         crate::metrics::connections_init(Refusal::ALL.map(Refusal::as_str));
         Limited {
-            inner: Arc::new(inner),
-            fast: None,
-            h2: None,
+            engine,
+            h2: Arc::new(h2),
             conns: Connections::new(limits.max_connections, limits.max_connections_per_ip),
             limits,
         }
-    }
-}
-
-impl<A, F> Limited<A, F> {
-    /// Serve plain HTTP/1 requests with `fast` (`None`: all with `A`).
-    pub fn with_fast_path<G>(self, fast: Option<G>) -> Limited<A, G> {
-        Limited {
-            inner: self.inner,
-            fast,
-            h2: self.h2,
-            limits: self.limits,
-            conns: self.conns,
-        }
-    }
-
-    /// Serve HTTP/2 clients with `h2` (`None`: with `A`).
-    pub fn with_h2(mut self, h2: Option<crate::edge::H2Front>) -> Self {
-        self.h2 = h2.map(Arc::new);
-        self
     }
 }
 
@@ -310,8 +232,8 @@ enum NoHead {
 /// First read of a request: a small array in this connection's future (which
 /// `async_trait` boxes: about 2 KiB in all), so an idle connection holds no
 /// request buffer (nginx's `client_header_buffer_size` is 1 KB). What else
-/// an idle connection costs, and whose it is: BENCHMARKS.md, "Idle
-/// connections today" (`examples/alloc_census.rs`).
+/// an idle connection costs, and whose it is: docs/performance/memory.md,
+/// "Idle connections today" (`examples/alloc_census.rs`).
 const FIRST_READ: usize = 1024;
 /// Header buffer to start with once a request arrives (pingora's too).
 const HEADER_BUF: usize = 4096;
@@ -320,7 +242,7 @@ const HEADER_BUF: usize = 4096;
 /// destroy the answer before the client reads it).
 const LINGER: Duration = Duration::from_secs(1);
 
-impl<A, F> Limited<A, F> {
+impl Limited {
     /// Read one request header: its first bytes within `idle`, all of it by
     /// `deadline` (counted from the first byte when `None`). Bytes of it
     /// already read (pipelined behind the previous request) count as its
@@ -504,7 +426,7 @@ const H2_PREFACE_HEAD: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
 /// The whole preface: that head, then `SM\r\n\r\n`.
 const H2_PREFACE_LEN: usize = 24;
 
-impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
+impl Limited {
     /// The HTTP/1.x keep-alive loop of pingora's own `ServerApp` (apps/mod.rs),
     /// with the header read and the idle wait done here, and pipelined
     /// requests answered in order (`connection`).
@@ -516,7 +438,6 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
     ) {
         let accepted = Instant::now();
         let mut conn = Fenced::new(stream, self.limits.max_header_bytes + 1);
-        let mut persisted: Option<HttpPersistentSettings> = None;
         let mut first = true;
         loop {
             let (idle, deadline) = if first {
@@ -550,24 +471,49 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
                     }
                 }
                 conn.replay(buf);
-                match &self.h2 {
-                    Some(h2) => crate::edge::h2::serve(h2, Box::new(conn), shutdown).await,
-                    None => {
-                        let _ = ServerApp::process_new(&self.inner, Box::new(conn), shutdown).await;
-                    }
-                }
-                return;
+                return crate::edge::h2::serve(&self.h2, Box::new(conn), shutdown, Some(admitted))
+                    .await;
             }
             let tls = conn.socket().get_ssl_digest().is_some();
-            let head = crate::connection::inspect_on(&buf[..head_len], tls);
+            let (mut buf, mut head_len) = (buf, head_len);
+            let mut head = crate::connection::inspect_on(&buf[..head_len], tls);
             if let Some(r) = head.refused {
                 return self
                     .answer_and_close(conn.into_inner(), r.status, r.why, started)
                     .await;
             }
-            let fast = match (&self.fast, head.plain) {
-                (Some(f), Some(plain)) => f.takes(plain.host).map(|t| (f, t, plain.kind)),
-                _ => None,
+            // not plain (HTTP/1.0, an absolute target, bare LFs, hop-by-hop
+            // fields…): the header written anew in the lean path's form
+            let mut http10 = false;
+            if head.plain.is_none() {
+                match crate::head_rewrite::rewrite(&buf[..head_len], tls) {
+                    Err(r) => {
+                        return self
+                            .answer_and_close(conn.into_inner(), r.status, r.why, started)
+                            .await
+                    }
+                    Ok(r) => {
+                        let mut anew = BytesMut::with_capacity(r.head.len() + buf.len());
+                        anew.extend_from_slice(&r.head);
+                        anew.extend_from_slice(&buf[head_len..]);
+                        head_len = r.head.len();
+                        buf = anew;
+                        http10 = r.http10;
+                        head = crate::connection::inspect_on(&buf[..head_len], tls);
+                    }
+                }
+            }
+            let Some(plain) = head.plain else {
+                // what `head_rewrite` writes is plain; a header it let
+                // through that is not would be its fault, refused here
+                let why = "400 Bad Request: the request header is malformed";
+                return self
+                    .answer_and_close(conn.into_inner(), 400, why, started)
+                    .await;
+            };
+            let kind = crate::connection::PlainKind {
+                http10,
+                ..plain.kind
             };
             let body = head.body;
             let (mine, allow, next) = crate::connection::split_at_body(buf, head_len, body);
@@ -578,48 +524,21 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> Limited<A, F> {
             // `Connection: close`, so the client's next request goes to a
             // new connection. The idle time-out itself is enforced above.
             let closing = *shutdown.borrow() || crate::drain::draining();
-            if let Some((f, ticket, kind)) = fast {
-                // boxed, as pingora's own app future is (async_trait): inline,
-                // the request's whole state would sit in every idle
-                // connection's task (measured: 26.7 instead of 14.8 KiB per
-                // idle connection)
-                let serving = f.serve(ticket, &mut conn, mine, head_len, kind, closing);
-                if !Box::pin(serving).await {
-                    return;
-                }
-                persisted = None;
-                first = false;
-                continue;
-            }
-            let mut session = ServerSession::new_http1(Box::new(conn));
-            session.set_keepalive(if closing { None } else { Some(0) });
-            if let Some(p) = persisted.take() {
-                p.apply_to_session(&mut session);
-            }
-            // pingora's own pipelining stays off: the fence keeps the next
-            // request's bytes away from it
-            session.set_pipelined_prefix(mine);
-            session.set_read_timeout(Some(self.limits.body_timeout));
-            // a client that stops reading its answer is let go
-            session.set_write_timeout(Some(self.limits.send_timeout));
-            let reused = self.inner.process_new_http(session, shutdown).await;
-            let Some(reused) = reused else {
+            // boxed, as pingora's own app future is (async_trait): inline,
+            // the request's whole state would sit in every idle
+            // connection's task (measured: 26.7 instead of 14.8 KiB per
+            // idle connection)
+            let serving = self.engine.serve(&mut conn, mine, head_len, kind, closing);
+            if !Box::pin(serving).await {
                 return;
-            };
-            let (s, p) = reused.consume();
-            conn = match s.into_any().downcast::<Fenced>() {
-                Ok(c) => *c,
-                // pingora hands back the stream it was given
-                Err(_) => return,
-            };
-            persisted = p;
+            }
             first = false;
         }
     }
 }
 
 #[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> ServerApp for Limited<A, F> {
+impl ServerApp for Limited {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -639,21 +558,20 @@ impl<A: HttpServerApp + Send + Sync + 'static, F: FastPath> ServerApp for Limite
         };
         match stream.selected_alpn_proto() {
             None | Some(ALPN::H1) => self.serve_h1(stream, shutdown, &admitted).await,
-            Some(ALPN::H2) if self.h2.is_some() => {
-                if let Some(h2) = &self.h2 {
-                    crate::edge::h2::serve(h2, stream, shutdown).await
-                }
-            }
-            Some(_) => {
-                // HTTP/2 (and anything else): pingora's own handling
-                let _ = ServerApp::process_new(&self.inner, stream, shutdown).await;
-            }
+            // ALPN offers h2 and http/1.1 only (`server`)
+            Some(_) => crate::edge::h2::serve(&self.h2, stream, shutdown, Some(&admitted)).await,
         }
         None
     }
 
     async fn cleanup(&self) {
-        self.inner.http_cleanup().await;
+        // pingora calls this once the listeners stopped (its shutdown
+        // broadcast): a shutdown that did not come through our signal
+        // watch drains too; connections parked between requests close
+        // themselves at the end of the window (`NoHead::Drained`)
+        crate::drain::start();
+        crate::drain::window_over().await;
+        log::info!("drain window over: closing idle client connections");
     }
 }
 

@@ -5,7 +5,7 @@
 use clap::{Parser, Subcommand};
 
 // pingora allocates several small buffers per request; glibc's malloc showed
-// up as ~15% of the proxy's CPU under load (BENCHMARKS.md). Its options and
+// up as ~15% of the proxy's CPU under load (docs/performance/history.md). Its options and
 // idle purge: `slotproxy::allocator`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (README, "Metrics"), in a registry of their own, served
+//! Prometheus metrics (docs/reference/metrics.md), in a registry of their own, served
 //! as text on `[metrics] listen` at `/metrics`.
 //!
 //! Labels come only from the compiled routing table (site, slot and instance

@@ -52,7 +52,7 @@ pub struct Site {
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
     /// `header:<name>` or `cookie:<name>`: the user key whose hash is the
-    /// client's bucket (README, "Assignment"); implies bucket assignment.
+    /// client's bucket (docs/guide/buckets.md); implies bucket assignment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignment_key: Option<String>,
     pub slots: BTreeMap<String, Slot>,

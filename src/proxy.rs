@@ -1,43 +1,28 @@
-//! The pingora hooks. Each stays thin: load the table once, ask the pure
-//! functions in `routing` what to do, and carry the answer in the request
-//! context to the later hooks.
+//! What every request goes through, whichever protocol brought it and
+//! whichever protocol its instance speaks: the one set of request
+//! functions the engine's paths call — HTTP/1 clients (`lean`, and
+//! `edge::h1_h2` for HTTP/2 instances) and HTTP/2 clients (`edge`).
 //!
-//! request_filter → host lookup, `decide`, `ip_allow`, local 404/403/503;
-//! upstream_peer → next instance of the chosen slot (again after a connect
-//! failure, never another slot); upstream_request_filter → `X-Forwarded-*`
-//! and `X-Slot-Name`; response_filter → the pin cookie; fail_to_proxy → 502
-//! (408 when the client stalled its body); logging → metrics and the access log.
-//!
-//! The hooks' logic lives in plain functions (`route_request`,
-//! `RequestCtx::next_peer`, `forwarded_headers`, `final_response`, …) that
-//! the lean HTTP/1 path (`lean`) calls too, so both paths behave alike.
+//! `route_request` → host lookup, `decide`, `ip_allow`, local 404/403/503;
+//! `RequestCtx::next_peer` → next instance of the chosen slot (again after
+//! a connect failure, never another slot), with its connect and outlier
+//! accounting; `forwarded` → `X-Forwarded-*` and `X-Slot-Name`;
+//! `pin_cookie` → the cookie a response sets; `failure_status` and the
+//! 502/408 lines → what a failed request is answered with; `log_request`
+//! → metrics, outlier outcome and the access log. Each is a plain
+//! function on plain data; the paths own the wire.
 
 use crate::metrics::{self, UpstreamErrorKind};
 use crate::model::InstancesProtocol;
 use crate::routing::forwarded::{client_ip, is_trusted, ForwardedFor};
 use crate::routing::table::{Pool, SiteRoutes, SlotRoute};
 use crate::routing::{route, Decision, RequestView, RouteTable};
-use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use bytes::Bytes;
 use http::HeaderValue;
-use pingora_core::modules::http::HttpModules;
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-pub struct SlotProxy {
-    table: Arc<ArcSwap<RouteTable>>,
-    timeouts: UpstreamTimeouts,
-    /// `[server] max_uri_bytes`, checked here for HTTP/2 requests (HTTP/1
-    /// ones were checked on the way in, by `limits`).
-    max_uri_bytes: usize,
-}
 
 /// Time limits on the way to an app instance (`[server]` config).
 #[derive(Debug, Clone, Copy)]
@@ -59,21 +44,7 @@ impl UpstreamTimeouts {
     }
 }
 
-impl SlotProxy {
-    pub fn new(
-        table: Arc<ArcSwap<RouteTable>>,
-        timeouts: UpstreamTimeouts,
-        max_uri_bytes: usize,
-    ) -> Self {
-        SlotProxy {
-            table,
-            timeouts,
-            max_uri_bytes,
-        }
-    }
-}
-
-/// What one request carries from hook to hook.
+/// What one request carries from routing to its log line.
 pub struct RequestCtx {
     /// The table this request was routed with, held until it finishes so a
     /// swap or reload cannot change its slot half-way.
@@ -102,9 +73,6 @@ pub struct RequestCtx {
     /// client gets now comes from (or through) the instance, which outlier
     /// ejection counts.
     pub upstream_connected: bool,
-    /// The client connection's keep-alive as it was when the first
-    /// interim (1xx) response went out (see `response_filter`).
-    pub keepalive_before_interim: Option<Option<u64>>,
     /// The HTTP status of an answer the proxy made itself to a gRPC
     /// request, which went out as 200 with a `grpc-status` (`respond`).
     pub local_status: Option<u16>,
@@ -127,7 +95,6 @@ impl Default for RequestCtx {
             connect_start: None,
             connect_failed: false,
             upstream_connected: false,
-            keepalive_before_interim: None,
             local_status: None,
             _in_flight: metrics::InFlight::start(),
         }
@@ -278,18 +245,6 @@ pub const LOCAL_FIELDS: [(&str, &str); 2] = [
     ("cache-control", "no-store"),
 ];
 
-/// A local answer: a one-line plain-text body (the proxy's 404, 403, 503,
-/// 502 and 408 pages).
-pub fn local_response(status: u16, message: String) -> Result<(Box<ResponseHeader>, Bytes)> {
-    let body = Bytes::from(message + "\n");
-    let mut resp = ResponseHeader::build(status, Some(4))?;
-    for (name, value) in LOCAL_FIELDS {
-        resp.insert_header(name, value)?;
-    }
-    resp.insert_header("content-length", body.len().to_string())?;
-    Ok((Box::new(resp), body))
-}
-
 /// The body of a local answer that has nothing more to say than its
 /// status: `400 Bad Request`.
 pub fn status_line(code: u16) -> String {
@@ -298,34 +253,6 @@ pub fn status_line(code: u16) -> String {
         .and_then(|c| c.canonical_reason())
         .unwrap_or("Error");
     format!("{code} {reason}")
-}
-
-/// The proxy's own answer on the pingora-proxy path: plain text, or for a
-/// gRPC request its Trailers-Only form (`grpc`), for which
-/// `ctx.local_status` keeps the HTTP status it stands for.
-async fn respond(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    status: u16,
-    message: String,
-) -> Result<bool> {
-    let ct = session.req_header().headers.get(http::header::CONTENT_TYPE);
-    if crate::grpc::is_grpc(ct.map(|v| v.as_bytes())) {
-        // counted as the HTTP status it stands for, once it went out (a
-        // client gone before it is counted as gone, as on the lean path)
-        let mut resp = ResponseHeader::build(200, Some(4))?;
-        resp.insert_header("content-type", "application/grpc")?;
-        resp.insert_header("content-length", "0")?;
-        resp.insert_header("grpc-status", crate::grpc::status_for(status).to_string())?;
-        resp.insert_header("grpc-message", crate::grpc::message(&message))?;
-        session.write_response_header(Box::new(resp), true).await?;
-        ctx.local_status = Some(status);
-        return Ok(true);
-    }
-    let (resp, body) = local_response(status, message)?;
-    session.write_response_header(resp, false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(true)
 }
 
 /// Every `X-Forwarded-For` value as one list: a proxy chain may send the
@@ -442,33 +369,6 @@ pub fn forwarded<'a>(req: &'a impl RequestView, ctx: &'a RequestCtx) -> Forwarde
     }
 }
 
-/// Add `X-Forwarded-For`, `-Proto`, `-Host` and `X-Slot-Name` to the request
-/// going to the instance (`req` is the client's, `upstream` the copy sent).
-pub fn forwarded_headers(
-    req: &RequestHeader,
-    upstream: &mut RequestHeader,
-    ctx: &RequestCtx,
-) -> Result<()> {
-    let f = forwarded(req, ctx);
-    match f.for_ {
-        Some(v) => upstream.insert_header("x-forwarded-for", v.header_value())?,
-        None => {
-            upstream.remove_header("x-forwarded-for");
-        }
-    }
-    upstream.insert_header("x-forwarded-proto", f.proto)?;
-    match f.host {
-        Some(h) => upstream.insert_header("x-forwarded-host", h)?,
-        None => {
-            upstream.remove_header("x-forwarded-host");
-        }
-    }
-    if let Some(slot) = f.slot {
-        upstream.insert_header("x-slot-name", slot.clone())?;
-    }
-    Ok(())
-}
-
 /// The pin cookie a response must set, if the routing decision says so:
 /// the bucket's (`b.<n>`) or the slot's, `Secure` when the client came
 /// over TLS.
@@ -487,38 +387,6 @@ pub fn pin_cookie(ctx: &RequestCtx) -> Option<HeaderValue> {
     } else {
         slot.cookie.clone()
     })
-}
-
-/// What a final (non-interim) response from an instance gets before it goes
-/// to a client that asked with `version`: chunked coding dropped for
-/// HTTP/1.0, the pin cookie. Returns whether the client connection must
-/// close after it (HTTP/1.0 without a length, or the drain has begun).
-pub fn final_response(
-    resp: &mut ResponseHeader,
-    version: http::Version,
-    ctx: &RequestCtx,
-) -> Result<bool> {
-    let mut close = false;
-    if version == http::Version::HTTP_10 {
-        // HTTP/1.0 has no chunked coding (RFC 9112 §6.1): without a
-        // length, the body ends when the connection closes
-        if resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
-            resp.remove_header(&http::header::TRANSFER_ENCODING);
-        }
-        if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
-            close = true;
-        }
-    }
-    // A request read before the drain began, answered after it did
-    // (requests read during the drain have keep-alive off already:
-    // `limits`' connection loop).
-    if crate::drain::draining() {
-        close = true;
-    }
-    if let Some(cookie) = pin_cookie(ctx) {
-        resp.append_header(http::header::SET_COOKIE, cookie)?;
-    }
-    Ok(close)
 }
 
 /// The status a failed request is answered with (0: none, the client is
@@ -610,175 +478,5 @@ pub fn log_request(f: Finished<'_>, ctx: &RequestCtx) {
             reason: ctx.decision.map_or("-", |d| d.reason.as_str()),
         };
         crate::access_log::write(entry.format(format));
-    }
-}
-
-/// [`log_request`] for a request pingora's session served.
-pub fn log_finished(session: &ServerSession, ctx: &RequestCtx) {
-    let req = session.req_header();
-    let finished = Finished {
-        method: req.method.as_str(),
-        path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-        host: req.host(),
-        version: req.version,
-        status: session.response_written().map(|r| r.status.as_u16()),
-        bytes: session.body_bytes_sent(),
-        peer: session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip()),
-    };
-    log_request(finished, ctx);
-}
-
-#[async_trait]
-impl ProxyHttp for SlotProxy {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
-    }
-
-    /// No downstream modules. pingora's default adds a response-compression
-    /// module at level 0 (off) that still costs an allocation and a few
-    /// calls per request; slotproxy passes bodies through untouched.
-    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let req = session.req_header();
-        if req.version == http::Version::HTTP_2
-            && req.uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.max_uri_bytes
-        {
-            let msg = crate::limits::uri_too_long(self.max_uri_bytes);
-            return respond(session, ctx, 414, msg).await;
-        }
-        let table = self.table.load_full();
-        let peer_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let tls_here = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        match route_request(table, req, peer_ip, tls_here, ctx) {
-            Some((code, msg)) => respond(session, ctx, code, msg).await,
-            None => Ok(false),
-        }
-    }
-
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        ctx.next_peer(&self.timeouts).map(Box::new)
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        let retry = ctx.connect_failed(&e);
-        e.set_retry(retry);
-        e
-    }
-
-    async fn connected_to_upstream(
-        &self,
-        _session: &mut Session,
-        reused: bool,
-        _peer: &HttpPeer,
-        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
-        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
-        _digest: Option<&pingora_core::protocols::Digest>,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        ctx.connected(reused);
-        Ok(())
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        // `X_Forwarded_For` and the like never reach the app
-        // (`request_check::drops_field`)
-        let underscored: Vec<_> = upstream
-            .headers
-            .keys()
-            .filter(|n| crate::request_check::drops_field(n.as_str()))
-            .cloned()
-            .collect();
-        for name in underscored {
-            upstream.remove_header(&name);
-        }
-        forwarded_headers(session.req_header(), upstream, ctx)
-    }
-
-    async fn response_filter(
-        &self,
-        session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        if resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
-            // An interim response (100 Continue, 103 Early Hints) carries no
-            // cookie: the final response does. pingora turns keep-alive off
-            // when it writes one before the request body was read (the
-            // 100-continue case); remember what it was.
-            if ctx.keepalive_before_interim.is_none() {
-                ctx.keepalive_before_interim = Some(session.get_keepalive());
-            }
-            return Ok(());
-        }
-        if let Some(Some(keepalive)) = ctx.keepalive_before_interim {
-            // the body was read after the interim response: the connection
-            // is as reusable as before it
-            if session.is_body_done() && session.get_keepalive().is_none() {
-                session.set_keepalive(Some(keepalive));
-            }
-        }
-        if final_response(resp, session.req_header().version, ctx)? {
-            session.set_keepalive(None);
-        }
-        Ok(())
-    }
-
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
-        let code = failure_status(e, session.is_body_done(), ctx);
-        if session.response_written().is_some() {
-            // The response had begun (the upstream died mid-body): write
-            // nothing more, close the connection, so the client sees a
-            // truncated response rather than an error spliced into it.
-        } else if code == 502 {
-            let msg = bad_gateway_message(ctx);
-            if let Err(err) = respond(session, ctx, 502, msg).await {
-                log::debug!("could not send 502: {err}");
-            }
-        } else if code == 408 {
-            if let Err(err) = respond(session, ctx, 408, BODY_TIMEOUT_MESSAGE.into()).await {
-                log::debug!("could not send 408: {err}");
-            }
-        } else if code > 0 {
-            if let Err(err) = respond(session, ctx, code, status_line(code)).await {
-                log::debug!("could not send {code}: {err}");
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
-    }
-
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        log_finished(session, ctx);
     }
 }

@@ -1,4 +1,4 @@
-//! Ramps (README, "Ramp"): Azure's RampUpRule — raise a slot's share step by
+//! Ramps (docs/guide/ramps.md): Azure's RampUpRule — raise a slot's share step by
 //! step — plus gates judged from the proxy's own per-slot counters, with
 //! rollback on a breach.
 //!

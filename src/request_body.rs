@@ -417,6 +417,15 @@ impl BodyIn {
         }
     }
 
+    /// A body whose data alone goes on (to an HTTP/2 instance, as DATA
+    /// frames): a chunked one decoded, not framed anew.
+    pub fn unframed(framing: RequestBody) -> BodyIn {
+        BodyIn {
+            decoder: ChunkedDecoder::bare(),
+            ..BodyIn::new(framing)
+        }
+    }
+
     /// Keep a copy of the body as it passes, up to `max` bytes (more: no
     /// copy). Only a body framed by `Content-Length` is copied.
     pub fn keep_copy(&mut self, max: usize) {
@@ -467,6 +476,54 @@ impl BodyIn {
             }
             RequestBody::Chunked => self.decoder.decode(bytes, out),
         }
+    }
+}
+
+/// How long a body may take, as the mean rate it must keep
+/// (`[server] body_min_bytes_per_sec`, Kestrel's `MinRequestBodyDataRate`):
+/// after a grace of [`Pace::GRACE`], a client that has sent fewer than
+/// `rate` bytes for every second the proxy waited on it gets 408. A pause
+/// between reads is bounded by `body_timeout_secs` alone, so without this a
+/// client trickling a byte at a time holds an instance connection for as
+/// long as it likes (slow POST). Only time spent waiting on the client
+/// counts: not the instance's time to take the body or to send its `100`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Bytes per second; 0: no minimum.
+    rate: u64,
+    /// Time waited on the client so far.
+    waited: std::time::Duration,
+    /// Body bytes the client has sent.
+    bytes: u64,
+}
+
+impl Pace {
+    /// The time at the start during which no rate is asked for: a client
+    /// that connects and sends its first bytes slowly is not cut off.
+    pub const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub fn new(rate: u64) -> Pace {
+        Pace {
+            rate,
+            waited: std::time::Duration::ZERO,
+            bytes: 0,
+        }
+    }
+
+    /// How much longer the proxy may wait for the client's next bytes
+    /// before the body is too slow; `None`: no minimum rate.
+    pub fn allowance(&self) -> Option<std::time::Duration> {
+        if self.rate == 0 {
+            return None;
+        }
+        let earned = std::time::Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        Some(Self::GRACE.max(earned).saturating_sub(self.waited))
+    }
+
+    /// The proxy waited `waited` on the client, which sent `bytes`.
+    pub fn record(&mut self, waited: std::time::Duration, bytes: usize) {
+        self.waited += waited;
+        self.bytes += bytes as u64;
     }
 }
 
@@ -591,5 +648,22 @@ mod tests {
         // an endless extension is cut off
         let long = [&b"1;"[..], &[b'a'; MAX_SIZE_LINE as usize][..]].concat();
         assert!(decode_all(&long).is_err());
+    }
+
+    #[test]
+    fn a_body_must_keep_its_mean_rate_after_the_grace() {
+        use std::time::Duration;
+        assert_eq!(Pace::new(0).allowance(), None);
+        let mut p = Pace::new(240);
+        assert_eq!(p.allowance(), Some(Pace::GRACE));
+        // a byte a second: the grace runs out, the bytes earned nothing
+        for _ in 0..5 {
+            p.record(Duration::from_secs(1), 1);
+        }
+        assert_eq!(p.allowance(), Some(Duration::ZERO));
+        // 2,400 bytes in 5 s earn 10 s of waiting in all
+        let mut p = Pace::new(240);
+        p.record(Duration::from_secs(5), 2400);
+        assert_eq!(p.allowance(), Some(Duration::from_secs(5)));
     }
 }

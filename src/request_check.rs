@@ -1,5 +1,5 @@
 //! What an HTTP/1 request header must be before anything of it goes to an
-//! app (README, "Limits"): the inputs nginx refuses, refused here too, with
+//! app (docs/reference/limits.md): the inputs nginx refuses, refused here too, with
 //! one line saying what was wrong (issue 26).
 //!
 //! A proxy that forwards what its app may read differently is the start of

@@ -32,7 +32,6 @@ use crate::config::{Config, ServerSection};
 use crate::control::swap::SwapEngine;
 use crate::control::ControlPlane;
 use crate::model::State;
-use crate::proxy::SlotProxy;
 use crate::store::{EtcdStore, FileStore};
 use anyhow::Context;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -497,30 +496,10 @@ pub fn server_conf(server: &ServerSection) -> ServerConf {
         // with two sharing a core), and tasks that stay on their thread let
         // each worker give its freed memory back when idle (allocator.rs;
         // with stealing ~26 MiB stayed after 10,000 connections closed).
-        // BENCHMARKS.md, "Issue 11", "Purge delay with collectors".
+        // docs/performance/history.md, "Purge delay with collectors".
         work_stealing: false,
         ..ServerConf::default()
     }
-}
-
-/// How client HTTP/2 connections are served (README, "Protocols"): h2c on
-/// plain listeners when `server.h2c`, an idle connection closed after
-/// `keepalive_timeout_secs` as HTTP/1's are, a header list capped at
-/// `max_header_bytes` (HPACK-decoded size, as RFC 9113 §6.5.2 counts it),
-/// and at most `h2_max_concurrent_streams` streams at once.
-fn http2_options(
-    s: &crate::config::ServerSection,
-) -> (
-    pingora_core::apps::HttpServerOptions,
-    pingora_core::protocols::http::v2::server::H2Options,
-) {
-    let mut server = pingora_core::apps::HttpServerOptions::default();
-    server.h2c = s.h2c;
-    server.h2_idle_timeout = Some(std::time::Duration::from_secs(s.keepalive_timeout_secs));
-    let mut h2 = pingora_core::protocols::http::v2::server::H2Options::new();
-    h2.max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(s.h2_max_concurrent_streams);
-    (server, h2)
 }
 
 /// Run the proxy until a shutdown signal; SIGTERM drains, SIGQUIT hands the
@@ -571,19 +550,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::allocator::start_collector();
     let rt = start(&args, cfg, seed, incoming)?;
     let cfg = &rt.config;
-    let proxy = SlotProxy::new(
-        rt.control.table(),
-        crate::proxy::UpstreamTimeouts::from_config(&cfg.server),
-        cfg.server.max_uri_bytes,
-    );
-    let mut app = pingora_proxy::HttpProxy::new(proxy, server.configuration.clone());
-    app.handle_init_modules();
-    let (server_options, h2_options) = http2_options(&cfg.server);
-    app.server_options = Some(server_options);
-    app.h2_options = Some(h2_options);
     // Connection limits, idle and header time-outs, header size (limits.rs),
-    // around pingora's HTTP app whose idle-connection cut waits for the end
-    // of the drain window (drain.rs).
+    // around slotproxy's one request engine: HTTP/1 clients on the lean
+    // path (lean.rs), HTTP/2 clients on its HTTP/2 front end (edge/),
+    // sharing the pooled connections to the instances.
     crate::request_check::allow_underscores(cfg.server.underscores_in_headers);
     let limits = crate::limits::Limits::from_config(&cfg.server);
     log::info!(
@@ -591,24 +561,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits.max_connections,
         limits.max_connections_per_ip
     );
-    // Plain HTTP/1 requests take the lean path (lean.rs) unless
-    // `[server] lean_http1 = false`; the rest go to pingora-proxy.
+    if !(cfg.server.lean_http1 && cfg.server.lean_http2) {
+        log::warn!(
+            "server.lean_http1 and server.lean_http2 no longer turn anything off: \
+             every request is served by slotproxy's own engine (remove them from the config)"
+        );
+    }
     let engine = crate::lean::Lean::new(rt.control.table(), &cfg.server);
-    // HTTP/2 clients take slotproxy's own HTTP/2 front end (edge/) unless
-    // `[server] lean_http2 = false`, sharing the lean path's pooled
-    // connections to HTTP/1 instances.
-    let h2 = cfg.server.lean_http2.then(|| {
-        crate::edge::H2Front::new(
-            engine.clone(),
-            crate::edge::H2Settings::from_config(&cfg.server),
-        )
-    });
-    let lean = cfg.server.lean_http1.then_some(engine);
+    let h2 = crate::edge::H2Front::new(
+        engine.clone(),
+        crate::edge::H2Settings::from_config(&cfg.server),
+    );
     let mut service = pingora_core::services::listening::Service::new(
         "slotproxy".into(),
-        crate::limits::Limited::new(crate::drain::DrainingApp::new(app), limits)
-            .with_fast_path(lean)
-            .with_h2(h2),
+        crate::limits::Limited::new(engine, h2, limits),
     );
     for addr in &cfg.server.listen {
         service.add_listener(crate::limits::plain_listener(addr));

@@ -171,7 +171,7 @@ instances = ["{app}"]
         log = log_path.display(),
         app = app.addr(),
     ));
-    // the lean path, then pingora-proxy's (a TE field is not plain)
+    // a plain request, then one written anew (a TE field is not plain)
     for extra in ["", "TE: trailers\r\n"] {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
         write!(

@@ -1,6 +1,6 @@
-//! End-to-end admin API and CLI (README, "Config and state", "Admin API",
-//! "CLI"): the real binary, real demo-app upstreams, real HTTP. Every change
-//! made through the API must show in live routing at once and survive
+//! End-to-end admin API and CLI (docs/guide/config-and-state.md,
+//! docs/reference/admin-api.md and cli.md): the real binary, real demo-app
+//! upstreams, real HTTP. Every change made through the API must show in live routing at once and survive
 //! `kill -9`; refused changes must change nothing.
 
 mod common;

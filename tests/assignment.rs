@@ -1,4 +1,4 @@
-//! End-to-end sticky buckets and user keys (README, "Assignment"): the real
+//! End-to-end sticky buckets and user keys (docs/guide/buckets.md): the real
 //! binary in front of real demo apps, real HTTP clients, and the admin API
 //! raising a share between two rounds of the same clients.
 

@@ -1,4 +1,4 @@
-//! Request bodies end to end (README, "Protocols"; issue 22): what the
+//! Request bodies end to end (docs/reference/protocols.md; issue 22): what the
 //! client sends arrives whole at the app, framed one unambiguous way,
 //! with raw sockets on the client side and a raw HTTP/1.1 app server that
 //! tells what it received:

@@ -9,7 +9,8 @@
 //! really runs the swapped build) and the admin API.
 //!
 //! `SLOTPROXY_SCREENSHOT_DIR=docs cargo test --test dashboard` also writes
-//! the screenshots the README shows (`dashboard.png`, `dashboard-phone.png`).
+//! the screenshots docs/guide/dashboard.md shows (`dashboard.png`,
+//! `dashboard-swap.png`, `dashboard-phone.png`).
 
 mod common;
 
@@ -442,7 +443,7 @@ fn traffic_and_swap_from_the_page() {
     assert!(instances.contains(&staging.addr()), "{instances}");
     b.wait_text("#slots tr[data-slot='production'] .build", "v2");
 
-    // full-page screenshot for the README: the window grown to the page
+    // full-page screenshot for docs/guide/dashboard.md: the window grown to the page
     for _ in 0..2 {
         let grow = b.js(
             "window.scrollTo(0, 0); return document.documentElement.scrollHeight - window.innerHeight;",

@@ -1,4 +1,4 @@
-//! gRPC through the proxy (README, "Protocols"; SPEC §12): real tonic
+//! gRPC through the proxy (docs/reference/protocols.md; SPEC §12): real tonic
 //! servers behind slots with `instances_protocol = "h2c"` and
 //! `health_check = "grpc"`, a real tonic client in front. The standard gRPC
 //! health service is the service under test: each server reports its own

@@ -1,4 +1,4 @@
-//! Hostile clients and misbehaving apps end to end (README, "Limits";
+//! Hostile clients and misbehaving apps end to end (docs/reference/limits.md;
 //! issue 26), with raw sockets on both sides:
 //!
 //! - a client that stops reading a large answer is let go after
@@ -6,7 +6,10 @@
 //! - an app that writes past its responses (a second answer a moment
 //!   later, a body after a HEAD answer, more than its Content-Length) never
 //!   hands those bytes to another site's requests, though both sites run
-//!   on the same app server.
+//!   on the same app server;
+//! - a body trickled a byte at a time after its `100 Continue` is cut off
+//!   with 408 at `body_min_bytes_per_sec`, though no pause reaches a
+//!   time-out.
 
 mod common;
 use common::raw::{read_head, read_request, read_response};
@@ -420,4 +423,78 @@ fn inputs_nginx_refuses_are_refused_with_one_line_and_logged() {
     let names = r.text();
     assert!(names.contains("x-kept\n"), "{names}");
     assert!(!names.contains('_'), "{names}");
+}
+
+/// Passes `Expect: 100-continue` on with a `100`, then takes the whole
+/// body before it answers; counts the bodies it got whole.
+fn takes_bodies(conn: TcpStream, whole: &AtomicUsize) -> std::io::Result<()> {
+    let mut out = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_request(&mut r)? {
+        if req.field("expect").is_some() {
+            out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let mut body = vec![0u8; req.length()];
+        r.read_exact(&mut body)?;
+        if !body.is_empty() {
+            whole.fetch_add(1, Ordering::SeqCst);
+        }
+        out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_body_trickled_after_its_100_is_cut_off_at_the_minimum_rate() {
+    let (addr, whole) = raw_app(takes_bodies);
+    // the pause between bytes (300 ms) never reaches the body or read
+    // time-outs: only the mean rate (default 240 bytes/s) ends it
+    let proxy = proxy_with(
+        &sites(&addr, &["shop"]),
+        "upstream_read_timeout_secs = 2\nbody_timeout_secs = 2",
+    );
+    let mut s = common::raw::connect(&proxy);
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: shop.test\r\ncontent-length: 1000\r\n\
+          expect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut sent = 0;
+    // a byte every 300 ms, reading between them; 1,000 bytes would take 5 min
+    let answer = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break String::from_utf8_lossy(&got).into_owned(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break String::from_utf8_lossy(&got).into_owned(),
+        }
+        if String::from_utf8_lossy(&got).contains("\r\n\r\n408") {
+            break String::from_utf8_lossy(&got).into_owned();
+        }
+        assert!(
+            sent < 120,
+            "still taking the body after {sent} bytes: {got:?}"
+        );
+        if String::from_utf8_lossy(&got).starts_with("HTTP/1.1 100") && s.write_all(b"x").is_ok() {
+            sent += 1;
+        }
+    };
+    assert!(
+        answer.starts_with("HTTP/1.1 100 Continue\r\n\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("server.body_min_bytes_per_sec"), "{answer}");
+    assert_eq!(whole.load(Ordering::SeqCst), 0);
+    // a body at a normal pace on the same proxy goes through
+    let mut s = common::raw::connect(&proxy);
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: shop.test\r\ncontent-length: 5\r\n\r\nhello")
+        .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().status(), 200);
+    assert_eq!(whole.load(Ordering::SeqCst), 1);
 }

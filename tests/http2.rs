@@ -1,5 +1,5 @@
-//! HTTP/2 clients end to end on slotproxy's own HTTP/2 front end (README,
-//! "Protocols"; `src/edge/`), over TLS with ALPN `h2` and over h2c with
+//! HTTP/2 clients end to end on slotproxy's own HTTP/2 front end (docs/
+//! reference/protocols.md; `src/edge/`), over TLS with ALPN `h2` and over h2c with
 //! prior knowledge: each stream routed, pinned and logged as an HTTP/1
 //! request, the opt-in link, 431 for an oversized header list, GOAWAY when
 //! the drain begins, a 10 MB upload checksummed by the app, 100 concurrent

@@ -1,6 +1,8 @@
-//! The two HTTP/1 request paths (README, "Performance"): plain requests take
-//! the lean path (`src/lean.rs`), the rest pingora-proxy. These tests hold
-//! them to the same behaviour against a raw upstream that echoes the
+//! The HTTP/1 request paths (docs/performance/README.md, "One request
+//! engine"): plain requests take the lean path (`src/lean.rs`) as they
+//! came, the rest after their header is written anew
+//! (`src/head_rewrite.rs`). These tests hold them to the same behaviour
+//! against a raw upstream that echoes the
 //! request head it received, and check the lean path's own pool of idle
 //! upstream connections against an upstream that drops kept-alive
 //! connections the way apps do when their idle time-out fires.
@@ -111,8 +113,8 @@ fn both_paths_send_the_instance_the_same_request() {
             ("connection", "keep-alive"),
         ],
     );
-    // a field nominated by Connection: not plain, pingora-proxy's path,
-    // which drops the nominated field
+    // a field nominated by Connection: not plain, its header written anew
+    // without the nominated field (`head_rewrite`)
     let full = get(
         &proxy,
         "app.test",
@@ -161,7 +163,7 @@ fn a_kept_alive_connection_the_app_dropped_is_retried_not_a_502() {
     let proxy = Proxy::start(&site(port));
     let c = client();
     for i in 0..20 {
-        // plain (lean path) and not plain (pingora-proxy) in turn
+        // plain and not plain (written anew) in turn
         let mut req = c
             .get(proxy.url(&format!("/r{i}")))
             .header("host", "app.test");

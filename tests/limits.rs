@@ -1,4 +1,4 @@
-//! End-to-end downstream limits (README, `[server]` limits): what one hostile or
+//! End-to-end downstream limits (docs/reference/limits.md): what one hostile or
 //! broken client can cost. Raw sockets, because a well-behaved HTTP client
 //! cannot hold a header half-sent or a body short.
 
@@ -361,4 +361,59 @@ fn one_address_cannot_take_every_connection_on_the_default_config() {
             "request {i}"
         );
     }
+}
+
+#[test]
+fn at_max_connections_an_http2_connection_makes_room_too() {
+    let app = App::start("v1");
+    let proxy = proxy_with(&app, "max_connections = 4\nmax_connections_per_ip = 0");
+    let port = proxy.port;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        // four h2c connections, one answered stream each, take every place
+        let mut conns = Vec::new();
+        for i in 0..4 {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+            let ended = tokio::spawn(conn);
+            let req = http::Request::get("http://shop.test/").body(()).unwrap();
+            let (resp, _) = send.send_request(req, true).unwrap();
+            assert_eq!(resp.await.unwrap().status(), 200, "h2c connection {i}");
+            conns.push((send, ended));
+        }
+        // a new HTTP/1 client is served all the same: the HTTP/2
+        // connection whose last stream began longest ago is told to go
+        let status = tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(GET).unwrap();
+            read_response(&mut s).unwrap().0
+        })
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+        let (_, first) = conns.remove(0);
+        tokio::time::timeout(Duration::from_secs(10), first)
+            .await
+            .expect("the oldest HTTP/2 connection was closed")
+            .unwrap()
+            .ok();
+        // the others still serve
+        for (send, _) in &mut conns {
+            let req = http::Request::get("http://shop.test/").body(()).unwrap();
+            let (resp, _) = send.send_request(req, true).unwrap();
+            assert_eq!(resp.await.unwrap().status(), 200);
+        }
+    });
+    let text = scrape(&proxy);
+    assert_eq!(
+        value(&text, "slotproxy_connections_evicted_total"),
+        1.0,
+        "{text}"
+    );
 }

@@ -1,4 +1,4 @@
-//! Metrics end to end (README, "Metrics"): real traffic through the real
+//! Metrics end to end (docs/reference/metrics.md): real traffic through the real
 //! binary, then a scrape of `/metrics` checked by `promtool check metrics`
 //! and by value.
 

@@ -9,7 +9,7 @@
 //! Inputs come from small alphabets rich in the bytes that matter (`=`,
 //! `;`, `&`, spaces, quotes, line ends), so collisions and edge cases are
 //! frequent; each parser is compared with a plainly written model of what
-//! the README's routing section says it does.
+//! docs/guide/routing.md says it does.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,4 +1,4 @@
-//! End-to-end protocol behaviour (README, "Protocols"; SPEC §12): the
+//! End-to-end protocol behaviour (docs/reference/protocols.md; SPEC §12): the
 //! HTTP/1 edge cases nginx gets right, with raw sockets on the client side
 //! (a well-behaved client library hides exactly what is tested here) and a
 //! raw HTTP/1.1 app server that answers by path:

@@ -1,4 +1,4 @@
-//! End-to-end ramps (README, "Ramp"): the real binary, real upstream
+//! End-to-end ramps (docs/guide/ramps.md): the real binary, real upstream
 //! servers that start failing or slow down on command, a real decision
 //! callback server, steady real traffic, and the admin API and CLI.
 //!

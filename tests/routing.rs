@@ -1,4 +1,4 @@
-//! End-to-end routing (README, "How a request is routed"): the real binary in
+//! End-to-end routing (docs/guide/routing.md): the real binary in
 //! front of real demo-app processes, driven by a real HTTP client.
 
 mod common;

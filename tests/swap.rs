@@ -1,4 +1,4 @@
-//! End-to-end swaps (README, "Swaps") through the admin API of the real
+//! End-to-end swaps (docs/guide/swaps.md) through the admin API of the real
 //! binary, with real demo-app instances: phases, settings, preview/reset,
 //! rollback, failures that leave production alone, kill -9 mid-swap, auto and
 //! declarative swap, and the zero-drop test under load.

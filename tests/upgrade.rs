@@ -2,7 +2,7 @@
 //! plus SIGQUIT to the old process) and a SIGTERM with a successor, both
 //! under continuous GET and POST load on kept-alive and fresh HTTP/1.1
 //! connections, and kept-alive scrapes of the metrics listener; the pid
-//! file across an upgrade and a SIGTERM; and the README's `kill -USR2
+//! file across an upgrade and a SIGTERM; and docs/operations/upgrade.md's `kill -USR2
 //! $(cat <pid_file>)` on the shipped `config.toml`, whose built-in demo apps
 //! live in the proxy process and must pass over too.
 //!
@@ -637,7 +637,7 @@ fn usr2_on_the_shipped_demo_config_fails_no_request() {
     let ok_now = || counts.ok.load(SeqCst);
     wait_for(20, "load to flow", || (ok_now() > 200).then_some(()));
 
-    // the README's upgrade: kill -USR2 $(cat <pid_file>)
+    // docs/operations/upgrade.md: kill -USR2 $(cat <pid_file>)
     unsafe { libc::kill(old_pid as i32, libc::SIGUSR2) };
     let new_pid = wait_for(60, "the new process to serve", || {
         pid_in(&pid_file, Some(old_pid))

@@ -373,7 +373,7 @@ start_nginx_memory() {
   wait_http "$NGINX_MEMORY_PORT"
 }
 
-# start_floor MODE: examples/floors.rs in MODE (memory | forward); sets
+# start_floor MODE: examples/floors.rs in MODE (memory | forward | h2c-memory); sets
 # FLOOR_PORT and FLOOR_PID.
 start_floor() {
   local mode=$1 bin="${FLOORS_BIN:-$REPO/target/release/examples/floors}"
@@ -383,7 +383,11 @@ start_floor() {
   taskset -c "$PROXY_CPU" "$bin" "${args[@]}" "$WORKERS" > "$TMP/floor-$mode.log" 2>&1 &
   FLOOR_PID=$!
   PIDS+=($FLOOR_PID)
-  wait_http "$FLOOR_PORT"
+  if [ "$mode" = h2c-memory ]; then
+    wait_http "$FLOOR_PORT" --http2-prior-knowledge
+  else
+    wait_http "$FLOOR_PORT"
+  fi
 }
 
 # rss_kb PID: resident set size of a process, in KiB.

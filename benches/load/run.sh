@@ -23,7 +23,9 @@
 # FLOORS=1 adds the floors of pingora's layers (examples/floors.rs): nginx
 # answering from memory (`nginx-memory`, on the proxy core) beside a
 # pingora-core HTTP app doing the same (`floor-memory`), and that app
-# forwarding through pingora-core's connector and pool (`floor-forward`).
+# forwarding through pingora-core's connector and pool (`floor-forward`),
+# and an h2c server of the h2 crate answering from memory with slotproxy's
+# HTTP/2 settings (`floor-memory-h2c`, measured with h2load as the -h2c rows).
 # ONLY=regex keeps only the targets whose name matches (e.g. to re-run a few).
 # WORKERS=2 runs every proxy with two workers on both cores (common.sh), which
 # wrk and the upstream share: the 1 -> 2 scaling figure.
@@ -82,6 +84,8 @@ if [ "${FLOORS:-0}" = 1 ]; then
   EXTRA+=("floor-memory|$FLOOR_PORT||$FLOOR_PID")
   start_floor forward
   EXTRA+=("floor-forward|$FLOOR_PORT||$FLOOR_PID")
+  start_floor h2c-memory
+  EXTRA+=("floor-memory-h2c|$FLOOR_PORT||$FLOOR_PID")
 fi
 UPSTREAM_PID=$(cat "$TMP/upstream.pid")
 

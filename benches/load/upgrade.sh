@@ -3,7 +3,7 @@
 #
 # wrk keeps CONNS keep-alive connections busy on slotproxy while a second
 # process is started with `serve --upgrade` and the first gets SIGQUIT (the
-# README's upgrade steps), once with `drain_secs = 0` and once with
+# steps of docs/operations/upgrade.md), once with `drain_secs = 0` and once with
 # `drain_secs = DRAIN`. During the drain every response of the old process
 # says `Connection: close`, so clients move between requests; with 0 the
 # drain is only pingora's own 5 s hand-over pause before the old process

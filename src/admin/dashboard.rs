@@ -1,4 +1,4 @@
-//! The dashboard (README, "Dashboard"): one web page on the admin listener,
+//! The dashboard (docs/guide/dashboard.md): one web page on the admin listener,
 //! like the portal's "Deployment slots" blade, and the two small JSON paths
 //! only it needs (live rates, the proxy's listeners).
 //!

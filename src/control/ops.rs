@@ -21,7 +21,7 @@ use crate::model::{Site, Slot, State, PRODUCTION};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deployed {
     /// The slot's `auto_swap_target`, if it has one: the swap engine must
-    /// swap the new deployment into that slot after warm-up (README, "Swaps").
+    /// swap the new deployment into that slot after warm-up (docs/guide/swaps.md).
     pub auto_swap_target: Option<String>,
 }
 

@@ -52,6 +52,9 @@ pub enum Ending {
     Idle,
     Drain,
     Shutdown,
+    /// Closed to make room for a new connection at `max_connections`
+    /// (`admission`): the one whose last stream began longest ago goes.
+    Evicted,
 }
 
 /// Whether an idle-timer tick ends the connection: only when no stream is
@@ -61,8 +64,16 @@ pub fn idle_ends(has_streams: bool) -> Option<Ending> {
 }
 
 /// Serve the HTTP/2 connection `stream` (its preface not yet read, or
-/// replayed to it) until it ends.
-pub async fn serve(front: &Arc<H2Front>, stream: Stream, shutdown: &ShutdownWatch) {
+/// replayed to it) until it ends. With `admitted`, the connection may be
+/// chosen to make room at `max_connections` as an idle HTTP/1 one is: it
+/// counts as idle since its last stream began, and is then told to go
+/// (GOAWAY; streams in flight finish).
+pub async fn serve(
+    front: &Arc<H2Front>,
+    stream: Stream,
+    shutdown: &ShutdownWatch,
+    admitted: Option<&crate::admission::Admitted>,
+) {
     let info = ConnInfo {
         peer_ip: stream
             .get_socket_digest()
@@ -88,6 +99,16 @@ pub async fn serve(front: &Arc<H2Front>, stream: Stream, shutdown: &ShutdownWatc
     tokio::pin!(drain);
     let mut down = shutdown.clone();
     let mut ending: Option<Ending> = None;
+    if let Some(a) = admitted {
+        a.idle_begins(std::time::Instant::now());
+    }
+    let evicted = async {
+        match admitted {
+            Some(a) => a.evicted().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(evicted);
     if crate::drain::draining() || *down.borrow() {
         // a connection opened during the drain is told to go at once
         conn.graceful_shutdown();
@@ -98,6 +119,11 @@ pub async fn serve(front: &Arc<H2Front>, stream: Stream, shutdown: &ShutdownWatc
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {
                     sleep.as_mut().reset(tokio::time::Instant::now() + idle);
+                    if let Some(a) = admitted {
+                        // idle, as eviction sees it, since this stream began
+                        a.idle_ends();
+                        a.idle_begins(std::time::Instant::now());
+                    }
                     let front = front.clone();
                     tokio::spawn(super::h2_exchange::serve(front, info, req, respond));
                 }
@@ -118,6 +144,13 @@ pub async fn serve(front: &Arc<H2Front>, stream: Stream, shutdown: &ShutdownWatc
                 }
                 None => sleep.as_mut().reset(tokio::time::Instant::now() + idle),
             },
+            _ = &mut evicted, if ending.is_none() => {
+                match conn.has_streams() {
+                    true => conn.graceful_shutdown(),
+                    false => conn.abrupt_shutdown(h2::Reason::NO_ERROR),
+                }
+                ending = Some(Ending::Evicted);
+            }
             _ = &mut drain, if ending.is_none() => {
                 conn.graceful_shutdown();
                 ending = Some(Ending::Drain);

@@ -17,25 +17,19 @@ use super::h2::ConnInfo;
 use super::H2Front;
 use crate::proxy::{
     bad_gateway_message, failure_status, log_request, route_request, status_line, Finished,
-    RequestCtx, BODY_TIMEOUT_MESSAGE, LOCAL_FIELDS,
+    RequestCtx, LOCAL_FIELDS,
 };
 use crate::routing::RequestView;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderValue, Method, Request, Response};
-use pingora_error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How a forwarded request ended short of success.
-pub(crate) enum Failed {
-    /// Before the response began: answer it locally.
-    Early(Box<Error>),
-    /// After the response began, or the client went away: reset the
-    /// stream. Holds the instance's error, if it failed (counted).
-    Late(Option<Box<Error>>),
-}
+/// How a forwarded request ended short of success: the one kind of every
+/// path (`lean`); `Late` resets the stream here.
+pub(crate) use crate::lean::Failed;
 
 /// What went out to the client.
 #[derive(Debug, Default)]
@@ -98,7 +92,7 @@ pub(crate) async fn serve(
             let message = match code {
                 0 => None,
                 502 => Some(bad_gateway_message(&ctx)),
-                408 => Some(BODY_TIMEOUT_MESSAGE.to_string()),
+                408 => Some(crate::lean::body_timeout_message(&e)),
                 _ => Some(status_line(code)),
             };
             if let Some(m) = message {

@@ -26,7 +26,7 @@ use super::H2Front;
 use crate::h1::{self, Body, ClientAdds, ResponseHead};
 use crate::lean::MAX_ATTEMPTS;
 use crate::proxy::{forwarded, pin_cookie, Forwarded, RequestCtx};
-use crate::request_body::ChunkedDecoder;
+use crate::request_body::{ChunkedDecoder, Pace};
 use crate::routing::RequestView;
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -190,6 +190,7 @@ pub fn parse_head(
         head_request,
         upgrade: false,
         max_head,
+        http10: false,
     };
     let mut scratch = Vec::new();
     let Some(head) = h1::response_head(buf, &adds, &mut scratch)? else {
@@ -454,9 +455,14 @@ impl Exchange<'_> {
     ) -> Result<(), Outcome> {
         let wait = self.front.lean.body_timeout.min(self.read_timeout());
         let mut framed = Vec::with_capacity(READ_BUF + 16);
+        let mut pace = Pace::new(self.front.lean.body_min_rate);
+        // a client that asked for a 100 waits for it: not counted (`lean`)
+        let mut pacing = !self.inc.parts.headers.contains_key(http::header::EXPECT);
         while !self.body.done {
+            let allowance = pace.allowance().filter(|a| pacing && *a < wait);
+            let began = std::time::Instant::now();
             let step = {
-                let data = tokio::time::timeout(wait, self.inc.body.data());
+                let data = tokio::time::timeout(allowance.unwrap_or(wait), self.inc.body.data());
                 let up = &mut *self.up;
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(READ_BUF);
@@ -466,7 +472,18 @@ impl Exchange<'_> {
                     r = up.read_buf(buf) => Pumped::Instance(r),
                 }
             };
+            let got = match &step {
+                Pumped::Client(Ok(Some(Ok(d)))) => d.len(),
+                _ => 0,
+            };
+            pacing |= got > 0;
+            if pacing {
+                pace.record(began.elapsed(), got);
+            }
             match step {
+                Pumped::Client(Err(_)) if allowance.is_some() => {
+                    return Err(early(crate::lean::body_too_slow()))
+                }
                 Pumped::Client(Err(_)) => {
                     return Err(early(client_error(
                         ErrorType::ReadTimedout,
@@ -522,6 +539,7 @@ impl Exchange<'_> {
                         Ok(Some((h, f))) if h.status < 200 => {
                             interim(respond, h.status, f);
                             let _ = buf.split_to(h.len);
+                            pacing = true;
                         }
                         Ok(None) => break,
                         // a final answer, or a bad one: read as the response

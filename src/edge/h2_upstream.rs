@@ -20,6 +20,7 @@ use h2::client::SendRequest;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use pingora_core::connectors::TransportConnector;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType};
 use std::collections::HashMap;
@@ -60,11 +61,23 @@ impl Upstreams {
         conns.remove(key);
     }
 
+    /// Stop sharing the connection to `peer` (it said GOAWAY): the next
+    /// stream opens a new one.
+    pub(crate) fn forget_peer(&self, peer: &HttpPeer) {
+        if let Some(addr) = peer.address().as_inet().copied() {
+            self.forget(&Key {
+                addr,
+                tls: peer.is_tls(),
+                sni: peer.sni().to_string(),
+            });
+        }
+    }
+
     /// A connection to `peer` ready for a new stream (`true`: it was
     /// shared already), else a new one.
-    async fn get(
+    pub(crate) async fn get(
         &self,
-        front: &H2Front,
+        transport: &TransportConnector,
         peer: &HttpPeer,
     ) -> pingora_error::Result<(SendRequest<Bytes>, bool)> {
         let Some(addr) = peer.address().as_inet().copied() else {
@@ -84,7 +97,7 @@ impl Upstreams {
                 Err(_) => self.forget(&key),
             }
         }
-        let stream = front.lean.transport.new_stream(peer).await?;
+        let stream = transport.new_stream(peer).await?;
         let timeout = peer
             .options
             .connection_timeout
@@ -145,12 +158,11 @@ fn hop_dropped(name: &HeaderName) -> bool {
 /// The request for the instance: method and target as they came, the
 /// instance's scheme, the client's authority, the client's fields but the
 /// dropped ones, then the forwarded fields.
-fn upstream_request(
-    inc: &Incoming,
+pub(crate) fn upstream_request(
+    p: &http::request::Parts,
     ctx: &RequestCtx,
     tls: bool,
 ) -> Result<Request<()>, Box<Error>> {
-    let p = &inc.parts;
     let authority = crate::routing::RequestView::host(p);
     let authority = std::str::from_utf8(authority).unwrap_or("");
     let target = p.uri.path_and_query().map_or("/", |t| t.as_str());
@@ -209,8 +221,51 @@ fn client_response(resp: &Response<RecvStream>, cookie: Option<HeaderValue>) -> 
     out
 }
 
+/// Whether a stream's failure `e` means the instance did not process it,
+/// so a request without a body may go again (RFC 9113 §8.7): it refused
+/// the stream (`REFUSED_STREAM`, e.g. at its stream limit), or its GOAWAY
+/// came before the stream was taken (a graceful restart of the app).
+pub(crate) fn unprocessed(e: &h2::Error) -> bool {
+    e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
+}
+
+/// What to do after a bodiless stream's attempt failed with `e`: `true`
+/// to send it again (on a new connection after a GOAWAY), within the
+/// attempts allowed.
+pub(crate) fn again(upstreams: &Upstreams, peer: &HttpPeer, e: &h2::Error, attempts: u32) -> bool {
+    if e.is_go_away() {
+        upstreams.forget_peer(peer);
+    }
+    unprocessed(e) && attempts < MAX_ATTEMPTS
+}
+
+/// Await the response head within `read_timeout`.
+pub(crate) async fn response_head(
+    response: h2::client::ResponseFuture,
+    read_timeout: Duration,
+) -> Result<Result<Response<RecvStream>, h2::Error>, Failed> {
+    tokio::time::timeout(read_timeout, response)
+        .await
+        .map_err(|_| {
+            Failed::Early(upstream_error(
+                ErrorType::ReadTimedout,
+                "no response within the read time-out",
+            ))
+        })
+}
+
+/// The failure of a stream reset before its answer.
+pub(crate) fn reset_before_answer() -> Failed {
+    Failed::Early(upstream_error(
+        ErrorType::ReadError,
+        "the instance reset the stream before answering",
+    ))
+}
+
 /// Forward the routed request to the slot's HTTP/2 instance, streaming
-/// both ways.
+/// both ways. A request without a body whose stream the instance did not
+/// take ([`unprocessed`]) goes again, as an HTTP/1 request whose pooled
+/// connection had closed does.
 pub(crate) async fn forward(
     front: &H2Front,
     inc: &mut Incoming,
@@ -218,29 +273,42 @@ pub(crate) async fn forward(
     ctx: &mut RequestCtx,
     sent: &mut Sent,
 ) -> Result<(), Failed> {
-    let (mut send, peer) = loop {
-        let peer = ctx.next_peer(&front.lean.timeouts).map_err(Failed::Early)?;
-        match front.upstreams.get(front, &peer).await {
-            Ok((send, reused)) => {
-                ctx.connected(reused);
-                break (send, peer);
+    let end = inc.body.is_end_stream();
+    let (response, up_body, peer) = loop {
+        let (mut send, peer) = connect(&front.lean, ctx).await?;
+        let req = upstream_request(&inc.parts, ctx, peer.is_tls()).map_err(Failed::Early)?;
+        let (response, up_body) = match send.send_request(req, end) {
+            Ok(r) => r,
+            Err(e) if end && again(&front.lean.h2, &peer, &e, ctx.attempts) => continue,
+            Err(_) => {
+                return Err(Failed::Early(upstream_error(
+                    ErrorType::WriteError,
+                    "the instance's HTTP/2 connection closed",
+                )))
             }
-            Err(e) => {
-                if ctx.connect_failed(&e) && ctx.attempts < MAX_ATTEMPTS {
-                    continue;
-                }
-                return Err(Failed::Early(e.into_up()));
+        };
+        if !end {
+            break (response, up_body, peer);
+        }
+        // no body: the head is awaited here, so that a stream the instance
+        // did not take can go again
+        let read_timeout = peer.options.read_timeout.unwrap_or(Duration::from_secs(60));
+        match response_head(response, read_timeout).await? {
+            Ok(resp) => {
+                return relay_answer(
+                    resp,
+                    respond,
+                    ctx,
+                    sent,
+                    read_timeout,
+                    front.lean.send_timeout,
+                )
+                .await
             }
+            Err(e) if again(&front.lean.h2, &peer, &e, ctx.attempts) => continue,
+            Err(_) => return Err(reset_before_answer()),
         }
     };
-    let req = upstream_request(inc, ctx, peer.is_tls()).map_err(Failed::Early)?;
-    let end = inc.body.is_end_stream();
-    let (response, up_body) = send.send_request(req, end).map_err(|_| {
-        Failed::Early(upstream_error(
-            ErrorType::WriteError,
-            "the instance's HTTP/2 connection closed",
-        ))
-    })?;
     let read_timeout = peer.options.read_timeout.unwrap_or(Duration::from_secs(60));
     let body_timeout = front.lean.body_timeout;
     let send_timeout = front.lean.send_timeout;
@@ -254,6 +322,29 @@ pub(crate) async fn forward(
         tokio::select! {
             _ = &mut pump, if !pumped => pumped = true,
             r = &mut relay => return r,
+        }
+    }
+}
+
+/// A connection for the request's next attempt: to the next instance of
+/// its slot, connect failures going on to the others.
+pub(crate) async fn connect(
+    lean: &crate::lean::Lean,
+    ctx: &mut RequestCtx,
+) -> Result<(SendRequest<Bytes>, HttpPeer), Failed> {
+    loop {
+        let peer = ctx.next_peer(&lean.timeouts).map_err(Failed::Early)?;
+        match lean.h2.get(&lean.transport, &peer).await {
+            Ok((send, reused)) => {
+                ctx.connected(reused);
+                return Ok((send, peer));
+            }
+            Err(e) => {
+                if ctx.connect_failed(&e) && ctx.attempts < MAX_ATTEMPTS {
+                    continue;
+                }
+                return Err(Failed::Early(e.into_up()));
+            }
         }
     }
 }
@@ -300,21 +391,21 @@ async fn relay_response(
     read_timeout: Duration,
     send_timeout: Duration,
 ) -> Result<(), Failed> {
-    let resp = match tokio::time::timeout(read_timeout, response).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => {
-            return Err(Failed::Early(upstream_error(
-                ErrorType::ReadError,
-                "the instance reset the stream before answering",
-            )))
-        }
-        Err(_) => {
-            return Err(Failed::Early(upstream_error(
-                ErrorType::ReadTimedout,
-                "no response within the read time-out",
-            )))
-        }
-    };
+    let resp = response_head(response, read_timeout)
+        .await?
+        .map_err(|_| reset_before_answer())?;
+    relay_answer(resp, respond, ctx, sent, read_timeout, send_timeout).await
+}
+
+/// The instance's answer `resp` to the client: head, DATA frames, trailers.
+async fn relay_answer(
+    resp: Response<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    ctx: &RequestCtx,
+    sent: &mut Sent,
+    read_timeout: Duration,
+    send_timeout: Duration,
+) -> Result<(), Failed> {
     let status = resp.status().as_u16();
     let head = client_response(&resp, pin_cookie(ctx));
     let mut body = resp.into_body();

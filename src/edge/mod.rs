@@ -11,15 +11,20 @@
 //! - `h2_h1`: an HTTP/1 instance, over the lean path's pooled connections
 //!   (`lean::Lean`), or
 //! - `h2_upstream`: an h2c / h2 (TLS) instance, over one shared HTTP/2
-//!   connection per instance.
+//!   connection per instance — which HTTP/1 clients reach too, through
+//! - `h1_h2`: an HTTP/1 client's request (from `lean`) to such an
+//!   instance, and its answer back as HTTP/1.
 //!
 //! Connection counting and the per-client limits stay where they are for
 //! every protocol (`limits`).
 
+mod h1_h2;
 pub mod h2;
 mod h2_exchange;
 mod h2_h1;
-mod h2_upstream;
+pub(crate) mod h2_upstream;
+
+pub(crate) use h1_h2::{forward as forward_h1_to_h2, parts as h2_parts};
 
 use crate::lean::Lean;
 use std::time::Duration;
@@ -60,15 +65,10 @@ impl H2Settings {
 pub struct H2Front {
     pub(crate) lean: Lean,
     pub(crate) settings: H2Settings,
-    pub(crate) upstreams: h2_upstream::Upstreams,
 }
 
 impl H2Front {
     pub fn new(lean: Lean, settings: H2Settings) -> H2Front {
-        H2Front {
-            lean,
-            settings,
-            upstreams: h2_upstream::Upstreams::default(),
-        }
+        H2Front { lean, settings }
     }
 }

@@ -1,4 +1,4 @@
-//! Sticky buckets (README, "Assignment: sticky buckets and user keys"):
+//! Sticky buckets (docs/guide/buckets.md):
 //! with `[routing] assignment = "bucket"` a client holds a bucket
 //! `0..BUCKETS` (cookie `x-ms-routing-name=b.<n>`, or the hash of its user
 //! key) instead of a slot name, and the slots of a site own contiguous

@@ -1,4 +1,4 @@
-//! The per-request routing decision (README, "How a request is routed"): a
+//! The per-request routing decision (docs/guide/routing.md): a
 //! slot host name goes to its slot; a production host name is routed by the
 //! query parameter, then the pin cookie, then a weighted random pick.
 //!

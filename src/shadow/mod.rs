@@ -266,7 +266,8 @@ pub fn offer_h1(ctx: &RequestCtx, head: &[u8]) -> Option<Box<Tap>> {
     let req = crate::h1::parse_request(head, &mut headers)?;
     // a chunked request body is of unknown length on this path, and not
     // kept for a copy (SPEC §15: "bodies up to max_body_bytes")
-    if req.first("transfer-encoding").is_some() {
+    // nor is an absolute-form target (the copy sends origin-form only)
+    if req.first("transfer-encoding").is_some() || !req.path.starts_with('/') {
         return None;
     }
     offer_to(shadows, ctx, &req, req.method, req.path, true)

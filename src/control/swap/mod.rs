@@ -1,6 +1,6 @@
 //! Swaps: warm-up-gated exchanges of what two slots run, with preview,
 //! reset, auto swap and declarative swap, each recorded in the activity log
-//! (README, "Swaps").
+//! (docs/guide/swaps.md).
 //!
 //! A swap runs off the hot path on the control runtime. Phases 1–3 only talk
 //! to the source's instances; production is untouched until phase 4, which is
