@@ -45,6 +45,9 @@ pub const MATCH: &str = "/api/v1/sites/{site}/slots/{slot}/match";
 /// `PUT` (on) or `DELETE` (off) the slot's outlier ejection (SPEC §16).
 pub const OUTLIER: &str = "/api/v1/sites/{site}/slots/{slot}/outlier";
 pub const RAMP: &str = "/api/v1/sites/{site}/slots/{slot}/ramp";
+/// `PUT` starts (or replaces) the slot's shadow, `GET` shows it with this
+/// node's figures, `DELETE` stops it (SPEC §15).
+pub const SHADOW: &str = "/api/v1/sites/{site}/slots/{slot}/shadow";
 
 // The dashboard (docs/guide/dashboard.md): its page and static files need no
 // token (they hold no data); the two JSON paths below it uses do.
@@ -282,6 +285,24 @@ pub struct SlotView {
     /// Outlier ejection of its instances; `null`: off.
     #[serde(default)]
     pub outlier: Option<crate::policy::Outlier>,
+    /// Its shadow (copies of production's requests); `null`: off.
+    #[serde(default)]
+    pub shadow: Option<crate::shadow::ShadowSpec>,
+}
+
+/// `GET …/slots/{slot}/shadow` (and the answer to `PUT`): the shadow as
+/// set, and what this node found so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowView {
+    pub site: String,
+    pub slot: String,
+    pub shadow: crate::shadow::ShadowSpec,
+    /// Whose figures these are: always `"this node"` — in a fleet each
+    /// node copies and compares its own share.
+    pub figures_of: String,
+    pub figures: crate::shadow::FiguresView,
+    /// The last differing pairs, newest first (at most 20).
+    pub last_differences: Vec<crate::shadow::Difference>,
 }
 
 /// A deployment as shown: the flat shape of [`Deploy`] with every default
@@ -513,6 +534,7 @@ impl SlotView {
                 .map(|d| DeploymentView::of(d, health)),
             matches: slot.matches.clone(),
             outlier: slot.outlier,
+            shadow: slot.shadow.clone(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The admin-client half of the `slotproxy` binary, shaped after
 //! `az webapp deployment slot`: `slot create|list|delete`,
 //! `traffic-routing set|show|clear|ramp`, `slot swap|auto-swap`,
-//! `slot match add|list|remove` (in `cli/policy.rs`), `activity`,
+//! `slot match add|list|remove` (in `cli/policy.rs`),
+//! `slot shadow start|show|stop` (in `cli/shadow.rs`), `activity`,
 //! `deploy`, `reload`.
 //!
 //! Every verb is one call of the admin API; its paths, request bodies and
@@ -28,6 +29,7 @@ pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9080";
 pub const ADMIN_ENV: &str = "SLOTPROXY_ADMIN_URL";
 
 mod policy;
+mod shadow;
 
 /// How to reach the admin API; accepted after any client verb.
 ///
@@ -158,6 +160,12 @@ pub enum SlotCmd {
         #[command(subcommand)]
         cmd: policy::MatchCmd,
     },
+    /// Copy production's requests to a slot and compare its answers
+    /// (SPEC §15).
+    Shadow {
+        #[command(subcommand)]
+        cmd: shadow::ShadowCmd,
+    },
     /// Turn auto swap on (swap into --auto-swap-slot after each new
     /// deployment) or off (--disable); one of the two is required.
     #[command(group(clap::ArgGroup::new("turn").required(true).args(["auto_swap_slot", "disable"])))]
@@ -269,6 +277,10 @@ pub struct RampStartArgs {
     /// Fewer responses in an interval: wait, no verdict [default: 100].
     #[arg(long)]
     min_requests: Option<u64>,
+    /// Highest share of the slot's shadow answers that differ, 0-1; above
+    /// it the ramp waits [default: not judged].
+    #[arg(long)]
+    max_shadow_diff_ratio: Option<f64>,
     /// POSTed the figures every interval; may answer {"percent": N}.
     #[arg(long)]
     decision_callback_url: Option<String>,
@@ -415,6 +427,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     no_wait,
                 } => swap(&api, &site, &slot, target_slot, action.into(), no_wait),
                 SlotCmd::Match { cmd } => policy::run(&api, cmd),
+                SlotCmd::Shadow { cmd } => shadow::run(&api, cmd),
                 SlotCmd::AutoSwap {
                     site,
                     slot,
@@ -561,6 +574,7 @@ fn ramp(api: &Api, cmd: RampCmd) -> anyhow::Result<()> {
                 max_error_ratio,
                 max_p99_ms,
                 min_requests,
+                max_shadow_diff_ratio,
                 decision_callback_url,
                 on_breach,
             } = *args;
@@ -573,6 +587,7 @@ fn ramp(api: &Api, cmd: RampCmd) -> anyhow::Result<()> {
             b.gates.max_error_ratio = max_error_ratio.or(b.gates.max_error_ratio);
             b.gates.max_p99_ms = max_p99_ms;
             b.gates.min_requests = min_requests.unwrap_or(b.gates.min_requests);
+            b.gates.max_shadow_diff_ratio = max_shadow_diff_ratio;
             b.decision_callback_url = decision_callback_url;
             b.on_breach = match on_breach {
                 BreachAction::Rollback => OnBreach::Rollback,

@@ -481,6 +481,8 @@ pub struct SlotConfig {
     pub matches: Vec<crate::policy::MatchEntry>,
     /// `[sites.slots.outlier]`: passive outlier ejection (SPEC §16).
     pub outlier: Option<crate::policy::Outlier>,
+    /// `[sites.slots.shadow]`: copies of production's requests (SPEC §15).
+    pub shadow: Option<crate::shadow::ShadowSpec>,
 }
 
 impl Config {
@@ -819,6 +821,7 @@ fn slot_from_config(c: &SlotConfig, key: &str, problems: &mut Vec<Problem>) -> S
         deployment,
         matches: c.matches.clone(),
         outlier: c.outlier,
+        shadow: c.shadow.clone(),
     }
 }
 

@@ -271,6 +271,8 @@ pub(crate) struct Client<'a> {
     send_timeout: Duration,
     /// The client speaks HTTP/1.0: a kept-alive answer says so.
     http10: bool,
+    /// A copy for the slot's shadow, watching what goes out (`shadow`).
+    shadow: Option<Box<crate::shadow::Tap>>,
 }
 
 impl Client<'_> {
@@ -289,6 +291,9 @@ impl Client<'_> {
         }
         if !matches!(fast_timeout(t, s.flush()).await, Ok(Ok(()))) {
             return Err(Failed::Late(None));
+        }
+        if let Some(tap) = &mut self.shadow {
+            tap.client_bytes(bytes);
         }
         self.sent.bytes += body;
         Ok(())
@@ -1009,6 +1014,7 @@ impl Lean {
             sent: Sent::default(),
             send_timeout: self.send_timeout,
             http10: kind.http10,
+            shadow: None,
         };
         let head = &buf[..head_len];
         let Some(mut req) = prepare(table, head, kind, peer_ip, tls_here, &mut ctx) else {
@@ -1022,6 +1028,11 @@ impl Lean {
             Some(_) => BodyIn::unframed(kind.body),
             None => BodyIn::new(kind.body),
         };
+        // shadow traffic (SPEC §15): one branch for a site without one
+        if req.refusal.is_none() && !kind.upgrade {
+            client.shadow = crate::shadow::offer_h1(&ctx, head);
+            crate::shadow::keep_body(&client.shadow, &mut body);
+        }
         let rest = &buf[head_len..];
         let early = if kind.upgrade { rest } else { &[][..] };
         let mut outcome = Ok(());
@@ -1067,6 +1078,8 @@ impl Lean {
             },
             &ctx,
         );
+        let finished = outcome.is_ok() && body.done();
+        crate::shadow::complete_h1(client.shadow.take(), &mut body, finished);
         // as pingora-proxy does after a failure: no reuse
         let keep = outcome.is_ok() && !client.sent.close;
         if !keep && !body.done() {

@@ -41,6 +41,7 @@ pub mod request_body;
 pub mod request_check;
 pub mod routing;
 pub mod server;
+pub mod shadow;
 pub mod store;
 pub mod tunnel;
 pub mod upstream_tls;

@@ -778,6 +778,57 @@ pub fn ramp_verdict(result: &str) {
     metrics().ramp_verdicts.with_label_values(&[result]).inc();
 }
 
+/// Result labels of `slotproxy_shadow_requests_total` (SPEC §15).
+pub const SHADOW_RESULTS: [&str; 6] = [
+    "match",
+    "status_differs",
+    "headers_differ",
+    "body_differs",
+    "error",
+    "dropped",
+];
+
+/// Buckets of `slotproxy_shadow_latency_ratio`: slot time / production time.
+const SHADOW_RATIO_BUCKETS: &[f64] = &[0.25, 0.5, 0.8, 1.0, 1.25, 1.5, 2.0, 4.0, 10.0];
+
+/// `slotproxy_shadow_requests_total{site,slot,result}` and
+/// `slotproxy_shadow_latency_ratio{site,slot}`, registered with the rest on
+/// first use (a process that never shadows does not pay for them; their
+/// series appear when a shadow starts, every result at 0).
+pub fn shadow_vecs() -> &'static (IntCounterVec, HistogramVec) {
+    static VECS: OnceLock<(IntCounterVec, HistogramVec)> = OnceLock::new();
+    VECS.get_or_init(|| {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "slotproxy_shadow_requests_total",
+                "Copies of production's requests sent to a slot by its shadow, by result \
+                 (match, status_differs, headers_differ, body_differs, error, dropped); \
+                 this node's copies only.",
+            ),
+            &["site", "slot", "result"],
+        )
+        .expect("metric definition is valid");
+        let ratio = HistogramVec::new(
+            HistogramOpts::new(
+                "slotproxy_shadow_latency_ratio",
+                "The slot's time to answer a shadow copy over production's time to answer \
+                 the same request.",
+            )
+            .buckets(SHADOW_RATIO_BUCKETS.to_vec()),
+            &["site", "slot"],
+        )
+        .expect("metric definition is valid");
+        let registry = &metrics().registry;
+        if let Err(e) = registry
+            .register(Box::new(requests.clone()))
+            .and_then(|()| registry.register(Box::new(ratio.clone())))
+        {
+            log::error!("cannot register the shadow metrics: {e}");
+        }
+        (requests, ratio)
+    })
+}
+
 /// Everything in the registry, in the Prometheus text format.
 pub fn render() -> String {
     let mut buf = Vec::new();

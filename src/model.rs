@@ -93,6 +93,10 @@ pub struct Slot {
     /// Passive outlier ejection of its instances; `None`: off (sticky).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier: Option<crate::policy::Outlier>,
+    /// Copies of production's requests sent here and compared (SPEC §15);
+    /// `None`: off (sticky).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::shadow::ShadowSpec>,
 }
 
 /// What a slot runs: the content a swap exchanges.
@@ -268,6 +272,7 @@ impl Slot {
             deployment: None,
             matches: Vec::new(),
             outlier: None,
+            shadow: None,
         }
     }
 
@@ -655,6 +660,17 @@ impl State {
                 }
                 if let Some(o) = &slot.outlier {
                     for (key, reason) in o.check(&format!("{k}.outlier")) {
+                        out.push(problem(key, reason));
+                    }
+                }
+                if let Some(sh) = &slot.shadow {
+                    if slot_key == PRODUCTION {
+                        out.push(problem(
+                            format!("{k}.shadow"),
+                            "production is what a shadow copies: put the shadow on the slot that gets the copies",
+                        ));
+                    }
+                    for (key, reason) in sh.check(&format!("{k}.shadow")) {
                         out.push(problem(key, reason));
                     }
                 }

@@ -61,6 +61,13 @@ pub struct Gates {
     /// Fewer responses than this in an interval: no verdict, wait (default 100).
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
+    /// Highest share of the slot's shadow answers that differ from
+    /// production's (or fail) over the interval, 0–1 (SPEC §15; default:
+    /// not judged). Above it, or with no shadow answer compared, the ramp
+    /// does not step (a wait, not a breach); judged before anything else,
+    /// the first step from 0% included. This node's shadow figures only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_shadow_diff_ratio: Option<f64>,
 }
 
 impl Default for Gates {
@@ -69,6 +76,7 @@ impl Default for Gates {
             max_error_ratio: default_error_ratio(),
             max_p99_ms: None,
             min_requests: default_min_requests(),
+            max_shadow_diff_ratio: None,
         }
     }
 }
@@ -188,6 +196,22 @@ pub struct Figures {
     pub error_ratio: f64,
     /// `null` with no responses.
     pub p99_ms: Option<f64>,
+    /// The slot's shadow answers compared over the interval (this node's),
+    /// and how many of them differed or failed; absent without a shadow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_compared: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_differing: Option<u64>,
+}
+
+impl Figures {
+    /// Differing shadow answers over compared ones; `None` with none.
+    pub fn shadow_diff_ratio(&self) -> Option<f64> {
+        match (self.shadow_compared, self.shadow_differing) {
+            (Some(n), Some(d)) if n > 0 => Some(d as f64 / n as f64),
+            _ => None,
+        }
+    }
 }
 
 impl Figures {
@@ -197,6 +221,8 @@ impl Figures {
             errors_5xx: w.errors_5xx,
             error_ratio: w.error_ratio(),
             p99_ms: w.quantile_secs(0.99).map(|s| s * 1000.0),
+            shadow_compared: None,
+            shadow_differing: None,
         }
     }
 }
@@ -293,6 +319,14 @@ impl RampSpec {
                 );
             }
         }
+        if let Some(r) = self.gates.max_shadow_diff_ratio {
+            if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
+                bad(
+                    "gates.max_shadow_diff_ratio",
+                    format!("{r} is out of range 0-1 (0.01 = 1% of shadow answers differ)"),
+                );
+            }
+        }
         if let Some(ms) = self.gates.max_p99_ms {
             if !(ms.is_finite() && ms > 0.0) {
                 bad("gates.max_p99_ms", format!("{ms} must be above 0"));
@@ -371,8 +405,40 @@ pub fn judge(spec: &RampSpec, percent: f64, ceiling: f64, figures: &Figures) -> 
             detail: format!("{percent}% → {next}%: {detail}"),
         }
     };
+    if let Some(max) = spec.gates.max_shadow_diff_ratio {
+        let wait = |detail: String| Judgement {
+            result: VerdictResult::Wait,
+            percent,
+            status: status_at(spec, ceiling, percent),
+            detail,
+        };
+        match figures.shadow_diff_ratio() {
+            None => {
+                return wait(format!(
+                    "waiting at {percent}%: no shadow answer compared this interval \
+                     (gate max_shadow_diff_ratio needs the slot's shadow on)"
+                ))
+            }
+            Some(r) if r > max => {
+                return wait(format!(
+                    "waiting at {percent}%: shadow answers differ {:.1}% > {:.1}% ({} of {})",
+                    r * 100.0,
+                    max * 100.0,
+                    figures.shadow_differing.unwrap_or(0),
+                    figures.shadow_compared.unwrap_or(0)
+                ))
+            }
+            Some(_) => {}
+        }
+    }
     if percent <= 0.0 && top > 0.0 {
-        return up("a step from 0% needs no verdict".into());
+        return up(match figures.shadow_diff_ratio() {
+            Some(r) if spec.gates.max_shadow_diff_ratio.is_some() => format!(
+                "shadow answers differ {:.1}%; a step from 0% needs no other verdict",
+                r * 100.0
+            ),
+            _ => "a step from 0% needs no verdict".into(),
+        });
     }
     let seen = describe(figures);
     if figures.responses < spec.gates.min_requests {
@@ -493,7 +559,37 @@ mod tests {
             errors_5xx: errors,
             error_ratio: errors as f64 / responses.max(1) as f64,
             p99_ms: (responses > 0).then_some(p99_ms),
+            ..Figures::default()
         }
+    }
+
+    #[test]
+    fn the_shadow_gate_holds_the_ramp_until_the_shadow_matches() {
+        let mut s = spec();
+        s.gates.max_shadow_diff_ratio = Some(0.01);
+        assert!(s.validate().is_empty());
+        let shadow = |compared, differing| Figures {
+            shadow_compared: Some(compared),
+            shadow_differing: Some(differing),
+            ..fig(0, 0, 0.0)
+        };
+        // at 0%: differing answers (or none compared) keep it there
+        for f in [fig(0, 0, 0.0), shadow(0, 0), shadow(100, 5)] {
+            let j = judge(&s, 0.0, 100.0, &f);
+            assert_eq!((j.result, j.percent), (VerdictResult::Wait, 0.0), "{j:?}");
+        }
+        assert!(judge(&s, 0.0, 100.0, &shadow(100, 5))
+            .detail
+            .contains("5.0% > 1.0%"));
+        let j = judge(&s, 0.0, 100.0, &shadow(100, 1));
+        assert_eq!((j.result, j.percent), (VerdictResult::Step, 10.0), "{j:?}");
+        // later steps need the other gates too
+        let mut f = fig(400, 0, 10.0);
+        f.shadow_compared = Some(50);
+        f.shadow_differing = Some(0);
+        assert_eq!(judge(&s, 10.0, 100.0, &f).percent, 20.0);
+        s.gates.max_shadow_diff_ratio = Some(1.5);
+        assert_eq!(s.validate()[0].key, "gates.max_shadow_diff_ratio");
     }
 
     #[test]

@@ -387,7 +387,7 @@ impl ChunkedDecoder {
 /// A request body on its way to the instance: how much has come, and
 /// whether any of it went out after the request's first write (then the
 /// request cannot be sent again on another connection).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BodyIn {
     pub framing: RequestBody,
     /// `Length`: bytes still due from the client.
@@ -395,6 +395,10 @@ pub struct BodyIn {
     decoder: ChunkedDecoder,
     /// Body bytes went to the instance after the first write.
     pub streamed: bool,
+    /// A copy of a `Length` body for a shadow (`shadow`), while it is no
+    /// longer than `copy_max`; `None`: none kept.
+    copy: Option<Vec<u8>>,
+    copy_max: usize,
 }
 
 impl BodyIn {
@@ -408,6 +412,8 @@ impl BodyIn {
             left,
             decoder: ChunkedDecoder::default(),
             streamed: false,
+            copy: None,
+            copy_max: 0,
         }
     }
 
@@ -418,6 +424,21 @@ impl BodyIn {
             decoder: ChunkedDecoder::bare(),
             ..BodyIn::new(framing)
         }
+    }
+
+    /// Keep a copy of the body as it passes, up to `max` bytes (more: no
+    /// copy). Only a body framed by `Content-Length` is copied.
+    pub fn keep_copy(&mut self, max: usize) {
+        if matches!(self.framing, RequestBody::Length(_) | RequestBody::None) {
+            self.copy = Some(Vec::new());
+            self.copy_max = max;
+        }
+    }
+
+    /// The copy kept, if all of it was: the body has come whole and was no
+    /// longer than the limit.
+    pub fn take_copy(&mut self) -> Option<Vec<u8>> {
+        self.copy.take().filter(|_| self.done())
     }
 
     /// All of the body has come from the client.
@@ -443,6 +464,13 @@ impl BodyIn {
             RequestBody::Length(_) => {
                 let n = (bytes.len() as u64).min(self.left) as usize;
                 out.extend_from_slice(&bytes[..n]);
+                if let Some(c) = &mut self.copy {
+                    if c.len() + n > self.copy_max {
+                        self.copy = None;
+                    } else {
+                        c.extend_from_slice(&bytes[..n]);
+                    }
+                }
                 self.left -= n as u64;
                 Ok(n)
             }

@@ -456,6 +456,57 @@ fn traffic_and_swap_from_the_page() {
 }
 
 #[test]
+fn the_shadow_panel_starts_a_shadow_lists_differences_and_stops_it() {
+    let (prod, staging) = (App::start("v1"), App::start("v2"));
+    let proxy = Proxy::start(&sites(&prod, &staging));
+    let b = Browser::start(1280, 1000);
+    sign_in(&b, &proxy, TOKEN);
+    let panel = "#shadows .shadow[data-slot='staging']";
+    b.wait_text(&format!("{panel} button"), "Start shadow");
+    b.type_into("#shadow-percent-staging", "100");
+    b.click(&format!("{panel} button[type='submit']"));
+    b.wait_text(
+        &format!("{panel} h4"),
+        "staging: 100% of production's GET, HEAD, OPTIONS",
+    );
+    let (code, v) = proxy.admin("GET", "/api/v1/sites/shop/slots/staging/shadow", None);
+    assert_eq!(
+        (code, v["shadow"]["percent"].as_f64()),
+        (200, Some(100.0)),
+        "{v}"
+    );
+
+    // the demo app's JSON names each answer (requestId): every copy differs
+    for _ in 0..10 {
+        let resp = client()
+            .get(proxy.url("/demo/json/cart"))
+            .header("host", "shop.test")
+            .header("cookie", "x-ms-routing-name=self")
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    b.wait_text(
+        &format!("{panel} .differences td code"),
+        "GET /demo/json/cart",
+    );
+    let figures = b.wait_text(&format!("{panel} .shadow-figures"), "body differs 10");
+    assert!(
+        figures.contains("0.0% matching (0 of 10 compared)"),
+        "{figures}"
+    );
+    assert!(b
+        .text_of(&format!("{panel} .differences"))
+        .contains("body $.requestId"));
+    b.screenshot("dashboard-shadow.png");
+
+    b.click(&format!("{panel} button"));
+    b.wait_text(&format!("{panel} button"), "Start shadow");
+    let (code, _) = proxy.admin("GET", "/api/v1/sites/shop/slots/staging/shadow", None);
+    assert_eq!(code, 404);
+}
+
+#[test]
 fn token_prompt_and_phone_width() {
     let (prod, staging) = (App::start("v1"), App::start("v2"));
     let proxy = Proxy::start(&sites(&prod, &staging));

@@ -419,7 +419,7 @@ fn resolve_types(structs: &mut BTreeMap<String, SchemaStruct>) {
 fn config_schema() -> BTreeMap<String, SchemaStruct> {
     let root = repo();
     let mut structs = BTreeMap::new();
-    for module in ["config", "policy"] {
+    for module in ["config", "policy", "shadow"] {
         // `src/config.rs`, or the files of `src/config/` if it moves there
         let mut files: Vec<PathBuf> = vec![root.join(format!("src/{module}.rs"))];
         let dir = root.join("src").join(module);

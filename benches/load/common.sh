@@ -127,6 +127,7 @@ TLS_KEY="$REPO/tests/fixtures/tls-key.pem"
 
 start_upstream() {
   UPSTREAM_PORT=$(free_port)
+  SHADOW_UPSTREAM_PORT=$(free_port)
   cat > "$TMP/upstream.conf" <<CONF
 worker_processes 1;
 pid $TMP/upstream.pid;
@@ -142,6 +143,18 @@ http {
             return 200 "hello from upstream\n";
         }
         # only sanity.py asks here, so every measured response is the same
+        location /sanity {
+            add_header X-Seen-Slot \$http_x_slot_name;
+            return 200 "hello from upstream\n";
+        }
+    }
+    # the second slot's app of the slotproxy-shadow target: the same answer
+    # on its own port (the copies' own connections land here)
+    server {
+        listen 127.0.0.1:$SHADOW_UPSTREAM_PORT reuseport;
+        location / {
+            return 200 "hello from upstream\n";
+        }
         location /sanity {
             add_header X-Seen-Slot \$http_x_slot_name;
             return 200 "hello from upstream\n";
@@ -202,6 +215,7 @@ name = "staging"
 traffic_percent = 10
 build_version = "v2"
 instances = ["127.0.0.1:${STAGING_UPSTREAM_PORT:-$UPSTREAM_PORT}"]
+${SLOTPROXY_STAGING_EXTRA:-}
 CONF
   taskset -c "$PROXY_CPU" "$bin" serve --config "$TMP/$name.toml" > "$TMP/$name.log" 2>&1 &
   SLOTPROXY_PID=$!

@@ -29,6 +29,11 @@
 # ONLY=regex keeps only the targets whose name matches (e.g. to re-run a few).
 # WORKERS=2 runs every proxy with two workers on both cores (common.sh), which
 # wrk and the upstream share: the 1 -> 2 scaling figure.
+# The `slotproxy-shadow` target is a second slotproxy whose staging slot
+# shadows production at 10 % (`[sites.slots.shadow] percent = 10`, the
+# copies going to a second upstream port): against `slotproxy` in the same
+# run it shows what a shadow costs production's clients (p99) and the
+# proxy (CPU µs/req, the copies' sending and comparing included).
 # RATE=N measures every target at a fixed N requests per second in all (h2load
 # --rps, N/CONNS per connection; HTTP/1.1 with --h1) instead of at saturation:
 # latency compared at one request rate, which wrk cannot hold.
@@ -54,6 +59,11 @@ start_bare
 start_nginx
 start_haproxy
 EXTRA=()
+port=$SLOTPROXY_PORT pid=$SLOTPROXY_PID tls=$SLOTPROXY_TLS_PORT
+SLOTPROXY_STAGING_EXTRA=$'[sites.slots.shadow]\npercent = 10' \
+  STAGING_UPSTREAM_PORT=$SHADOW_UPSTREAM_PORT start_slotproxy slotproxy-shadow
+SHADOW_PORT=$SLOTPROXY_PORT SHADOW_PID=$SLOTPROXY_PID SHADOW_ADMIN_PORT=$SLOTPROXY_ADMIN_PORT
+SLOTPROXY_PORT=$port SLOTPROXY_PID=$pid SLOTPROXY_TLS_PORT=$tls
 if [ -n "${BEFORE_SLOTPROXY:-}" ]; then
   port=$SLOTPROXY_PORT pid=$SLOTPROXY_PID
   start_slotproxy slotproxy-before "$BEFORE_SLOTPROXY"
@@ -83,6 +93,7 @@ log "sanity checks (each target must route, pin and set cookies like slotproxy)"
 python3 "$HERE/sanity.py" direct "$UPSTREAM_PORT" --direct
 python3 "$HERE/sanity.py" bare-pingora "$BARE_PORT" --direct
 python3 "$HERE/sanity.py" slotproxy "$SLOTPROXY_PORT"
+python3 "$HERE/sanity.py" slotproxy-shadow "$SHADOW_PORT"
 python3 "$HERE/sanity.py" nginx "$NGINX_PORT"
 python3 "$HERE/sanity.py" haproxy "$HAPROXY_PORT"
 
@@ -91,6 +102,7 @@ TARGETS=(
   "direct|$UPSTREAM_PORT||$UPSTREAM_PID"
   "bare-pingora|$BARE_PORT||$BARE_PID"
   "slotproxy|$SLOTPROXY_PORT||$SLOTPROXY_PID"
+  "slotproxy-shadow|$SHADOW_PORT||$SHADOW_PID"
   "slotproxy-pinned|$SLOTPROXY_PORT|$PIN_COOKIE|$SLOTPROXY_PID"
   "nginx|$NGINX_PORT||$NGINX_PID"
   "nginx-pinned|$NGINX_PORT|$PIN_COOKIE|$NGINX_PID"
@@ -175,4 +187,10 @@ for p in "${PIDS[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "a server died during the run (pid $p); logs in $TMP" >&2; KEEP_TMP=1; exit 1; }
 done
 log "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [[ " ${TARGETS[*]} " == *" slotproxy-shadow|"* ]]; then
+  shadow=$(curl -s -H 'Authorization: Bearer bench-token' \
+    "http://127.0.0.1:$SHADOW_ADMIN_PORT/api/v1/sites/bench/slots/staging/shadow" |
+    python3 -c 'import json,sys; f=json.load(sys.stdin)["figures"]; print(", ".join(f"{k} {v}" for k, v in f.items()))')
+  log "slotproxy-shadow's copies over the whole run: $shadow"
+fi
 python3 "$HERE/summarize.py" "$RESULTS" "$DURATION" "$ROUNDS" "$CONNS"

@@ -68,6 +68,7 @@ pairs = [
     ("slotproxy-h2", "haproxy-h2"),
     ("slotproxy-h2c", "nginx-h2c"),
     ("slotproxy-h2c", "haproxy-h2c"),
+    ("slotproxy-shadow", "slotproxy"),
     ("slotproxy", "direct"),
     ("slotproxy", "bare-pingora"),
     ("slotproxy", "floor-forward"),

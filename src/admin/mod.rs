@@ -142,6 +142,12 @@ pub fn router(state: AdminState) -> Router {
             api::RAMP,
             get(ramp::show).put(ramp::start).delete(ramp::stop),
         )
+        .route(
+            api::SHADOW,
+            get(slots::show_shadow)
+                .put(slots::start_shadow)
+                .delete(slots::stop_shadow),
+        )
         .route(api::FLEET, get(fleet::list))
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed)

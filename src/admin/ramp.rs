@@ -39,13 +39,17 @@ pub(super) async fn start(
         PhaseName::Start,
         PhaseResult::Succeeded,
         format!(
-            "from {from}% to {}% by {} every {} s; gates: 5xx ≤ {}, p99 ≤ {}, at least {} responses; on breach {}{}",
+            "from {from}% to {}% by {} every {} s; gates: 5xx ≤ {}, p99 ≤ {}, at least {} responses{}; on breach {}{}",
             sp.max_percent,
             sp.step,
             sp.interval_secs,
             gates.max_error_ratio.map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
             gates.max_p99_ms.map_or("-".into(), |ms| format!("{ms} ms")),
             gates.min_requests,
+            gates.max_shadow_diff_ratio.map_or(String::new(), |r| format!(
+                ", shadow answers differing ≤ {:.1}%",
+                r * 100.0
+            )),
             match sp.on_breach {
                 crate::ramp::OnBreach::Rollback => format!("roll back to {}%", sp.min_percent),
                 crate::ramp::OnBreach::Pause => "pause".into(),

@@ -1,5 +1,5 @@
 //! Handlers for one slot: create, delete, deploy, settings, auto swap,
-//! request matches and outlier ejection.
+//! request matches, outlier ejection and the shadow.
 //!
 //! Every change but delete answers the slot as it is after the change, so
 //! they share [`change_slot`]: run the edit through the control plane, log
@@ -187,6 +187,86 @@ pub(super) async fn clear_outlier(
         "turned off outlier ejection of",
         move |s, site, slot| ops::set_outlier(s, site, slot, None),
     )
+    .await?;
+    Ok(Json(view))
+}
+
+/// The shadow of `site`/`slot` as set in `state`, with this node's figures.
+fn shadow_view(
+    st: &AdminState,
+    state: &Model,
+    site: &str,
+    slot: &str,
+) -> ApiResult<crate::api::ShadowView> {
+    let s = state
+        .sites
+        .get(site)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no site {site:?}")))?;
+    let sl = s.slots.get(slot).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("site {site:?} has no slot {slot:?}"),
+        )
+    })?;
+    let spec = sl.shadow.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "slot {slot:?} of site {site:?} has no shadow (PUT {} starts one)",
+                crate::api::path(crate::api::SHADOW, &[site, slot])
+            ),
+        )
+    })?;
+    let route = st.control.shadow(site, slot).filter(|r| r.raw == spec);
+    Ok(crate::api::ShadowView {
+        site: site.into(),
+        slot: slot.into(),
+        shadow: spec,
+        figures_of: "this node".into(),
+        figures: route.as_ref().map(|r| r.figures.view()).unwrap_or_default(),
+        last_differences: route
+            .as_ref()
+            .map(|r| r.figures.last_differences())
+            .unwrap_or_default(),
+    })
+}
+
+pub(super) async fn show_shadow(
+    State(st): State<AdminState>,
+    Path((site, slot)): Path<(String, String)>,
+) -> ApiResult<Json<Revised<crate::api::ShadowView>>> {
+    let snap = st.control.snapshot();
+    let view = shadow_view(&st, &snap.state, &site, &slot)?;
+    Ok(Json(Revised {
+        revision: snap.revision,
+        body: view,
+    }))
+}
+
+pub(super) async fn start_shadow(
+    State(st): State<AdminState>,
+    Path(names): Path<(String, String)>,
+    JsonBody(req): JsonBody<crate::shadow::ShadowSpec>,
+) -> ApiResult<Json<Revised<crate::api::ShadowView>>> {
+    let (site, slot) = names.clone();
+    let (view, ()) = change_slot(&st, names, "started the shadow of", move |s, site, slot| {
+        ops::set_shadow(s, site, slot, Some(req.clone()))
+    })
+    .await?;
+    let state = st.control.state();
+    Ok(Json(Revised {
+        revision: view.revision,
+        body: shadow_view(&st, &state, &site, &slot)?,
+    }))
+}
+
+pub(super) async fn stop_shadow(
+    State(st): State<AdminState>,
+    Path(names): Path<(String, String)>,
+) -> ApiResult<Json<Revised<SlotView>>> {
+    let (view, ()) = change_slot(&st, names, "stopped the shadow of", move |s, site, slot| {
+        ops::set_shadow(s, site, slot, None)
+    })
     .await?;
     Ok(Json(view))
 }

@@ -132,6 +132,7 @@ fn merge_slot(cur: &mut Slot, old: Option<&Slot>, new: &Slot) {
     );
     pick(&mut cur.matches, old.map(|o| &o.matches), &new.matches);
     pick(&mut cur.outlier, old.map(|o| &o.outlier), &new.outlier);
+    pick(&mut cur.shadow, old.map(|o| &o.shadow), &new.shadow);
     // Content: the file deploying something new into this slot wins; an
     // unchanged file keeps whatever swaps and deploys put here.
     pick(&mut cur.settings, old.map(|o| &o.settings), &new.settings);

@@ -86,6 +86,8 @@ pub struct ControlPlane {
     seeded_here: std::sync::atomic::AtomicBool,
     /// Outlier-ejection state of the instances, carried across tables.
     outliers: crate::outlier::Outliers,
+    /// Shadows (SPEC §15): their queues and figures, carried across tables.
+    shadows: crate::shadow::Shadows,
 }
 
 impl ControlPlane {
@@ -152,6 +154,7 @@ impl ControlPlane {
             claims: LocalClaims::default(),
             seeded_here: std::sync::atomic::AtomicBool::new(!store_shared),
             outliers: crate::outlier::Outliers::default(),
+            shadows: crate::shadow::Shadows::default(),
         };
         if seeded {
             log::info!(
@@ -514,6 +517,11 @@ impl ControlPlane {
         }
     }
 
+    /// The shadow of `site`/`slot` running on this node (SPEC §15).
+    pub fn shadow(&self, site: &str, slot: &str) -> Option<Arc<crate::shadow::ShadowRoute>> {
+        self.shadows.get(site, slot)
+    }
+
     /// Publish the same state again (an instance name resolves anew).
     pub fn republish(&self) {
         let mut inner = self.lock();
@@ -612,6 +620,8 @@ impl ControlPlane {
             inner.table_version,
         );
         self.outliers.attach(&mut table);
+        self.shadows
+            .attach(&mut table, &inner.doc.state, &self.table);
         table.attach_metrics();
         self.table.store(Arc::new(table));
     }

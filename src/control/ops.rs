@@ -218,6 +218,38 @@ pub fn set_outlier(
     Ok(())
 }
 
+/// Start (`Some`) or stop (`None`) the shadow of a slot (SPEC §15).
+pub fn set_shadow(
+    state: &mut State,
+    site: &str,
+    slot: &str,
+    shadow: Option<crate::shadow::ShadowSpec>,
+) -> Result<(), ControlError> {
+    if let Some(spec) = &shadow {
+        if slot == crate::model::PRODUCTION {
+            return Err(ControlError::Invalid(vec![crate::model::Problem {
+                key: "slot".into(),
+                reason: "production is what a shadow copies: start the shadow on the slot that \
+                         should get the copies"
+                    .into(),
+            }]));
+        }
+        let problems: Vec<crate::model::Problem> = spec
+            .check("")
+            .into_iter()
+            .map(|(key, reason)| crate::model::Problem {
+                key: key.trim_start_matches('.').to_string(),
+                reason,
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(ControlError::Invalid(problems));
+        }
+    }
+    slot_mut(state, site, slot)?.shadow = shadow;
+    Ok(())
+}
+
 /// Replace every rule of `site`: slots named get that percentage (`0` is an
 /// explicit rule: opt-in by link only), every other slot loses its rule.
 pub fn set_traffic_routing(

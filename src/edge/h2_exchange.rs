@@ -45,6 +45,8 @@ pub(crate) struct Incoming {
     pub body: RecvStream,
     pub grpc: bool,
     pub head_request: bool,
+    /// A copy for the slot's shadow, watching the answer (`shadow`).
+    pub shadow: Option<Box<crate::shadow::Tap>>,
 }
 
 /// The most of a request body read and dropped after a local answer, so
@@ -86,11 +88,13 @@ async fn serve(
         parts,
         body,
         grpc,
+        shadow: None,
     };
     let mut ctx = RequestCtx::default();
     let mut sent = Sent::default();
     let outcome =
         route_and_forward(&front, conn, &mut inc, &mut respond, &mut ctx, &mut sent).await;
+    let finished = outcome.is_ok();
     let what = || format!("{} {}", inc.parts.method, inc.parts.uri);
     match outcome {
         Err(Failed::Early(e)) => {
@@ -131,6 +135,8 @@ async fn serve(
         },
         &ctx,
     );
+    let whole = finished && inc.body.is_end_stream();
+    crate::shadow::complete(inc.shadow.take(), whole);
     // a body nobody read: taken and dropped (bounded), so the stream ends
     // cleanly rather than with a reset the client may take for a failure
     if !inc.body.is_end_stream() {
@@ -167,6 +173,10 @@ async fn route_and_forward(
         .map(|p| p.probe.protocol);
     match protocol {
         Some(crate::model::InstancesProtocol::Http1) | None => {
+            // shadow traffic (SPEC §15): one branch for a site without one
+            let target = inc.parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let method = inc.parts.method.as_str();
+            inc.shadow = crate::shadow::offer(ctx, &inc.parts, method, target, false);
             super::h2_h1::forward(front, inc, respond, ctx, sent).await
         }
         Some(_) => super::h2_upstream::forward(front, inc, respond, ctx, sent).await,

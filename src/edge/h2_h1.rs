@@ -431,6 +431,9 @@ impl Exchange<'_> {
             resp.headers_mut().append(http::header::SET_COOKIE, c);
         }
         let no_body = head.body == Body::None;
+        if let Some(tap) = &mut self.inc.shadow {
+            tap.response_head(head.status, resp.headers());
+        }
         let mut tx = respond
             .send_response(resp, no_body)
             .map_err(|_| Outcome::Failed(Failed::Late(None)))?;
@@ -503,6 +506,9 @@ impl Exchange<'_> {
                 }
                 Pumped::Client(Ok(Some(Ok(data)))) => {
                     self.body.streamed = true;
+                    if let Some(tap) = &mut self.inc.shadow {
+                        tap.request_body(&data);
+                    }
                     let n = data.len();
                     let bytes: &[u8] = if self.body.framing == Framing::Chunked && n > 0 {
                         framed.clear();
@@ -590,6 +596,9 @@ impl Exchange<'_> {
                     _ => (rest.split().freeze(), false),
                 };
                 let n = piece.len();
+                if let Some(tap) = &mut self.inc.shadow {
+                    tap.response_body(&piece);
+                }
                 send_all(tx, piece, end, wait).await.map_err(gone)?;
                 sent.bytes += n;
                 if end {

@@ -61,6 +61,9 @@ pub struct SiteRoutes {
     pub buckets: Option<BucketRoutes>,
     /// The slots' `match` entries, compiled (empty for most sites).
     pub matches: super::matches::SiteMatches,
+    /// Shadows of its slots (SPEC §15), attached on publish; empty for
+    /// most sites, which is all a request of theirs checks.
+    pub shadows: Vec<Arc<crate::shadow::ShadowRoute>>,
 }
 
 /// Bucket assignment of a site (`routing::buckets`).
@@ -317,6 +320,7 @@ impl RouteTable {
                 trusted_proxies: site.trusted_proxies.clone(),
                 buckets,
                 matches,
+                shadows: Vec::new(),
             });
         }
         RouteTable {

@@ -71,6 +71,7 @@ export const PATHS = {
   activity: '/api/v1/sites/{site}/activity',
   live: '/api/v1/sites/{site}/live',
   listeners: '/api/v1/listeners',
+  shadow: '/api/v1/sites/{site}/slots/{slot}/shadow',
 };
 
 /**

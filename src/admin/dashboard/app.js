@@ -157,13 +157,127 @@ async function refresh() {
     call('GET', path(PATHS.live, page.site)),
     call('GET', path(PATHS.activity, page.site)),
   ]);
+  const shadows = await Promise.all(
+    view.slots
+      .filter((s) => s.shadow)
+      .map((s) => call('GET', path(PATHS.shadow, page.site, s.name)).catch(() => null)),
+  );
   page.view = view;
   page.activity = activity;
   $('#sign-in').hidden = true;
   $('#sign-out').hidden = !token.get();
   renderSite(view);
   renderLive(live);
+  renderShadows(view, shadows.filter(Boolean));
   renderActivity(activity);
+}
+
+// ---- shadow traffic ------------------------------------------------------------
+
+/** Each slot's shadow with this node's figures and last differences, or a
+ * form to start one; re-drawn only when something changed (and never while
+ * a start form is being typed in). */
+function renderShadows(view, shadows) {
+  const box = $('#shadows');
+  const sig = JSON.stringify([view.slots.map((s) => [s.name, s.shadow]), shadows]);
+  const typing = document.activeElement?.tagName === 'INPUT' && box.contains(document.activeElement);
+  if (box.dataset.sig === sig || typing) return;
+  box.dataset.sig = sig;
+  const bySlot = Object.fromEntries(shadows.map((s) => [s.slot, s]));
+  box.replaceChildren(
+    ...view.slots
+      .filter((s) => s.name !== 'production')
+      .map((s) => (bySlot[s.name] ? shadowPanel(bySlot[s.name]) : shadowStart(s.name))),
+  );
+}
+
+function shadowPanel(v) {
+  const f = v.figures;
+  const pct = (r) => (r === null || r === undefined ? '—' : `${(r * 100).toFixed(1)}%`);
+  const figures = `${pct(f.match_ratio)} matching (${f.match} of ${f.compared} compared) · status differs ${f.status_differs} · headers differ ${f.headers_differ} · body differs ${f.body_differs} · error ${f.error} · dropped ${f.dropped}`
+    + (f.latency_ratio_mean ? ` · slot/production time ${f.latency_ratio_mean.toFixed(2)}x` : '');
+  const last = v.last_differences;
+  return h(
+    'div',
+    { class: 'shadow', 'data-slot': v.slot },
+    h('h4', { text: `${v.slot}: ${v.shadow.percent}% of production's ${v.shadow.methods.join(', ')}` }),
+    h('p', { class: 'shadow-figures', text: figures }),
+    last.length
+      ? h(
+          'table',
+          { class: 'differences' },
+          h('caption', { class: 'visually-hidden', text: `Last differing answers of ${v.slot}` }),
+          h(
+            'thead',
+            {},
+            h('tr', {}, ['Request', 'Result', 'Status (production / slot)', 'First difference'].map((t) => h('th', { scope: 'col', text: t }))),
+          ),
+          h(
+            'tbody',
+            {},
+            last.map((d) =>
+              h(
+                'tr',
+                {},
+                h('td', {}, h('code', { text: `${d.method} ${d.path}` })),
+                h('td', { text: d.result }),
+                h('td', { text: `${d.production_status} / ${d.slot_status ?? '—'}` }),
+                h('td', { text: d.first_difference }),
+              ),
+            ),
+          ),
+        )
+      : h('p', { class: 'muted', text: 'No differences yet.' }),
+    h('button', {
+      type: 'button',
+      'data-key': `shadow-stop:${v.slot}`,
+      'aria-label': `Stop the shadow of ${v.slot}`,
+      text: 'Stop shadow',
+      on: {
+        click: async () => {
+          try {
+            await call('DELETE', path(PATHS.shadow, page.site, v.slot));
+            say(`The shadow of ${v.slot} is stopped.`);
+            await refresh();
+          } catch (e) {
+            fail(e);
+          }
+        },
+      },
+    }),
+  );
+}
+
+function shadowStart(slot) {
+  const id = `shadow-percent-${slot}`;
+  const input = h('input', { id, type: 'number', min: '0', max: '100', step: 'any', value: '10' });
+  return h(
+    'div',
+    { class: 'shadow', 'data-slot': slot },
+    h(
+      'form',
+      {
+        on: {
+          submit: async (ev) => {
+            ev.preventDefault();
+            const percent = Number(input.value);
+            try {
+              await call('PUT', path(PATHS.shadow, page.site, slot), { percent });
+              input.blur();
+              say(`${slot} now gets a copy of ${percent}% of production's requests.`);
+              await refresh();
+            } catch (e) {
+              fail(e);
+            }
+          },
+        },
+      },
+      h('label', { for: id, text: `Copy to ${slot}` }),
+      input,
+      h('span', { text: "% of production's GET, HEAD and OPTIONS requests" }),
+      h('button', { type: 'submit', 'data-key': `shadow-start:${slot}`, text: 'Start shadow' }),
+    ),
+  );
 }
 
 function renderSiteSelect() {

@@ -70,7 +70,24 @@ impl RampDuty {
 struct Track {
     operation_id: String,
     baseline: SlotFigures,
+    /// The slot's shadow figures (compared, differing) at the start.
+    shadow_base: Option<(u64, u64)>,
     due: Instant,
+}
+
+/// This node's shadow figures of the slot: (compared, differing or failed).
+fn shadow_now(control: &ControlPlane, site: &str, slot: &str) -> Option<(u64, u64)> {
+    let view = control.shadow(site, slot)?.figures.view();
+    Some((view.compared, view.differing()))
+}
+
+/// The shadow's figures over an interval; a shadow started anew in it
+/// counts from 0.
+fn shadow_since(now: Option<(u64, u64)>, base: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    match (now, base) {
+        (Some(n), Some(b)) if n.0 >= b.0 && n.1 >= b.1 => Some((n.0 - b.0, n.1 - b.1)),
+        (n, _) => n,
+    }
 }
 
 fn figures_now(site: &str, slot: &str) -> SlotFigures {
@@ -108,6 +125,7 @@ pub async fn run(control: Arc<ControlPlane>) {
                 let fresh = || Track {
                     operation_id: ramp.operation_id.clone(),
                     baseline: figures_now(site, slot),
+                    shadow_base: shadow_now(&control, site, slot),
                     due: Instant::now() + interval,
                 };
                 let track = tracks.entry(key).or_insert_with(fresh);
@@ -118,10 +136,21 @@ pub async fn run(control: Arc<ControlPlane>) {
                     continue;
                 }
                 let window = figures_now(site, slot).since(&track.baseline);
+                let shadow = shadow_since(shadow_now(&control, site, slot), track.shadow_base);
                 let state = control.state();
-                judge_once(&control, &client, site, slot, ramp, &state, &window).await;
+                judge_once(
+                    &control,
+                    &client,
+                    site,
+                    slot,
+                    ramp,
+                    &state,
+                    (&window, shadow),
+                )
+                .await;
                 // the next interval starts now, with the new rule published
                 track.baseline = figures_now(site, slot);
+                track.shadow_base = shadow_now(&control, site, slot);
                 track.due = Instant::now() + interval;
             }
         }
@@ -146,7 +175,8 @@ async fn judge_once(
     slot: &str,
     ramp: &Ramp,
     state: &State,
-    window: &Window,
+    // the slot's figures over the interval, and its shadow's
+    (window, shadow): (&Window, Option<(u64, u64)>),
 ) {
     let op_id = ramp.operation_id.clone();
     let percent = match state.sites.get(site).and_then(|s| s.slots.get(slot)) {
@@ -187,7 +217,11 @@ async fn judge_once(
         return;
     };
     let ceiling = ceiling(state, site, slot);
-    let figures = Figures::of(window);
+    let mut figures = Figures::of(window);
+    if let Some((compared, differing)) = shadow {
+        figures.shadow_compared = Some(compared);
+        figures.shadow_differing = Some(differing);
+    }
     let mut j = judge(&ramp.spec, percent, ceiling, &figures);
     if asks_callback(&ramp.spec, percent, &j) {
         let body = CallbackRequest {
