@@ -9,11 +9,12 @@
 //!
 //! Everything here is pure and allocation-free per request.
 
-use super::table::WEIGHT_SCALE;
-
-/// Buckets per site: one per basis point, so every rule maps to a whole
-/// number of buckets and a bucket is a share of 0.01%.
-pub const BUCKETS: u32 = WEIGHT_SCALE;
+/// Buckets per site: one per basis point (the table's `WEIGHT_SCALE`, held
+/// equal to it where the table is compiled), so every rule maps to a whole
+/// number of buckets and a bucket is a share of 0.01%. Defined here, not
+/// taken from `table`, so that imports go one way: `table` uses
+/// `buckets`, never the reverse.
+pub const BUCKETS: u32 = 10_000;
 
 /// What a bucket cookie value starts with (`b.` then the decimal bucket).
 pub const BUCKET_PREFIX: &[u8] = b"b.";

@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 /// Weighted routing works in basis points so rules like 12.5% are exact.
 pub const WEIGHT_SCALE: u32 = 10_000;
+// a bucket is one basis point of a site's traffic
+const _: () = assert!(super::buckets::BUCKETS == WEIGHT_SCALE);
 
 pub use crate::model::{Addresses, Health};
 
