@@ -16,7 +16,8 @@
 //!   and the target its path.
 //! - **bare-LF lines**: written with CRLF (a strict app parser refuses a
 //!   bare LF, and mixed line ends are how two parsers come to disagree).
-//! - **hop-by-hop fields** (RFC 9110 §7.6.1): the fields `Connection` names,
+//! - **hop-by-hop fields** (RFC 9110 §7.6.1): the fields `Connection` names
+//!   (but the body's framing, which stays: [`keeps_when_named`]),
 //!   `TE`, `Trailer`, `Proxy-Connection`, `Proxy-Authorization` (credentials
 //!   for the proxy, which takes none), `HTTP2-Settings`; `Connection` is
 //!   written anew with what the lean path acts on (`close`, `upgrade`).
@@ -147,7 +148,7 @@ pub fn rewrite(head: &[u8], tls: bool) -> Result<Rewritten, Refused> {
         let dropped = DROPPED.iter().any(|d| is(d))
             || (is("upgrade") && !upgrade)
             || (is("expect") && !expect)
-            || (!is("upgrade")
+            || (!keeps_when_named(name)
                 && tokens
                     .iter()
                     .any(|t| t.eq_ignore_ascii_case(name.as_bytes())));
@@ -162,6 +163,16 @@ pub fn rewrite(head: &[u8], tls: bool) -> Result<Rewritten, Refused> {
     }
     out.extend_from_slice(b"\r\n");
     Ok(Rewritten { head: out, http10 })
+}
+
+/// Fields that stay though `Connection` names them: the body's framing (a
+/// nominated `Content-Length` dropped would leave the body's bytes to be
+/// read as the next request), and `Upgrade`, which the upgrade decision
+/// above keeps or drops.
+fn keeps_when_named(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "upgrade"]
+        .iter()
+        .any(|k| name.eq_ignore_ascii_case(k))
 }
 
 /// The authority (for an absolute-form target) and the path the instance
@@ -278,6 +289,18 @@ mod tests {
         assert_eq!(
             anew("GET / HTTP/1.1\r\nHost: s\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n"),
             "GET / HTTP/1.1\r\nhost: s\r\nUpgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_framing_field_named_by_connection_stays() {
+        assert_eq!(
+            anew("POST / HTTP/1.1\r\nHost: s\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n"),
+            "POST / HTTP/1.1\r\nhost: s\r\nContent-Length: 5\r\n\r\n"
+        );
+        assert_eq!(
+            anew("POST / HTTP/1.1\r\nHost: s\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "POST / HTTP/1.1\r\nhost: s\r\nTransfer-Encoding: chunked\r\n\r\n"
         );
     }
 
