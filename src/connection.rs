@@ -1,24 +1,24 @@
 //! One client HTTP/1 connection as the connection loop (`limits`) hands it
-//! to pingora, request after request: how HTTP/1.1 pipelining is answered
-//! in order (RFC 9112 §9.3.2), as nginx does.
+//! to the engine (`lean`), request after request: how HTTP/1.1 pipelining
+//! is answered in order (RFC 9112 §9.3.2), as nginx does, and what one
+//! parse of a request header says about it ([`inspect`]: its body's
+//! length, whether it is plain, whether it is refused).
 //!
-//! pingora reads a request's body itself and, once the body is complete,
-//! keeps reading the socket while the response is produced (to notice a
-//! client that goes away). With requests pipelined behind the current one,
-//! either read takes the next request's bytes — pingora 0.9 then fails the
-//! current response ("Sent data after end of body") or drops the next one.
-//! So pingora is given a [`Fenced`] connection: it may read exactly the
-//! current request's body from the socket ([`body_length`] decides how many
-//! bytes that is), and what arrives after it is kept aside as the start of
-//! the next request, which the connection loop reads from there with the
-//! same limits as any other. Bytes that cannot be framed with certainty (a
-//! chunked body, an upgrade, a malformed header) are not fenced: pingora
-//! gets them all, as before, and closes the connection after answering if
-//! something followed them.
+//! The engine reads a request's body itself and, once it is complete, may
+//! watch the socket while the response is produced (to notice a client
+//! that goes away). With requests pipelined behind the current one, either
+//! read would take the next request's bytes. So the engine is given a
+//! [`Fenced`] connection: it may read exactly the current request's body
+//! from the socket ([`body_length`] decides how many bytes that is), and
+//! what arrives after it is kept aside as the start of the next request,
+//! which the connection loop reads from there with the same limits as any
+//! other. A chunked body is fenced where its decoder finds its end
+//! (`lean::body_ended`); an upgrade is not fenced (its bytes are the
+//! tunnel's).
 //!
 //! The fence also replays bytes already read (the HTTP/2 connection
-//! preface of an h2c client, found by the connection loop) to pingora's
-//! HTTP/2 server.
+//! preface of an h2c client, found by the connection loop) to the HTTP/2
+//! front end (`edge`).
 
 use crate::request_body::RequestBody;
 use bytes::{Buf, BytesMut};
@@ -40,7 +40,7 @@ pub enum BodyLength {
     /// neither Content-Length nor Transfer-Encoding has none).
     Exactly(u64),
     /// Not known from the header alone (chunked, an upgrade, CONNECT), or
-    /// a header pingora will refuse anyway: no fence.
+    /// a header that is refused anyway: no fence.
     Unknown,
 }
 

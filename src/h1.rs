@@ -7,9 +7,9 @@
 //!
 //! No header map is built on either side: field lines are copied as they
 //! came (names keep their case, values their bytes), except the ones a
-//! proxy must drop or replace. What is dropped or replaced is what
-//! pingora-proxy does on the other path (`tests/lean.rs` holds the two to
-//! the same request as the instance sees it).
+//! proxy must drop or replace (`tests/lean.rs` holds a plain request and
+//! one written anew by `head_rewrite` to the same request as the instance
+//! sees it).
 
 use crate::proxy::Forwarded;
 use crate::routing::RequestView;
@@ -548,7 +548,7 @@ mod tests {
                 assert_eq!(r.query(), None);
             },
         );
-        // HTTP/1.0 is left to pingora-proxy (close-delimited bodies, no 1xx)
+        // HTTP/1.0 is written anew as HTTP/1.1 first (`head_rewrite`)
         let mut headers = headers();
         assert!(parse_request(b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", &mut headers).is_none());
     }

@@ -1,8 +1,8 @@
-//! The lean HTTP/1 proxy path: plain HTTP/1.1 requests forwarded by one
+//! The engine's HTTP/1 path (every HTTP/1 request): forwarded by one
 //! straight-line `async fn` on the raw client and instance connections,
 //! with our own HTTP/1 codec (`h1`), pingora-core's transport connector,
-//! and idle instance connections kept in `idle_pool` — instead of
-//! pingora-proxy.
+//! and idle instance connections kept in `idle_pool` — not pingora-proxy,
+//! which is off the request path.
 //!
 //! Why: the load benchmark's floors (docs/performance/history.md) showed most of the gap
 //! to nginx in pingora-proxy's per-request machinery (the session boxed
@@ -20,8 +20,7 @@
 //! (`connection::Plain`: HTTP/1.1, an origin-form target, one `Host`, a
 //! body of one `Content-Length` or `chunked`, or none, and no hop-by-hop
 //! field but `Connection`, `Keep-Alive`, an `Upgrade` and `Expect:
-//! 100-continue`) on a site whose slots all have plain HTTP/1 instances
-//! ([`Lean::takes`]). The body streams to the instance as it arrives
+//! 100-continue`). The body streams to the instance as it arrives
 //! (`request_body`: a chunked one framed anew), while the instance is
 //! watched for an early answer: an interim `100 Continue` goes to the
 //! client (which then sends its body), a final answer ends the body's
@@ -30,17 +29,16 @@
 //! plain as it came (HTTP/1.0, an absolute target, bare-LF lines,
 //! hop-by-hop fields) is written anew in the plain form by `head_rewrite`
 //! first and served here too; an HTTP/1.0 client's answer is framed as
-//! HTTP/1.0 allows (`h1::ClientAdds::http10`). What is left to
-//! pingora-proxy: HTTP/1 requests to sites with h2c or h2 instances, and
-//! everything when `[server] lean_http1 = false`.
+//! HTTP/1.0 allows (`h1::ClientAdds::http10`). A request routed to a slot
+//! whose instances speak HTTP/2 goes over HTTP/2 (`edge::h1_h2`).
 //!
-//! What it shares with the pingora-proxy path, by calling the same
+//! What it shares with the HTTP/2 front end (`edge`), by calling the same
 //! functions of `proxy`: the routing decision and its local 404/403/503
 //! pages, the instance pick and its retries of connect errors on the slot's
 //! other instances, the time-outs, the forwarded headers and `X-Slot-Name`
 //! (`proxy::forwarded`), the pin cookie (`proxy::pin_cookie`), the 502
 //! page, metrics and the access log (`proxy::log_request`), and the drain.
-//! What it does like pingora-proxy without sharing code: the hop-by-hop
+//! What it does as pingora-proxy did, without its code: the hop-by-hop
 //! fields it drops (`h1`), a body the instance delimits by closing sent on
 //! chunked, and the retry of an idempotent request whose pooled connection
 //! turned out to be closed before any response byte arrived.

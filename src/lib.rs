@@ -1,7 +1,7 @@
 //! slotproxy: Azure App Service deployment slots for self-hosted apps.
 //!
 //! Data flows one way: config/API → [`control::ControlPlane`] → [`store`] →
-//! [`routing::RouteTable`] → [`proxy::SlotProxy`]. The proxy never writes
+//! [`routing::RouteTable`] → the engine ([`limits::Limited`]: [`lean`], [`edge`]). The proxy never writes
 //! state; the routing table is immutable and replaced whole.
 
 pub mod access_log;

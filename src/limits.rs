@@ -1,13 +1,11 @@
 //! Downstream limits (docs/reference/limits.md):
 //! what one client may cost the proxy.
 //!
-//! pingora 0.9 on its own keeps an idle HTTP/1.1 keep-alive connection open
-//! forever (it marks every 1.1 request's connection "keep-alive, no
-//! time-out"), buffers a request header up to 1 MB before refusing it with
-//! a bare 400, has no limit on open connections, and reads each header with
-//! a per-read (not total) time-out, so a client trickling bytes is never cut
-//! off. This module owns the fix, as a [`ServerApp`] wrapped around the
-//! pingora proxy application:
+//! The client listeners' application ([`Limited`], a pingora-core
+//! [`ServerApp`]): the connection loop around slotproxy's one request
+//! engine, and what one client may cost it (pingora's own HTTP server keeps
+//! idle keep-alive connections forever, buffers a header up to 1 MB and
+//! limits nothing, so none of it is used):
 //!
 //! * **accept**: [`Connections::admit`] (`admission`) refuses a connection
 //!   beyond `max_connections_per_ip`, or beyond `max_connections` when no
@@ -17,21 +15,21 @@
 //! * **between requests** (HTTP/1.x): the idle connection waits for its next
 //!   request holding no request buffer (only `FIRST_READ`), and is closed after
 //!   `keepalive_timeout_secs` (the first request: `header_timeout_secs`);
-//! * **the request header** is read here, not by pingora, into a buffer
-//!   capped at `max_header_bytes` (more → 431 at once), with the request line
-//!   capped at `max_uri_bytes` (more → 414) and the whole header due within
-//!   `header_timeout_secs` (else 408). The complete header is then handed to
-//!   pingora as the session's first bytes ([`ServerSession::set_pipelined_prefix`]),
-//!   which parses it without reading again;
-//! * **the request body** is read by pingora with `body_timeout_secs` between
-//!   reads; a client that stalls gets 408 ([`client_fault`] decides);
+//! * **the request header** is read here into a buffer capped at
+//!   `max_header_bytes` (more → 431 at once), with the request line capped
+//!   at `max_uri_bytes` (more → 414) and the whole header due within
+//!   `header_timeout_secs` (else 408); it is checked (`request_check`),
+//!   written anew if it is not plain (`head_rewrite`), and handed to the
+//!   engine (`lean::Lean::serve`) with what of its body came with it;
+//! * **the request body** is read by the engine with `body_timeout_secs`
+//!   between reads and `body_min_bytes_per_sec` on average; a client that
+//!   stalls gets 408 ([`client_fault`] decides);
 //! * **the answer**: a write to a client that takes nothing for
 //!   `send_timeout_secs` ends the connection (and the instance's).
 //!
 //! HTTP/2 connections (TLS with ALPN `h2`, h2c with prior knowledge) are
-//! counted and limited at accept, then served by slotproxy's own HTTP/2
-//! front end (`edge`, `[server] lean_http2`) or else handed to pingora
-//! unchanged.
+//! counted and limited at accept, then served by the engine's HTTP/2 front
+//! end (`edge`).
 //!
 //! The decisions ([`check_head`], [`client_fault`], the counters of
 //! [`Connections`]) are plain functions, tested below without sockets.
@@ -384,7 +382,7 @@ impl Limited {
 }
 
 /// The answer to a request target over `max_uri_bytes` (HTTP/1 here, HTTP/2
-/// in `proxy`, where pingora's HTTP/2 server has parsed the request).
+/// in `edge::h2_exchange`, where the `h2` crate has parsed the request).
 pub fn uri_too_long(max_uri_bytes: usize) -> String {
     format!(
         "414 URI Too Long: the request target is longer than {max_uri_bytes} bytes (server.max_uri_bytes)"

@@ -339,8 +339,8 @@ pub fn route_request(
 
 /// The `X-Forwarded-For`, `-Proto`, `-Host` and `X-Slot-Name` values the
 /// instance gets (each replaces what the client sent), computed once for
-/// either request path: pingora-proxy's inserts them into its header map
-/// ([`forwarded_headers`]), the lean path writes them as bytes.
+/// every request path: the HTTP/1 path writes them as bytes (`h1`), the
+/// HTTP/2 ones into a header map (`edge::h2_upstream`).
 pub struct Forwarded<'a> {
     /// `None`: no peer address, the field is dropped.
     pub for_: Option<ForwardedFor>,

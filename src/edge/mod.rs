@@ -1,6 +1,6 @@
 //! slotproxy's own HTTP/2 front end: HTTP/2 clients (TLS with ALPN `h2`,
 //! and h2c with prior knowledge on plain listeners) served with the `h2`
-//! crate instead of pingora-proxy, when `[server] lean_http2` is on.
+//! crate (pingora-proxy is off the request path).
 //!
 //! One path from accept to answer:
 //! - `h2`: the connection — settings and limits, idle time-out, GOAWAY on
