@@ -141,7 +141,7 @@ pub fn rewrite(head: &[u8], tls: bool) -> Result<Rewritten, Refused> {
         None => values("host").next(),
     };
     // an HTTP/1.0 request may have none: an empty one routes as unknown
-    field(&mut out, b"host", host.unwrap_or(b""));
+    crate::h1::field(&mut out, b"host", host.unwrap_or(b""));
     for h in headers {
         let name = h.name;
         let is = |n: &str| name.eq_ignore_ascii_case(n);
@@ -153,13 +153,13 @@ pub fn rewrite(head: &[u8], tls: bool) -> Result<Rewritten, Refused> {
                     .iter()
                     .any(|t| t.eq_ignore_ascii_case(name.as_bytes())));
         if !dropped {
-            field(&mut out, name.as_bytes(), h.value);
+            crate::h1::field(&mut out, name.as_bytes(), h.value);
         }
     }
     if close {
-        field(&mut out, b"connection", b"close");
+        crate::h1::field(&mut out, b"connection", b"close");
     } else if upgrade {
-        field(&mut out, b"connection", b"upgrade");
+        crate::h1::field(&mut out, b"connection", b"upgrade");
     }
     out.extend_from_slice(b"\r\n");
     Ok(Rewritten { head: out, http10 })
@@ -197,13 +197,6 @@ fn target(t: &str) -> Result<(Option<&str>, String), Refused> {
         p => format!("/{p}"),
     };
     Ok((Some(authority), path))
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! trailer section — or, to an HTTP/1.0 client, bare to the close.
 
 use super::h2_exchange::send_all;
-use super::h2_upstream;
+use super::h2_upstream::{self, Opened};
 use crate::h1::{self, ClientAdds, RawRequest};
 use crate::lean::{self, Client, Failed, Lean};
 use crate::proxy::RequestCtx;
@@ -74,30 +74,11 @@ pub(crate) async fn forward(
     ctx: &mut RequestCtx,
 ) -> Result<(), Failed> {
     let end = body.done() && first.is_empty();
-    let (response, mut up, read_timeout) = loop {
-        let (mut send, peer) = h2_upstream::connect(lean, ctx).await?;
-        let req =
-            h2_upstream::upstream_request(parts, ctx, peer.is_tls()).map_err(Failed::Early)?;
-        let read_timeout = peer.options.read_timeout.unwrap_or(Duration::from_secs(60));
-        let (response, up) = match send.send_request(req, end) {
-            Ok(r) => r,
-            Err(e) if end && h2_upstream::again(&lean.h2, &peer, &e, ctx.attempts) => continue,
-            Err(_) => {
-                return Err(Failed::Early(upstream_error(
-                    ErrorType::WriteError,
-                    "the instance's HTTP/2 connection closed",
-                )))
-            }
-        };
-        if !end {
-            break (response, up, read_timeout);
+    let (response, mut up, read_timeout) = match h2_upstream::open(lean, parts, ctx, end).await? {
+        Opened::Answered(resp, read_timeout) => {
+            return relay(client, resp, adds, false, read_timeout).await
         }
-        // no body: a stream the instance did not take may go again
-        match h2_upstream::response_head(response, read_timeout).await? {
-            Ok(resp) => return relay(client, resp, adds, false, read_timeout).await,
-            Err(e) if h2_upstream::again(&lean.h2, &peer, &e, ctx.attempts) => continue,
-            Err(_) => return Err(h2_upstream::reset_before_answer()),
-        }
+        Opened::Streaming(response, up, read_timeout) => (response, up, read_timeout),
     };
     tokio::pin!(response);
     if expect_continue && !adds.http10 {
@@ -224,37 +205,30 @@ fn client_head(
         ) {
             continue;
         }
-        field(out, name.as_str().as_bytes(), value.as_bytes());
+        h1::field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !h.contains_key(http::header::DATE) {
-        field(
+        h1::field(
             out,
             b"date",
             pingora_core::protocols::http::date::get_cached_date().as_bytes(),
         );
     }
     if let Some(c) = adds.cookie {
-        field(out, b"set-cookie", c);
+        h1::field(out, b"set-cookie", c);
     }
     match framing {
-        Framing::Length if !length => field(out, b"content-length", b"0"),
-        Framing::Chunked => field(out, b"transfer-encoding", b"chunked"),
+        Framing::Length if !length => h1::field(out, b"content-length", b"0"),
+        Framing::Chunked => h1::field(out, b"transfer-encoding", b"chunked"),
         _ => {}
     }
     if close {
-        field(out, b"connection", b"close");
+        h1::field(out, b"connection", b"close");
     } else if adds.http10 {
-        field(out, b"connection", b"keep-alive");
+        h1::field(out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
     (framing, close)
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The instance's answer to the client: head, body as it comes, and its
@@ -320,7 +294,7 @@ async fn relay(
     out.clear();
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.iter().flatten() {
-        field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        h1::field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     client.send(&out, 0).await

@@ -23,7 +23,7 @@
 
 use super::h2_exchange::{date, send_all, Failed, Incoming, SendFailed, Sent};
 use super::H2Front;
-use crate::h1::{self, Body, ClientAdds, ResponseHead};
+use crate::h1::{self, field, Body, ClientAdds, ResponseHead};
 use crate::lean::MAX_ATTEMPTS;
 use crate::proxy::{forwarded, pin_cookie, Forwarded, RequestCtx};
 use crate::request_body::{ChunkedDecoder, Pace};
@@ -97,13 +97,6 @@ fn dropped(name: &HeaderName) -> bool {
             | "x-forwarded-host"
             | "x-slot-name"
     ) || crate::request_check::drops_field(name.as_str())
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Append the HTTP/1.1 request for the instance to `out`.

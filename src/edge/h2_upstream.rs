@@ -262,24 +262,32 @@ pub(crate) fn reset_before_answer() -> Failed {
     ))
 }
 
-/// Forward the routed request to the slot's HTTP/2 instance, streaming
-/// both ways. A request without a body whose stream the instance did not
+/// A stream opened to the slot's HTTP/2 instance ([`open`]).
+pub(crate) enum Opened {
+    /// A request without a body, already answered (head only so far).
+    Answered(Response<RecvStream>, Duration),
+    /// A request whose body is still to be sent; the answer is to come.
+    Streaming(h2::client::ResponseFuture, SendStream<Bytes>, Duration),
+}
+
+/// Open the request's stream (`parts`; `end`: it has no body) on the next
+/// instance of its slot, each with its read time-out. A request without a
+/// body is answered here, so that one whose stream the instance did not
 /// take ([`unprocessed`]) goes again, as an HTTP/1 request whose pooled
-/// connection had closed does.
-pub(crate) async fn forward(
-    front: &H2Front,
-    inc: &mut Incoming,
-    respond: &mut SendResponse<Bytes>,
+/// connection had closed does; one with a body cannot be sent again.
+pub(crate) async fn open(
+    lean: &crate::lean::Lean,
+    parts: &http::request::Parts,
     ctx: &mut RequestCtx,
-    sent: &mut Sent,
-) -> Result<(), Failed> {
-    let end = inc.body.is_end_stream();
-    let (response, up_body, peer) = loop {
-        let (mut send, peer) = connect(&front.lean, ctx).await?;
-        let req = upstream_request(&inc.parts, ctx, peer.is_tls()).map_err(Failed::Early)?;
-        let (response, up_body) = match send.send_request(req, end) {
+    end: bool,
+) -> Result<Opened, Failed> {
+    loop {
+        let (mut send, peer) = connect(lean, ctx).await?;
+        let req = upstream_request(parts, ctx, peer.is_tls()).map_err(Failed::Early)?;
+        let read_timeout = peer.options.read_timeout.unwrap_or(Duration::from_secs(60));
+        let (response, up) = match send.send_request(req, end) {
             Ok(r) => r,
-            Err(e) if end && again(&front.lean.h2, &peer, &e, ctx.attempts) => continue,
+            Err(e) if end && again(&lean.h2, &peer, &e, ctx.attempts) => continue,
             Err(_) => {
                 return Err(Failed::Early(upstream_error(
                     ErrorType::WriteError,
@@ -288,28 +296,33 @@ pub(crate) async fn forward(
             }
         };
         if !end {
-            break (response, up_body, peer);
+            return Ok(Opened::Streaming(response, up, read_timeout));
         }
-        // no body: the head is awaited here, so that a stream the instance
-        // did not take can go again
-        let read_timeout = peer.options.read_timeout.unwrap_or(Duration::from_secs(60));
         match response_head(response, read_timeout).await? {
-            Ok(resp) => {
-                return relay_answer(
-                    resp,
-                    respond,
-                    ctx,
-                    sent,
-                    read_timeout,
-                    front.lean.send_timeout,
-                )
-                .await
-            }
-            Err(e) if again(&front.lean.h2, &peer, &e, ctx.attempts) => continue,
+            Ok(resp) => return Ok(Opened::Answered(resp, read_timeout)),
+            Err(e) if again(&lean.h2, &peer, &e, ctx.attempts) => continue,
             Err(_) => return Err(reset_before_answer()),
         }
+    }
+}
+
+/// Forward the routed request to the slot's HTTP/2 instance, streaming
+/// both ways ([`open`]).
+pub(crate) async fn forward(
+    front: &H2Front,
+    inc: &mut Incoming,
+    respond: &mut SendResponse<Bytes>,
+    ctx: &mut RequestCtx,
+    sent: &mut Sent,
+) -> Result<(), Failed> {
+    let end = inc.body.is_end_stream();
+    let (response, up_body, read_timeout) = match open(&front.lean, &inc.parts, ctx, end).await? {
+        Opened::Answered(resp, read_timeout) => {
+            let send_timeout = front.lean.send_timeout;
+            return relay_answer(resp, respond, ctx, sent, read_timeout, send_timeout).await;
+        }
+        Opened::Streaming(response, up, read_timeout) => (response, up, read_timeout),
     };
-    let read_timeout = peer.options.read_timeout.unwrap_or(Duration::from_secs(60));
     let body_timeout = front.lean.body_timeout;
     let send_timeout = front.lean.send_timeout;
     // the request body goes on while the response comes (bidirectional
